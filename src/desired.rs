@@ -1,0 +1,349 @@
+//! The desired state: every resource read from one git revision, checked as a whole.
+//! Loading is all-or-nothing: any problem (syntax, unknown field, dangling reference,
+//! duplicate name…) rejects the revision, and each problem names file, line and field.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+
+use crate::resources::*;
+use crate::yaml::{RawDocument, parse_documents};
+
+/// One problem in the desired state, located in its file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// Field path, e.g. `spec.phases[0].collection` (empty for file-level problems).
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+pub fn render_problems(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Where a resource was declared.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+}
+
+/// All resources of one revision, by name.
+#[derive(Clone, Debug, Default)]
+pub struct DesiredState {
+    /// `branch@sha1:<hex>` of the commit read.
+    pub revision: String,
+    pub catalogs: BTreeMap<String, UpdateCatalog>,
+    pub collections: BTreeMap<String, Collection>,
+    pub client_settings: BTreeMap<String, ClientSettings>,
+    pub update_lists: BTreeMap<String, UpdateList>,
+    pub templates: BTreeMap<String, DeploymentTemplate>,
+    pub deployments: BTreeMap<String, UpdateDeployment>,
+    pub packages: BTreeMap<String, DeploymentPackage>,
+    pub rules: BTreeMap<String, DeploymentRule>,
+    /// (kind, name) → where it was declared.
+    pub origins: HashMap<(String, String), Origin>,
+}
+
+/// The envelope every resource document has.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope {
+    #[allow(dead_code)]
+    api_version: String,
+    #[allow(dead_code)]
+    kind: String,
+    metadata: Metadata,
+    #[allow(dead_code)]
+    spec: serde_json::Value,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+impl DesiredState {
+    /// Parse and check every YAML file. `skip` lists files that are not resources (the
+    /// catalog files an UpdateCatalog points to by path).
+    pub fn load(revision: &str, files: &[(String, String)]) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut docs = Vec::new();
+        for (file, text) in files {
+            match parse_documents(file, text) {
+                Ok(d) => docs.extend(d),
+                Err(p) => problems.push(p),
+            }
+        }
+        // Catalog files referenced by path are data, not resources.
+        let catalog_paths: BTreeSet<String> = docs
+            .iter()
+            .filter(|d| d.value.get("kind").and_then(|k| k.as_str()) == Some("UpdateCatalog"))
+            .filter_map(|d| d.value.pointer("/spec/source/path").and_then(|p| p.as_str()).map(str::to_string))
+            .collect();
+        let mut state = DesiredState { revision: revision.to_string(), ..Default::default() };
+        let mut raw_by_key: HashMap<(String, String), RawDocument> = HashMap::new();
+        for doc in docs {
+            if catalog_paths.iter().any(|p| doc.file == *p || doc.file.ends_with(&format!("/{p}"))) {
+                continue;
+            }
+            if let Err(mut p) = state.add(&doc, &mut raw_by_key) {
+                problems.append(&mut p);
+            }
+        }
+        if problems.is_empty() {
+            problems = state.check(&raw_by_key);
+        }
+        if problems.is_empty() { Ok(state) } else { Err(problems) }
+    }
+
+    fn add(&mut self, doc: &RawDocument, seen: &mut HashMap<(String, String), RawDocument>) -> Result<(), Vec<Problem>> {
+        let api_version = doc.value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
+        let kind = doc.value.get("kind").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        if api_version != API_VERSION {
+            return Err(vec![doc.problem(
+                "apiVersion",
+                format!(
+                    "apiVersion {api_version:?} is not {API_VERSION:?}; every YAML file under the desired-state path must be a patchops resource"
+                ),
+            )]);
+        }
+        if !KINDS.contains(&kind.as_str()) {
+            return Err(vec![doc.problem("kind", format!("unknown kind {kind:?}; known kinds: {}", KINDS.join(", ")))]);
+        }
+        let envelope: Envelope = doc.typed("").map_err(|p| {
+            p.into_iter()
+                .map(|mut p| {
+                    if p.field.starts_with("spec.") {
+                        // The spec is checked against its kind below; only envelope problems here.
+                        p.message.clear();
+                    }
+                    p
+                })
+                .filter(|p| !p.message.is_empty())
+                .collect::<Vec<_>>()
+        })?;
+        let name = envelope.metadata.name.clone();
+        if !is_dns_label(&name) {
+            return Err(vec![doc.problem(
+                "metadata.name",
+                format!("{name:?} is not a valid name: use lower-case letters, digits and '-', at most 63 characters"),
+            )]);
+        }
+        let key = (kind.clone(), name.clone());
+        if let Some(first) = seen.get(&key) {
+            return Err(vec![doc.problem(
+                "metadata.name",
+                format!("duplicate {kind} {name:?}: already declared at {}:{}", first.file, first.line),
+            )]);
+        }
+        let meta = ObjectMeta {
+            name: Some(name.clone()),
+            namespace: envelope.metadata.namespace.clone(),
+            labels: (!envelope.metadata.labels.is_empty()).then(|| envelope.metadata.labels.clone()),
+            annotations: (!envelope.metadata.annotations.is_empty()).then(|| envelope.metadata.annotations.clone()),
+            ..Default::default()
+        };
+        match kind.as_str() {
+            "UpdateCatalog" => insert(&mut self.catalogs, doc, meta, |m, s| UpdateCatalog { metadata: m, spec: s, status: None })?,
+            "Collection" => insert(&mut self.collections, doc, meta, |m, s| Collection { metadata: m, spec: s, status: None })?,
+            "ClientSettings" => insert(&mut self.client_settings, doc, meta, |m, s| ClientSettings { metadata: m, spec: s })?,
+            "UpdateList" => insert(&mut self.update_lists, doc, meta, |m, s| UpdateList { metadata: m, spec: s, status: None })?,
+            "DeploymentTemplate" => insert(&mut self.templates, doc, meta, |m, s| DeploymentTemplate { metadata: m, spec: s })?,
+            "UpdateDeployment" => insert(&mut self.deployments, doc, meta, |m, s| UpdateDeployment { metadata: m, spec: s, status: None })?,
+            "DeploymentPackage" => insert(&mut self.packages, doc, meta, |m, s| DeploymentPackage { metadata: m, spec: s, status: None })?,
+            "DeploymentRule" => insert(&mut self.rules, doc, meta, |m, s| DeploymentRule { metadata: m, spec: s, status: None })?,
+            _ => unreachable!("kind checked above"),
+        }
+        self.origins.insert(key.clone(), Origin { file: doc.file.clone(), line: doc.line });
+        seen.insert(key, doc.clone());
+        Ok(())
+    }
+
+    /// Cross-resource checks: references, timing, windows, criteria.
+    fn check(&self, docs: &HashMap<(String, String), RawDocument>) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let at = |kind: &str, name: &str, field: &str, msg: String| -> Problem {
+            docs[&(kind.to_string(), name.to_string())].problem(field, format!("{kind} {name:?}: {msg}"))
+        };
+        let known = |m: &dyn Fn() -> Vec<String>| -> String {
+            let names = m();
+            if names.is_empty() { "none declared".to_string() } else { names.join(", ") }
+        };
+        let collections = || self.collections.keys().cloned().collect::<Vec<_>>();
+        let lists = || self.update_lists.keys().cloned().collect::<Vec<_>>();
+        let templates = || self.templates.keys().cloned().collect::<Vec<_>>();
+        let check_collection = |out: &mut Vec<Problem>, kind: &str, name: &str, field: &str, c: &str| {
+            if !self.collections.contains_key(c) {
+                out.push(at(kind, name, field, format!("collection {c:?} not found; known collections: {}", known(&collections))));
+            }
+        };
+
+        for (name, c) in &self.catalogs {
+            let s = &c.spec.source;
+            let given = [s.path.is_some(), s.file.is_some(), s.url.is_some(), s.git.is_some()].iter().filter(|b| **b).count();
+            if given != 1 {
+                out.push(at("UpdateCatalog", name, "spec.source", format!("give exactly one of path, file, url, git (found {given})")));
+            }
+        }
+        for (name, c) in &self.collections {
+            for (i, inc) in c.spec.include_collections.iter().enumerate() {
+                check_collection(&mut out, "Collection", name, &format!("spec.includeCollections[{i}]"), inc);
+            }
+            for (i, exc) in c.spec.exclude_collections.iter().enumerate() {
+                check_collection(&mut out, "Collection", name, &format!("spec.excludeCollections[{i}]"), exc);
+            }
+            for (i, w) in c.spec.maintenance_windows.iter().enumerate() {
+                for (field, msg) in crate::reconcile::windows::problems(w) {
+                    out.push(at("Collection", name, &format!("spec.maintenanceWindows[{i}].{field}"), msg));
+                }
+            }
+            if c.spec.selector.is_none() && c.spec.names.is_empty() && c.spec.include_collections.is_empty() {
+                out.push(at("Collection", name, "spec", "has no members: give a selector, names or includeCollections".into()));
+            }
+        }
+        if let Some(cycle) = crate::reconcile::targeting::include_cycle(&self.collections) {
+            let first = cycle[0].clone();
+            out.push(at("Collection", &first, "spec.includeCollections", format!("collections include each other in a cycle: {}", cycle.join(" → "))));
+        }
+        let mut settings_slots: HashMap<(Option<String>, i32), String> = HashMap::new();
+        for (name, s) in &self.client_settings {
+            if let Some(c) = &s.spec.collection {
+                check_collection(&mut out, "ClientSettings", name, "spec.collection", c);
+            }
+            if let Some(other) = settings_slots.insert((s.spec.collection.clone(), s.spec.priority), name.clone()) {
+                out.push(at("ClientSettings", name, "spec.priority", format!(
+                    "applies to the same clients with the same priority as ClientSettings {other:?}; give one a higher priority"
+                )));
+            }
+            if s.spec.scan_ttl.as_secs() <= 0 || s.spec.policy_poll_interval.as_secs() <= 0 || s.spec.state_message_batch_interval.as_secs() <= 0 {
+                out.push(at("ClientSettings", name, "spec", "scanTtl, policyPollInterval and stateMessageBatchInterval must be greater than 0s".into()));
+            }
+        }
+        for (name, l) in &self.update_lists {
+            if l.spec.updates.is_empty() && l.spec.criteria.as_ref().is_none_or(|c| c.is_empty()) {
+                out.push(at("UpdateList", name, "spec", "selects nothing: give updates, criteria, or both".into()));
+            }
+        }
+        for (name, t) in &self.templates {
+            if let Some(c) = &t.spec.settings.collection {
+                check_collection(&mut out, "DeploymentTemplate", name, "spec.collection", c);
+            }
+        }
+        for (name, d) in &self.deployments {
+            let k = "UpdateDeployment";
+            if !self.update_lists.contains_key(&d.spec.update_list) {
+                out.push(at(k, name, "spec.updateList", format!("updateList {:?} not found; known lists: {}", d.spec.update_list, known(&lists))));
+            }
+            let template = d.spec.template.as_ref().and_then(|t| self.templates.get(t));
+            if let Some(t) = &d.spec.template
+                && template.is_none()
+            {
+                out.push(at(k, name, "spec.template", format!("template {t:?} not found; known templates: {}", known(&templates))));
+            }
+            let settings = crate::reconcile::timing::effective_settings(&d.spec, template.map(|t| &t.spec.settings));
+            if d.spec.phases.is_empty() {
+                match &settings.collection {
+                    Some(c) => check_collection(&mut out, k, name, "spec.collection", c),
+                    None => out.push(at(k, name, "spec.collection", "no target: set collection (here or in the template) or phases".into())),
+                }
+            }
+            let mut phase_names = BTreeSet::new();
+            for (i, p) in d.spec.phases.iter().enumerate() {
+                check_collection(&mut out, k, name, &format!("spec.phases[{i}].collection"), &p.collection);
+                if !phase_names.insert(p.name.clone()) {
+                    out.push(at(k, name, &format!("spec.phases[{i}].name"), format!("duplicate phase {:?}", p.name)));
+                }
+                if let Some(sc) = &p.success_criteria {
+                    if sc.compliant_percent.is_some() == sc.compliant_count.is_some() {
+                        out.push(at(k, name, &format!("spec.phases[{i}].successCriteria"), "give exactly one of compliantPercent, compliantCount".into()));
+                    }
+                    if let Some(pct) = sc.compliant_percent
+                        && !(0.0..=100.0).contains(&pct)
+                    {
+                        out.push(at(k, name, &format!("spec.phases[{i}].successCriteria.compliantPercent"), format!("{pct} is not between 0 and 100")));
+                    }
+                }
+            }
+            if let Some(b) = &d.spec.failure_budget
+                && let Some(pct) = b.max_failed_percent
+                && !(0.0..=100.0).contains(&pct)
+            {
+                out.push(at(k, name, "spec.failureBudget.maxFailedPercent", format!("{pct} is not between 0 and 100")));
+            }
+            let timing = crate::reconcile::timing::Timing::of(&d.spec, &settings);
+            if settings.mandatory.unwrap_or(true) && timing.deadline.is_none() {
+                out.push(at(k, name, "spec.deadline", "a mandatory deployment needs a deadline: set deadline, or deadlineAfter here or in the template".into()));
+            }
+            if let Some(deadline) = timing.deadline
+                && deadline < timing.available
+            {
+                out.push(at(k, name, "spec.deadline", format!("deadline {deadline} is before the available time {}; move the deadline later", timing.available)));
+            }
+        }
+        for (name, p) in &self.packages {
+            for (i, l) in p.spec.update_lists.iter().enumerate() {
+                if !self.update_lists.contains_key(l) {
+                    out.push(at("DeploymentPackage", name, &format!("spec.updateLists[{i}]"), format!("updateList {l:?} not found; known lists: {}", known(&lists))));
+                }
+            }
+            for (i, f) in p.spec.files.iter().enumerate() {
+                if f.sha256.len() != 64 || !f.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+                    out.push(at("DeploymentPackage", name, &format!("spec.files[{i}].sha256"), "must be 64 hex digits".into()));
+                }
+            }
+        }
+        for (name, r) in &self.rules {
+            if !self.templates.contains_key(&r.spec.template) {
+                out.push(at("DeploymentRule", name, "spec.template", format!("template {:?} not found; known templates: {}", r.spec.template, known(&templates))));
+            }
+            if let Some(c) = &r.spec.collection {
+                check_collection(&mut out, "DeploymentRule", name, "spec.collection", c);
+            }
+        }
+        out.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        out
+    }
+}
+
+fn insert<S: DeserializeOwned, T>(
+    map: &mut BTreeMap<String, T>,
+    doc: &RawDocument,
+    meta: ObjectMeta,
+    build: impl FnOnce(ObjectMeta, S) -> T,
+) -> Result<(), Vec<Problem>> {
+    let spec: S = doc.typed("spec")?;
+    let name = meta.name.clone().unwrap_or_default();
+    map.insert(name, build(meta, spec));
+    Ok(())
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}

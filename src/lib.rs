@@ -1,0 +1,96 @@
+//! patchops: ConfigMgr's software-update process (catalog synchronization, compliance
+//! scanning, update preparation, update distribution) as a declarative GitOps reconciler.
+//!
+//! Data flows one way: sources (git desired state, catalog sources, client state
+//! messages) → store → the pure reconcile core → outputs (client policies, resource
+//! status) → drivers that carry them.
+
+pub mod catalog;
+pub mod cli;
+pub mod compliance;
+pub mod desired;
+pub mod git;
+pub mod output;
+pub mod reconcile;
+pub mod resources;
+pub mod sim;
+pub mod standalone;
+pub mod store;
+pub mod time;
+pub mod yaml;
+
+use std::path::PathBuf;
+
+/// One crate-wide error type. Variants are named by what went wrong for the user, and
+/// every message says where (file, line, field; or client and message) and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Desired state failed validation; each problem names its file, line and field.
+    #[error("{} problem(s) in the desired state:\n{}", .0.len(), crate::desired::render_problems(.0))]
+    InvalidDesiredState(Vec<desired::Problem>),
+
+    #[error("git repository {repo}: {message}")]
+    Git {
+        repo: String,
+        message: String,
+        #[source]
+        source: Option<git2::Error>,
+    },
+
+    #[error("catalog {source_name}: {message}")]
+    Catalog { source_name: String, message: String },
+
+    #[error("store {location}: {message}")]
+    Store {
+        location: String,
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A short, stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::InvalidDesiredState(_) => "invalid_desired_state",
+            Error::Git { .. } => "git",
+            Error::Catalog { .. } => "catalog",
+            Error::Store { .. } => "store",
+            Error::Io { .. } => "io",
+            Error::Usage(_) => "usage",
+        }
+    }
+
+    pub fn store(
+        location: impl Into<String>,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Store {
+            location: location.into(),
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    pub fn git(repo: impl Into<String>, message: impl Into<String>, source: git2::Error) -> Self {
+        Error::Git {
+            repo: repo.into(),
+            message: message.into(),
+            source: Some(source),
+        }
+    }
+}

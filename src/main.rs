@@ -1,0 +1,17 @@
+//! The `patchops` command line: parse, then call one function per subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = patchops::cli::Cli::parse();
+    patchops::cli::init_logging(cli.log_format);
+    match patchops::cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

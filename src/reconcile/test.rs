@@ -1,0 +1,326 @@
+//! Table-driven and property tests of the core. The oracle is Table 1 applied pair by
+//! pair (`classify` / `client_unknown_reason`); the core's counters must agree with it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::catalog::test_support::update;
+use crate::compliance::{ClientCompliance, ComplianceState, PackedState, ScanRecord, classify};
+use crate::time::Duration;
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+const NOW: &str = "2026-12-10T12:00:00Z";
+
+fn products() -> [&'static str; 3] {
+    ["Windows 11", "Windows Server 2022", "Ubuntu 24.04"]
+}
+
+/// 30 updates over three products; the last five arrive in catalog version 2.
+fn catalog() -> Catalog {
+    let mut updates = Vec::new();
+    let mut since = HashMap::new();
+    for i in 0..30 {
+        let p = products()[i % 3];
+        let mut u = update(&format!("KB{:03}-{}", i, i % 3), p, &format!("2026-{:02}-10", 1 + i % 11));
+        u.max_run_time = Duration::from_mins(if i % 7 == 0 { 90 } else { 10 });
+        since.insert(u.id.clone(), if i >= 25 { 2 } else { 1 });
+        updates.push(u);
+    }
+    Catalog::new(2, updates, &since)
+}
+
+fn doc<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+    serde_saphyr::from_str(yaml).unwrap()
+}
+
+/// Collections by role, a pilot of named machines, deployments: one plain, one phased,
+/// one optional, one not yet available.
+fn desired() -> DesiredState {
+    let mut d = DesiredState { revision: "main@sha1:abc".into(), ..Default::default() };
+    let coll = |name: &str, yaml: &str| (name.to_string(), Collection::new(name, doc(yaml)));
+    d.collections.extend([
+        coll("servers", "selector: {matchFacts: {role: server}}\nmaintenanceWindows:\n- {name: nightly, start: '02:00', duration: 2h, timeZone: Europe/Berlin, recurrence: Daily}\n"),
+        coll("workstations", "selector: {matchFacts: {role: workstation}}\n"),
+        coll("pilot", "names: [c001, c002, c003, c004, c005, c006, c007, c008, c009, c010]\n"),
+        coll("all", "includeCollections: [servers, workstations]\n"),
+    ]);
+    d.update_lists.insert("all-security".into(), UpdateList::new("all-security", doc("criteria: {classifications: [Security Updates]}\n")));
+    d.update_lists.insert("w11".into(), UpdateList::new("w11", doc("criteria: {products: [Windows 11]}\n")));
+    d.templates.insert("std".into(), DeploymentTemplate::new("std", doc("deadlineAfter: 7d\nmandatory: true\n")));
+    let dep = |name: &str, yaml: &str| (name.to_string(), UpdateDeployment::new(name, doc(yaml)));
+    d.deployments.extend([
+        dep("servers-dec", "updateList: all-security\ntemplate: std\ncollection: servers\nstartTime: 2026-12-08T00:00:00Z\n"),
+        dep("phased-w11", "updateList: w11\ntemplate: std\nstartTime: 2026-12-01T00:00:00Z\nphases:\n- {name: pilot, collection: pilot, successCriteria: {compliantPercent: 50}}\n- {name: broad, collection: all, delay: 1d}\nfailureBudget: {maxFailedPercent: 90}\n"),
+        dep("optional-ws", "updateList: w11\ncollection: workstations\nmandatory: false\nstartTime: 2026-12-01T00:00:00Z\n"),
+        dep("future", "updateList: all-security\ntemplate: std\ncollection: all\nstartTime: 2027-01-01T00:00:00Z\n"),
+    ]);
+    d
+}
+
+/// A random fleet touching every Table 1 case.
+fn fleet(seed: u64, n: usize, catalog: &Catalog) -> Fleet {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let now = at(NOW);
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let product = products()[rng.usize(0..3)];
+        let role = if product.contains("Server") { "server" } else { "workstation" };
+        let mut c = ClientCompliance { agent_version: Some("1.0.0".into()), ..Default::default() };
+        match rng.u8(0..10) {
+            0 => {} // never scanned (U3)
+            1 => c.pending_messages = 1, // U2
+            2 => c.last_failure = Some(ScanRecord { time: now, catalog_version: 2, error: Some("0x8024402c".into()) }),
+            _ => {
+                let age = if rng.u8(0..10) == 0 { 30 } else { rng.i64(0..20) };
+                let version = if rng.bool() { 2 } else { 1 };
+                c.last_scan = Some(ScanRecord { time: now - SignedDuration::from_hours(age), catalog_version: version, error: None });
+                if rng.u8(0..20) == 0 {
+                    c.rejected_at = Some(now);
+                }
+                for (idx, u) in catalog.updates.iter().enumerate() {
+                    if u.products[0] != product || rng.u8(0..3) == 0 {
+                        continue;
+                    }
+                    let scan = if rng.bool() { ScanResult::Installed } else { ScanResult::Missing };
+                    let e = Enforcement::ALL[rng.usize(0..Enforcement::ALL.len())];
+                    c.states.push(PackedState::new(catalog.keys[idx], scan, e));
+                }
+                c.states.sort();
+            }
+        }
+        clients.push(Client {
+            name: format!("c{:03}", i + 1),
+            facts: [("role".to_string(), role.to_string()), ("os".to_string(), product.to_string())].into(),
+            compliance: c,
+        });
+    }
+    Fleet::new(clients)
+}
+
+fn run(desired: &DesiredState, catalog: &Catalog, fleet: &Fleet, previous: &Previous, now: &str) -> Outcome {
+    reconcile(&Inputs { desired, catalog, fleet, previous, now: at(now) })
+}
+
+/// Table 1, pair by pair: the state of (client, update) at `now`.
+fn oracle_state(c: &Client, catalog: &Catalog, idx: usize, now: Timestamp) -> ComplianceState {
+    let ttl = SignedDuration::from_hours(24);
+    if let Some(r) = client_unknown_reason(&c.compliance, ttl, None, now) {
+        return r.state();
+    }
+    let key = catalog.keys[idx];
+    let reported = c.compliance.states.iter().find(|s| s.key() == key).copied();
+    let scan = c.compliance.last_scan.as_ref().unwrap().catalog_version;
+    classify(reported, true, catalog.since_version[idx], scan).state()
+}
+
+fn oracle_counts(clients: &[&Client], catalog: &Catalog, updates: &[u32], now: Timestamp) -> (StateCounts, MachineCounts) {
+    let mut s = StateCounts::default();
+    let mut m = MachineCounts::default();
+    for c in clients {
+        let states: Vec<ComplianceState> = updates.iter().map(|&i| oracle_state(c, catalog, i as usize, now)).collect();
+        for st in &states {
+            match st {
+                ComplianceState::Required => s.required += 1,
+                ComplianceState::Installed => s.installed += 1,
+                ComplianceState::NotRequired => s.not_required += 1,
+                ComplianceState::Unknown => s.unknown += 1,
+            }
+        }
+        if states.contains(&ComplianceState::Required) {
+            m.required += 1;
+        } else if states.contains(&ComplianceState::Unknown) {
+            m.unknown += 1;
+        } else {
+            m.compliant += 1;
+        }
+    }
+    (s, m)
+}
+
+#[test]
+fn t1_deployment_counts_equal_table_1_applied_to_every_machine_and_update() {
+    let catalog = catalog();
+    let desired = desired();
+    for seed in 0..20 {
+        let fleet = fleet(seed, 120, &catalog);
+        let out = run(&desired, &catalog, &fleet, &Previous::default(), NOW);
+        let status = &out.deployments["servers-dec"];
+        let servers: Vec<&Client> = fleet.clients.iter().filter(|c| c.facts["role"] == "server").collect();
+        let list = resolve::resolve(&desired.update_lists["all-security"].spec, &catalog).updates;
+        let (states, machines) = oracle_counts(&servers, &catalog, &list, at(NOW));
+        assert_eq!(status.updates, states, "seed {seed}");
+        assert_eq!((status.machines.compliant, status.machines.required, status.machines.unknown), (machines.compliant, machines.required, machines.unknown), "seed {seed}");
+        assert_eq!(status.targeted as usize, servers.len());
+    }
+}
+
+#[test]
+fn p1_update_lists_count_how_many_systems_require_each_update() {
+    let catalog = catalog();
+    let desired = desired();
+    let fleet = fleet(7, 200, &catalog);
+    let out = run(&desired, &catalog, &fleet, &Previous::default(), NOW);
+    let list = &out.update_lists["all-security"];
+    assert_eq!(list.update_count, 30);
+    let all: Vec<&Client> = fleet.clients.iter().collect();
+    for row in &list.updates {
+        let idx = catalog.index_of(&row.id).unwrap();
+        let (expected, _) = oracle_counts(&all, &catalog, &[idx], at(NOW));
+        assert_eq!(row.counts, expected, "{}", row.id);
+        assert_eq!(row.counts.required + row.counts.installed + row.counts.not_required + row.counts.unknown, 200);
+    }
+}
+
+#[test]
+fn o_dep_phased_rollouts_target_only_active_phases_and_advance() {
+    let catalog = catalog();
+    let desired = desired();
+    let mut fleet = fleet(3, 60, &catalog);
+    // Make the pilot compliant: everything installed, freshly scanned.
+    for c in fleet.clients.iter_mut().take(10) {
+        c.compliance = ClientCompliance {
+            agent_version: Some("1.0.0".into()),
+            last_scan: Some(ScanRecord { time: at(NOW), catalog_version: 2, error: None }),
+            ..Default::default()
+        };
+    }
+    let first = run(&desired, &catalog, &fleet, &Previous::default(), NOW);
+    let s = &first.deployments["phased-w11"];
+    assert_eq!(s.rollout_phase.as_deref(), Some("pilot"));
+    assert_eq!(s.targeted, 10, "only the pilot is targeted");
+    assert_eq!(s.phases[0].state, "Succeeded");
+    let pilot_policy = &first.policies[&first.assignments[0]];
+    assert!(pilot_policy.deployments.iter().any(|d| d.name == "phased-w11" && d.phase.as_deref() == Some("pilot")));
+    let outsider = fleet.index_of("c050").unwrap();
+    assert!(!first.policies[&first.assignments[outsider]].deployments.iter().any(|d| d.name == "phased-w11"));
+    // A day later the broad phase starts and everyone in "all" is targeted.
+    let previous = Previous { deployments: first.deployments.clone().into_iter().collect() };
+    let next = run(&desired, &catalog, &fleet, &previous, "2026-12-11T12:00:00Z");
+    let s = &next.deployments["phased-w11"];
+    assert_eq!(s.rollout_phase.as_deref(), Some("broad"));
+    assert_eq!(s.targeted, 60);
+    assert!(next.events.iter().any(|e| e.reason == "PhaseAdvanced" && e.message.contains("broad")));
+}
+
+#[test]
+fn d4_optional_deployments_reach_clients_without_a_deadline() {
+    let catalog = catalog();
+    let out = run(&desired(), &catalog, &fleet(1, 50, &catalog), &Previous::default(), NOW);
+    let p = out.policies.values().flat_map(|p| &p.deployments).find(|d| d.name == "optional-ws").unwrap();
+    assert!(!p.mandatory);
+    assert_eq!(p.deadline, None);
+    assert_eq!(out.deployments["optional-ws"].deadline, None);
+}
+
+#[test]
+fn o_dep_deployments_before_their_available_time_reach_no_client() {
+    let catalog = catalog();
+    let out = run(&desired(), &catalog, &fleet(1, 50, &catalog), &Previous::default(), NOW);
+    assert_eq!(out.deployments["future"].phase, "Pending");
+    assert_eq!(out.deployments["future"].targeted, 0);
+    assert!(out.policies.values().all(|p| p.deployments.iter().all(|d| d.name != "future")));
+    assert!(out.valid_until.unwrap() <= at("2027-01-01T00:00:00Z"), "the core knows when to look again");
+    let later = run(&desired(), &catalog, &fleet(1, 50, &catalog), &Previous::default(), "2027-01-02T00:00:00Z");
+    assert_eq!(later.deployments["future"].phase, "Available");
+    assert_eq!(later.deployments["future"].targeted, 50);
+}
+
+#[test]
+fn c2_a_new_catalog_version_reaches_every_client_policy() {
+    let catalog = catalog();
+    let fleet = fleet(2, 40, &catalog);
+    let before = run(&desired(), &catalog, &fleet, &Previous::default(), NOW);
+    let mut newer = catalog.clone();
+    newer.version = 3;
+    let after = run(&desired(), &newer, &fleet, &Previous::default(), NOW);
+    assert!(after.policies.values().all(|p| p.catalog_version == 3));
+    for (a, b) in before.assignments.iter().zip(&after.assignments) {
+        assert_ne!(a, b, "every ETag changes, so every client fetches the new policy");
+    }
+}
+
+#[test]
+fn d3_deployment_status_shows_the_next_window_that_fits_the_longest_update() {
+    let catalog = catalog();
+    let out = run(&desired(), &catalog, &fleet(1, 30, &catalog), &Previous::default(), NOW);
+    // Servers' window: 02:00–04:00 Berlin (01:00Z–03:00Z); the 90-minute update fits.
+    assert_eq!(out.deployments["servers-dec"].next_maintenance_window, Some(at("2026-12-11T01:00:00Z")));
+    assert_eq!(out.collections["servers"].next_window, Some(at("2026-12-11T01:00:00Z")));
+    assert_eq!(out.deployments["optional-ws"].next_maintenance_window, None, "no window: install at once");
+    let policy = out.policies.values().find(|p| !p.maintenance_windows.is_empty()).unwrap();
+    assert_eq!(policy.maintenance_windows[0].name, "nightly");
+}
+
+#[test]
+fn the_same_inputs_give_the_same_outputs() {
+    let catalog = catalog();
+    let fleet = fleet(9, 150, &catalog);
+    let a = run(&desired(), &catalog, &fleet, &Previous::default(), NOW);
+    let b = run(&desired(), &catalog, &fleet, &Previous::default(), NOW);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn s6_one_clients_new_states_update_the_status_like_a_full_reconcile() {
+    let catalog = catalog();
+    let desired = desired();
+    let mut fleet = fleet(11, 150, &catalog);
+    let previous = Previous::default();
+    let inputs = Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now: at(NOW) };
+    let (mut engine, _) = Engine::new(&inputs);
+    let mut rng = fastrand::Rng::with_seed(5);
+    for step in 0..40 {
+        let i = rng.usize(0..fleet.clients.len());
+        let before = fleet.clients[i].clone();
+        let c = &mut fleet.clients[i];
+        c.compliance.last_scan = Some(ScanRecord { time: at(NOW), catalog_version: 2, error: None });
+        c.compliance.last_failure = None;
+        c.compliance.rejected_at = None;
+        let mut states = Vec::new();
+        for idx in 0..catalog.len() {
+            if rng.bool() {
+                let scan = if rng.bool() { ScanResult::Installed } else { ScanResult::Missing };
+                states.push(PackedState::new(catalog.keys[idx], scan, Enforcement::None));
+            }
+        }
+        c.compliance.states = states;
+        if step % 5 == 0 {
+            c.facts.insert("role".into(), "server".into()); // membership changes too
+        }
+        let inputs = Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now: at(NOW) };
+        let incremental = engine.update_client(&inputs, i, &before);
+        let full = reconcile(&inputs);
+        if let Some(inc) = incremental {
+            assert_eq!(inc.deployments, full.deployments, "step {step}");
+            assert_eq!(inc.update_lists, full.update_lists, "step {step}");
+            assert_eq!(inc.collections, full.collections, "step {step}");
+            assert_eq!(inc.assignments, full.assignments, "step {step}");
+        } else {
+            engine = Engine::new(&inputs).0;
+        }
+    }
+}
+
+#[test]
+fn t1_r3_a_pending_reboot_keeps_the_machine_required_and_counted() {
+    let catalog = catalog();
+    let desired = desired();
+    let idx = catalog.index_of("KB001-1").unwrap(); // a Windows Server 2022 update
+    let client = Client {
+        name: "srv".into(),
+        facts: BTreeMap::from([("role".to_string(), "server".to_string())]),
+        compliance: ClientCompliance {
+            agent_version: Some("1".into()),
+            last_scan: Some(ScanRecord { time: at(NOW), catalog_version: 2, error: None }),
+            states: vec![PackedState::new(catalog.keys[idx as usize], ScanResult::Installed, Enforcement::PendingReboot)],
+            ..Default::default()
+        },
+    };
+    let out = run(&desired, &catalog, &Fleet::new(vec![client]), &Previous::default(), NOW);
+    let s = &out.deployments["servers-dec"];
+    assert_eq!((s.machines.required, s.machines.pending_reboot, s.updates.required), (1, 1, 1));
+}

@@ -1,0 +1,132 @@
+//! The resource kinds (group `patchops.dev`, version `v1alpha1`). The same Rust types
+//! read YAML from git and custom resources from a cluster; `crds/` is generated from them.
+
+mod client_settings;
+mod collection;
+mod common;
+mod deployment_package;
+mod deployment_rule;
+mod deployment_template;
+mod update_catalog;
+mod update_deployment;
+mod update_list;
+
+pub use client_settings::*;
+pub use collection::*;
+pub use common::*;
+pub use deployment_package::*;
+pub use deployment_rule::*;
+pub use deployment_template::*;
+pub use update_catalog::*;
+pub use update_deployment::*;
+pub use update_list::*;
+
+use kube::CustomResourceExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+pub const API_GROUP: &str = "patchops.dev";
+pub const API_VERSION: &str = "patchops.dev/v1alpha1";
+
+/// Every kind patchops reads, in the order dependencies usually flow.
+pub const KINDS: [&str; 8] = [
+    "UpdateCatalog",
+    "Collection",
+    "ClientSettings",
+    "UpdateList",
+    "DeploymentTemplate",
+    "UpdateDeployment",
+    "DeploymentPackage",
+    "DeploymentRule",
+];
+
+/// The CRDs of all kinds, with the file name each is committed under in `crds/`.
+pub fn crds() -> Vec<(String, CustomResourceDefinition)> {
+    [
+        UpdateCatalog::crd(),
+        Collection::crd(),
+        ClientSettings::crd(),
+        UpdateList::crd(),
+        DeploymentTemplate::crd(),
+        UpdateDeployment::crd(),
+        DeploymentPackage::crd(),
+        DeploymentRule::crd(),
+    ]
+    .into_iter()
+    .map(|crd| {
+        let file = format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default());
+        (file, crd)
+    })
+    .collect()
+}
+
+/// All CRDs as one multi-document YAML stream (what `patchops crds` prints).
+pub fn crds_yaml() -> String {
+    crds()
+        .iter()
+        .map(|(_, crd)| crd_yaml(crd))
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// One CRD as YAML, exactly as committed under `crds/`.
+pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
+    serde_saphyr::to_string(crd).expect("a CRD always serializes")
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn committed_crds_match_the_rust_types() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        for (file, crd) in crds() {
+            let committed = std::fs::read_to_string(dir.join(&file))
+                .unwrap_or_else(|e| panic!("crds/{file}: {e}; run `cargo run -- crds --dir crds`"));
+            assert_eq!(
+                committed,
+                crd_yaml(&crd),
+                "crds/{file} drifted from the Rust types; run `cargo run -- crds --dir crds`"
+            );
+        }
+    }
+
+    #[test]
+    fn every_spec_and_status_field_has_a_description() {
+        fn walk(path: &str, v: &serde_json::Value, missing: &mut Vec<String>) {
+            if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+                for (name, schema) in props {
+                    let p = format!("{path}.{name}");
+                    let described = schema.get("description").is_some();
+                    if !described && !p.ends_with(".metadata") && !p.ends_with(".apiVersion") && !p.ends_with(".kind") {
+                        missing.push(p.clone());
+                    }
+                    walk(&p, schema, missing);
+                }
+            }
+            if let Some(items) = v.get("items") {
+                walk(&format!("{path}[]"), items, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        for (_, crd) in crds() {
+            for v in &crd.spec.versions {
+                let schema = serde_json::to_value(&v.schema).unwrap();
+                walk(&crd.spec.names.kind, &schema["openAPIV3Schema"], &mut missing);
+            }
+        }
+        assert!(missing.is_empty(), "fields without a doc comment (kubectl explain text): {missing:#?}");
+    }
+
+    #[test]
+    fn client_settings_defaults_are_the_seeds() {
+        let s = ClientSettingsSpec::default();
+        assert_eq!(s.policy_poll_interval, crate::time::Duration::from_mins(60));
+        assert_eq!(s.scan_randomization, crate::time::Duration::from_hours(2));
+        assert_eq!(s.scan_ttl, crate::time::Duration::from_hours(24));
+        assert_eq!(s.state_message_batch_interval, crate::time::Duration::from_mins(5));
+        // The same defaults apply when a YAML document leaves the fields out.
+        let parsed: ClientSettingsSpec = serde_json::from_str("{}").unwrap();
+        assert_eq!(parsed, s);
+    }
+}

@@ -1,0 +1,193 @@
+//! Simulated clients for demos and tests: a fleet described by groups (counts, fact
+//! mixes, patch levels, failure rates) is generated deterministically; each client
+//! "scans" by evaluating the catalog's applicability rules against its facts and
+//! reports through the store's state-message path, as a real agent would.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+
+use crate::catalog::{Catalog, Facts, ScanVerdict};
+use crate::compliance::messages::{StateBatch, StateMessage, UpdateReport};
+use crate::compliance::{Enforcement, ScanResult};
+use crate::store::{ClientInfo, Store};
+use crate::{Error, Result};
+
+/// A fleet description (examples/fleet.yaml).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FleetSpec {
+    /// Seed for every random choice: the same file gives the same fleet.
+    pub seed: u64,
+    /// Agent version most clients run.
+    pub agent_version: String,
+    pub groups: Vec<Group>,
+}
+
+/// Machines sharing facts and behaviour.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Group {
+    pub count: usize,
+    /// Host names are `<namePrefix>-<n>`.
+    pub name_prefix: String,
+    /// Facts every member has (role, site…).
+    #[serde(default)]
+    pub facts: BTreeMap<String, String>,
+    /// Operating systems (the `os` fact) with relative weights.
+    pub os: BTreeMap<String, u32>,
+    /// Patch levels: everything released on or before the date is installed, by weight.
+    pub patched_through: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub never_scanned_rate: f64,
+    #[serde(default)]
+    pub scan_failure_rate: f64,
+    #[serde(default)]
+    pub old_agent_rate: f64,
+    #[serde(default)]
+    pub pending_reboot_rate: f64,
+    #[serde(default)]
+    pub install_failure_rate: f64,
+}
+
+/// One generated client.
+#[derive(Clone, Debug)]
+pub struct SimClient {
+    pub info: ClientInfo,
+    pub facts: Facts,
+    patched_through: jiff::civil::Date,
+    never_scans: bool,
+    fails_scans: bool,
+    pending_reboot_rate: f64,
+    install_failure_rate: f64,
+    /// Offset inside the scan schedule, so scans spread over the day.
+    phase: SignedDuration,
+}
+
+/// A simulated fleet with its scan schedule.
+pub struct SimFleet {
+    pub clients: Vec<SimClient>,
+    seed: u64,
+    last_scan: HashMap<String, Timestamp>,
+}
+
+fn pick<'a>(rng: &mut fastrand::Rng, weights: &'a BTreeMap<String, u32>) -> &'a str {
+    let total: u32 = weights.values().sum();
+    let mut roll = rng.u32(0..total.max(1));
+    for (k, w) in weights {
+        if roll < *w {
+            return k;
+        }
+        roll -= w;
+    }
+    weights.keys().next().map(String::as_str).unwrap_or("")
+}
+
+impl SimFleet {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
+        let spec: FleetSpec = serde_saphyr::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+        Ok(Self::generate(&spec))
+    }
+
+    pub fn generate(spec: &FleetSpec) -> Self {
+        let mut rng = fastrand::Rng::with_seed(spec.seed);
+        let mut clients = Vec::new();
+        for g in &spec.groups {
+            for n in 1..=g.count {
+                let name = format!("{}-{n:04}", g.name_prefix);
+                let os = pick(&mut rng, &g.os).to_string();
+                let patched: jiff::civil::Date = pick(&mut rng, &g.patched_through).parse().unwrap_or(jiff::civil::Date::MIN);
+                let mut values = g.facts.clone();
+                values.insert("os".into(), os);
+                values.insert("hostname".into(), name.clone());
+                let agent = if rng.f64() < g.old_agent_rate { "0.9.0".to_string() } else { spec.agent_version.clone() };
+                clients.push(SimClient {
+                    info: ClientInfo { name: name.clone(), facts: values.clone(), agent_version: Some(agent) },
+                    facts: Facts { values, installed: Default::default() },
+                    patched_through: patched,
+                    never_scans: rng.f64() < g.never_scanned_rate,
+                    fails_scans: rng.f64() < g.scan_failure_rate,
+                    pending_reboot_rate: g.pending_reboot_rate,
+                    install_failure_rate: g.install_failure_rate,
+                    phase: SignedDuration::from_secs(rng.i64(0..20 * 3600)),
+                });
+            }
+        }
+        SimFleet { clients, seed: spec.seed, last_scan: HashMap::new() }
+    }
+
+    /// Register every client, then let each client whose scan is due scan and report.
+    /// First call: every client scans, at a time spread over the last 20 hours.
+    /// Returns the number of scans reported.
+    pub fn scan_due(&mut self, store: &mut dyn Store, catalog: &Catalog, schedule: SignedDuration, now: Timestamp) -> Result<usize> {
+        let first = self.last_scan.is_empty();
+        let mut scans = 0;
+        for (i, c) in self.clients.iter().enumerate() {
+            if first {
+                store.upsert_client(&c.info, now)?;
+            }
+            if c.never_scans {
+                continue;
+            }
+            let due = match self.last_scan.get(&c.info.name) {
+                None => true,
+                Some(t) => now.duration_since(*t) >= schedule,
+            };
+            if !due {
+                continue;
+            }
+            let time = if first { now - c.phase } else { now };
+            let batch = c.scan(catalog, time, self.seed ^ i as u64);
+            store.apply_batch(&batch, now)?;
+            self.last_scan.insert(c.info.name.clone(), time);
+            scans += 1;
+        }
+        Ok(scans)
+    }
+}
+
+impl SimClient {
+    /// One scan: the catalog's applicability rules over this client's facts.
+    pub fn scan(&self, catalog: &Catalog, time: Timestamp, seed: u64) -> StateBatch {
+        let mut rng = fastrand::Rng::with_seed(seed ^ time.as_second() as u64);
+        let sequence = time.as_millisecond().max(0) as u64;
+        if self.fails_scans {
+            return StateBatch {
+                client: self.info.name.clone(),
+                sequence,
+                messages: vec![StateMessage::ScanFailed { time, catalog_version: catalog.version, error: "0x8024402C: the update source could not be reached".into() }],
+            };
+        }
+        // What is installed: every update for this OS released by the patch level.
+        let mut facts = self.facts.clone();
+        for u in &catalog.updates {
+            if u.released <= self.patched_through && u.products.iter().any(|p| Some(p) == facts.values.get("os")) {
+                facts.installed.insert(u.id.to_ascii_uppercase());
+                if let Some(kb) = &u.kb {
+                    facts.installed.insert(kb.to_ascii_uppercase());
+                }
+            }
+        }
+        let mut updates = Vec::new();
+        for u in &catalog.updates {
+            let (result, enforcement) = match u.applicability.evaluate(&facts) {
+                ScanVerdict::NotApplicable => continue,
+                ScanVerdict::Installed if u.reboot_required && rng.f64() < self.pending_reboot_rate => {
+                    (ScanResult::Installed, Enforcement::PendingReboot)
+                }
+                ScanVerdict::Installed => (ScanResult::Installed, Enforcement::None),
+                ScanVerdict::Missing if rng.f64() < self.install_failure_rate => (ScanResult::Missing, Enforcement::InstallFailed),
+                ScanVerdict::Missing => (ScanResult::Missing, Enforcement::None),
+            };
+            updates.push(UpdateReport { id: u.id.clone(), result, enforcement });
+        }
+        StateBatch {
+            client: self.info.name.clone(),
+            sequence,
+            messages: vec![StateMessage::ScanCompleted { time, catalog_version: catalog.version, agent_version: self.info.agent_version.clone(), updates }],
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! `patchops bench`: figures for the reconcile core and the store on a synthetic fleet
+//! (100,000 clients × 2,000 updates × 50 deployments ≈ 20 million states by default).
+//! Prints timings and peak memory; asserts nothing — targets are read off the output.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::catalog::{Applicability, Catalog, Severity, Update};
+use crate::compliance::{Client, ClientCompliance, Enforcement, Fleet, PackedState, ScanRecord, ScanResult};
+use crate::desired::DesiredState;
+use crate::reconcile::{Engine, Inputs, Previous};
+use crate::resources::*;
+use crate::{Error, Result};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    #[arg(long, default_value_t = 100_000)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 2_000)]
+    pub updates: usize,
+    #[arg(long, default_value_t = 50)]
+    pub deployments: usize,
+    /// Products; each client reports every update of its product, so states per client
+    /// = updates / products.
+    #[arg(long, default_value_t = 10)]
+    pub products: usize,
+    /// Also measure a cold start from a SQLite store written to this file (it is created
+    /// once and reused; delete it to rebuild).
+    #[arg(long)]
+    pub sqlite: Option<std::path::PathBuf>,
+}
+
+/// Peak resident memory of this process, from /proc (bytes).
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// The synthetic inputs: products with monthly updates, sites as collections,
+/// deployments of one product's updates to one site.
+pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fleet) {
+    let product = |p: usize| format!("Product {p:02}");
+    let updates: Vec<Update> = (0..args.updates)
+        .map(|i| {
+            let p = i % args.products;
+            let kb = format!("KB{}", 5_000_000 + i);
+            Update {
+                id: format!("{kb}-p{p}"),
+                kb: Some(kb.clone()),
+                title: format!("Update {i} for {}", product(p)),
+                classification: if i % 4 == 0 { "Critical Updates" } else { "Security Updates" }.into(),
+                severity: Severity::Important,
+                products: vec![product(p)],
+                released: jiff::civil::date(2025, 1, 1).checked_add(jiff::Span::new().days((i / args.products) as i64 % 600)).unwrap(),
+                supersedes: vec![],
+                expired: false,
+                reboot_required: i % 3 == 0,
+                max_run_time: crate::time::Duration::from_mins(10),
+                cves: vec![],
+                applicability: Applicability::for_product_kb(&product(p), &kb),
+                files: vec![],
+            }
+        })
+        .collect();
+    let catalog = Catalog::new(1, updates, &HashMap::new());
+    let sites = 10;
+    let mut desired = DesiredState { revision: "bench@sha1:0".into(), ..Default::default() };
+    for s in 0..sites {
+        let name = format!("site-{s}");
+        let spec = CollectionSpec {
+            selector: Some(FactSelector { match_facts: BTreeMap::from([("site".to_string(), name.clone())]), match_expressions: vec![] }),
+            ..Default::default()
+        };
+        desired.collections.insert(name.clone(), Collection::new(&name, spec));
+    }
+    for p in 0..args.products {
+        let name = format!("product-{p}");
+        let spec = UpdateListSpec {
+            description: None,
+            updates: vec![],
+            criteria: Some(UpdateCriteria { products: vec![product(p)], ..Default::default() }),
+            exclude_superseded: true,
+            exclude_expired: true,
+        };
+        desired.update_lists.insert(name.clone(), UpdateList::new(&name, spec));
+    }
+    for d in 0..args.deployments {
+        let name = format!("deploy-{d:02}");
+        let spec = UpdateDeploymentSpec {
+            update_list: format!("product-{}", d % args.products),
+            template: None,
+            start_time: now - SignedDuration::from_hours(24),
+            deadline: Some(now + SignedDuration::from_hours(24 * 7)),
+            settings: DeploymentSettings { collection: Some(format!("site-{}", (d / args.products) % sites)), ..Default::default() },
+            phases: vec![],
+            failure_budget: None,
+        };
+        desired.deployments.insert(name.clone(), UpdateDeployment::new(&name, spec));
+    }
+    let per_product: Vec<Vec<u32>> = (0..args.products)
+        .map(|p| catalog.updates.iter().enumerate().filter(|(_, u)| u.products[0] == product(p)).map(|(i, _)| catalog.keys[i]).collect())
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(42);
+    let clients = (0..args.clients)
+        .map(|c| {
+            let p = c % args.products;
+            let mut states: Vec<PackedState> = per_product[p]
+                .iter()
+                .map(|&k| {
+                    let scan = if rng.u8(0..10) < 8 { ScanResult::Installed } else { ScanResult::Missing };
+                    PackedState::new(k, scan, if rng.u8(0..100) == 0 { Enforcement::InstallFailed } else { Enforcement::None })
+                })
+                .collect();
+            states.sort_unstable();
+            Client {
+                name: format!("host-{c:06}"),
+                facts: BTreeMap::from([("site".to_string(), format!("site-{}", c % sites)), ("role".to_string(), "workstation".to_string())]),
+                compliance: ClientCompliance {
+                    agent_version: Some("1.0.0".into()),
+                    last_scan: Some(ScanRecord { time: now - SignedDuration::from_secs(rng.i64(0..20 * 3600)), catalog_version: 1, error: None }),
+                    states,
+                    ..Default::default()
+                },
+            }
+        })
+        .collect();
+    (desired, catalog, Fleet::new(clients))
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let now = Timestamp::now();
+    println!("patchops bench: {} clients × {} updates × {} deployments, {} threads", args.clients, args.updates, args.deployments, rayon::current_num_threads());
+    let t = Instant::now();
+    let (desired, catalog, mut fleet) = synthetic(&args, now);
+    let states = fleet.state_count();
+    println!("  synthetic snapshot: {states} compliance states, built in {:.2} s", t.elapsed().as_secs_f64());
+    let previous = Previous::default();
+
+    let mut full = Vec::new();
+    let mut engine = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let inputs = Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now };
+        let (e, outcome) = Engine::new(&inputs);
+        full.push(t.elapsed().as_secs_f64());
+        std::hint::black_box(&outcome);
+        engine = Some(e);
+    }
+    let mut engine = engine.expect("ran");
+    full.sort_by(|a, b| a.total_cmp(b));
+    println!("  full reconcile (in memory): best {:.3} s, median {:.3} s", full[0], full[1]);
+
+    // One client's new scan, applied incrementally.
+    let mut times = Vec::new();
+    for i in 0..200 {
+        let idx = (i * 7919) % fleet.clients.len();
+        let before = fleet.clients[idx].clone();
+        let c = &mut fleet.clients[idx];
+        c.compliance.last_scan = Some(ScanRecord { time: now, catalog_version: 1, error: None });
+        for s in c.compliance.states.iter_mut() {
+            *s = PackedState::new(s.key(), ScanResult::Installed, Enforcement::None);
+        }
+        let t = Instant::now();
+        let inputs = Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now };
+        let out = engine.update_client(&inputs, idx, &before);
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if out.is_none() {
+            return Err(Error::Usage("incremental reconcile fell back to a full one".into()));
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "  re-reconcile after one client's new states: median {:.2} ms, p99 {:.2} ms",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+    if let Some(peak) = peak_rss() {
+        println!("  peak memory: {:.0} MiB = {:.1} bytes per compliance state", peak as f64 / 1048576.0, peak as f64 / states as f64);
+    }
+    if let Some(path) = &args.sqlite {
+        cold_start(path, &args, &desired, &catalog, &fleet, now)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cold_start(path: &std::path::Path, args: &BenchArgs, desired: &DesiredState, catalog: &Catalog, fleet: &Fleet, now: Timestamp) -> Result<()> {
+    use crate::store::Store;
+    let _ = args;
+    if !path.exists() {
+        let t = Instant::now();
+        let mut store = crate::store::sqlite::SqliteStore::open(path)?;
+        store.save_catalog(&catalog.updates, now)?;
+        let stored = store.load_catalog()?;
+        let infos: Vec<crate::store::ClientInfo> = fleet
+            .clients
+            .iter()
+            .map(|c| crate::store::ClientInfo { name: c.name.clone(), facts: c.facts.clone(), agent_version: c.compliance.agent_version.clone() })
+            .collect();
+        store.upsert_clients(&infos, now)?;
+        let keys = store.client_keys()?;
+        // Same update ids, possibly other keys: map through the ids.
+        let key_of: HashMap<u32, u32> = catalog.keys.iter().enumerate().map(|(i, k)| (*k, stored.keys[stored.index_of(&catalog.updates[i].id).unwrap() as usize])).collect();
+        let key_of = &key_of;
+        let keys = &keys;
+        let rows = fleet.clients.iter().flat_map(|c| {
+            let ck = keys[&c.name];
+            c.compliance.states.iter().map(move |s| (ck, PackedState::new(key_of[&s.key()], s.scan(), s.enforcement()), now))
+        });
+        let n = store.bulk_load_states(rows)?;
+        drop(store);
+        // The benchmark's clients all scanned against version 1 within the TTL.
+        let conn = rusqlite::Connection::open(path).map_err(|e| Error::store(path.display().to_string(), "cannot open", e))?;
+        conn.execute("UPDATE clients SET scan_time = ?1, scan_catalog_version = 1", [now.as_second() - 3600])
+            .map_err(|e| Error::store(path.display().to_string(), "cannot mark scans", e))?;
+        println!("  wrote the SQLite store {} ({n} states) in {:.1} s", path.display(), t.elapsed().as_secs_f64());
+    }
+    let t = Instant::now();
+    let store = crate::store::sqlite::SqliteStore::open(path)?;
+    let catalog = store.load_catalog()?;
+    let t_cat = t.elapsed().as_secs_f64();
+    let fleet = store.load_fleet()?;
+    let t_fleet = t.elapsed().as_secs_f64();
+    let previous = Previous::default();
+    let (_, outcome) = Engine::new(&Inputs { desired, catalog: &catalog, fleet: &fleet, previous: &previous, now });
+    std::hint::black_box(outcome);
+    println!(
+        "  cold start from SQLite: catalog {:.2} s, fleet ({} states) {:.2} s, reconciled at {:.2} s",
+        t_cat,
+        fleet.state_count(),
+        t_fleet,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

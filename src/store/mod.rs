@@ -1,0 +1,121 @@
+//! The store: catalog versions, clients and their facts, per (client, update) compliance
+//! state with sub-reason and time, client policies, resource status and its history.
+//! One trait, two backends with the same schema and behaviour: an embedded SQLite file
+//! (the default) and PostgreSQL (selected by a `postgres://` URL).
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::catalog::{Catalog, Update};
+use crate::compliance::messages::StateBatch;
+use crate::compliance::Fleet;
+
+/// What saving a catalog did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CatalogSaved {
+    /// The current catalog version after the call.
+    pub version: u64,
+    /// False when the content equalled the current version's (no new version made).
+    pub changed: bool,
+}
+
+/// A client registering or refreshing its facts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientInfo {
+    pub name: String,
+    pub facts: BTreeMap<String, String>,
+    pub agent_version: Option<String>,
+}
+
+/// What applying a batch did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Applied,
+    /// The sequence number was at or below the last applied one: nothing changed.
+    Duplicate,
+}
+
+/// Status of one resource after a reconcile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResourceStatus {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// The status object as the resource's `.status` (JSON).
+    pub status: serde_json::Value,
+}
+
+/// One reconcile as recorded in the store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileRecord {
+    pub time: Timestamp,
+    /// Git revision applied (`main@sha1:<hex>`).
+    pub revision: String,
+    pub catalog_version: u64,
+    pub statuses: Vec<ResourceStatus>,
+}
+
+/// A client's policy, as served to the agent: a document shared by every client with
+/// the same assignments, named by its ETag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyAssignment {
+    pub client: String,
+    pub etag: String,
+}
+
+/// The store. Every write is one transaction: it happens whole or not at all.
+pub trait Store: Send {
+    /// Where the store is (file path or URL without password), for messages.
+    fn location(&self) -> String;
+
+    /// Save the merged catalog. A new version is created only when the content digest
+    /// differs from the current version's; stable update keys are assigned to new ids.
+    fn save_catalog(&mut self, updates: &[Update], now: Timestamp) -> Result<CatalogSaved>;
+
+    /// The current catalog (version 0 and empty when none was saved), with stable keys
+    /// and the version each update first appeared in.
+    fn load_catalog(&self) -> Result<Catalog>;
+
+    /// Register a client or update its facts and agent version.
+    fn upsert_client(&mut self, client: &ClientInfo, now: Timestamp) -> Result<()>;
+
+    /// Apply a batch of state messages in one transaction: idempotent by
+    /// (client, sequence). Update ids unknown to the catalog make the whole batch fail
+    /// with an error naming the client, sequence and id (nothing is applied).
+    fn apply_batch(&mut self, batch: &StateBatch, now: Timestamp) -> Result<BatchOutcome>;
+
+    /// Keep a state message that could not be processed (T1.U4): it stays visible.
+    fn record_rejected(&mut self, client: &str, raw: &str, error: &str, now: Timestamp) -> Result<()>;
+
+    /// Every client with facts and compliance: the reconcile core's input.
+    fn load_fleet(&self) -> Result<Fleet>;
+
+    /// Persist a reconcile: the status of every resource (history rows only for
+    /// resources whose status changed) and the policy assignments that changed.
+    fn save_reconcile(
+        &mut self,
+        record: &ReconcileRecord,
+        policies: &HashMap<String, serde_json::Value>,
+        assignments: &[PolicyAssignment],
+    ) -> Result<()>;
+
+    /// The last saved reconcile, if any.
+    fn last_reconcile(&self) -> Result<Option<ReconcileRecord>>;
+}
+
+/// Open a store by URL: `postgres://…` / `postgresql://…`, or a SQLite file path
+/// (`sqlite://path` or a plain path). The schema is created or migrated on open.
+pub fn open(url: &str) -> Result<Box<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PostgresStore::open(url)?))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(path))?))
+    }
+}
