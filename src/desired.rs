@@ -248,7 +248,7 @@ impl DesiredState {
             }
         }
         for (name, t) in &self.templates {
-            if let Some(c) = &t.spec.settings.collection {
+            if let Some(c) = &t.spec.collection {
                 check_collection(&mut out, "DeploymentTemplate", name, "spec.collection", c);
             }
         }
@@ -263,7 +263,7 @@ impl DesiredState {
             {
                 out.push(at(k, name, "spec.template", format!("template {t:?} not found; known templates: {}", known(&templates))));
             }
-            let settings = crate::reconcile::timing::effective_settings(&d.spec, template.map(|t| &t.spec.settings));
+            let settings = crate::reconcile::timing::effective_settings(&d.spec, template.map(|t| t.spec.settings()));
             if d.spec.phases.is_empty() {
                 match &settings.collection {
                     Some(c) => check_collection(&mut out, k, name, "spec.collection", c),
@@ -346,4 +346,129 @@ fn is_dns_label(s: &str) -> bool {
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const BASE: &str = r#"apiVersion: patchops.dev/v1alpha1
+kind: Collection
+metadata: {name: servers}
+spec:
+  selector: {matchFacts: {role: server}}
+  maintenanceWindows:
+    - {name: sat, start: "02:00", duration: 4h, timeZone: Europe/Berlin, recurrence: Weekly, daysOfWeek: [Saturday]}
+---
+apiVersion: patchops.dev/v1alpha1
+kind: UpdateList
+metadata: {name: dec-sec}
+spec:
+  criteria: {classifications: [Security Updates]}
+---
+apiVersion: patchops.dev/v1alpha1
+kind: DeploymentTemplate
+metadata: {name: std}
+spec:
+  deadlineAfter: 7d
+---
+apiVersion: patchops.dev/v1alpha1
+kind: UpdateDeployment
+metadata: {name: pilot}
+spec:
+  updateList: dec-sec
+  template: std
+  collection: servers
+  startTime: 2026-12-08T18:00:00Z
+"#;
+
+    fn load(files: &[(&str, &str)]) -> Result<DesiredState, Vec<Problem>> {
+        let files: Vec<(String, String)> = files.iter().map(|(f, t)| (f.to_string(), t.to_string())).collect();
+        DesiredState::load("main@sha1:0", &files)
+    }
+
+    fn one_problem(files: &[(&str, &str)]) -> Problem {
+        let p = load(files).unwrap_err();
+        assert_eq!(p.len(), 1, "{p:#?}");
+        p.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn p2_a_valid_repository_loads_every_kind() {
+        let d = load(&[("a.yaml", BASE)]).unwrap();
+        assert_eq!(d.deployments.len(), 1);
+        assert_eq!(d.deployments["pilot"].spec.collection.as_deref(), Some("servers"));
+        assert_eq!(d.origins[&("UpdateDeployment".to_string(), "pilot".to_string())].line, 21);
+    }
+
+    #[test]
+    fn broken_yaml_names_file_and_line() {
+        let p = one_problem(&[("a.yaml", BASE), ("b.yaml", "kind: [unclosed\n")]);
+        assert_eq!(p.file, "b.yaml");
+        assert!(p.message.starts_with("YAML syntax"), "{p}");
+    }
+
+    #[test]
+    fn unknown_kinds_and_foreign_api_versions_are_errors() {
+        let p = one_problem(&[("a.yaml", BASE), ("b.yaml", "apiVersion: patchops.dev/v1alpha1\nkind: UpdateGroup\nmetadata: {name: x}\nspec: {}\n")]);
+        assert_eq!((p.field.as_str(), p.line), ("kind", 2));
+        assert!(p.message.contains("known kinds: UpdateCatalog"), "{p}");
+        let p = one_problem(&[("a.yaml", BASE), ("b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")]);
+        assert_eq!(p.field, "apiVersion");
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_with_their_path_even_in_template_settings() {
+        let typo = BASE.replace("  collection: servers\n", "  colection: servers\n");
+        let problems = load(&[("a.yaml", &typo)]).unwrap_err();
+        let p = problems.iter().find(|p| p.field == "spec.colection").unwrap_or_else(|| panic!("{problems:#?}"));
+        assert_eq!((p.file.as_str(), p.line, p.column), ("a.yaml", 27, 3));
+        let status = BASE.replace("kind: UpdateList\nmetadata: {name: dec-sec}\n", "kind: UpdateList\nmetadata: {name: dec-sec}\nstatus: {}\n");
+        let p = one_problem(&[("a.yaml", &status)]);
+        assert_eq!(p.field, "status");
+    }
+
+    #[test]
+    fn dangling_references_say_what_is_known() {
+        let bad = BASE.replace("updateList: dec-sec", "updateList: nov-sec");
+        let p = one_problem(&[("a.yaml", &bad)]);
+        assert_eq!(p.field, "spec.updateList");
+        assert_eq!(p.line, 25);
+        assert_eq!(p.message, "UpdateDeployment \"pilot\": updateList \"nov-sec\" not found; known lists: dec-sec");
+        let bad = BASE.replace("collection: servers", "collection: desktops");
+        assert!(one_problem(&[("a.yaml", &bad)]).message.contains("collection \"desktops\" not found; known collections: servers"));
+    }
+
+    #[test]
+    fn duplicate_names_point_at_the_first_declaration() {
+        let dup = "apiVersion: patchops.dev/v1alpha1\nkind: UpdateList\nmetadata: {name: dec-sec}\nspec: {updates: [KB1]}\n";
+        let p = one_problem(&[("a.yaml", BASE), ("z.yaml", dup)]);
+        assert_eq!((p.file.as_str(), p.field.as_str()), ("z.yaml", "metadata.name"));
+        assert!(p.message.contains("already declared at a.yaml:9"), "{p}");
+    }
+
+    #[test]
+    fn o_dep_a_mandatory_deployment_needs_a_deadline_after_its_start() {
+        let no_deadline = BASE.replace("  deadlineAfter: 7d\n", "  mandatory: true\n");
+        assert!(one_problem(&[("a.yaml", &no_deadline)]).message.contains("needs a deadline"));
+        let early = BASE.replace("  startTime: 2026-12-08T18:00:00Z\n", "  startTime: 2026-12-08T18:00:00Z\n  deadline: 2026-12-01T00:00:00Z\n");
+        let p = one_problem(&[("a.yaml", &early)]);
+        assert!(p.message.contains("is before the available time"), "{p}");
+    }
+
+    #[test]
+    fn d3_a_window_with_an_unknown_time_zone_is_rejected_at_its_line() {
+        let bad = BASE.replace("Europe/Berlin", "Europe/Atlantis");
+        let p = one_problem(&[("a.yaml", &bad)]);
+        assert_eq!(p.field, "spec.maintenanceWindows[0].timeZone");
+        assert_eq!(p.line, 7);
+    }
+
+    #[test]
+    fn type_errors_name_the_field() {
+        let bad = BASE.replace("deadlineAfter: 7d", "deadlineAfter: seven days");
+        let p = one_problem(&[("a.yaml", &bad)]);
+        assert_eq!((p.field.as_str(), p.line), ("spec.deadlineAfter", 19));
+        assert!(p.message.contains("invalid duration"), "{p}");
+    }
 }

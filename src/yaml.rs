@@ -151,7 +151,10 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<RawDocument>, Probl
                 stack.clear();
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
-                let Some((_, _, positions, nonempty)) = current.as_mut() else { continue };
+                let Some((_, line, positions, nonempty)) = current.as_mut() else { continue };
+                if stack.is_empty() {
+                    *line = pos.0; // a document starts at its root node, not at `---`
+                }
                 *nonempty = true;
                 let path = node_path(&mut stack, positions).unwrap_or_default();
                 stack.push(if matches!(event, Event::MappingStart(..)) {

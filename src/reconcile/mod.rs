@@ -231,7 +231,7 @@ impl Plan {
         let mut pos_by_key = Vec::new();
         let (mut buckets, mut upd_slots, mut slot_base, mut slots_total) = (0, 0, Vec::new(), 0);
         for (name, d) in &desired.deployments {
-            let template = d.spec.template.as_ref().and_then(|t| desired.templates.get(t)).map(|t| &t.spec.settings);
+            let template = d.spec.template.as_ref().and_then(|t| desired.templates.get(t)).map(|t| t.spec.settings());
             let settings = timing::effective_settings(&d.spec, template);
             let timing = Timing::of(&d.spec, &settings);
             let list = list_index.get(d.spec.update_list.as_str()).copied();

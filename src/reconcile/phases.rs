@@ -95,7 +95,7 @@ fn criteria_met(spec: &UpdateDeploymentSpec, i: usize, [members, compliant]: [i6
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::resources::{DeploymentSettings, FailureBudget, Phase, SuccessCriteria};
+    use crate::resources::{FailureBudget, Phase, SuccessCriteria};
     use crate::time::Duration;
 
     fn spec() -> UpdateDeploymentSpec {
@@ -104,7 +104,7 @@ mod test {
             template: None,
             start_time: "2026-12-01T00:00:00Z".parse().unwrap(),
             deadline: Some("2026-12-08T00:00:00Z".parse().unwrap()),
-            settings: DeploymentSettings::default(),
+            collection: None, available_after: None, deadline_after: None, mandatory: None, suppress_restart: None, honor_maintenance_windows_at_deadline: None, state_message_detail: None,
             phases: vec![
                 Phase { name: "pilot".into(), collection: "pilot".into(), success_criteria: Some(SuccessCriteria { compliant_percent: Some(90.0), compliant_count: None }), delay: None },
                 Phase { name: "broad".into(), collection: "all".into(), success_criteria: None, delay: Some(Duration::from_days(1)) },
@@ -116,7 +116,7 @@ mod test {
         s.parse().unwrap()
     }
     fn timing(s: &UpdateDeploymentSpec) -> Timing {
-        Timing::of(s, &s.settings)
+        Timing::of(s, &s.settings())
     }
     const NO_FAILURES: &dyn Fn(usize) -> (i64, i64) = &|_| (0, 100);
 

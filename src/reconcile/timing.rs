@@ -7,9 +7,9 @@ use crate::resources::{DeploymentSettings, UpdateDeploymentSpec};
 use crate::time::add;
 
 /// The deployment's settings with the template's filling the gaps.
-pub fn effective_settings(spec: &UpdateDeploymentSpec, template: Option<&DeploymentSettings>) -> DeploymentSettings {
-    let own = &spec.settings;
-    let Some(t) = template else { return own.clone() };
+pub fn effective_settings(spec: &UpdateDeploymentSpec, template: Option<DeploymentSettings>) -> DeploymentSettings {
+    let own = spec.settings();
+    let Some(t) = template else { return own };
     DeploymentSettings {
         collection: own.collection.clone().or_else(|| t.collection.clone()),
         available_after: own.available_after.or(t.available_after),
@@ -87,7 +87,7 @@ mod test {
             template: None,
             start_time: start.parse().unwrap(),
             deadline: None,
-            settings: DeploymentSettings::default(),
+            collection: None, available_after: None, deadline_after: None, mandatory: None, suppress_restart: None, honor_maintenance_windows_at_deadline: None, state_message_detail: None,
             phases: vec![],
             failure_budget: None,
         }
@@ -96,14 +96,14 @@ mod test {
     #[test]
     fn o_tmpl_deployment_fields_override_the_template() {
         let mut s = spec("2026-12-08T18:00:00Z");
-        s.settings.collection = Some("pilot".into());
+        s.collection = Some("pilot".into());
         let t = DeploymentSettings {
             collection: Some("servers".into()),
             deadline_after: Some(Duration::from_days(7)),
             mandatory: Some(false),
             ..Default::default()
         };
-        let e = effective_settings(&s, Some(&t));
+        let e = effective_settings(&s, Some(t));
         assert_eq!(e.collection.as_deref(), Some("pilot"));
         assert_eq!(e.deadline_after, Some(Duration::from_days(7)));
         assert_eq!(e.mandatory, Some(false));
@@ -112,9 +112,9 @@ mod test {
     #[test]
     fn o_dep_stages_follow_available_time_and_deadline() {
         let mut s = spec("2026-12-08T18:00:00Z");
-        s.settings.available_after = Some(Duration::from_hours(2));
-        s.settings.deadline_after = Some(Duration::from_days(7));
-        let t = Timing::of(&s, &s.settings);
+        s.available_after = Some(Duration::from_hours(2));
+        s.deadline_after = Some(Duration::from_days(7));
+        let t = Timing::of(&s, &s.settings());
         assert_eq!(t.available, "2026-12-08T20:00:00Z".parse().unwrap());
         assert_eq!(t.deadline, Some("2026-12-15T18:00:00Z".parse().unwrap()));
         assert_eq!(t.stage("2026-12-08T19:59:59Z".parse().unwrap()), Stage::Pending);
@@ -122,15 +122,15 @@ mod test {
         assert_eq!(t.stage("2026-12-15T18:00:00Z".parse().unwrap()), Stage::PastDeadline);
         // Explicit deadline wins over the offset.
         s.deadline = Some("2026-12-10T00:00:00Z".parse().unwrap());
-        assert_eq!(Timing::of(&s, &s.settings).deadline, s.deadline);
+        assert_eq!(Timing::of(&s, &s.settings()).deadline, s.deadline);
     }
 
     #[test]
     fn d4_optional_deployments_have_no_deadline() {
         let mut s = spec("2026-12-08T18:00:00Z");
-        s.settings.mandatory = Some(false);
-        s.settings.deadline_after = Some(Duration::from_days(7));
-        let t = Timing::of(&s, &s.settings);
+        s.mandatory = Some(false);
+        s.deadline_after = Some(Duration::from_days(7));
+        let t = Timing::of(&s, &s.settings());
         assert_eq!(t.deadline, None);
         assert_eq!(t.stage("2030-01-01T00:00:00Z".parse().unwrap()), Stage::Available);
     }

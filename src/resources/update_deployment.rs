@@ -6,9 +6,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Condition, DeploymentSettings, StateCounts};
+use super::{Condition, RestartSuppression, StateCounts, StateMessageDetail};
 use crate::time::Duration;
 
+super::with_deployment_settings! {
 /// Deploys an update list to a collection using a template's settings.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
@@ -41,9 +42,6 @@ pub struct UpdateDeploymentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::time::opt_timestamp_schema")]
     pub deadline: Option<Timestamp>,
-    /// Settings overriding the template's (collection, offsets, mandatory, restarts…).
-    #[serde(flatten)]
-    pub settings: DeploymentSettings,
     /// Ordered rollout phases. When given, they replace the single target collection: a
     /// phase starts once the previous one met its success criteria and its delay passed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -52,6 +50,7 @@ pub struct UpdateDeploymentSpec {
     /// machines fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_budget: Option<FailureBudget>,
+}
 }
 
 /// One rollout phase.

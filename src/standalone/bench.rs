@@ -95,7 +95,7 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
             template: None,
             start_time: now - SignedDuration::from_hours(24),
             deadline: Some(now + SignedDuration::from_hours(24 * 7)),
-            settings: DeploymentSettings { collection: Some(format!("site-{}", (d / args.products) % sites)), ..Default::default() },
+            collection: Some(format!("site-{}", (d / args.products) % sites)), available_after: None, deadline_after: None, mandatory: None, suppress_restart: None, honor_maintenance_windows_at_deadline: None, state_message_detail: None,
             phases: vec![],
             failure_budget: None,
         };
