@@ -17,6 +17,7 @@ pub mod timing;
 pub mod windows;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use rayon::prelude::*;
@@ -52,14 +53,29 @@ pub struct Outcome {
     pub update_lists: BTreeMap<String, UpdateListStatus>,
     pub collections: BTreeMap<String, CollectionStatus>,
     pub packages: BTreeMap<String, DeploymentPackageStatus>,
-    /// Policy documents by ETag.
-    pub policies: BTreeMap<String, ClientPolicy>,
-    /// For each client of the fleet (same order), the ETag of its policy.
-    pub assignments: Vec<String>,
+    /// Policy documents in use, by ETag.
+    pub policies: BTreeMap<String, Arc<ClientPolicy>>,
+    /// ETags by slot; `assignments` points into it (a slot may fall out of use after
+    /// incremental updates; its policy is then gone from `policies`).
+    pub policy_etags: Vec<String>,
+    /// For each client of the fleet (same order), the slot of its policy's ETag.
+    pub assignments: Vec<u32>,
     pub events: Vec<Event>,
     /// The outcome stays exact until this moment without new inputs (a scan expires, a
     /// deployment becomes available or due, a phase may start, a window passes).
     pub valid_until: Option<Timestamp>,
+}
+
+impl Outcome {
+    /// The ETag of a client's policy (by fleet index).
+    pub fn etag_of(&self, client: usize) -> &str {
+        &self.policy_etags[self.assignments[client] as usize]
+    }
+
+    /// A client's policy (by fleet index).
+    pub fn policy_of(&self, client: usize) -> &ClientPolicy {
+        &self.policies[self.etag_of(client)]
+    }
 }
 
 /// Statuses from the previous reconcile, by resource name: phase start/success times
@@ -211,6 +227,10 @@ pub struct Engine {
     acc: Acc,
     /// Per client: the policy signature it was assigned.
     signatures: Vec<Vec<(u32, u32)>>,
+    /// Policy slot by signature, and how many clients use each slot.
+    slot_of: HashMap<Vec<(u32, u32)>, u32>,
+    slot_users: Vec<u32>,
+    halted: Vec<bool>,
     outcome: Outcome,
 }
 
@@ -434,8 +454,17 @@ impl Engine {
                 },
             )
             .reduce(|| plan.zeros(n), Acc::merge);
-        let mut engine = Engine { plan, membership, acc, signatures: Vec::new(), outcome: Outcome::default() };
-        let outcome = engine.finish(inputs, None);
+        let mut engine = Engine {
+            plan,
+            membership,
+            acc,
+            signatures: Vec::new(),
+            slot_of: HashMap::new(),
+            slot_users: Vec::new(),
+            halted: Vec::new(),
+            outcome: Outcome::default(),
+        };
+        let outcome = engine.finish(inputs, None).expect("a full reconcile always finishes");
         (engine, outcome)
     }
 
@@ -453,18 +482,12 @@ impl Engine {
         self.plan.collections.evaluate(client, &mut row);
         self.membership.set_row(index, &row);
         self.plan.contribute(inputs.catalog, client, &row, inputs.now, 1, &mut self.acc);
-        let previous_phases: Vec<_> = self.outcome.deployments.values().map(|d| d.phases.clone()).collect();
-        let outcome = self.finish(inputs, Some(index));
-        let phases_now: Vec<_> = outcome.deployments.values().map(|d| d.phases.clone()).collect();
-        let same_targets = previous_phases
-            .iter()
-            .zip(&phases_now)
-            .all(|(a, b)| a.iter().map(|p| &p.started_time).eq(b.iter().map(|p| &p.started_time)));
-        same_targets.then_some(outcome)
+        self.finish(inputs, Some(index))
     }
 
-    /// Turn counters into statuses and policies. `only`: recompute one client's policy.
-    fn finish(&mut self, inputs: &Inputs<'_>, only: Option<usize>) -> Outcome {
+    /// Turn counters into statuses and policies. `only`: one client changed; None when
+    /// that change moved a rollout (phase start or halt), which needs a full reconcile.
+    fn finish(&mut self, inputs: &Inputs<'_>, only: Option<usize>) -> Option<Outcome> {
         let (desired, catalog, now) = (inputs.desired, inputs.catalog, inputs.now);
         let plan = &self.plan;
         let acc = &self.acc;
@@ -663,26 +686,67 @@ impl Engine {
             }
             sig
         };
-        match only {
-            Some(i) if self.signatures.len() == clients.len() => self.signatures[i] = signature(i),
-            _ => self.signatures = (0..clients.len()).into_par_iter().map(signature).collect(),
-        }
-        let mut etags: HashMap<&[(u32, u32)], String> = HashMap::new();
-        out.assignments = Vec::with_capacity(clients.len());
-        for sig in &self.signatures {
-            if let Some(e) = etags.get(sig.as_slice()) {
-                out.assignments.push(e.clone());
-                continue;
+        if let Some(i) = only {
+            let moved = halted_flags != self.halted
+                || out.deployments.values().zip(self.outcome.deployments.values()).any(|(a, b)| {
+                    a.phases.iter().map(|p| p.started_time).ne(b.phases.iter().map(|p| p.started_time))
+                });
+            if moved || self.signatures.len() != clients.len() {
+                return None;
             }
-            let policy = self.policy_for(sig, desired, catalog, &out, &halted_flags);
-            let etag = policy.etag();
-            etags.insert(sig.as_slice(), etag.clone());
-            out.policies.insert(etag.clone(), policy);
-            out.assignments.push(etag);
+            // Only this client's policy can differ; every shared document is unchanged.
+            out.policies = std::mem::take(&mut self.outcome.policies);
+            out.policy_etags = std::mem::take(&mut self.outcome.policy_etags);
+            out.assignments = std::mem::take(&mut self.outcome.assignments);
+            let sig = signature(i);
+            let old_slot = out.assignments[i];
+            let slot = match self.slot_of.get(&sig) {
+                Some(&slot) => slot,
+                None => {
+                    let policy = self.policy_for(&sig, desired, catalog, &out, &halted_flags);
+                    let etag = policy.etag();
+                    out.policies.insert(etag.clone(), Arc::new(policy));
+                    out.policy_etags.push(etag);
+                    self.slot_users.push(0);
+                    let slot = (out.policy_etags.len() - 1) as u32;
+                    self.slot_of.insert(sig.clone(), slot);
+                    slot
+                }
+            };
+            self.slot_users[old_slot as usize] -= 1;
+            self.slot_users[slot as usize] += 1;
+            if self.slot_users[old_slot as usize] == 0 {
+                out.policies.remove(&out.policy_etags[old_slot as usize]);
+            }
+            out.assignments[i] = slot;
+            self.signatures[i] = sig;
+        } else {
+            self.signatures = (0..clients.len()).into_par_iter().map(signature).collect();
+            self.slot_of.clear();
+            self.slot_users.clear();
+            out.assignments = Vec::with_capacity(clients.len());
+            for sig in &self.signatures {
+                let slot = match self.slot_of.get(sig) {
+                    Some(&slot) => slot,
+                    None => {
+                        let policy = self.policy_for(sig, desired, catalog, &out, &halted_flags);
+                        let etag = policy.etag();
+                        out.policies.insert(etag.clone(), Arc::new(policy));
+                        out.policy_etags.push(etag);
+                        self.slot_users.push(0);
+                        let slot = (out.policy_etags.len() - 1) as u32;
+                        self.slot_of.insert(sig.clone(), slot);
+                        slot
+                    }
+                };
+                self.slot_users[slot as usize] += 1;
+                out.assignments.push(slot);
+            }
         }
+        self.halted = halted_flags;
         out.valid_until = horizon.into_iter().filter(|t| *t > now).min();
         self.outcome = out.clone();
-        out
+        Some(out)
     }
 
     fn policy_for(&self, sig: &[(u32, u32)], desired: &DesiredState, catalog: &Catalog, out: &Outcome, halted: &[bool]) -> ClientPolicy {

@@ -196,14 +196,15 @@ impl Runner {
             .policies
             .iter()
             .filter(|(etag, _)| !self.saved_etags.contains(*etag))
-            .map(|(etag, p)| (etag.clone(), serde_json::to_value(p).expect("policies serialize")))
+            .map(|(etag, p)| (etag.clone(), serde_json::to_value(p.as_ref()).expect("policies serialize")))
             .collect();
         let assignments: Vec<crate::store::PolicyAssignment> = fleet
             .clients
             .iter()
-            .zip(&outcome.assignments)
-            .filter(|(c, etag)| self.saved_assignments.get(&c.name) != Some(*etag))
-            .map(|(c, etag)| crate::store::PolicyAssignment { client: c.name.clone(), etag: etag.clone() })
+            .enumerate()
+            .map(|(i, c)| (c, outcome.etag_of(i)))
+            .filter(|(c, etag)| self.saved_assignments.get(&c.name).map(String::as_str) != Some(*etag))
+            .map(|(c, etag)| crate::store::PolicyAssignment { client: c.name.clone(), etag: etag.to_string() })
             .collect();
         self.store.save_reconcile(&record, &policies, &assignments)?;
         self.saved_etags.extend(policies.into_keys());
