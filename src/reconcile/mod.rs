@@ -157,6 +157,10 @@ struct Acc {
     slot_counts: Vec<[i64; 2]>,
     /// Per collection: members.
     collection_members: Vec<i64>,
+    /// Per (bucket, collection with maintenance windows): targeted members. A client
+    /// receives the windows of every collection it is in, so these decide a
+    /// deployment's next window.
+    bucket_window_members: Vec<i64>,
     /// Earliest moment a usable scan expires (TTL).
     min_expiry: Option<Timestamp>,
 }
@@ -172,6 +176,7 @@ impl Acc {
             bucket_upd: vec![[0; 2]; upd],
             slot_counts: vec![[0; 2]; slots],
             collection_members: vec![0; collections],
+            bucket_window_members: vec![0; buckets * collections],
             min_expiry: None,
         }
     }
@@ -195,6 +200,7 @@ impl Acc {
         self.bucket_upd.iter_mut().zip(&o.bucket_upd).for_each(|(a, b)| add2(a, b));
         self.slot_counts.iter_mut().zip(&o.slot_counts).for_each(|(a, b)| add2(a, b));
         self.collection_members.iter_mut().zip(&o.collection_members).for_each(|(a, b)| *a += b);
+        self.bucket_window_members.iter_mut().zip(&o.bucket_window_members).for_each(|(a, b)| *a += b);
         self.min_expiry = match (self.min_expiry, o.min_expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -214,6 +220,8 @@ struct Plan {
     pos_by_key: Vec<Vec<u32>>,
     /// Catalog index by stable key.
     idx_by_key: Vec<u32>,
+    /// Collections that have maintenance windows.
+    windowed: Vec<usize>,
     buckets: usize,
     upd_slots: usize,
     slot_base: Vec<usize>,
@@ -299,7 +307,8 @@ impl Plan {
             .collect();
         // Highest priority first; at equal priority a collection-specific setting wins.
         settings.sort_by_key(|(c, s)| (std::cmp::Reverse(s.priority), c.is_none()));
-        Plan { collections, lists, deployments, settings, pos_by_key, idx_by_key, buckets, upd_slots, slot_base, slots_total }
+        let windowed = (0..collections.len()).filter(|&c| !collections.spec(c).maintenance_windows.is_empty()).collect();
+        Plan { collections, lists, deployments, settings, pos_by_key, idx_by_key, windowed, buckets, upd_slots, slot_base, slots_total }
     }
 
     fn zeros(&self, catalog: usize) -> Acc {
@@ -388,6 +397,12 @@ impl Plan {
                 pending_reboot: m.pending_reboot * sign,
             };
             acc.bucket_machines[bucket].add(&signed);
+            let ncoll = self.collections.len();
+            for &ci in &self.windowed {
+                if Self::member(row, Some(ci)) {
+                    acc.bucket_window_members[bucket * ncoll + ci] += sign;
+                }
+            }
             for (si, col) in d.slots.iter().enumerate() {
                 if Self::member(row, *col) {
                     let sc = &mut acc.slot_counts[self.slot_base[di] + si];
@@ -590,10 +605,14 @@ impl Engine {
                     Stage::PastDeadline => "PastDeadline",
                 }
             };
-            let target_windows: Vec<MaintenanceWindow> = d.slots[..active.max(1).min(d.slots.len())]
+            // Windows of every collection a targeted machine is in (before availability:
+            // of the machines the first phase will target).
+            let ncoll = plan.collections.len();
+            let target_windows: Vec<MaintenanceWindow> = plan
+                .windowed
                 .iter()
-                .flatten()
-                .flat_map(|&c| plan.collections.spec(c).maintenance_windows.clone())
+                .filter(|&&ci| (0..active.max(1)).any(|b| acc.bucket_window_members[(d.bucket_base + b) * ncoll + ci] > 0))
+                .flat_map(|&ci| plan.collections.spec(ci).maintenance_windows.iter().cloned())
                 .collect();
             let next_window = windows::next_window(&target_windows, now, d.max_run_time).map(|w| w.start);
             let pct = if m.targeted > 0 { (m.compliant as f64 * 1000.0 / m.targeted as f64).round() / 10.0 } else { 0.0 };

@@ -251,6 +251,8 @@ fn d3_deployment_status_shows_the_next_window_that_fits_the_longest_update() {
     assert_eq!(out.deployments["servers-dec"].next_maintenance_window, Some(at("2026-12-11T01:00:00Z")));
     assert_eq!(out.collections["servers"].next_window, Some(at("2026-12-11T01:00:00Z")));
     assert_eq!(out.deployments["optional-ws"].next_maintenance_window, None, "no window: install at once");
+    // "all" has no window of its own, but its servers are in "servers", which has one.
+    assert_eq!(out.deployments["future"].next_maintenance_window, Some(at("2026-12-11T01:00:00Z")));
     let policy = out.policies.values().find(|p| !p.maintenance_windows.is_empty()).unwrap();
     assert_eq!(policy.maintenance_windows[0].name, "nightly");
 }

@@ -140,7 +140,9 @@ impl SimFleet {
                 continue;
             }
             let time = if first { now - c.phase } else { now };
-            let batch = c.scan(catalog, time, self.seed ^ i as u64);
+            // Deterministic per client and catalog version: the same fleet file gives the
+            // same numbers on every run.
+            let batch = c.scan(catalog, time, self.seed ^ ((i as u64) << 20) ^ catalog.version);
             store.apply_batch(&batch, now)?;
             self.last_scan.insert(c.info.name.clone(), time);
             scans += 1;
@@ -152,7 +154,7 @@ impl SimFleet {
 impl SimClient {
     /// One scan: the catalog's applicability rules over this client's facts.
     pub fn scan(&self, catalog: &Catalog, time: Timestamp, seed: u64) -> StateBatch {
-        let mut rng = fastrand::Rng::with_seed(seed ^ time.as_second() as u64);
+        let mut rng = fastrand::Rng::with_seed(seed);
         let sequence = time.as_millisecond().max(0) as u64;
         if self.fails_scans {
             return StateBatch {

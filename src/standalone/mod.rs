@@ -154,7 +154,14 @@ impl Runner {
             }
         }
         if let Some(sim) = self.fleet_sim.as_mut() {
-            let schedule = desired.client_settings.values().next().map(|s| s.spec.scan_schedule).unwrap_or(Duration::from_days(1));
+            // Simulated clients follow the general scan schedule of the default settings.
+            let schedule = desired
+                .client_settings
+                .values()
+                .filter(|s| s.spec.collection.is_none())
+                .max_by_key(|s| s.spec.priority)
+                .map(|s| s.spec.scan_schedule)
+                .unwrap_or(Duration::from_days(1));
             let scans = sim.scan_due(self.store.as_mut(), &catalog, schedule.signed(), now)?;
             if scans > 0 {
                 info!(scans, "simulated clients reported scans");
