@@ -103,6 +103,18 @@ fn ignored_path(p: &str) -> String {
     out
 }
 
+/// Positions of the fields of one document, by path.
+type Positions = HashMap<String, (usize, usize)>;
+
+/// A document found by pass 1: byte range, first line, field positions, non-empty.
+struct Span1 {
+    start: usize,
+    end: usize,
+    line: usize,
+    positions: Positions,
+    nonempty: bool,
+}
+
 enum Frame {
     Map { key: Option<String>, path: String },
     Seq { next: usize, path: String },
@@ -119,14 +131,14 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<RawDocument>, Probl
         message: format!("YAML syntax: {message}"),
     };
     // Pass 1: byte range and field positions of each document, from parser events.
-    let mut docs: Vec<(usize, usize, usize, HashMap<String, (usize, usize)>, bool)> = Vec::new();
+    let mut docs: Vec<Span1> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut current: Option<(usize, usize, HashMap<String, (usize, usize)>, bool)> = None;
+    let mut current: Option<(usize, usize, Positions, bool)> = None;
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| syntax(e.marker().line(), e.marker().col() + 1, e.info().to_string()))?;
         let pos = (span.start.line(), span.start.col() + 1);
         // Where the node that starts here sits: mapping value, sequence item, or root.
-        let node_path = |stack: &mut Vec<Frame>, positions: &mut HashMap<String, (usize, usize)>| -> Option<String> {
+        let node_path = |stack: &mut Vec<Frame>, positions: &mut Positions| -> Option<String> {
             match stack.last_mut() {
                 None => Some(String::new()),
                 Some(Frame::Map { key, path }) => key.take().map(|k| if path.is_empty() { k } else { format!("{path}.{k}") }),
@@ -146,7 +158,7 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<RawDocument>, Probl
             Event::DocumentEnd => {
                 if let Some((start, line, positions, nonempty)) = current.take() {
                     let end = span.end.byte_offset().unwrap_or(span.end.index()).max(start);
-                    docs.push((start, end, line, positions, nonempty));
+                    docs.push(Span1 { start, end, line, positions, nonempty });
                 }
                 stack.clear();
             }
@@ -192,8 +204,7 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<RawDocument>, Probl
     }
     // Pass 2: each non-empty document to JSON, errors shifted to the stream's lines.
     let mut out = Vec::new();
-    for (index, (start, end, line, positions, nonempty)) in docs.into_iter().filter(|d| d.4).enumerate() {
-        let _ = nonempty;
+    for (index, Span1 { start, end, line, positions, .. }) in docs.into_iter().filter(|d| d.nonempty).enumerate() {
         let slice = &text[start..end];
         let value: serde_json::Value = serde_saphyr::from_str(slice).map_err(|e| {
             let (l, c) = e.location().map(|loc| (loc.line() as usize, loc.column() as usize)).unwrap_or((1, 1));

@@ -140,7 +140,10 @@ fn s5_s6_run_reconciles_git_catalog_and_reported_compliance_into_status() {
     assert_eq!(record.catalog_version, 1);
     let d = &outcome.deployments["nov-servers"];
     assert_eq!(d.targeted, 30);
-    assert_eq!(d.update_count, 1, "only the server update of the list applies to nothing else; KB300 is for Windows 11");
+    assert_eq!(d.update_count, 2, "KB200 and KB300 were released after 2026-11-01");
+    // KB300 is for Windows 11: NotRequired on every server.
+    assert_eq!(d.updates.not_required, 30);
+    assert_eq!(d.updates.required + d.updates.installed, 30, "KB200 applies to every server");
     // Servers patched through November are compliant; those through October require KB200.
     assert_eq!(d.machines.compliant + d.machines.required, 30);
     assert!(d.machines.compliant > 0 && d.machines.required > 0, "{d:?}");

@@ -65,15 +65,17 @@ pub fn advance(
             phases[i].succeeded_time = Some(now);
         }
         phases[i].state = if phases[i].succeeded_time.is_some() { "Succeeded" } else { "Active" }.into();
-        if i + 1 == active && i + 1 < phases.len() && !halted {
-            if let Some(done) = phases[i].succeeded_time {
-                let start = add(done, spec.phases[i + 1].delay.unwrap_or_default().signed());
-                if now >= start {
-                    phases[i + 1].started_time = Some(start);
-                    active += 1;
-                } else {
-                    next_change = Some(start);
-                }
+        if i + 1 == active
+            && i + 1 < phases.len()
+            && !halted
+            && let Some(done) = phases[i].succeeded_time
+        {
+            let start = add(done, spec.phases[i + 1].delay.unwrap_or_default().signed());
+            if now >= start {
+                phases[i + 1].started_time = Some(start);
+                active += 1;
+            } else {
+                next_change = Some(start);
             }
         }
         i += 1;

@@ -147,7 +147,7 @@ mod test {
     fn d3_a_daily_window_in_a_time_zone_opens_at_local_time() {
         let w = window("02:00", Duration::from_hours(3), "Europe/Berlin", Recurrence::Daily);
         // 2026-11-24 12:00 UTC: next Berlin 02:00 is 2026-11-25 01:00 UTC (CET, +01:00).
-        let next = next_window(&[w.clone()], at("2026-11-24T12:00:00Z"), SignedDuration::ZERO).unwrap();
+        let next = next_window(std::slice::from_ref(&w), at("2026-11-24T12:00:00Z"), SignedDuration::ZERO).unwrap();
         assert_eq!(next.start, at("2026-11-25T01:00:00Z"));
         assert_eq!(next.end, at("2026-11-25T04:00:00Z"));
         // In summer the same local time is 00:00 UTC (CEST, +02:00).
