@@ -1,0 +1,805 @@
+//! The PostgreSQL store, selected by a `postgres://` URL: same schema (see
+//! `schema_postgres.sql`) and behaviour as [`super::sqlite::SqliteStore`].
+//!
+//! It uses the synchronous `postgres` client on one connection. That client runs its
+//! own runtime: call the store from plain threads (or `spawn_blocking`), not from inside
+//! an async task. Many-row writes send arrays (`unnest`) rather than a statement per
+//! row, and [`Store::load_fleet`] streams the compliance table with a binary `COPY`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use postgres::config::Host;
+use postgres::{Client as PgClient, IsolationLevel, NoTls, SimpleQueryMessage};
+
+use super::sqlite::common::*;
+use super::{BatchOutcome, CatalogSaved, ClientInfo, PolicyAssignment, ReconcileRecord, ResourceStatus, Store};
+use crate::catalog::{Catalog, Update};
+use crate::compliance::messages::{StateBatch, StateMessage};
+use crate::compliance::{Client, Fleet, PackedState};
+use crate::{Error, Result};
+
+/// Schema migrations, applied in order; each runs once, in its own transaction, and is
+/// recorded in `schema_version`. Version 1 is the whole schema file.
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("schema_postgres.sql"))];
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A store in a PostgreSQL database (optionally in one schema of it).
+pub struct PostgresStore {
+    client: Mutex<PgClient>,
+    location: String,
+}
+
+impl PostgresStore {
+    /// Connect (`postgres://user[:password]@host[:port]/database`, or a key=value
+    /// connection string) and create or migrate the schema in the default `search_path`.
+    pub fn open(url: &str) -> Result<Self> {
+        Self::connect(url, None)
+    }
+
+    /// Like [`Self::open`], in the given schema: created when missing and set as the
+    /// connection's `search_path`. Tests use a fresh schema each for isolation.
+    pub fn open_in_schema(url: &str, schema: &str) -> Result<Self> {
+        Self::connect(url, Some(schema))
+    }
+
+    fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| Error::Store {
+            location: redact(url),
+            message: format!("invalid PostgreSQL URL: {}; write postgres://user@host:port/database", pg_message(&e)),
+            source: Some(Box::new(e)),
+        })?;
+        let location = describe(&config, schema);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let mut client = config.connect(NoTls).map_err(|e| {
+            let message = format!(
+                "cannot connect to PostgreSQL: {}; check the URL, the credentials and that the server is running",
+                pg_message(&e)
+            );
+            Error::store(location.clone(), message, e)
+        })?;
+        if let Some(schema) = schema {
+            let q = quote_ident(schema);
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {q}; SET search_path TO {q}"))
+                .map_err(pg(&location, &format!("cannot use schema {schema:?}")))?;
+        }
+        let store = PostgresStore { client: Mutex::new(client), location };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let location = self.location.clone();
+        let fail = pg(&location, "cannot create or migrate the schema");
+        let newest = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        let mut client = self.conn();
+        for &(version, sql) in MIGRATIONS {
+            let mut tx = client.transaction().map_err(&fail)?;
+            // One migrator at a time per schema.
+            tx.batch_execute(
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema())); \
+                 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            )
+            .map_err(&fail)?;
+            let current: i32 =
+                tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]).map_err(&fail)?.get(0);
+            if current > newest {
+                return Err(Error::Store {
+                    location: location.clone(),
+                    message: format!(
+                        "the store's schema version {current} is newer than this patchops supports ({newest}); upgrade patchops"
+                    ),
+                    source: None,
+                });
+            }
+            if current >= version {
+                continue;
+            }
+            tx.batch_execute(sql).map_err(&fail)?;
+            tx.execute(
+                "INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)",
+                &[&version, &secs(Timestamp::now())],
+            )
+            .map_err(&fail)?;
+            tx.commit().map_err(&fail)?;
+        }
+        Ok(())
+    }
+
+    fn conn(&self) -> MutexGuard<'_, PgClient> {
+        self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn fail(&self, message: String) -> Error {
+        Error::Store { location: self.location.clone(), message, source: None }
+    }
+
+    /// Run SQL (typically `SELECT … FROM v_…`) with the simple query protocol and return
+    /// every row as text (PostgreSQL's text output; NULL as the empty string). For
+    /// reports and tests.
+    pub fn query_rows(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        let messages = self
+            .conn()
+            .simple_query(sql)
+            .map_err(pg(&self.location, &format!("query failed; the query was: {sql}")))?;
+        let mut out = Vec::new();
+        for m in messages {
+            if let SimpleQueryMessage::Row(row) = m {
+                out.push((0..row.len()).map(|i| row.get(i).unwrap_or("").to_string()).collect());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write a setting the views read (e.g. `scan_ttl_seconds`).
+    pub fn set_setting(&mut self, key: &str, value: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&key, &value],
+            )
+            .map_err(pg(&self.location, &format!("cannot save setting {key:?}")))?;
+        Ok(())
+    }
+
+    /// A setting's value, if set.
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        let row = self
+            .conn()
+            .query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
+            .map_err(pg(&self.location, &format!("cannot read setting {key:?}")))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Register or refresh many clients in one transaction (what
+    /// [`Store::upsert_client`] does for one; a name given twice: the last wins).
+    pub fn upsert_clients(&mut self, clients: &[ClientInfo], now: Timestamp) -> Result<()> {
+        let fail = pg(&self.location, "cannot save the clients");
+        let mut last: BTreeMap<&str, &ClientInfo> = BTreeMap::new();
+        for c in clients {
+            last.insert(&c.name, c);
+        }
+        let names: Vec<&str> = last.keys().copied().collect();
+        let facts: Vec<String> = last.values().map(|c| facts_json(&c.facts)).collect();
+        let agents: Vec<Option<&str>> = last.values().map(|c| c.agent_version.as_deref()).collect();
+        let mut client = self.conn();
+        let mut tx = client.transaction().map_err(&fail)?;
+        tx.execute(
+            "INSERT INTO clients (name, facts, agent_version, registered_at, last_seen) \
+             SELECT n, f::jsonb, a, $4::bigint, $4::bigint FROM unnest($1::text[], $2::text[], $3::text[]) AS t (n, f, a) \
+             ON CONFLICT (name) DO UPDATE SET facts = EXCLUDED.facts, \
+             agent_version = COALESCE(EXCLUDED.agent_version, clients.agent_version), last_seen = EXCLUDED.last_seen",
+            &[&names, &facts, &agents, &secs(now)],
+        )
+        .map_err(&fail)?;
+        tx.commit().map_err(&fail)
+    }
+
+    /// Every registered client's store key, by name (the keys [`Self::bulk_load_states`]
+    /// takes).
+    pub fn client_keys(&self) -> Result<HashMap<String, u32>> {
+        let rows = self
+            .conn()
+            .query("SELECT name, key FROM clients", &[])
+            .map_err(pg(&self.location, "cannot read the clients"))?;
+        Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1) as u32)).collect())
+    }
+
+    /// Bulk path for imports and benchmarks, as `SqliteStore::bulk_load_states`: rows
+    /// `(client key, state, time)` are streamed with `COPY` into a temporary table and
+    /// upserted into `compliance` in one transaction (existing (client, update) rows are
+    /// replaced; a row given twice fails the load). Returns the number of rows.
+    pub fn bulk_load_states<I>(&mut self, rows: I) -> Result<u64>
+    where
+        I: IntoIterator<Item = (u32, PackedState, Timestamp)>,
+    {
+        let location = self.location.clone();
+        let fail = pg(&location, "bulk load of compliance states failed");
+        let io_fail = |e: std::io::Error| {
+            Error::store(location.clone(), format!("bulk load of compliance states failed: {e}"), e)
+        };
+        let mut client = self.conn();
+        let mut tx = client.transaction().map_err(&fail)?;
+        tx.batch_execute(
+            "CREATE TEMPORARY TABLE bulk_states (client_key INTEGER, update_key INTEGER, scan_result SMALLINT, \
+             enforcement SMALLINT, time BIGINT) ON COMMIT DROP",
+        )
+        .map_err(&fail)?;
+        let mut n = 0u64;
+        {
+            let writer = tx.copy_in("COPY bulk_states FROM STDIN").map_err(&fail)?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, writer);
+            for (client_key, state, time) in rows {
+                writeln!(
+                    w,
+                    "{client_key}\t{}\t{}\t{}\t{}",
+                    state.key(),
+                    state.scan() as u8,
+                    state.enforcement() as u8,
+                    secs(time)
+                )
+                .map_err(io_fail)?;
+                n += 1;
+            }
+            let writer = w.into_inner().map_err(|e| io_fail(e.into_error()))?;
+            writer.finish().map_err(&fail)?;
+        }
+        tx.execute(
+            "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
+             SELECT client_key, update_key, scan_result, enforcement, time FROM bulk_states \
+             ORDER BY client_key, update_key \
+             ON CONFLICT (client_key, update_key) DO UPDATE SET scan_result = EXCLUDED.scan_result, \
+             enforcement = EXCLUDED.enforcement, time = EXCLUDED.time",
+            &[],
+        )
+        .map_err(&fail)?;
+        tx.commit().map_err(&fail)?;
+        Ok(n)
+    }
+}
+
+/// Maps a postgres error to a store error saying what failed and why.
+fn pg<'a>(location: &'a str, what: &'a str) -> impl Fn(postgres::Error) -> Error + 'a {
+    move |e| {
+        let message = format!("{what}: {}", pg_message(&e));
+        Error::store(location, message, e)
+    }
+}
+
+/// The server's message (with detail) for database errors, the error chain otherwise.
+fn pg_message(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = db.message().to_string();
+        if let Some(detail) = db.detail() {
+            s.push_str(&format!(" ({detail})"));
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    s
+}
+
+/// The connection as a URL without the password.
+fn describe(config: &postgres::Config, schema: Option<&str>) -> String {
+    let user = config.get_user().unwrap_or("");
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or(user);
+    let mut s = format!("postgres://{user}@{host}:{port}/{db}");
+    if let Some(schema) = schema {
+        s.push_str(&format!(" (schema {schema})"));
+    }
+    s
+}
+
+/// A URL that did not parse, with anything that may be a password removed.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ if url.contains("password") => "(PostgreSQL connection string)".to_string(),
+        _ => url.to_string(),
+    }
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// Reads `COPY (client_key int4, update_key int4, scan_result int2, enforcement int2)
+/// TO STDOUT (FORMAT binary)` into the clients' states.
+fn read_binary_states(
+    mut r: impl Read,
+    group: &mut StateGrouper,
+    clients: &mut [Client],
+) -> std::result::Result<(), String> {
+    let bad = |what: &str| format!("unexpected COPY data from the server: {what}");
+    let io = |e: std::io::Error| format!("reading the compliance table: {e}");
+    let mut header = [0u8; 19];
+    r.read_exact(&mut header).map_err(io)?;
+    if &header[..11] != b"PGCOPY\n\xff\r\n\0" {
+        return Err(bad("no binary COPY signature"));
+    }
+    let ext = u32::from_be_bytes(header[15..19].try_into().expect("4 bytes"));
+    std::io::copy(&mut (&mut r).take(ext as u64), &mut std::io::sink()).map_err(io)?;
+    // Per tuple: field count (2), then 4 fields as (length 4, value): 4+4, 4+4, 4+2, 4+2.
+    let mut tuple = [0u8; 28];
+    loop {
+        let mut count = [0u8; 2];
+        r.read_exact(&mut count).map_err(io)?;
+        match i16::from_be_bytes(count) {
+            -1 => return Ok(()),
+            4 => {}
+            n => return Err(bad(&format!("{n} fields in a row"))),
+        }
+        r.read_exact(&mut tuple).map_err(io)?;
+        let len = |at: usize| i32::from_be_bytes(tuple[at..at + 4].try_into().expect("4 bytes"));
+        if len(0) != 4 || len(8) != 4 || len(16) != 2 || len(22) != 2 {
+            return Err(bad("field lengths"));
+        }
+        let client_key = i32::from_be_bytes(tuple[4..8].try_into().expect("4 bytes"));
+        let update_key = i32::from_be_bytes(tuple[12..16].try_into().expect("4 bytes"));
+        let scan = i16::from_be_bytes(tuple[20..22].try_into().expect("2 bytes"));
+        let enforcement = i16::from_be_bytes(tuple[26..28].try_into().expect("2 bytes"));
+        let state = pack(update_key as i64, scan as i64, enforcement as i64)?;
+        group.push(client_key as i64, state, clients);
+    }
+}
+
+impl Store for PostgresStore {
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn save_catalog(&mut self, updates: &[Update], now: Timestamp) -> Result<CatalogSaved> {
+        let fail = pg(&self.location, "cannot save the catalog");
+        let plan = CatalogRows::new(updates);
+        let mut client = self.conn();
+        let mut tx = client.transaction().map_err(&fail)?;
+        // One catalog writer at a time; readers are not blocked.
+        tx.batch_execute("LOCK TABLE catalog_versions IN EXCLUSIVE MODE").map_err(&fail)?;
+        let current = tx
+            .query_opt("SELECT version, digest FROM catalog_versions ORDER BY version DESC LIMIT 1", &[])
+            .map_err(&fail)?
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
+        if let Some((version, digest)) = &current
+            && *digest == plan.digest
+        {
+            return Ok(CatalogSaved { version: *version as u64, changed: false });
+        }
+        let version = current.as_ref().map_or(0, |c| c.0) + 1;
+        let mut existing: HashMap<String, CurrentRow> = tx
+            .query(
+                "SELECT u.id, cu.key, cu.superseded, cu.body FROM catalog_updates cu \
+                 JOIN updates u ON u.key = cu.key WHERE cu.valid_to IS NULL",
+                &[],
+            )
+            .map_err(&fail)?
+            .into_iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    CurrentRow { key: r.get::<_, i32>(1) as i64, superseded: r.get(2), body: r.get(3) },
+                )
+            })
+            .collect();
+        let unseen: Vec<&str> =
+            plan.rows.iter().filter(|r| !existing.contains_key(&r.id)).map(|r| r.id.as_str()).collect();
+        let known: HashMap<String, i32> = tx
+            .query("SELECT id, key FROM updates WHERE id = ANY($1)", &[&unseen])
+            .map_err(&fail)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut next_key: i32 = tx.query_one("SELECT COALESCE(MAX(key), 0) FROM updates", &[]).map_err(&fail)?.get(0);
+
+        let mut close: Vec<i32> = Vec::new();
+        let (mut new_keys, mut new_ids): (Vec<i32>, Vec<&str>) = (Vec::new(), Vec::new());
+        let mut ins = InsertColumns::default();
+        for row in &plan.rows {
+            let key = match existing.remove(&row.id) {
+                Some(cur) if cur.body == row.body && cur.superseded == row.superseded => continue,
+                Some(cur) => {
+                    close.push(cur.key as i32);
+                    cur.key as i32
+                }
+                None => match known.get(&row.id) {
+                    Some(&key) => key,
+                    None => {
+                        next_key += 1;
+                        new_keys.push(next_key);
+                        new_ids.push(&row.id);
+                        next_key
+                    }
+                },
+            };
+            ins.push(key, row);
+        }
+        close.extend(existing.values().map(|c| c.key as i32));
+        tx.execute(
+            "UPDATE catalog_updates SET valid_to = $2 WHERE key = ANY($1) AND valid_to IS NULL",
+            &[&close, &version],
+        )
+        .map_err(&fail)?;
+        tx.execute(
+            "INSERT INTO updates (key, id, first_version) SELECT k, i, $3::bigint FROM unnest($1::int[], $2::text[]) AS t (k, i)",
+            &[&new_keys, &new_ids, &version],
+        )
+        .map_err(&fail)?;
+        tx.execute(
+            "INSERT INTO catalog_updates (key, valid_from, kb, title, classification, severity, released, superseded, \
+             expired, body) \
+             SELECT k, $1::bigint, kb, ti, cl, se, re, su, ex, bo FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::bool[], $9::bool[], $10::text[]) AS t (k, kb, ti, cl, se, re, su, ex, bo)",
+            &[
+                &version,
+                &ins.keys,
+                &ins.kb,
+                &ins.title,
+                &ins.classification,
+                &ins.severity,
+                &ins.released,
+                &ins.superseded,
+                &ins.expired,
+                &ins.body,
+            ],
+        )
+        .map_err(&fail)?;
+        tx.execute(
+            "INSERT INTO catalog_versions (version, digest, created_at, update_count) VALUES ($1, $2, $3, $4)",
+            &[&version, &plan.digest, &secs(now), &(plan.rows.len() as i64)],
+        )
+        .map_err(&fail)?;
+        tx.commit().map_err(&fail)?;
+        Ok(CatalogSaved { version: version as u64, changed: true })
+    }
+
+    fn load_catalog(&self) -> Result<Catalog> {
+        let fail = pg(&self.location, "cannot load the catalog");
+        let mut client = self.conn();
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(&fail)?;
+        let version: i64 =
+            tx.query_one("SELECT COALESCE(MAX(version), 0) FROM catalog_versions", &[]).map_err(&fail)?.get(0);
+        let rows = tx
+            .query(
+                "SELECT u.id, u.key, u.first_version, cu.body FROM catalog_updates cu \
+                 JOIN updates u ON u.key = cu.key WHERE cu.valid_to IS NULL",
+                &[],
+            )
+            .map_err(&fail)?;
+        tx.commit().map_err(&fail)?;
+        let mut loaded = LoadedCatalog::default();
+        for r in rows {
+            loaded.add(r.get(0), r.get::<_, i32>(1) as i64, r.get(2), r.get(3)).map_err(|m| self.fail(m))?;
+        }
+        Ok(loaded.into_catalog(version))
+    }
+
+    fn upsert_client(&mut self, client: &ClientInfo, now: Timestamp) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO clients (name, facts, agent_version, registered_at, last_seen) \
+                 VALUES ($1, $2::text::jsonb, $3, $4, $4) \
+                 ON CONFLICT (name) DO UPDATE SET facts = EXCLUDED.facts, \
+                 agent_version = COALESCE(EXCLUDED.agent_version, clients.agent_version), last_seen = EXCLUDED.last_seen",
+                &[&client.name, &facts_json(&client.facts), &client.agent_version, &secs(now)],
+            )
+            .map_err(pg(&self.location, &format!("cannot save client {:?}", client.name)))?;
+        Ok(())
+    }
+
+    fn apply_batch(&mut self, batch: &StateBatch, now: Timestamp) -> Result<BatchOutcome> {
+        let location = self.location.clone();
+        let what = format!("cannot apply batch {} of client {:?}", batch.sequence, batch.client);
+        let fail = pg(&location, &what);
+        let sequence = sequence_i64(&location, batch)?;
+        let mut client = self.conn();
+        let mut tx = client.transaction().map_err(&fail)?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT key, last_sequence, scan_time, failure_time FROM clients WHERE name = $1 FOR UPDATE",
+                &[&batch.client],
+            )
+            .map_err(&fail)?
+        else {
+            return Err(not_registered(&location, &batch.client));
+        };
+        let client_key: i32 = row.get(0);
+        let last_sequence: i64 = row.get(1);
+        let mut scan_time: Option<i64> = row.get(2);
+        let mut failure_time: Option<i64> = row.get(3);
+        if sequence <= last_sequence {
+            return Ok(BatchOutcome::Duplicate);
+        }
+        for message in &batch.messages {
+            match message {
+                StateMessage::ScanCompleted { time, catalog_version, agent_version, updates } => {
+                    let t = secs(*time);
+                    if scan_time.is_some_and(|s| t < s) {
+                        continue; // out of order: a newer scan is already stored
+                    }
+                    let ids: Vec<&str> = updates.iter().map(|u| u.id.as_str()).collect();
+                    let keys: HashMap<String, i32> = tx
+                        .query("SELECT id, key FROM updates WHERE id = ANY($1)", &[&ids])
+                        .map_err(&fail)?
+                        .into_iter()
+                        .map(|r| (r.get(0), r.get(1)))
+                        .collect();
+                    let mut states = BTreeMap::new();
+                    for u in updates {
+                        let key = *keys.get(&u.id).ok_or_else(|| unknown_update(&location, batch, &u.id))?;
+                        states.insert(key, (u.result as u8 as i16, u.enforcement as u8 as i16));
+                    }
+                    let update_keys: Vec<i32> = states.keys().copied().collect();
+                    let scans: Vec<i16> = states.values().map(|v| v.0).collect();
+                    let enforcements: Vec<i16> = states.values().map(|v| v.1).collect();
+                    tx.execute("DELETE FROM compliance WHERE client_key = $1", &[&client_key]).map_err(&fail)?;
+                    tx.execute(
+                        "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
+                         SELECT $1::int, u, s, e, $5::bigint FROM unnest($2::int[], $3::smallint[], $4::smallint[]) AS t (u, s, e)",
+                        &[&client_key, &update_keys, &scans, &enforcements, &t],
+                    )
+                    .map_err(&fail)?;
+                    tx.execute(
+                        "UPDATE clients SET scan_time = $2, scan_catalog_version = $3, \
+                         agent_version = COALESCE($4, agent_version) WHERE key = $1",
+                        &[&client_key, &t, &(*catalog_version as i64), agent_version],
+                    )
+                    .map_err(&fail)?;
+                    scan_time = Some(t);
+                }
+                StateMessage::ScanFailed { time, catalog_version, error } => {
+                    let t = secs(*time);
+                    if failure_time.is_some_and(|f| t < f) {
+                        continue;
+                    }
+                    tx.execute(
+                        "UPDATE clients SET failure_time = $2, failure_catalog_version = $3, failure_error = $4 \
+                         WHERE key = $1",
+                        &[&client_key, &t, &(*catalog_version as i64), &without_nul(error).as_ref()],
+                    )
+                    .map_err(&fail)?;
+                    failure_time = Some(t);
+                }
+                StateMessage::Enforcement { time, update, state } => {
+                    let key: i32 = tx
+                        .query_opt("SELECT key FROM updates WHERE id = $1", &[update])
+                        .map_err(&fail)?
+                        .ok_or_else(|| unknown_update(&location, batch, update))?
+                        .get(0);
+                    tx.execute(
+                        "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
+                         VALUES ($1, $2, 0, $3, $4) \
+                         ON CONFLICT (client_key, update_key) DO UPDATE SET enforcement = EXCLUDED.enforcement, \
+                         time = EXCLUDED.time WHERE EXCLUDED.time >= compliance.time",
+                        &[&client_key, &key, &(*state as u8 as i16), &secs(*time)],
+                    )
+                    .map_err(&fail)?;
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE clients SET last_sequence = $2, last_seen = $3 WHERE key = $1",
+            &[&client_key, &sequence, &secs(now)],
+        )
+        .map_err(&fail)?;
+        tx.commit().map_err(&fail)?;
+        Ok(BatchOutcome::Applied)
+    }
+
+    fn record_rejected(&mut self, client: &str, raw: &str, error: &str, now: Timestamp) -> Result<()> {
+        let fail = pg(&self.location, "cannot keep the rejected message");
+        let mut conn = self.conn();
+        let mut tx = conn.transaction().map_err(&fail)?;
+        tx.execute(
+            "INSERT INTO rejected_messages (client, received_at, raw, error) VALUES ($1, $2, $3, $4)",
+            &[&client, &secs(now), &without_nul(raw).as_ref(), &without_nul(error).as_ref()],
+        )
+        .map_err(&fail)?;
+        tx.execute("UPDATE clients SET rejected_at = $2 WHERE name = $1", &[&client, &secs(now)]).map_err(&fail)?;
+        tx.commit().map_err(&fail)
+    }
+
+    fn load_fleet(&self) -> Result<Fleet> {
+        let fail = pg(&self.location, "cannot load the fleet");
+        let mut conn = self.conn();
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(&fail)?;
+        let rows = tx
+            .query(
+                "SELECT key, name, facts::text, agent_version, scan_time, scan_catalog_version, failure_time, \
+                 failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients ORDER BY key",
+                &[],
+            )
+            .map_err(&fail)?;
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut clients = Vec::with_capacity(rows.len());
+        for r in rows {
+            keys.push(r.get::<_, i32>(0) as i64);
+            let row = ClientRow {
+                name: r.get(1),
+                facts: r.get(2),
+                agent_version: r.get(3),
+                scan_time: r.get(4),
+                scan_catalog_version: r.get(5),
+                failure_time: r.get(6),
+                failure_catalog_version: r.get(7),
+                failure_error: r.get(8),
+                pending_messages: r.get::<_, i32>(9) as i64,
+                rejected_at: r.get(10),
+            };
+            clients.push(row.into_client().map_err(|m| self.fail(m))?);
+        }
+        let mut group = StateGrouper::new(keys);
+        {
+            let reader = tx
+                .copy_out(
+                    "COPY (SELECT client_key, update_key, scan_result, enforcement FROM compliance \
+                     ORDER BY client_key, update_key) TO STDOUT (FORMAT binary)",
+                )
+                .map_err(&fail)?;
+            let reader = std::io::BufReader::with_capacity(1 << 20, reader);
+            read_binary_states(reader, &mut group, &mut clients).map_err(|m| self.fail(m))?;
+        }
+        group.finish(&mut clients);
+        tx.commit().map_err(&fail)?;
+        Ok(Fleet::new(clients))
+    }
+
+    fn save_reconcile(
+        &mut self,
+        record: &ReconcileRecord,
+        policies: &HashMap<String, serde_json::Value>,
+        assignments: &[PolicyAssignment],
+    ) -> Result<()> {
+        let fail = pg(&self.location, "cannot save the reconcile");
+        let time = secs(record.time);
+        let catalog_version = record.catalog_version as i64;
+        let mut conn = self.conn();
+        let mut tx = conn.transaction().map_err(&fail)?;
+
+        let etags: Vec<&str> = policies.keys().map(String::as_str).collect();
+        let bodies: Vec<String> = policies.values().map(|v| v.to_string()).collect();
+        tx.execute(
+            "INSERT INTO policy_docs (etag, body) SELECT e, b::jsonb FROM unnest($1::text[], $2::text[]) AS t (e, b) \
+             ON CONFLICT (etag) DO UPDATE SET body = EXCLUDED.body",
+            &[&etags, &bodies],
+        )
+        .map_err(&fail)?;
+
+        let mut assigned: BTreeMap<&str, &str> = BTreeMap::new();
+        for a in assignments {
+            assigned.insert(&a.client, &a.etag); // the last wins, as row by row
+        }
+        let clients: Vec<&str> = assigned.keys().copied().collect();
+        let etags: Vec<&str> = assigned.values().copied().collect();
+        tx.execute(
+            "INSERT INTO client_policies (client, etag) SELECT c, e FROM unnest($1::text[], $2::text[]) AS t (c, e) \
+             ON CONFLICT (client) DO UPDATE SET etag = EXCLUDED.etag",
+            &[&clients, &etags],
+        )
+        .map_err(&fail)?;
+
+        let mut stored = StoredStatuses::default();
+        for r in tx.query("SELECT kind, namespace, name, status::text FROM resource_status", &[]).map_err(&fail)? {
+            stored.add(r.get(0), r.get(1), r.get(2), r.get(3));
+        }
+        let changes = stored.changes(&record.statuses);
+        let mut latest: BTreeMap<(&str, &str, &str), &ResourceStatus> = BTreeMap::new();
+        for s in &record.statuses {
+            latest.insert((&s.kind, &s.namespace, &s.name), s);
+        }
+        let column = |f: fn(&ResourceStatus) -> &str| -> Vec<&str> { latest.values().map(|s| f(s)).collect() };
+        let (kinds, namespaces, names) = (column(|s| &s.kind), column(|s| &s.namespace), column(|s| &s.name));
+        let statuses: Vec<String> = latest.values().map(|s| s.status.to_string()).collect();
+        tx.execute(
+            "INSERT INTO resource_status (kind, namespace, name, revision, catalog_version, status, updated_at) \
+             SELECT k, ns, n, $5::text, $6::bigint, s::jsonb, $7::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+             AS t (k, ns, n, s) \
+             ON CONFLICT (kind, namespace, name) DO UPDATE SET revision = EXCLUDED.revision, \
+             catalog_version = EXCLUDED.catalog_version, status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
+            &[&kinds, &namespaces, &names, &statuses, &record.revision, &catalog_version, &time],
+        )
+        .map_err(&fail)?;
+
+        let removed: [Vec<&str>; 3] = [
+            changes.removed.iter().map(|r| r.0.as_str()).collect(),
+            changes.removed.iter().map(|r| r.1.as_str()).collect(),
+            changes.removed.iter().map(|r| r.2.as_str()).collect(),
+        ];
+        tx.execute(
+            "DELETE FROM resource_status WHERE (kind, namespace, name) IN \
+             (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
+            &[&removed[0], &removed[1], &removed[2]],
+        )
+        .map_err(&fail)?;
+
+        let h = &changes.history;
+        let history: [Vec<&str>; 4] = [
+            h.iter().map(|r| r.0.as_str()).collect(),
+            h.iter().map(|r| r.1.as_str()).collect(),
+            h.iter().map(|r| r.2.as_str()).collect(),
+            h.iter().map(|r| r.3.as_str()).collect(),
+        ];
+        tx.execute(
+            "INSERT INTO status_history (time, revision, catalog_version, kind, namespace, name, status) \
+             SELECT $5::bigint, $6::text, $7::bigint, k, ns, n, s::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+             WITH ORDINALITY AS t (k, ns, n, s, i) ORDER BY i",
+            &[&history[0], &history[1], &history[2], &history[3], &time, &record.revision, &catalog_version],
+        )
+        .map_err(&fail)?;
+
+        tx.execute(
+            "INSERT INTO reconciles (time, revision, catalog_version) VALUES ($1, $2, $3)",
+            &[&time, &record.revision, &catalog_version],
+        )
+        .map_err(&fail)?;
+        tx.commit().map_err(&fail)
+    }
+
+    fn last_reconcile(&self) -> Result<Option<ReconcileRecord>> {
+        let fail = pg(&self.location, "cannot load the last reconcile");
+        let mut conn = self.conn();
+        let mut tx = conn
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(&fail)?;
+        let Some(last) = tx
+            .query_opt("SELECT time, revision, catalog_version FROM reconciles ORDER BY id DESC LIMIT 1", &[])
+            .map_err(&fail)?
+        else {
+            return Ok(None);
+        };
+        let rows = tx.query("SELECT kind, namespace, name, status::text FROM resource_status", &[]).map_err(&fail)?;
+        tx.commit().map_err(&fail)?;
+        let mut statuses = Vec::with_capacity(rows.len());
+        for r in rows {
+            statuses.push(ResourceStatus {
+                kind: r.get(0),
+                namespace: r.get(1),
+                name: r.get(2),
+                status: parse_json(r.get(3), "resource status").map_err(|m| self.fail(m))?,
+            });
+        }
+        Ok(Some(build_record(last.get(0), last.get(1), last.get(2), statuses).map_err(|m| self.fail(m))?))
+    }
+}
+
+/// catalog_updates rows as column arrays for one `unnest` insert.
+#[derive(Default)]
+struct InsertColumns<'a> {
+    keys: Vec<i32>,
+    kb: Vec<Option<&'a str>>,
+    title: Vec<&'a str>,
+    classification: Vec<&'a str>,
+    severity: Vec<&'a str>,
+    released: Vec<&'a str>,
+    superseded: Vec<bool>,
+    expired: Vec<bool>,
+    body: Vec<&'a str>,
+}
+
+impl<'a> InsertColumns<'a> {
+    fn push(&mut self, key: i32, row: &'a CatalogRow) {
+        self.keys.push(key);
+        self.kb.push(row.kb.as_deref());
+        self.title.push(&row.title);
+        self.classification.push(&row.classification);
+        self.severity.push(&row.severity);
+        self.released.push(&row.released);
+        self.superseded.push(row.superseded);
+        self.expired.push(row.expired);
+        self.body.push(&row.body);
+    }
+}

@@ -1,0 +1,1007 @@
+//! The store suite: every case runs against both backends (`sqlite_<case>` on a temp
+//! file, `postgres_<case>` in a fresh schema of the test database).
+//!
+//! PostgreSQL: `PATCHOPS_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). When it is not reachable the postgres
+//! tests fail and say how to start it.
+//!
+//! Benchmarks (ignored): `cargo test --release --test store -- --ignored --nocapture bench`
+//! with `PATCHOPS_BENCH_CLIENTS` (default 100000 for SQLite, 10000 for PostgreSQL) and
+//! `PATCHOPS_BENCH_STATES` (per client, default 200); `PATCHOPS_BENCH_FILE` keeps the
+//! SQLite file and, when it exists, only loads it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use jiff::{SignedDuration, Timestamp};
+use patchops::Error;
+use patchops::catalog::{Applicability, Severity, Update};
+use patchops::compliance::messages::{StateBatch, StateMessage, UpdateReport};
+use patchops::compliance::{
+    ComplianceState, Enforcement, Fleet, PackedState, Reason, ScanRecord, ScanResult, classify, client_unknown_reason,
+};
+use patchops::store::postgres::PostgresStore;
+use patchops::store::sqlite::SqliteStore;
+use patchops::store::{
+    BatchOutcome, CatalogSaved, ClientInfo, PolicyAssignment, ReconcileRecord, ResourceStatus, Store,
+};
+use serde_json::json;
+
+// ---------------------------------------------------------------------------------------
+// Harness: one backend per test, a store opened (and reopened) from it.
+
+/// What the cases need beyond the trait: plain SQL and settings.
+trait TestStore: Store {
+    fn rows(&self, sql: &str) -> Vec<Vec<String>>;
+    fn put_setting(&mut self, key: &str, value: &str);
+}
+
+impl TestStore for SqliteStore {
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        self.query_rows(sql).unwrap_or_else(|e| panic!("{e}"))
+    }
+    fn put_setting(&mut self, key: &str, value: &str) {
+        self.set_setting(key, value).unwrap();
+    }
+}
+
+impl TestStore for PostgresStore {
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        self.query_rows(sql).unwrap_or_else(|e| panic!("{e}"))
+    }
+    fn put_setting(&mut self, key: &str, value: &str) {
+        self.set_setting(key, value).unwrap();
+    }
+}
+
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn pg_url() -> String {
+    std::env::var("PATCHOPS_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_PG_URL.to_string())
+}
+
+enum Backend {
+    Sqlite { _dir: tempfile::TempDir, path: PathBuf },
+    Postgres { url: String, schema: String },
+}
+
+impl Backend {
+    fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store").join("patchops.db");
+        Backend::Sqlite { _dir: dir, path }
+    }
+
+    fn postgres() -> Self {
+        let url = pg_url();
+        if let Err(e) = postgres::Client::connect(&url, postgres::NoTls) {
+            panic!(
+                "PostgreSQL is not reachable at {url}: {e} ({:?}).\n\
+                 Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
+                 (and create the database: createdb -h 127.0.0.1 -U postgres test), or point \
+                 PATCHOPS_TEST_POSTGRES_URL at another server.",
+                std::error::Error::source(&e).map(|s| s.to_string())
+            );
+        }
+        let schema = format!("patchops_test_{:016x}", fastrand::u64(..));
+        Backend::Postgres { url, schema }
+    }
+
+    fn open(&self) -> Box<dyn TestStore> {
+        match self {
+            Backend::Sqlite { path, .. } => Box::new(SqliteStore::open(path).unwrap()),
+            Backend::Postgres { url, schema } => Box::new(PostgresStore::open_in_schema(url, schema).unwrap()),
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Postgres { url, schema } = self
+            && let Ok(mut c) = postgres::Client::connect(url, postgres::NoTls)
+        {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+        }
+    }
+}
+
+/// Two tests per case: `$sqlite` and `$postgres`.
+macro_rules! both {
+    ($($case:ident: $sqlite:ident, $postgres:ident;)*) => {$(
+        #[test]
+        fn $sqlite() {
+            $case(&Backend::sqlite());
+        }
+        #[test]
+        fn $postgres() {
+            $case(&Backend::postgres());
+        }
+    )*};
+}
+
+both! {
+    catalog_versions_only_when_content_changes:
+        sqlite_catalog_versions_only_when_content_changes,
+        postgres_catalog_versions_only_when_content_changes;
+    s6_batch_states_are_stored_and_loaded:
+        sqlite_s6_batch_states_are_stored_and_loaded,
+        postgres_s6_batch_states_are_stored_and_loaded;
+    scan_replaces_previous_states:
+        sqlite_scan_replaces_previous_states,
+        postgres_scan_replaces_previous_states;
+    s6_replayed_batch_is_a_duplicate:
+        sqlite_s6_replayed_batch_is_a_duplicate,
+        postgres_s6_replayed_batch_is_a_duplicate;
+    unknown_update_fails_the_whole_batch:
+        sqlite_unknown_update_fails_the_whole_batch,
+        postgres_unknown_update_fails_the_whole_batch;
+    unregistered_client_is_refused:
+        sqlite_unregistered_client_is_refused,
+        postgres_unregistered_client_is_refused;
+    t1_u4_rejected_message_is_kept:
+        sqlite_t1_u4_rejected_message_is_kept,
+        postgres_t1_u4_rejected_message_is_kept;
+    t1_u1_scan_failure_sets_last_failure:
+        sqlite_t1_u1_scan_failure_sets_last_failure,
+        postgres_t1_u1_scan_failure_sets_last_failure;
+    reconcile_round_trip_and_history:
+        sqlite_reconcile_round_trip_and_history,
+        postgres_reconcile_round_trip_and_history;
+    s8_s7_last_scan_and_agent_version_views:
+        sqlite_s8_s7_last_scan_and_agent_version_views,
+        postgres_s8_s7_last_scan_and_agent_version_views;
+    update_compliance_view_counts:
+        sqlite_update_compliance_view_counts,
+        postgres_update_compliance_view_counts;
+    reopened_store_has_the_same_data:
+        sqlite_reopened_store_has_the_same_data,
+        postgres_reopened_store_has_the_same_data;
+    bulk_load_states_round_trips:
+        sqlite_bulk_load_states_round_trips,
+        postgres_bulk_load_states_round_trips;
+}
+
+// ---------------------------------------------------------------------------------------
+// Builders.
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn update(id: &str) -> Update {
+    let kb = id.split('-').next().unwrap();
+    Update {
+        id: id.to_string(),
+        kb: Some(kb.to_string()),
+        title: format!("{id} for Windows Server 2022"),
+        classification: "Security Updates".into(),
+        severity: Severity::Critical,
+        products: vec!["Windows Server 2022".into()],
+        released: "2026-11-10".parse().unwrap(),
+        supersedes: vec![],
+        expired: false,
+        reboot_required: true,
+        max_run_time: patchops::time::Duration::from_mins(10),
+        cves: vec![],
+        applicability: Applicability::for_product_kb("Windows Server 2022", kb),
+        files: vec![],
+    }
+}
+
+fn client(name: &str, site: &str, role: &str, agent: Option<&str>) -> ClientInfo {
+    ClientInfo {
+        name: name.into(),
+        facts: BTreeMap::from([
+            ("site".to_string(), site.to_string()),
+            ("role".to_string(), role.to_string()),
+            ("os".to_string(), "Windows Server 2022".to_string()),
+        ]),
+        agent_version: agent.map(str::to_string),
+    }
+}
+
+fn scan(time: Timestamp, version: u64, updates: &[(&str, ScanResult, Enforcement)]) -> StateMessage {
+    StateMessage::ScanCompleted {
+        time,
+        catalog_version: version,
+        agent_version: None,
+        updates: updates
+            .iter()
+            .map(|(id, result, enforcement)| UpdateReport {
+                id: id.to_string(),
+                result: *result,
+                enforcement: *enforcement,
+            })
+            .collect(),
+    }
+}
+
+fn enforce(time: Timestamp, id: &str, state: Enforcement) -> StateMessage {
+    StateMessage::Enforcement { time, update: id.into(), state }
+}
+
+fn batch(client: &str, sequence: u64, messages: Vec<StateMessage>) -> StateBatch {
+    StateBatch { client: client.into(), sequence, messages }
+}
+
+/// A client's states as (update id, scan, enforcement), in key order.
+fn states(store: &dyn TestStore, name: &str) -> Vec<(String, ScanResult, Enforcement)> {
+    let catalog = store.load_catalog().unwrap();
+    let id_of: HashMap<u32, String> =
+        catalog.keys.iter().zip(&catalog.updates).map(|(k, u)| (*k, u.id.clone())).collect();
+    let fleet = store.load_fleet().unwrap();
+    let c = &fleet.clients[fleet.index_of(name).expect("client in the fleet")];
+    let keys: Vec<u32> = c.compliance.states.iter().map(|s| s.key()).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "states sorted by key: {keys:?}");
+    c.compliance.states.iter().map(|s| (id_of[&s.key()].clone(), s.scan(), s.enforcement())).collect()
+}
+
+fn st(id: &str, scan: ScanResult, e: Enforcement) -> (String, ScanResult, Enforcement) {
+    (id.to_string(), scan, e)
+}
+
+fn one(store: &dyn TestStore, sql: &str) -> String {
+    let rows = store.rows(sql);
+    assert_eq!(rows.len(), 1, "{sql}: {rows:?}");
+    rows[0][0].clone()
+}
+
+use Enforcement as E;
+use ScanResult::{Installed, Missing};
+
+const T0: &str = "2026-11-24T06:00:00Z";
+const T1: &str = "2026-11-24T07:00:00Z";
+const T2: &str = "2026-11-24T08:00:00Z";
+
+/// A store with catalog version 1 (KB1-a, KB2-a, KB3-a) and client web-01.
+fn seeded(b: &Backend) -> Box<dyn TestStore> {
+    let mut s = b.open();
+    s.save_catalog(&[update("KB1-a"), update("KB2-a"), update("KB3-a")], at(T0)).unwrap();
+    s.upsert_client(&client("web-01", "paris", "web", Some("10.0.1")), at(T0)).unwrap();
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// Cases.
+
+fn catalog_versions_only_when_content_changes(b: &Backend) {
+    let mut s = b.open();
+    let empty = s.load_catalog().unwrap();
+    assert_eq!((empty.version, empty.len()), (0, 0));
+
+    let (u1, u2, mut u3) = (update("KB1-a"), update("KB2-a"), update("KB3-a"));
+    let saved = s.save_catalog(&[u1.clone(), u2.clone()], at(T0)).unwrap();
+    assert_eq!(saved, CatalogSaved { version: 1, changed: true });
+    // Same content, other order: no new version.
+    let saved = s.save_catalog(&[u2.clone(), u1.clone()], at(T1)).unwrap();
+    assert_eq!(saved, CatalogSaved { version: 1, changed: false });
+    assert_eq!(one(&*s, "SELECT COUNT(*) FROM catalog_versions"), "1");
+
+    let c1 = s.load_catalog().unwrap();
+    assert_eq!(c1.version, 1);
+    assert_eq!(c1.updates, vec![u1.clone(), u2.clone()]);
+    assert_eq!(c1.since_version, vec![1, 1]);
+    let key1 = |c: &patchops::catalog::Catalog, id: &str| c.keys[c.index_of(id).unwrap() as usize];
+    let (k1, k2) = (key1(&c1, "KB1-a"), key1(&c1, "KB2-a"));
+    assert_ne!(k1, k2);
+
+    // KB2-a changes, KB3-a is new and supersedes KB1 (by KB, any case).
+    let mut u2b = u2.clone();
+    u2b.title.push_str(" (re-released)");
+    u3.supersedes = vec!["kb1".into()];
+    let saved = s.save_catalog(&[u1.clone(), u2b.clone(), u3.clone()], at(T1)).unwrap();
+    assert_eq!(saved, CatalogSaved { version: 2, changed: true });
+    let c2 = s.load_catalog().unwrap();
+    assert_eq!(c2.version, 2);
+    assert_eq!(c2.updates, vec![u1.clone(), u2b.clone(), u3.clone()]);
+    assert_eq!(c2.since_version, vec![1, 1, 2], "since = first version of each id");
+    assert_eq!((key1(&c2, "KB1-a"), key1(&c2, "KB2-a")), (k1, k2), "keys stable");
+    let k3 = key1(&c2, "KB3-a");
+    assert!(k3 != k1 && k3 != k2);
+    assert!(c2.is_superseded(c2.index_of("KB1-a").unwrap()));
+    // Row versions: KB1-a (superseded now) and KB2-a (body) closed and re-inserted.
+    assert_eq!(one(&*s, "SELECT COUNT(*) FROM catalog_updates"), "5");
+    assert_eq!(one(&*s, "SELECT COUNT(*) FROM catalog_updates WHERE valid_to IS NULL"), "3");
+    assert_eq!(
+        s.rows(
+            "SELECT u.id, cu.valid_from, cu.valid_to, CASE WHEN cu.superseded THEN 1 ELSE 0 END \
+             FROM catalog_updates cu JOIN updates u ON u.key = cu.key ORDER BY u.id, cu.valid_from"
+        ),
+        [
+            ["KB1-a", "1", "2", "0"],
+            ["KB1-a", "2", "", "1"],
+            ["KB2-a", "1", "2", "0"],
+            ["KB2-a", "2", "", "0"],
+            ["KB3-a", "2", "", "0"],
+        ]
+    );
+
+    // KB1-a removed: gone from the current catalog, KB1-a no longer superseded by anyone.
+    let saved = s.save_catalog(&[u2b.clone(), u3.clone()], at(T2)).unwrap();
+    assert_eq!(saved, CatalogSaved { version: 3, changed: true });
+    let c3 = s.load_catalog().unwrap();
+    assert_eq!(c3.updates, vec![u2b.clone(), u3.clone()]);
+    assert_eq!(c3.index_of("KB1-a"), None);
+    assert_eq!((key1(&c3, "KB2-a"), key1(&c3, "KB3-a")), (k2, k3));
+
+    // Back again: same key, first version still 1.
+    let saved = s.save_catalog(&[u1.clone(), u2b, u3], at(T2)).unwrap();
+    assert_eq!(saved.version, 4);
+    let c4 = s.load_catalog().unwrap();
+    assert_eq!(key1(&c4, "KB1-a"), k1);
+    assert_eq!(c4.since_version[c4.index_of("KB1-a").unwrap() as usize], 1);
+    assert_eq!(one(&*s, "SELECT COUNT(*) FROM updates"), "3", "keys are never reused");
+}
+
+fn s6_batch_states_are_stored_and_loaded(b: &Backend) {
+    let mut s = seeded(b);
+    s.upsert_client(&client("db-01", "lyon", "db", None), at(T0)).unwrap();
+    let mut first = scan(at(T1), 1, &[("KB1-a", Missing, E::None), ("KB2-a", Installed, E::None)]);
+    if let StateMessage::ScanCompleted { agent_version, .. } = &mut first {
+        *agent_version = Some("10.0.2".into());
+    }
+    let out = s
+        .apply_batch(
+            &batch(
+                "web-01",
+                1,
+                vec![
+                    first,
+                    enforce(at("2026-11-24T07:05:00Z"), "KB1-a", E::Downloading),
+                    // No scan row yet: inserted as Missing.
+                    enforce(at("2026-11-24T07:06:00Z"), "KB3-a", E::WaitingForWindow),
+                ],
+            ),
+            at(T1),
+        )
+        .unwrap();
+    assert_eq!(out, BatchOutcome::Applied);
+    assert_eq!(
+        states(&*s, "web-01"),
+        [
+            st("KB1-a", Missing, E::Downloading),
+            st("KB2-a", Installed, E::None),
+            st("KB3-a", Missing, E::WaitingForWindow),
+        ]
+    );
+    let fleet = s.load_fleet().unwrap();
+    assert_eq!(fleet.clients.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["db-01", "web-01"]);
+    let web = &fleet.clients[1];
+    assert_eq!(web.facts, client("web-01", "paris", "web", None).facts);
+    assert_eq!(web.compliance.agent_version.as_deref(), Some("10.0.2"));
+    assert_eq!(web.compliance.last_scan, Some(ScanRecord { time: at(T1), catalog_version: 1, error: None }));
+    assert_eq!(web.compliance.last_failure, None);
+    let db = &fleet.clients[0];
+    assert!(db.compliance.states.is_empty());
+    assert_eq!(db.compliance.last_scan, None);
+    assert_eq!(db.compliance.agent_version, None);
+    assert_eq!(fleet.state_count(), 3);
+
+    // An enforcement message older than the stored state does not roll it back.
+    s.apply_batch(&batch("web-01", 2, vec![enforce(at("2026-11-24T07:01:00Z"), "KB1-a", E::InstallFailed)]), at(T1))
+        .unwrap();
+    assert_eq!(states(&*s, "web-01")[0], st("KB1-a", Missing, E::Downloading));
+    // A newer one does.
+    s.apply_batch(&batch("web-01", 3, vec![enforce(at(T2), "KB1-a", E::PendingReboot)]), at(T2)).unwrap();
+    assert_eq!(states(&*s, "web-01")[0], st("KB1-a", Missing, E::PendingReboot));
+}
+
+fn scan_replaces_previous_states(b: &Backend) {
+    let mut s = seeded(b);
+    let first = scan(at(T1), 1, &[("KB1-a", Missing, E::None), ("KB2-a", Missing, E::None)]);
+    s.apply_batch(&batch("web-01", 1, vec![first]), at(T1)).unwrap();
+    assert_eq!(states(&*s, "web-01").len(), 2);
+
+    let newer = scan(at(T2), 1, &[("KB3-a", Installed, E::None)]);
+    s.apply_batch(&batch("web-01", 2, vec![newer]), at(T2)).unwrap();
+    assert_eq!(states(&*s, "web-01"), [st("KB3-a", Installed, E::None)]);
+
+    // A scan older than the stored one (delivered late) is ignored; the batch itself is
+    // applied (its sequence is consumed).
+    let late = scan(at(T0), 1, &[("KB1-a", Missing, E::None)]);
+    assert_eq!(s.apply_batch(&batch("web-01", 3, vec![late]), at(T2)).unwrap(), BatchOutcome::Applied);
+    assert_eq!(states(&*s, "web-01"), [st("KB3-a", Installed, E::None)]);
+    let fleet = s.load_fleet().unwrap();
+    assert_eq!(fleet.clients[0].compliance.last_scan.as_ref().unwrap().time, at(T2));
+    assert_eq!(one(&*s, "SELECT last_sequence FROM clients WHERE name = 'web-01'"), "3");
+
+    // An empty scan clears every state (nothing applicable).
+    let empty = scan(at("2026-11-24T09:00:00Z"), 1, &[]);
+    s.apply_batch(&batch("web-01", 4, vec![empty]), at(T2)).unwrap();
+    assert!(states(&*s, "web-01").is_empty());
+}
+
+fn s6_replayed_batch_is_a_duplicate(b: &Backend) {
+    let mut s = seeded(b);
+    let b5 = batch("web-01", 5, vec![scan(at(T1), 1, &[("KB1-a", Missing, E::None)])]);
+    assert_eq!(s.apply_batch(&b5, at(T1)).unwrap(), BatchOutcome::Applied);
+    let before = (states(&*s, "web-01"), s.rows("SELECT * FROM clients"));
+
+    assert_eq!(s.apply_batch(&b5, at(T2)).unwrap(), BatchOutcome::Duplicate);
+    let other = batch("web-01", 5, vec![enforce(at(T2), "KB1-a", E::Installing)]);
+    assert_eq!(s.apply_batch(&other, at(T2)).unwrap(), BatchOutcome::Duplicate);
+    let older = batch("web-01", 4, vec![scan(at(T2), 1, &[])]);
+    assert_eq!(s.apply_batch(&older, at(T2)).unwrap(), BatchOutcome::Duplicate);
+
+    let after = (states(&*s, "web-01"), s.rows("SELECT * FROM clients"));
+    assert_eq!(before, after, "a duplicate changes nothing, not even last_seen");
+}
+
+fn unknown_update_fails_the_whole_batch(b: &Backend) {
+    let mut s = seeded(b);
+    s.apply_batch(&batch("web-01", 1, vec![scan(at(T1), 1, &[("KB1-a", Missing, E::None)])]), at(T1)).unwrap();
+    let clients_before = s.rows("SELECT * FROM clients");
+
+    let bad = batch(
+        "web-01",
+        2,
+        vec![
+            enforce(at(T2), "KB1-a", E::Installing),
+            scan(at(T2), 1, &[("KB2-a", Installed, E::None), ("KB9-nope", Missing, E::None)]),
+        ],
+    );
+    match s.apply_batch(&bad, at(T2)) {
+        Err(Error::Store { location, message, .. }) => {
+            assert_eq!(message, r#"client "web-01" batch 2: update "KB9-nope" is not in the catalog"#);
+            assert_eq!(location, s.location());
+        }
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    assert_eq!(states(&*s, "web-01"), [st("KB1-a", Missing, E::None)], "nothing half-applied");
+    assert_eq!(s.rows("SELECT * FROM clients"), clients_before, "last_sequence and scan unchanged");
+
+    // An unknown update in an enforcement message fails too.
+    let bad = batch("web-01", 2, vec![enforce(at(T2), "KB8-nope", E::Installing)]);
+    let err = s.apply_batch(&bad, at(T2)).unwrap_err().to_string();
+    assert!(err.contains(r#"update "KB8-nope" is not in the catalog"#), "{err}");
+
+    // The sequence was not consumed: a good batch 2 applies.
+    let good = batch("web-01", 2, vec![scan(at(T2), 1, &[("KB2-a", Installed, E::None)])]);
+    assert_eq!(s.apply_batch(&good, at(T2)).unwrap(), BatchOutcome::Applied);
+    assert_eq!(states(&*s, "web-01"), [st("KB2-a", Installed, E::None)]);
+}
+
+fn unregistered_client_is_refused(b: &Backend) {
+    let mut s = seeded(b);
+    match s.apply_batch(&batch("ghost", 1, vec![]), at(T1)) {
+        Err(Error::Store { message, .. }) => {
+            assert_eq!(message, r#"client "ghost" is not registered; register it first"#)
+        }
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    // Registering refreshes facts and keeps a known agent version when none is given.
+    let mut again = client("web-01", "lyon", "web", None);
+    again.facts.insert("hostname".into(), "web-01.example".into());
+    s.upsert_client(&again, at(T1)).unwrap();
+    let fleet = s.load_fleet().unwrap();
+    assert_eq!(fleet.clients.len(), 1);
+    assert_eq!(fleet.clients[0].facts, again.facts);
+    assert_eq!(fleet.clients[0].compliance.agent_version.as_deref(), Some("10.0.1"));
+}
+
+fn t1_u4_rejected_message_is_kept(b: &Backend) {
+    let mut s = seeded(b);
+    let raw = r#"{"client":"web-01","sequence":7,"messages":[{"type":"ScanComp"#;
+    s.record_rejected("web-01", raw, "EOF while parsing a string at line 1 column 60", at(T1)).unwrap();
+    s.record_rejected("ghost", "\u{1}garbage\0", "not JSON", at(T2)).unwrap();
+    assert_eq!(
+        s.rows("SELECT client, received_at, raw, error FROM rejected_messages ORDER BY id"),
+        [
+            vec![
+                "web-01".to_string(),
+                at(T1).as_second().to_string(),
+                raw.to_string(),
+                "EOF while parsing a string at line 1 column 60".to_string()
+            ],
+            vec![
+                "ghost".to_string(),
+                at(T2).as_second().to_string(),
+                "\u{1}garbage\u{FFFD}".to_string(),
+                "not JSON".to_string()
+            ],
+        ]
+    );
+    let fleet = s.load_fleet().unwrap();
+    assert_eq!(fleet.clients.len(), 1, "a rejected message does not register a client");
+    let c = &fleet.clients[0].compliance;
+    assert_eq!(c.rejected_at, Some(at(T1)));
+    assert_eq!(
+        client_unknown_reason(c, SignedDuration::from_hours(24), None, at(T2)),
+        Some(Reason::StateMessageCorrupt)
+    );
+}
+
+fn t1_u1_scan_failure_sets_last_failure(b: &Backend) {
+    let mut s = seeded(b);
+    s.apply_batch(&batch("web-01", 1, vec![scan(at(T0), 1, &[("KB1-a", Missing, E::None)])]), at(T0)).unwrap();
+    let failed = StateMessage::ScanFailed { time: at(T2), catalog_version: 1, error: "0x80244022".into() };
+    s.apply_batch(&batch("web-01", 2, vec![failed]), at(T2)).unwrap();
+    // An older failure arriving late does not replace it.
+    let older = StateMessage::ScanFailed { time: at(T1), catalog_version: 1, error: "0x8024402C".into() };
+    s.apply_batch(&batch("web-01", 3, vec![older]), at(T2)).unwrap();
+
+    let fleet = s.load_fleet().unwrap();
+    let c = &fleet.clients[0].compliance;
+    assert_eq!(c.last_failure, Some(ScanRecord { time: at(T2), catalog_version: 1, error: Some("0x80244022".into()) }));
+    assert_eq!(c.last_scan, Some(ScanRecord { time: at(T0), catalog_version: 1, error: None }));
+    assert_eq!(c.states.len(), 1, "a failed scan keeps the previous states");
+    assert_eq!(client_unknown_reason(c, SignedDuration::from_hours(24), None, at(T2)), Some(Reason::ScanFailed));
+}
+
+fn deployment_status(phase: &str, percent: f64, compliant: u64) -> serde_json::Value {
+    json!({
+        "phase": phase,
+        "deadline": "2026-12-01T00:00:00Z",
+        "targeted": 8,
+        "machines": {"compliant": compliant, "required": 8 - compliant, "unknown": 0, "failed": 0, "pendingReboot": 0},
+        "compliancePercent": percent,
+        "conditions": [{"type": "Ready", "status": "True"}],
+    })
+}
+
+fn rs(kind: &str, name: &str, status: serde_json::Value) -> ResourceStatus {
+    ResourceStatus { kind: kind.into(), namespace: "default".into(), name: name.into(), status }
+}
+
+fn reconcile_round_trip_and_history(b: &Backend) {
+    let mut s = seeded(b);
+    assert_eq!(s.last_reconcile().unwrap(), None);
+    let history = |s: &dyn TestStore| one(s, "SELECT COUNT(*) FROM status_history");
+
+    let first = ReconcileRecord {
+        time: at(T1),
+        revision: "main@sha1:aaaa".into(),
+        catalog_version: 1,
+        statuses: vec![
+            rs("UpdateDeployment", "patch-tuesday", deployment_status("Available", 87.5, 7)),
+            rs("Collection", "all-servers", json!({"members": 8})),
+        ],
+    };
+    let policies = HashMap::from([("etag-1".to_string(), json!({"deployments": ["patch-tuesday"]}))]);
+    let assign = |etag: &str| vec![PolicyAssignment { client: "web-01".into(), etag: etag.into() }];
+    s.save_reconcile(&first, &policies, &assign("etag-1")).unwrap();
+    let mut expected = first.clone();
+    expected.statuses.sort_by(|a, b| a.kind.cmp(&b.kind));
+    assert_eq!(s.last_reconcile().unwrap(), Some(expected.clone()));
+    assert_eq!(history(&*s), "2");
+
+    // The same statuses again: no history; one changed: one row.
+    let mut second = first.clone();
+    second.time = at(T2);
+    second.revision = "main@sha1:bbbb".into();
+    s.save_reconcile(&second, &HashMap::new(), &[]).unwrap();
+    assert_eq!(history(&*s), "2");
+    second.statuses[0].status = deployment_status("Available", 100.0, 8);
+    let policies2 = HashMap::from([("etag-2".to_string(), json!({"deployments": []}))]);
+    s.save_reconcile(&second, &policies2, &assign("etag-2")).unwrap();
+    assert_eq!(history(&*s), "3");
+    let mut expected = second.clone();
+    expected.statuses.sort_by(|a, b| a.kind.cmp(&b.kind));
+    assert_eq!(s.last_reconcile().unwrap(), Some(expected));
+    assert_eq!(
+        s.rows("SELECT name, phase, compliance_percent, targeted, compliant, required, unknown, deadline FROM v_deployment_status"),
+        [["patch-tuesday", "Available", "100", "8", "8", "0", "0", "2026-12-01T00:00:00Z"]]
+    );
+
+    // A resource gone from git: its status row goes, history records null.
+    let mut third = second.clone();
+    third.statuses.retain(|r| r.kind != "Collection");
+    s.save_reconcile(&third, &HashMap::new(), &[]).unwrap();
+    assert_eq!(history(&*s), "4");
+    assert_eq!(s.rows("SELECT kind, name FROM status_history WHERE status = 'null'"), [["Collection", "all-servers"]]);
+    assert_eq!(s.last_reconcile().unwrap(), Some(third));
+    assert_eq!(one(&*s, "SELECT COUNT(*) FROM reconciles"), "4");
+    assert_eq!(s.rows("SELECT etag FROM policy_docs ORDER BY etag"), [["etag-1"], ["etag-2"]]);
+    assert_eq!(s.rows("SELECT client, etag FROM client_policies"), [["web-01", "etag-2"]]);
+}
+
+fn s8_s7_last_scan_and_agent_version_views(b: &Backend) {
+    let mut s = seeded(b);
+    s.upsert_client(&client("db-01", "lyon", "db", Some("7.2.6001.788")), at(T0)).unwrap();
+    s.upsert_client(&client("new-01", "paris", "web", None), at(T0)).unwrap();
+    s.upsert_client(&client("app-01", "lyon", "app", Some("10.0.1")), at(T0)).unwrap();
+    let mut web_scan = scan(at(T1), 1, &[("KB1-a", Missing, E::None)]);
+    if let StateMessage::ScanCompleted { agent_version, .. } = &mut web_scan {
+        *agent_version = Some("10.0.2".into());
+    }
+    s.apply_batch(&batch("web-01", 1, vec![web_scan]), at(T1)).unwrap();
+    let db_fail = StateMessage::ScanFailed { time: at(T2), catalog_version: 1, error: "0x80244022".into() };
+    s.apply_batch(&batch("db-01", 1, vec![scan(at(T0), 1, &[]), db_fail]), at(T2)).unwrap();
+    // An older failure, then a successful scan: Succeeded.
+    let app_fail = StateMessage::ScanFailed { time: at(T0), catalog_version: 1, error: "0x8024402C".into() };
+    s.apply_batch(&batch("app-01", 1, vec![app_fail, scan(at(T1), 1, &[])]), at(T1)).unwrap();
+
+    assert_eq!(
+        s.rows("SELECT * FROM v_client_last_scan ORDER BY client"),
+        [
+            ["app-01", "lyon", "app", "10.0.1", "2026-11-24T07:00:00Z", "1", "Succeeded", ""],
+            ["db-01", "lyon", "db", "7.2.6001.788", "2026-11-24T08:00:00Z", "1", "Failed", "0x80244022"],
+            ["new-01", "paris", "web", "", "", "", "Never scanned", ""],
+            ["web-01", "paris", "web", "10.0.2", "2026-11-24T07:00:00Z", "1", "Succeeded", ""],
+        ]
+    );
+    // Scan 2: by site.
+    assert_eq!(
+        s.rows("SELECT site, scan_state, COUNT(*) FROM v_client_last_scan GROUP BY site, scan_state ORDER BY site, scan_state"),
+        [
+            ["lyon", "Failed", "1"],
+            ["lyon", "Succeeded", "1"],
+            ["paris", "Never scanned", "1"],
+            ["paris", "Succeeded", "1"],
+        ]
+    );
+    // S7: the seed's agent version query, ordered by version (text), unknown first.
+    assert_eq!(
+        s.rows("SELECT client, agent_version FROM v_agent_versions"),
+        [["new-01", ""], ["app-01", "10.0.1"], ["web-01", "10.0.2"], ["db-01", "7.2.6001.788"]]
+    );
+}
+
+fn update_compliance_view_counts(b: &Backend) {
+    let mut s = b.open();
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
+    let ago = |h: i64| now - SignedDuration::from_hours(h);
+    s.save_catalog(&[update("KB1-a"), update("KB2-a")], ago(100)).unwrap();
+    for n in 1..=8 {
+        s.upsert_client(&client(&format!("c{n}"), "paris", "web", Some("10.0.1")), ago(100)).unwrap();
+    }
+    let failed = |h| StateMessage::ScanFailed { time: ago(h), catalog_version: 1, error: "0x80244022".into() };
+    let batches = [
+        batch("c1", 1, vec![scan(ago(1), 1, &[("KB1-a", Missing, E::None), ("KB2-a", Installed, E::None)])]),
+        // Installed but waiting for a reboot: Required (T1.R3).
+        batch("c2", 1, vec![scan(ago(1), 1, &[("KB1-a", Installed, E::PendingReboot), ("KB2-a", Installed, E::None)])]),
+        batch("c3", 1, vec![scan(ago(1), 1, &[])]),
+        // c4 never scans (T1.U3).
+        batch("c5", 1, vec![scan(ago(2), 1, &[("KB1-a", Missing, E::None)]), failed(1)]),
+        // Scanned 3 days ago: expired with the default 1 day TTL.
+        batch("c6", 1, vec![scan(ago(72), 1, &[("KB2-a", Installed, E::None)])]),
+        batch("c7", 1, vec![scan(ago(1), 1, &[("KB1-a", Missing, E::None)])]),
+    ];
+    for b in &batches {
+        s.apply_batch(b, ago(1)).unwrap();
+    }
+    // Version 2 adds KB3-a; only c8 scanned against it.
+    s.save_catalog(&[update("KB1-a"), update("KB2-a"), update("KB3-a")], ago(1)).unwrap();
+    s.apply_batch(&batch("c8", 1, vec![scan(ago(1), 2, &[("KB3-a", Missing, E::None)])]), ago(1)).unwrap();
+
+    let view = |s: &dyn TestStore| {
+        s.rows(
+            "SELECT id, kb, severity, required, installed, unknown, not_required FROM v_update_compliance ORDER BY id",
+        )
+    };
+    // By hand:           required        installed   unknown                      not required
+    // KB1-a             c1 c2 c7        -           c4 c5 c6                     c3 c8
+    // KB2-a             -               c1 c2       c4 c5 c6                     c3 c7 c8
+    // KB3-a (since v2)  c8              -           c4 c5 c6 + c1 c2 c3 c7 (v1)  -
+    let by_hand = [
+        ["KB1-a", "KB1", "Critical", "3", "0", "3", "2"],
+        ["KB2-a", "KB2", "Critical", "0", "2", "3", "3"],
+        ["KB3-a", "KB3", "Critical", "1", "0", "7", "0"],
+    ];
+    assert_eq!(view(&*s), by_hand);
+    assert_eq!(view(&*s), core_counts(&*s, now, SignedDuration::from_hours(24)), "view agrees with the core");
+
+    // A longer TTL makes c6's scan usable: KB2-a installed +1, KB1-a not required +1.
+    s.put_setting("scan_ttl_seconds", &(4 * 86_400).to_string());
+    assert_eq!(
+        view(&*s),
+        [
+            ["KB1-a", "KB1", "Critical", "3", "0", "2", "3"],
+            ["KB2-a", "KB2", "Critical", "0", "3", "2", "3"],
+            ["KB3-a", "KB3", "Critical", "1", "0", "7", "0"],
+        ]
+    );
+    assert_eq!(view(&*s), core_counts(&*s, now, SignedDuration::from_hours(96)));
+}
+
+/// The same counts from load_fleet + the core's classification (no deployments).
+fn core_counts(s: &dyn TestStore, now: Timestamp, ttl: SignedDuration) -> Vec<[String; 7]> {
+    let catalog = s.load_catalog().unwrap();
+    let fleet: Fleet = s.load_fleet().unwrap();
+    let mut out = Vec::new();
+    for (i, u) in catalog.updates.iter().enumerate() {
+        let mut counts: BTreeMap<ComplianceState, u32> = BTreeMap::new();
+        for c in &fleet.clients {
+            let state = match client_unknown_reason(&c.compliance, ttl, None, now) {
+                Some(reason) => reason.state(),
+                None => {
+                    let reported = c.compliance.states.iter().copied().find(|p| p.key() == catalog.keys[i]);
+                    let scanned = c.compliance.last_scan.as_ref().unwrap().catalog_version;
+                    classify(reported, false, catalog.since_version[i], scanned).state()
+                }
+            };
+            *counts.entry(state).or_default() += 1;
+        }
+        let n = |st| counts.get(&st).copied().unwrap_or(0).to_string();
+        out.push([
+            u.id.clone(),
+            u.kb.clone().unwrap(),
+            format!("{:?}", u.severity),
+            n(ComplianceState::Required),
+            n(ComplianceState::Installed),
+            n(ComplianceState::Unknown),
+            n(ComplianceState::NotRequired),
+        ]);
+    }
+    out
+}
+
+fn reopened_store_has_the_same_data(b: &Backend) {
+    let (catalog, fleet, reconcile) = {
+        let mut s = seeded(b);
+        s.upsert_client(&client("db-01", "lyon", "db", None), at(T0)).unwrap();
+        let scan1 = scan(at(T1), 1, &[("KB1-a", Missing, E::Downloaded), ("KB3-a", Installed, E::None)]);
+        s.apply_batch(&batch("web-01", 1, vec![scan1]), at(T1)).unwrap();
+        s.record_rejected("db-01", "{", "EOF", at(T2)).unwrap();
+        let record = ReconcileRecord {
+            time: at(T2),
+            revision: "main@sha1:cccc".into(),
+            catalog_version: 1,
+            statuses: vec![rs("UpdateDeployment", "d", deployment_status("Pending", 0.0, 0))],
+        };
+        s.save_reconcile(&record, &HashMap::new(), &[]).unwrap();
+        (s.load_catalog().unwrap(), s.load_fleet().unwrap(), s.last_reconcile().unwrap())
+    }; // dropped: closed
+    let s = b.open();
+    let again = s.load_catalog().unwrap();
+    assert_eq!(
+        (again.version, &again.updates, &again.keys, &again.since_version),
+        (catalog.version, &catalog.updates, &catalog.keys, &catalog.since_version)
+    );
+    assert_eq!(s.load_fleet().unwrap().clients, fleet.clients);
+    assert_eq!(s.last_reconcile().unwrap(), reconcile);
+    assert_eq!(one(&*s, "SELECT COUNT(*) FROM schema_version"), "1", "migrations run once");
+    assert_eq!(fleet.state_count(), 2);
+}
+
+fn bulk_load_states_round_trips(b: &Backend) {
+    let mut s = seeded(b);
+    match b {
+        Backend::Sqlite { path, .. } => {
+            drop(s);
+            let mut store = SqliteStore::open(path).unwrap();
+            bulk(
+                &mut store,
+                |st, c| st.upsert_clients(c, at(T0)),
+                |st| st.client_keys(),
+                |st, rows| st.bulk_load_states(rows),
+            );
+            s = Box::new(store);
+        }
+        Backend::Postgres { url, schema } => {
+            drop(s);
+            let mut store = PostgresStore::open_in_schema(url, schema).unwrap();
+            bulk(
+                &mut store,
+                |st, c| st.upsert_clients(c, at(T0)),
+                |st| st.client_keys(),
+                |st, rows| st.bulk_load_states(rows),
+            );
+            s = Box::new(store);
+        }
+    }
+    let catalog = s.load_catalog().unwrap();
+    let fleet = s.load_fleet().unwrap();
+    assert_eq!(fleet.clients.len(), 4);
+    assert_eq!(fleet.state_count(), 3 * 3);
+    let b2 = &fleet.clients[fleet.index_of("bulk-2").unwrap()];
+    assert_eq!(
+        b2.compliance.states,
+        catalog.keys.iter().map(|k| PackedState::new(*k, Installed, E::None)).collect::<Vec<_>>()
+    );
+    assert!(fleet.clients[fleet.index_of("web-01").unwrap()].compliance.states.is_empty());
+}
+
+type Rows<'a> = Box<dyn Iterator<Item = (u32, PackedState, Timestamp)> + 'a>;
+
+/// Three bulk clients with every update: first Missing, then replaced by Installed.
+fn bulk<S: Store>(
+    store: &mut S,
+    upsert: impl Fn(&mut S, &[ClientInfo]) -> patchops::Result<()>,
+    keys: impl Fn(&S) -> patchops::Result<HashMap<String, u32>>,
+    load: impl Fn(&mut S, Rows<'_>) -> patchops::Result<u64>,
+) {
+    let infos: Vec<ClientInfo> = (1..=3).map(|i| client(&format!("bulk-{i}"), "paris", "web", None)).collect();
+    upsert(store, &infos).unwrap();
+    let ckeys = keys(store).unwrap();
+    assert_eq!(ckeys.len(), 4);
+    let ukeys = store.load_catalog().unwrap().keys;
+    for scan in [Missing, Installed] {
+        let rows: Vec<_> = (1..=3)
+            .flat_map(|i| {
+                let ck = ckeys[&format!("bulk-{i}")];
+                ukeys.iter().map(move |k| (ck, PackedState::new(*k, scan, E::None), at(T1)))
+            })
+            .collect();
+        assert_eq!(load(store, Box::new(rows.into_iter())).unwrap(), 9);
+    }
+    // An unknown update key fails the whole load.
+    let bad: Vec<_> = vec![
+        (ckeys["bulk-1"], PackedState::new(ukeys[0], Missing, E::None), at(T2)),
+        (ckeys["bulk-1"], PackedState::new(999_999, Missing, E::None), at(T2)),
+    ];
+    assert!(load(store, Box::new(bad.into_iter())).is_err());
+}
+
+// ---------------------------------------------------------------------------------------
+// SQLite only.
+
+#[test]
+fn sqlite_unreadable_store_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |path: &std::path::Path| match SqliteStore::open(path) {
+        Err(Error::Store { location, message, .. }) => {
+            assert_eq!(location, path.display().to_string());
+            assert!(message.starts_with("cannot open the store: "), "{message}");
+            assert!(message.ends_with("; check the path or remove the file to start fresh"), "{message}");
+            let shown = Error::Store { location, message, source: None }.to_string();
+            assert!(shown.contains(&path.display().to_string()), "{shown}");
+        }
+        Err(other) => panic!("expected a store error, got {other}"),
+        Ok(_) => panic!("{} opened", path.display()),
+    };
+    // A directory.
+    check(dir.path());
+    // A text file.
+    let text = dir.path().join("notes.db");
+    std::fs::write(&text, "these are not the pages you are looking for\n".repeat(200)).unwrap();
+    check(&text);
+    // Garbage bytes.
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, (0..65536u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>())
+        .unwrap();
+    check(&garbage);
+}
+
+#[test]
+fn sqlite_store_is_in_wal_mode_with_the_settings_views_need() {
+    let b = Backend::sqlite();
+    let s = b.open();
+    assert_eq!(one(&*s, "PRAGMA journal_mode"), "wal");
+    assert_eq!(one(&*s, "PRAGMA foreign_keys"), "1");
+    assert_eq!(one(&*s, "PRAGMA synchronous"), "1", "NORMAL");
+    assert_eq!(one(&*s, "SELECT value FROM settings WHERE key = 'scan_ttl_seconds'"), "86400");
+}
+
+// ---------------------------------------------------------------------------------------
+// PostgreSQL only.
+
+#[test]
+fn postgres_location_hides_the_password() {
+    let b = Backend::postgres();
+    let Backend::Postgres { url, schema } = &b else { unreachable!() };
+    // Trust authentication ignores the password, so the connection succeeds.
+    let with_password = url.replacen("postgres://postgres@", "postgres://postgres:hunter2@", 1);
+    let s = PostgresStore::open_in_schema(&with_password, schema).unwrap();
+    assert!(!s.location().contains("hunter2"), "{}", s.location());
+    assert!(s.location().starts_with("postgres://postgres@"), "{}", s.location());
+    // And when the connection fails.
+    let unreachable = "postgres://postgres:hunter2@127.0.0.1:1/test";
+    let err = PostgresStore::open(unreachable).err().expect("port 1 refuses");
+    let shown = err.to_string();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("cannot connect to PostgreSQL"), "{shown}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Benchmarks.
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn proc_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Fills a store with N clients × M states through the bulk path, then times
+/// load_fleet on a freshly opened store.
+fn bench_load_fleet<S: Store>(
+    name: &str,
+    mut open: impl FnMut() -> S,
+    upsert: impl Fn(&mut S, &[ClientInfo]) -> patchops::Result<()>,
+    keys: impl Fn(&S) -> patchops::Result<HashMap<String, u32>>,
+    load: impl Fn(&mut S, Rows<'_>) -> patchops::Result<u64>,
+    default_clients: usize,
+    fill: bool,
+) {
+    let clients = env_usize("PATCHOPS_BENCH_CLIENTS", default_clients);
+    let per_client = env_usize("PATCHOPS_BENCH_STATES", 200);
+    let catalog_size = per_client * 5;
+    let now = Timestamp::now();
+    if fill {
+        let mut s = open();
+        let updates: Vec<Update> = (0..catalog_size).map(|i| update(&format!("KB{:07}-x", i))).collect();
+        s.save_catalog(&updates, now).unwrap();
+        let ukeys = s.load_catalog().unwrap().keys;
+        let mut ukeys_sorted = ukeys.clone();
+        ukeys_sorted.sort();
+        let t = Instant::now();
+        let infos: Vec<ClientInfo> =
+            (0..clients).map(|i| client(&format!("client-{i:06}"), "paris", "web", Some("10.0.1"))).collect();
+        upsert(&mut s, &infos).unwrap();
+        let ckeys = keys(&s).unwrap();
+        let mut ckeys: Vec<u32> = ckeys.into_values().collect();
+        ckeys.sort();
+        println!("{name}: registered {clients} clients in {:.2} s", t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let ukeys = &ukeys_sorted;
+        let rows = ckeys.into_iter().flat_map(move |ck| {
+            (0..per_client).map(move |j| {
+                let k = ukeys[j * 5 + (ck as usize % 5)];
+                let scan = if (ck as usize + j).is_multiple_of(3) { Installed } else { Missing };
+                (ck, PackedState::new(k, scan, E::ALL[j % 9]), now)
+            })
+        });
+        let n = load(&mut s, Box::new(rows)).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        println!("{name}: inserted {n} states in {secs:.1} s = {:.0} rows/s", n as f64 / secs);
+    }
+    let rss_before = proc_status_kib("VmRSS:").unwrap_or(0);
+    let hwm_before = proc_status_kib("VmHWM:").unwrap_or(0);
+    let t = Instant::now();
+    let s = open();
+    let fleet = s.load_fleet().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let states = fleet.state_count();
+    let rss_after = proc_status_kib("VmRSS:").unwrap_or(0);
+    let hwm = proc_status_kib("VmHWM:").unwrap_or(0);
+    println!(
+        "{name}: load_fleet {} clients, {states} states in {secs:.2} s ({:.1} M states/s)",
+        fleet.clients.len(),
+        states as f64 / secs / 1e6
+    );
+    println!(
+        "{name}: RSS before load {} MiB, after {} MiB ({:.1} bytes/state held); VmHWM before load {} MiB, after {} MiB",
+        rss_before / 1024,
+        rss_after / 1024,
+        (rss_after.saturating_sub(rss_before) * 1024) as f64 / states.max(1) as f64,
+        hwm_before / 1024,
+        hwm / 1024
+    );
+    assert_eq!(states, clients * per_client);
+    assert!(fleet.clients.iter().all(|c| c.compliance.states.len() == per_client));
+}
+
+#[test]
+#[ignore = "benchmark: cargo test --release --test store -- --ignored --nocapture bench"]
+fn bench_sqlite_load_fleet() {
+    // PATCHOPS_BENCH_FILE: keep the store there; when it exists, only load it (a clean
+    // peak-memory figure for a process that just loads).
+    let dir = tempfile::tempdir().unwrap();
+    let path = match std::env::var("PATCHOPS_BENCH_FILE") {
+        Ok(f) => PathBuf::from(f),
+        Err(_) => dir.path().join("bench.db"),
+    };
+    let fill = !path.exists();
+    bench_load_fleet(
+        "sqlite",
+        || SqliteStore::open(&path).unwrap(),
+        |s, c| s.upsert_clients(c, Timestamp::now()),
+        |s| s.client_keys(),
+        |s, rows| s.bulk_load_states(rows),
+        100_000,
+        fill,
+    );
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!("sqlite: file {} MiB", size / 1048576);
+}
+
+#[test]
+#[ignore = "benchmark: cargo test --release --test store -- --ignored --nocapture bench"]
+fn bench_postgres_load_fleet() {
+    let b = Backend::postgres();
+    let Backend::Postgres { url, schema } = &b else { unreachable!() };
+    bench_load_fleet(
+        "postgres",
+        || PostgresStore::open_in_schema(url, schema).unwrap(),
+        |s, c| s.upsert_clients(c, Timestamp::now()),
+        |s| s.client_keys(),
+        |s, rows| s.bulk_load_states(rows),
+        10_000,
+        true,
+    );
+}
