@@ -80,7 +80,8 @@ pub enum CatalogCommand {
 }
 
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHOPS_LOG").unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHOPS_LOG")
+        .unwrap_or_else(|_| "info,postgres=warn,tokio_postgres=warn".into());
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -121,7 +122,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
                     for (file, crd) in crate::resources::crds() {
                         let path = dir.join(file);
-                        std::fs::write(&path, crate::resources::crd_yaml(&crd)).map_err(|source| Error::Io { path, source })?;
+                        std::fs::write(&path, crate::resources::crd_yaml(&crd))
+                            .map_err(|source| Error::Io { path, source })?;
                     }
                 }
             }

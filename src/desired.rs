@@ -119,7 +119,11 @@ impl DesiredState {
         if problems.is_empty() { Ok(state) } else { Err(problems) }
     }
 
-    fn add(&mut self, doc: &RawDocument, seen: &mut HashMap<(String, String), RawDocument>) -> Result<(), Vec<Problem>> {
+    fn add(
+        &mut self,
+        doc: &RawDocument,
+        seen: &mut HashMap<(String, String), RawDocument>,
+    ) -> Result<(), Vec<Problem>> {
         let api_version = doc.value.get("apiVersion").and_then(|v| v.as_str()).unwrap_or_default();
         let kind = doc.value.get("kind").and_then(|v| v.as_str()).unwrap_or_default().to_string();
         if api_version != API_VERSION {
@@ -167,14 +171,32 @@ impl DesiredState {
             ..Default::default()
         };
         match kind.as_str() {
-            "UpdateCatalog" => insert(&mut self.catalogs, doc, meta, |m, s| UpdateCatalog { metadata: m, spec: s, status: None })?,
-            "Collection" => insert(&mut self.collections, doc, meta, |m, s| Collection { metadata: m, spec: s, status: None })?,
-            "ClientSettings" => insert(&mut self.client_settings, doc, meta, |m, s| ClientSettings { metadata: m, spec: s })?,
-            "UpdateList" => insert(&mut self.update_lists, doc, meta, |m, s| UpdateList { metadata: m, spec: s, status: None })?,
-            "DeploymentTemplate" => insert(&mut self.templates, doc, meta, |m, s| DeploymentTemplate { metadata: m, spec: s })?,
-            "UpdateDeployment" => insert(&mut self.deployments, doc, meta, |m, s| UpdateDeployment { metadata: m, spec: s, status: None })?,
-            "DeploymentPackage" => insert(&mut self.packages, doc, meta, |m, s| DeploymentPackage { metadata: m, spec: s, status: None })?,
-            "DeploymentRule" => insert(&mut self.rules, doc, meta, |m, s| DeploymentRule { metadata: m, spec: s, status: None })?,
+            "UpdateCatalog" => {
+                insert(&mut self.catalogs, doc, meta, |m, s| UpdateCatalog { metadata: m, spec: s, status: None })?
+            }
+            "Collection" => {
+                insert(&mut self.collections, doc, meta, |m, s| Collection { metadata: m, spec: s, status: None })?
+            }
+            "ClientSettings" => {
+                insert(&mut self.client_settings, doc, meta, |m, s| ClientSettings { metadata: m, spec: s })?
+            }
+            "UpdateList" => {
+                insert(&mut self.update_lists, doc, meta, |m, s| UpdateList { metadata: m, spec: s, status: None })?
+            }
+            "DeploymentTemplate" => {
+                insert(&mut self.templates, doc, meta, |m, s| DeploymentTemplate { metadata: m, spec: s })?
+            }
+            "UpdateDeployment" => insert(&mut self.deployments, doc, meta, |m, s| UpdateDeployment {
+                metadata: m,
+                spec: s,
+                status: None,
+            })?,
+            "DeploymentPackage" => {
+                insert(&mut self.packages, doc, meta, |m, s| DeploymentPackage { metadata: m, spec: s, status: None })?
+            }
+            "DeploymentRule" => {
+                insert(&mut self.rules, doc, meta, |m, s| DeploymentRule { metadata: m, spec: s, status: None })?
+            }
             _ => unreachable!("kind checked above"),
         }
         self.origins.insert(key.clone(), Origin { file: doc.file.clone(), line: doc.line });
@@ -197,15 +219,26 @@ impl DesiredState {
         let templates = || self.templates.keys().cloned().collect::<Vec<_>>();
         let check_collection = |out: &mut Vec<Problem>, kind: &str, name: &str, field: &str, c: &str| {
             if !self.collections.contains_key(c) {
-                out.push(at(kind, name, field, format!("collection {c:?} not found; known collections: {}", known(&collections))));
+                out.push(at(
+                    kind,
+                    name,
+                    field,
+                    format!("collection {c:?} not found; known collections: {}", known(&collections)),
+                ));
             }
         };
 
         for (name, c) in &self.catalogs {
             let s = &c.spec.source;
-            let given = [s.path.is_some(), s.file.is_some(), s.url.is_some(), s.git.is_some()].iter().filter(|b| **b).count();
+            let given =
+                [s.path.is_some(), s.file.is_some(), s.url.is_some(), s.git.is_some()].iter().filter(|b| **b).count();
             if given != 1 {
-                out.push(at("UpdateCatalog", name, "spec.source", format!("give exactly one of path, file, url, git (found {given})")));
+                out.push(at(
+                    "UpdateCatalog",
+                    name,
+                    "spec.source",
+                    format!("give exactly one of path, file, url, git (found {given})"),
+                ));
             }
         }
         for (name, c) in &self.collections {
@@ -221,12 +254,22 @@ impl DesiredState {
                 }
             }
             if c.spec.selector.is_none() && c.spec.names.is_empty() && c.spec.include_collections.is_empty() {
-                out.push(at("Collection", name, "spec", "has no members: give a selector, names or includeCollections".into()));
+                out.push(at(
+                    "Collection",
+                    name,
+                    "spec",
+                    "has no members: give a selector, names or includeCollections".into(),
+                ));
             }
         }
         if let Some(cycle) = crate::reconcile::targeting::include_cycle(&self.collections) {
             let first = cycle[0].clone();
-            out.push(at("Collection", &first, "spec.includeCollections", format!("collections include each other in a cycle: {}", cycle.join(" → "))));
+            out.push(at(
+                "Collection",
+                &first,
+                "spec.includeCollections",
+                format!("collections include each other in a cycle: {}", cycle.join(" → ")),
+            ));
         }
         let mut settings_slots: HashMap<(Option<String>, i32), String> = HashMap::new();
         for (name, s) in &self.client_settings {
@@ -238,8 +281,16 @@ impl DesiredState {
                     "applies to the same clients with the same priority as ClientSettings {other:?}; give one a higher priority"
                 )));
             }
-            if s.spec.scan_ttl.as_secs() <= 0 || s.spec.policy_poll_interval.as_secs() <= 0 || s.spec.state_message_batch_interval.as_secs() <= 0 {
-                out.push(at("ClientSettings", name, "spec", "scanTtl, policyPollInterval and stateMessageBatchInterval must be greater than 0s".into()));
+            if s.spec.scan_ttl.as_secs() <= 0
+                || s.spec.policy_poll_interval.as_secs() <= 0
+                || s.spec.state_message_batch_interval.as_secs() <= 0
+            {
+                out.push(at(
+                    "ClientSettings",
+                    name,
+                    "spec",
+                    "scanTtl, policyPollInterval and stateMessageBatchInterval must be greater than 0s".into(),
+                ));
             }
         }
         for (name, l) in &self.update_lists {
@@ -255,19 +306,34 @@ impl DesiredState {
         for (name, d) in &self.deployments {
             let k = "UpdateDeployment";
             if !self.update_lists.contains_key(&d.spec.update_list) {
-                out.push(at(k, name, "spec.updateList", format!("updateList {:?} not found; known lists: {}", d.spec.update_list, known(&lists))));
+                out.push(at(
+                    k,
+                    name,
+                    "spec.updateList",
+                    format!("updateList {:?} not found; known lists: {}", d.spec.update_list, known(&lists)),
+                ));
             }
             let template = d.spec.template.as_ref().and_then(|t| self.templates.get(t));
             if let Some(t) = &d.spec.template
                 && template.is_none()
             {
-                out.push(at(k, name, "spec.template", format!("template {t:?} not found; known templates: {}", known(&templates))));
+                out.push(at(
+                    k,
+                    name,
+                    "spec.template",
+                    format!("template {t:?} not found; known templates: {}", known(&templates)),
+                ));
             }
             let settings = crate::reconcile::timing::effective_settings(&d.spec, template.map(|t| t.spec.settings()));
             if d.spec.phases.is_empty() {
                 match &settings.collection {
                     Some(c) => check_collection(&mut out, k, name, "spec.collection", c),
-                    None => out.push(at(k, name, "spec.collection", "no target: set collection (here or in the template) or phases".into())),
+                    None => out.push(at(
+                        k,
+                        name,
+                        "spec.collection",
+                        "no target: set collection (here or in the template) or phases".into(),
+                    )),
                 }
             }
             let mut phase_names = BTreeSet::new();
@@ -278,12 +344,22 @@ impl DesiredState {
                 }
                 if let Some(sc) = &p.success_criteria {
                     if sc.compliant_percent.is_some() == sc.compliant_count.is_some() {
-                        out.push(at(k, name, &format!("spec.phases[{i}].successCriteria"), "give exactly one of compliantPercent, compliantCount".into()));
+                        out.push(at(
+                            k,
+                            name,
+                            &format!("spec.phases[{i}].successCriteria"),
+                            "give exactly one of compliantPercent, compliantCount".into(),
+                        ));
                     }
                     if let Some(pct) = sc.compliant_percent
                         && !(0.0..=100.0).contains(&pct)
                     {
-                        out.push(at(k, name, &format!("spec.phases[{i}].successCriteria.compliantPercent"), format!("{pct} is not between 0 and 100")));
+                        out.push(at(
+                            k,
+                            name,
+                            &format!("spec.phases[{i}].successCriteria.compliantPercent"),
+                            format!("{pct} is not between 0 and 100"),
+                        ));
                     }
                 }
             }
@@ -295,29 +371,58 @@ impl DesiredState {
             }
             let timing = crate::reconcile::timing::Timing::of(&d.spec, &settings);
             if settings.mandatory.unwrap_or(true) && timing.deadline.is_none() {
-                out.push(at(k, name, "spec.deadline", "a mandatory deployment needs a deadline: set deadline, or deadlineAfter here or in the template".into()));
+                out.push(at(
+                    k,
+                    name,
+                    "spec.deadline",
+                    "a mandatory deployment needs a deadline: set deadline, or deadlineAfter here or in the template"
+                        .into(),
+                ));
             }
             if let Some(deadline) = timing.deadline
                 && deadline < timing.available
             {
-                out.push(at(k, name, "spec.deadline", format!("deadline {deadline} is before the available time {}; move the deadline later", timing.available)));
+                out.push(at(
+                    k,
+                    name,
+                    "spec.deadline",
+                    format!(
+                        "deadline {deadline} is before the available time {}; move the deadline later",
+                        timing.available
+                    ),
+                ));
             }
         }
         for (name, p) in &self.packages {
             for (i, l) in p.spec.update_lists.iter().enumerate() {
                 if !self.update_lists.contains_key(l) {
-                    out.push(at("DeploymentPackage", name, &format!("spec.updateLists[{i}]"), format!("updateList {l:?} not found; known lists: {}", known(&lists))));
+                    out.push(at(
+                        "DeploymentPackage",
+                        name,
+                        &format!("spec.updateLists[{i}]"),
+                        format!("updateList {l:?} not found; known lists: {}", known(&lists)),
+                    ));
                 }
             }
             for (i, f) in p.spec.files.iter().enumerate() {
                 if f.sha256.len() != 64 || !f.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                    out.push(at("DeploymentPackage", name, &format!("spec.files[{i}].sha256"), "must be 64 hex digits".into()));
+                    out.push(at(
+                        "DeploymentPackage",
+                        name,
+                        &format!("spec.files[{i}].sha256"),
+                        "must be 64 hex digits".into(),
+                    ));
                 }
             }
         }
         for (name, r) in &self.rules {
             if !self.templates.contains_key(&r.spec.template) {
-                out.push(at("DeploymentRule", name, "spec.template", format!("template {:?} not found; known templates: {}", r.spec.template, known(&templates))));
+                out.push(at(
+                    "DeploymentRule",
+                    name,
+                    "spec.template",
+                    format!("template {:?} not found; known templates: {}", r.spec.template, known(&templates)),
+                ));
             }
             if let Some(c) = &r.spec.collection {
                 check_collection(&mut out, "DeploymentRule", name, "spec.collection", c);
@@ -410,7 +515,10 @@ spec:
 
     #[test]
     fn unknown_kinds_and_foreign_api_versions_are_errors() {
-        let p = one_problem(&[("a.yaml", BASE), ("b.yaml", "apiVersion: patchops.dev/v1alpha1\nkind: UpdateGroup\nmetadata: {name: x}\nspec: {}\n")]);
+        let p = one_problem(&[
+            ("a.yaml", BASE),
+            ("b.yaml", "apiVersion: patchops.dev/v1alpha1\nkind: UpdateGroup\nmetadata: {name: x}\nspec: {}\n"),
+        ]);
         assert_eq!((p.field.as_str(), p.line), ("kind", 2));
         assert!(p.message.contains("known kinds: UpdateCatalog"), "{p}");
         let p = one_problem(&[("a.yaml", BASE), ("b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")]);
@@ -423,7 +531,10 @@ spec:
         let problems = load(&[("a.yaml", &typo)]).unwrap_err();
         let p = problems.iter().find(|p| p.field == "spec.colection").unwrap_or_else(|| panic!("{problems:#?}"));
         assert_eq!((p.file.as_str(), p.line, p.column), ("a.yaml", 27, 3));
-        let status = BASE.replace("kind: UpdateList\nmetadata: {name: dec-sec}\n", "kind: UpdateList\nmetadata: {name: dec-sec}\nstatus: {}\n");
+        let status = BASE.replace(
+            "kind: UpdateList\nmetadata: {name: dec-sec}\n",
+            "kind: UpdateList\nmetadata: {name: dec-sec}\nstatus: {}\n",
+        );
         let p = one_problem(&[("a.yaml", &status)]);
         assert_eq!(p.field, "status");
     }
@@ -436,12 +547,17 @@ spec:
         assert_eq!(p.line, 25);
         assert_eq!(p.message, "UpdateDeployment \"pilot\": updateList \"nov-sec\" not found; known lists: dec-sec");
         let bad = BASE.replace("collection: servers", "collection: desktops");
-        assert!(one_problem(&[("a.yaml", &bad)]).message.contains("collection \"desktops\" not found; known collections: servers"));
+        assert!(
+            one_problem(&[("a.yaml", &bad)])
+                .message
+                .contains("collection \"desktops\" not found; known collections: servers")
+        );
     }
 
     #[test]
     fn duplicate_names_point_at_the_first_declaration() {
-        let dup = "apiVersion: patchops.dev/v1alpha1\nkind: UpdateList\nmetadata: {name: dec-sec}\nspec: {updates: [KB1]}\n";
+        let dup =
+            "apiVersion: patchops.dev/v1alpha1\nkind: UpdateList\nmetadata: {name: dec-sec}\nspec: {updates: [KB1]}\n";
         let p = one_problem(&[("a.yaml", BASE), ("z.yaml", dup)]);
         assert_eq!((p.file.as_str(), p.field.as_str()), ("z.yaml", "metadata.name"));
         assert!(p.message.contains("already declared at a.yaml:9"), "{p}");
@@ -451,7 +567,10 @@ spec:
     fn o_dep_a_mandatory_deployment_needs_a_deadline_after_its_start() {
         let no_deadline = BASE.replace("  deadlineAfter: 7d\n", "  mandatory: true\n");
         assert!(one_problem(&[("a.yaml", &no_deadline)]).message.contains("needs a deadline"));
-        let early = BASE.replace("  startTime: 2026-12-08T18:00:00Z\n", "  startTime: 2026-12-08T18:00:00Z\n  deadline: 2026-12-01T00:00:00Z\n");
+        let early = BASE.replace(
+            "  startTime: 2026-12-08T18:00:00Z\n",
+            "  startTime: 2026-12-08T18:00:00Z\n  deadline: 2026-12-01T00:00:00Z\n",
+        );
         let p = one_problem(&[("a.yaml", &early)]);
         assert!(p.message.contains("is before the available time"), "{p}");
     }

@@ -79,18 +79,10 @@ impl Error {
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error::Store {
-            location: location.into(),
-            message: message.into(),
-            source: Some(Box::new(source)),
-        }
+        Error::Store { location: location.into(), message: message.into(), source: Some(Box::new(source)) }
     }
 
     pub fn git(repo: impl Into<String>, message: impl Into<String>, source: git2::Error) -> Self {
-        Error::Git {
-            repo: repo.into(),
-            message: message.into(),
-            source: Some(source),
-        }
+        Error::Git { repo: repo.into(), message: message.into(), source: Some(source) }
     }
 }

@@ -29,7 +29,17 @@ pub fn deployments_table(record: &ReconcileRecord) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header([
-        "DEPLOYMENT", "PHASE", "COMPLIANT %", "TARGETED", "COMPLIANT", "REQUIRED", "UNKNOWN", "FAILED", "REBOOT", "NEXT WINDOW", "DEADLINE",
+        "DEPLOYMENT",
+        "PHASE",
+        "COMPLIANT %",
+        "TARGETED",
+        "COMPLIANT",
+        "REQUIRED",
+        "UNKNOWN",
+        "FAILED",
+        "REBOOT",
+        "NEXT WINDOW",
+        "DEADLINE",
     ]);
     for s in record.statuses.iter().filter(|s| s.kind == "UpdateDeployment") {
         let st = &s.status;
@@ -57,7 +67,10 @@ pub fn deployments_table(record: &ReconcileRecord) -> String {
 pub fn print_record(record: &ReconcileRecord, format: OutputFormat) {
     match format {
         OutputFormat::Table => {
-            println!("revision {}  catalog version {}  reconciled {}", record.revision, record.catalog_version, record.time);
+            println!(
+                "revision {}  catalog version {}  reconciled {}",
+                record.revision, record.catalog_version, record.time
+            );
             println!("{}", deployments_table(record));
         }
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(record).expect("records serialize")),

@@ -59,9 +59,8 @@ impl FromStr for Duration {
                 'w' => 7 * 86_400,
                 _ => return Err(format!("invalid duration {s:?}: unexpected {ch:?}; {hint}")),
             };
-            let n: i64 = digits
-                .parse()
-                .map_err(|_| format!("invalid duration {s:?}: a number must precede {ch:?}; {hint}"))?;
+            let n: i64 =
+                digits.parse().map_err(|_| format!("invalid duration {s:?}: a number must precede {ch:?}; {hint}"))?;
             total = n
                 .checked_mul(unit)
                 .and_then(|v| total.checked_add(v))

@@ -39,13 +39,7 @@ impl RawDocument {
     /// A problem located at `path` in this document.
     pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
         let (line, column) = self.position(path);
-        Problem {
-            file: self.file.clone(),
-            line,
-            column,
-            field: path.to_string(),
-            message: message.into(),
-        }
+        Problem { file: self.file.clone(), line, column, field: path.to_string(), message: message.into() }
     }
 
     /// Deserialize the value at `path` (`""` for the whole document) into `T`, reporting
@@ -141,7 +135,9 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<RawDocument>, Probl
         let node_path = |stack: &mut Vec<Frame>, positions: &mut Positions| -> Option<String> {
             match stack.last_mut() {
                 None => Some(String::new()),
-                Some(Frame::Map { key, path }) => key.take().map(|k| if path.is_empty() { k } else { format!("{path}.{k}") }),
+                Some(Frame::Map { key, path }) => {
+                    key.take().map(|k| if path.is_empty() { k } else { format!("{path}.{k}") })
+                }
                 Some(Frame::Seq { next, path }) => {
                     let p = format!("{path}[{next}]");
                     *next += 1;

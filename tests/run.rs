@@ -136,7 +136,11 @@ fn s5_s6_run_reconciles_git_catalog_and_reported_compliance_into_status() {
     let s = setup();
     let mut r = runner(&s);
     let (record, outcome) = r.reconcile_once(now()).unwrap();
-    assert!(record.revision.starts_with("master@sha1:") || record.revision.starts_with("main@sha1:"), "{}", record.revision);
+    assert!(
+        record.revision.starts_with("master@sha1:") || record.revision.starts_with("main@sha1:"),
+        "{}",
+        record.revision
+    );
     assert_eq!(record.catalog_version, 1);
     let d = &outcome.deployments["nov-servers"];
     assert_eq!(d.targeted, 30);
@@ -165,7 +169,8 @@ fn c2_an_unchanged_catalog_makes_no_new_version_and_a_changed_one_does() {
     let mut r = runner(&s);
     assert_eq!(r.reconcile_once(now()).unwrap().0.catalog_version, 1);
     assert_eq!(r.reconcile_once(now()).unwrap().0.catalog_version, 1);
-    let changed = CATALOG.replace("2026-11 Cumulative Update for Windows 11", "2026-11 Cumulative Update for Windows 11 (re-released)");
+    let changed = CATALOG
+        .replace("2026-11 Cumulative Update for Windows 11", "2026-11 Cumulative Update for Windows 11 (re-released)");
     commit(&s.repo, &[("desired/catalog/updates.yaml", &changed)], "catalog");
     let (record, outcome) = r.reconcile_once(now()).unwrap();
     assert_eq!(record.catalog_version, 2);

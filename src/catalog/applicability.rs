@@ -144,10 +144,11 @@ impl Rule {
             }
             Rule::Not(r) => r.problems(path, out),
             Rule::Fact(t) => {
-                let given = [t.equals.is_some(), t.in_.is_some(), t.version_at_least.is_some(), t.version_below.is_some()]
-                    .iter()
-                    .filter(|b| **b)
-                    .count();
+                let given =
+                    [t.equals.is_some(), t.in_.is_some(), t.version_at_least.is_some(), t.version_below.is_some()]
+                        .iter()
+                        .filter(|b| **b)
+                        .count();
                 if given != 1 {
                     out.push(format!(
                         "{path}.fact: give exactly one of equals, in, versionAtLeast, versionBelow (found {given})"
@@ -219,8 +220,16 @@ mod test {
     #[test]
     fn c1_rules_combine_facts_and_versions() {
         let rule = Rule::All(vec![
-            Rule::Fact(FactTest { name: "arch".into(), in_: Some(vec!["x64".into(), "arm64".into()]), ..Default::default() }),
-            Rule::Fact(FactTest { name: "build".into(), version_below: Some("10.0.22631.4460".into()), ..Default::default() }),
+            Rule::Fact(FactTest {
+                name: "arch".into(),
+                in_: Some(vec!["x64".into(), "arm64".into()]),
+                ..Default::default()
+            }),
+            Rule::Fact(FactTest {
+                name: "build".into(),
+                version_below: Some("10.0.22631.4460".into()),
+                ..Default::default()
+            }),
             Rule::Not(Box::new(Rule::Installed("KB9".into()))),
         ]);
         let old = Facts::from_pairs(&[("arch", "x64"), ("build", "10.0.22631.4391")], &[]);

@@ -115,8 +115,7 @@ impl Catalog {
         updates.sort_by(|a, b| a.id.cmp(&b.id));
         updates.dedup_by(|a, b| a.id == b.id);
         let digest = digest(&updates);
-        let by_id: HashMap<String, u32> =
-            updates.iter().enumerate().map(|(i, u)| (u.id.clone(), i as u32)).collect();
+        let by_id: HashMap<String, u32> = updates.iter().enumerate().map(|(i, u)| (u.id.clone(), i as u32)).collect();
         let mut by_kb: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, u) in updates.iter().enumerate() {
             if let Some(kb) = &u.kb {

@@ -38,13 +38,19 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Update>, Vec<Problem>> {
             }
         };
         if catalog.format != FORMAT {
-            problems.push(doc.problem("format", format!("{:?} is not a known catalog format; write format: {FORMAT}", catalog.format)));
+            problems.push(doc.problem(
+                "format",
+                format!("{:?} is not a known catalog format; write format: {FORMAT}", catalog.format),
+            ));
             continue;
         }
         for (i, u) in catalog.updates.into_iter().enumerate() {
             let field = format!("updates[{i}]");
             if let Some(first) = seen.insert(u.id.clone(), i) {
-                problems.push(doc.problem(&format!("{field}.id"), format!("duplicate update id {:?} (first at updates[{first}])", u.id)));
+                problems.push(doc.problem(
+                    &format!("{field}.id"),
+                    format!("duplicate update id {:?} (first at updates[{first}])", u.id),
+                ));
             }
             for p in u.applicability.problems() {
                 problems.push(doc.problem(&format!("{field}.applicability"), p));

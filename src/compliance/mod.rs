@@ -59,8 +59,13 @@ impl Reason {
             }
             NotApplicable => ComplianceState::NotRequired,
             Installed => ComplianceState::Installed,
-            ScanFailed | StateNotProcessed | NoStateReceived | StateMessageCorrupt | StateExpired
-            | AgentVersionUnsupported | NotScannedAgainstUpdate => ComplianceState::Unknown,
+            ScanFailed
+            | StateNotProcessed
+            | NoStateReceived
+            | StateMessageCorrupt
+            | StateExpired
+            | AgentVersionUnsupported
+            | NotScannedAgainstUpdate => ComplianceState::Unknown,
         }
     }
 }
@@ -280,7 +285,13 @@ mod test {
 
     #[test]
     fn t1_r4_required_deployed_not_yet_installed() {
-        for e in [Enforcement::None, Enforcement::Downloading, Enforcement::Downloaded, Enforcement::WaitingForWindow, Enforcement::Installing] {
+        for e in [
+            Enforcement::None,
+            Enforcement::Downloading,
+            Enforcement::Downloaded,
+            Enforcement::WaitingForWindow,
+            Enforcement::Installing,
+        ] {
             let r = classify(missing(e), true, 1, 3);
             assert_eq!((r, r.state()), (Reason::DeployedNotInstalled, ComplianceState::Required), "{e:?}");
         }
@@ -305,7 +316,8 @@ mod test {
     #[test]
     fn t1_u1_unknown_when_the_last_scan_failed() {
         let mut c = scanned("2026-11-24T00:00:00Z");
-        c.last_failure = Some(ScanRecord { time: at("2026-11-24T06:00:00Z"), catalog_version: 3, error: Some("0x80244022".into()) });
+        c.last_failure =
+            Some(ScanRecord { time: at("2026-11-24T06:00:00Z"), catalog_version: 3, error: Some("0x80244022".into()) });
         assert_eq!(client_unknown_reason(&c, TTL, None, at("2026-11-24T07:00:00Z")), Some(Reason::ScanFailed));
         // A later successful scan clears it.
         c.last_scan.as_mut().unwrap().time = at("2026-11-24T06:30:00Z");

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use git2::{
-    AutotagOption, Cred, CredentialType, FetchOptions, FetchPrune, FileMode, ObjectType,
-    RemoteCallbacks, Repository,
+    AutotagOption, Cred, CredentialType, FetchOptions, FetchPrune, FileMode, ObjectType, RemoteCallbacks, Repository,
 };
 
 use crate::{Error, Result};
@@ -42,10 +41,7 @@ pub struct SourceTree {
 /// `refs/tags/<tag>`, and the remote's default branch is recorded as the symbolic ref
 /// `refs/remotes/origin/HEAD`.
 const REMOTE: &str = "origin";
-const FETCH_REFSPECS: [&str; 2] = [
-    "+refs/heads/*:refs/remotes/origin/*",
-    "+refs/tags/*:refs/tags/*",
-];
+const FETCH_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"];
 /// How long a connection to a git server may take before the fetch fails.
 const CONNECT_TIMEOUT_MS: i32 = 10_000;
 /// How long one read or write on a git server connection may stall.
@@ -68,13 +64,9 @@ impl GitSource {
         };
 
         let folder = normalise_path(self.path.as_deref().unwrap_or(""));
-        let tree = commit.tree().map_err(|e| {
-            Error::git(
-                self.shown_repo(),
-                format!("cannot read the tree of {revision}"),
-                e,
-            )
-        })?;
+        let tree = commit
+            .tree()
+            .map_err(|e| Error::git(self.shown_repo(), format!("cannot read the tree of {revision}"), e))?;
         let root = match &folder {
             Some(folder) if folder.is_empty() => Some(tree),
             Some(folder) => tree
@@ -97,9 +89,8 @@ impl GitSource {
             for entry in tree.iter() {
                 let Ok(name) = entry.name() else {
                     let bytes = entry.name_bytes();
-                    let used = entry.kind() == Some(ObjectType::Tree)
-                        || bytes.ends_with(b".yaml")
-                        || bytes.ends_with(b".yml");
+                    let used =
+                        entry.kind() == Some(ObjectType::Tree) || bytes.ends_with(b".yaml") || bytes.ends_with(b".yml");
                     if !used {
                         continue;
                     }
@@ -112,11 +103,7 @@ impl GitSource {
                 match entry.kind() {
                     Some(ObjectType::Tree) => {
                         let subtree = repo.find_tree(entry.id()).map_err(|e| {
-                            Error::git(
-                                self.shown_repo(),
-                                format!("cannot read folder {path:?} at {revision}"),
-                                e,
-                            )
+                            Error::git(self.shown_repo(), format!("cannot read folder {path:?} at {revision}"), e)
                         })?;
                         pending.push((subtree, path));
                     }
@@ -133,27 +120,17 @@ impl GitSource {
         let files = files
             .into_iter()
             .map(|(path, id)| {
-                let blob = repo.find_blob(id).map_err(|e| {
-                    Error::git(
-                        self.shown_repo(),
-                        format!("cannot read {path:?} at {revision}"),
-                        e,
-                    )
-                })?;
+                let blob = repo
+                    .find_blob(id)
+                    .map_err(|e| Error::git(self.shown_repo(), format!("cannot read {path:?} at {revision}"), e))?;
                 match String::from_utf8(blob.content().to_vec()) {
                     Ok(text) => Ok((path, text)),
-                    Err(_) => Err(self.error(format!(
-                        "{path:?}: not UTF-8 text (at {revision}); save it as UTF-8"
-                    ))),
+                    Err(_) => Err(self.error(format!("{path:?}: not UTF-8 text (at {revision}); save it as UTF-8"))),
                 }
             })
             .collect::<Result<Vec<_>>>()?;
 
-        Ok(SourceTree {
-            revision,
-            commit: commit_id,
-            files,
-        })
+        Ok(SourceTree { revision, commit: commit_id, files })
     }
 
     /// Read one file (any extension) from the same commit, for catalog files a resource points to by path. Returns Ok(None) when absent.
@@ -168,17 +145,11 @@ impl GitSource {
             repo = self.open(true)?.0;
         }
         let Some(commit_obj) = find_commit(&repo, commit) else {
-            return Err(self.error(format!(
-                "commit {commit:?} not found; pass a commit id of this repository"
-            )));
+            return Err(self.error(format!("commit {commit:?} not found; pass a commit id of this repository")));
         };
-        let tree = commit_obj.tree().map_err(|e| {
-            Error::git(
-                self.shown_repo(),
-                format!("cannot read the tree of {commit}"),
-                e,
-            )
-        })?;
+        let tree = commit_obj
+            .tree()
+            .map_err(|e| Error::git(self.shown_repo(), format!("cannot read the tree of {commit}"), e))?;
         let Some(relative) = normalise_path(path).filter(|p| !p.is_empty()) else {
             return Ok(None);
         };
@@ -186,11 +157,7 @@ impl GitSource {
             Ok(entry) => entry,
             Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(None),
             Err(e) => {
-                return Err(Error::git(
-                    self.shown_repo(),
-                    format!("cannot read {path:?} at {commit}"),
-                    e,
-                ));
+                return Err(Error::git(self.shown_repo(), format!("cannot read {path:?} at {commit}"), e));
             }
         };
         if entry.kind() != Some(ObjectType::Blob) || !is_regular(entry.filemode()) {
@@ -198,13 +165,9 @@ impl GitSource {
                 "{path:?} at {commit} is not a regular file (a folder, symlink or submodule); point to a file"
             )));
         }
-        let blob = repo.find_blob(entry.id()).map_err(|e| {
-            Error::git(
-                self.shown_repo(),
-                format!("cannot read {path:?} at {commit}"),
-                e,
-            )
-        })?;
+        let blob = repo
+            .find_blob(entry.id())
+            .map_err(|e| Error::git(self.shown_repo(), format!("cannot read {path:?} at {commit}"), e))?;
         Ok(Some(blob.content().to_vec()))
     }
 
@@ -214,11 +177,7 @@ impl GitSource {
     }
 
     fn error(&self, message: String) -> Error {
-        Error::Git {
-            repo: self.shown_repo(),
-            message,
-            source: None,
-        }
+        Error::Git { repo: self.shown_repo(), message, source: None }
     }
 
     /// Open a local repository, or the cache clone of a URL (fetching it when `fetch`
@@ -235,10 +194,7 @@ impl GitSource {
                 }
                 Error::git(
                     self.shown_repo(),
-                    format!(
-                        "not a git repository ({}); pass --repo with a repository path or URL",
-                        e.message()
-                    ),
+                    format!("not a git repository ({}); pass --repo with a repository path or URL", e.message()),
                     e,
                 )
             })?;
@@ -251,10 +207,7 @@ impl GitSource {
                 Ok(repo) => Some(repo),
                 Err(_) => {
                     // A clone interrupted half-way: start again.
-                    std::fs::remove_dir_all(&dir).map_err(|e| Error::Io {
-                        path: dir.clone(),
-                        source: e,
-                    })?;
+                    std::fs::remove_dir_all(&dir).map_err(|e| Error::Io { path: dir.clone(), source: e })?;
                     None
                 }
             }
@@ -264,16 +217,10 @@ impl GitSource {
         let (repo, fresh) = match existing {
             Some(repo) => (repo, false),
             None => {
-                std::fs::create_dir_all(&self.cache_dir).map_err(|e| Error::Io {
-                    path: self.cache_dir.clone(),
-                    source: e,
-                })?;
+                std::fs::create_dir_all(&self.cache_dir)
+                    .map_err(|e| Error::Io { path: self.cache_dir.clone(), source: e })?;
                 let repo = Repository::init_bare(&dir).map_err(|e| {
-                    Error::git(
-                        self.shown_repo(),
-                        format!("cannot create the cache clone in {}", dir.display()),
-                        e,
-                    )
+                    Error::git(self.shown_repo(), format!("cannot create the cache clone in {}", dir.display()), e)
                 })?;
                 (repo, true)
             }
@@ -302,9 +249,7 @@ impl GitSource {
                 repo.remote_with_fetch(REMOTE, &self.repo, FETCH_REFSPECS[0])
                     .and_then(|_| repo.remote_add_fetch(REMOTE, FETCH_REFSPECS[1]))
                     .and_then(|_| repo.find_remote(REMOTE))
-                    .map_err(|e| {
-                        Error::git(self.shown_repo(), "cannot set up the cache clone", e)
-                    })?
+                    .map_err(|e| Error::git(self.shown_repo(), "cannot set up the cache clone", e))?
             }
         };
 
@@ -315,30 +260,22 @@ impl GitSource {
             credentials(&mut tried, config.as_ref(), url, username, allowed)
         });
         let mut options = FetchOptions::new();
-        options
-            .remote_callbacks(callbacks)
-            .prune(FetchPrune::On)
-            .download_tags(AutotagOption::All);
+        options.remote_callbacks(callbacks).prune(FetchPrune::On).download_tags(AutotagOption::All);
 
-        remote
-            .fetch(&FETCH_REFSPECS, Some(&mut options), Some("patchops fetch"))
-            .map_err(|e| {
-                Error::git(
+        remote.fetch(&FETCH_REFSPECS, Some(&mut options), Some("patchops fetch")).map_err(|e| {
+            Error::git(
+                self.shown_repo(),
+                format!(
+                    "cannot fetch {}: {}; check the URL, the network and the credentials",
                     self.shown_repo(),
-                    format!(
-                        "cannot fetch {}: {}; check the URL, the network and the credentials",
-                        self.shown_repo(),
-                        e.message()
-                    ),
-                    e,
-                )
-            })?;
+                    e.message()
+                ),
+                e,
+            )
+        })?;
 
         if let Ok(head) = remote.default_branch()
-            && let Some(branch) = head
-                .as_str()
-                .ok()
-                .and_then(|h| h.strip_prefix("refs/heads/"))
+            && let Some(branch) = head.as_str().ok().and_then(|h| h.strip_prefix("refs/heads/"))
         {
             let target = format!("refs/remotes/{REMOTE}/{branch}");
             repo.reference_symbolic(
@@ -347,32 +284,18 @@ impl GitSource {
                 true,
                 "patchops fetch: remote default branch",
             )
-            .map_err(|e| {
-                Error::git(
-                    self.shown_repo(),
-                    "cannot record the remote's default branch",
-                    e,
-                )
-            })?;
+            .map_err(|e| Error::git(self.shown_repo(), "cannot record the remote's default branch", e))?;
         }
         Ok(())
     }
 
     /// The commit the revision names, and the name for the revision string (None for a
     /// commit id).
-    fn resolve<'r>(
-        &self,
-        repo: &'r Repository,
-        kind: Kind,
-    ) -> Result<(Option<String>, git2::Commit<'r>)> {
+    fn resolve<'r>(&self, repo: &'r Repository, kind: Kind) -> Result<(Option<String>, git2::Commit<'r>)> {
         let peel = |reference: git2::Reference<'r>, name: &str| {
-            reference.peel_to_commit().map_err(|e| {
-                Error::git(
-                    self.shown_repo(),
-                    format!("revision {name:?} does not point to a commit"),
-                    e,
-                )
-            })
+            reference
+                .peel_to_commit()
+                .map_err(|e| Error::git(self.shown_repo(), format!("revision {name:?} does not point to a commit"), e))
         };
 
         let Some(wanted) = self.revision.as_deref().filter(|r| !r.is_empty()) else {
@@ -390,11 +313,7 @@ impl GitSource {
                 return Ok((Some(wanted.to_string()), peel(reference, wanted)?));
             }
         }
-        if let Some(commit) = repo
-            .revparse_single(wanted)
-            .ok()
-            .and_then(|object| object.peel_to_commit().ok())
-        {
+        if let Some(commit) = repo.revparse_single(wanted).ok().and_then(|object| object.peel_to_commit().ok()) {
             return Ok((None, commit));
         }
 
@@ -408,11 +327,7 @@ impl GitSource {
 
     /// HEAD: the branch it points to (`HEAD` when detached); for a URL, the remote's
     /// default branch.
-    fn resolve_head<'r>(
-        &self,
-        repo: &'r Repository,
-        kind: Kind,
-    ) -> Result<(Option<String>, git2::Commit<'r>)> {
+    fn resolve_head<'r>(&self, repo: &'r Repository, kind: Kind) -> Result<(Option<String>, git2::Commit<'r>)> {
         let no_commits = |e: git2::Error| {
             Error::git(
                 self.shown_repo(),
@@ -426,11 +341,8 @@ impl GitSource {
         match kind {
             Kind::Local => {
                 let head = repo.head().map_err(no_commits)?;
-                let name = if head.is_branch() {
-                    head.shorthand().unwrap_or("HEAD").to_string()
-                } else {
-                    "HEAD".to_string()
-                };
+                let name =
+                    if head.is_branch() { head.shorthand().unwrap_or("HEAD").to_string() } else { "HEAD".to_string() };
                 let commit = head.peel_to_commit().map_err(no_commits)?;
                 Ok((Some(name), commit))
             }
@@ -441,10 +353,7 @@ impl GitSource {
                     .ok()
                     .and_then(|r| r.symbolic_target().ok().flatten().map(str::to_string));
                 let prefix = format!("refs/remotes/{REMOTE}/");
-                let Some(branch) = target
-                    .as_deref()
-                    .and_then(|t| t.strip_prefix(prefix.as_str()))
-                    .map(str::to_string)
+                let Some(branch) = target.as_deref().and_then(|t| t.strip_prefix(prefix.as_str())).map(str::to_string)
                 else {
                     let (branches, _) = known_refs(repo, kind);
                     return Err(self.error(format!(
@@ -452,10 +361,7 @@ impl GitSource {
                         list(&branches)
                     )));
                 };
-                let commit = repo
-                    .find_reference(&head_ref)
-                    .and_then(|r| r.peel_to_commit())
-                    .map_err(no_commits)?;
+                let commit = repo.find_reference(&head_ref).and_then(|r| r.peel_to_commit()).map_err(no_commits)?;
                 Ok((Some(branch), commit))
             }
         }
@@ -588,12 +494,7 @@ fn list(names: &[String]) -> String {
     if names.is_empty() {
         return "(none)".to_string();
     }
-    let mut shown = names
-        .iter()
-        .take(LIST_LIMIT)
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut shown = names.iter().take(LIST_LIMIT).map(String::as_str).collect::<Vec<_>>().join(", ");
     if names.len() > LIST_LIMIT {
         shown.push_str(&format!(" and {} more", names.len() - LIST_LIMIT));
     }
@@ -601,9 +502,7 @@ fn list(names: &[String]) -> String {
 }
 
 fn find_commit<'r>(repo: &'r Repository, commit: &str) -> Option<git2::Commit<'r>> {
-    repo.revparse_single(commit)
-        .ok()
-        .and_then(|object| object.peel_to_commit().ok())
+    repo.revparse_single(commit).ok().and_then(|object| object.peel_to_commit().ok())
 }
 
 /// A folder path inside the repository without empty, `.` and leading/trailing `/`
@@ -623,11 +522,7 @@ fn normalise_path(path: &str) -> Option<String> {
 }
 
 fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}/{name}")
-    }
+    if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") }
 }
 
 fn is_regular(mode: i32) -> bool {
@@ -685,20 +580,10 @@ fn cache_name(url: &str) -> String {
     let hash = Sha256::digest(format!("{scheme}://{host}/{path}"));
     let readable: String = format!("{host}/{path}")
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
         .take(80)
         .collect();
-    format!(
-        "{}-{}",
-        readable.trim_matches(['_', '.']),
-        &hex::encode(hash)[..12]
-    )
+    format!("{}-{}", readable.trim_matches(['_', '.']), &hex::encode(hash)[..12])
 }
 
 #[cfg(test)]
@@ -737,22 +622,13 @@ mod test {
         let signature = Signature::now("Test", "t@example.com").unwrap();
         let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
         let parents: Vec<&git2::Commit> = parent.iter().collect();
-        repo.commit(
-            Some("HEAD"),
-            &signature,
-            &signature,
-            message,
-            &tree,
-            &parents,
-        )
-        .unwrap()
+        repo.commit(Some("HEAD"), &signature, &signature, message, &tree, &parents).unwrap()
     }
 
     fn annotated_tag(repo: &Repository, name: &str, commit: Oid) {
         let signature = Signature::now("Test", "t@example.com").unwrap();
         let object = repo.find_object(commit, None).unwrap();
-        repo.tag(name, &object, &signature, "release", false)
-            .unwrap();
+        repo.tag(name, &object, &signature, "release", false).unwrap();
     }
 
     fn source(repo: &str, revision: Option<&str>, path: Option<&str>, cache: &Path) -> GitSource {
@@ -765,12 +641,7 @@ mod test {
     }
 
     fn local(dir: &TempDir, revision: Option<&str>, path: Option<&str>) -> GitSource {
-        source(
-            dir.path().to_str().unwrap(),
-            revision,
-            path,
-            &dir.path().join("unused-cache"),
-        )
+        source(dir.path().to_str().unwrap(), revision, path, &dir.path().join("unused-cache"))
     }
 
     fn paths(tree: &SourceTree) -> Vec<&str> {
@@ -790,10 +661,7 @@ mod test {
             &[
                 ("z.yaml", Some("z: 1\n")),
                 ("README.md", Some("# docs\n")),
-                (
-                    "examples/repo/deployments/pilot.yaml",
-                    Some("kind: Deployment\n"),
-                ),
+                ("examples/repo/deployments/pilot.yaml", Some("kind: Deployment\n")),
                 ("examples/repo/a.yml", Some("a: 1\n")),
                 ("examples/repo/deep/er/still/x.yaml", Some("x: 1\n")),
                 ("examples/repo/notes.txt", Some("no\n")),
@@ -827,11 +695,7 @@ mod test {
         let repo = new_repo(dir.path());
         let old = commit(&repo, &[("a.yaml", Some("v: 1\n"))], "one");
         annotated_tag(&repo, "v1.2", old);
-        let new = commit(
-            &repo,
-            &[("a.yaml", Some("v: 2\n")), ("b.yaml", Some("b\n"))],
-            "two",
-        );
+        let new = commit(&repo, &[("a.yaml", Some("v: 2\n")), ("b.yaml", Some("b\n"))], "two");
 
         let head = local(&dir, None, None).load().unwrap();
         assert_eq!(head.revision, format!("main@sha1:{new}"));
@@ -873,23 +737,14 @@ mod test {
 
         for path in ["examples/repo", "/examples/repo/", "./examples/repo"] {
             let tree = local(&dir, None, Some(path)).load().unwrap();
-            assert_eq!(
-                paths(&tree),
-                ["examples/repo/r.yaml", "examples/repo/sub/s.yml"]
-            );
+            assert_eq!(paths(&tree), ["examples/repo/r.yaml", "examples/repo/sub/s.yml"]);
         }
         for whole in ["", "/", "."] {
-            assert_eq!(
-                local(&dir, None, Some(whole)).load().unwrap().files.len(),
-                4
-            );
+            assert_eq!(local(&dir, None, Some(whole)).load().unwrap().files.len(), 4);
         }
 
         let missing = message(local(&dir, None, Some("nope")).load().unwrap_err());
-        assert!(
-            missing.contains(&format!("path \"nope\" not found at main@sha1:{id}")),
-            "{missing}"
-        );
+        assert!(missing.contains(&format!("path \"nope\" not found at main@sha1:{id}")), "{missing}");
         let file = message(local(&dir, None, Some("top.yaml")).load().unwrap_err());
         assert!(file.contains("path \"top.yaml\" not found"), "{file}");
     }
@@ -904,10 +759,7 @@ mod test {
         annotated_tag(&repo, "v1", id);
 
         let error = message(local(&dir, Some("nope"), None).load().unwrap_err());
-        assert!(
-            error.contains("revision \"nope\" not found; known branches: feature, main; tags: v1"),
-            "{error}"
-        );
+        assert!(error.contains("revision \"nope\" not found; known branches: feature, main; tags: v1"), "{error}");
     }
 
     #[test]
@@ -916,11 +768,7 @@ mod test {
         let plain = dir.path().join("plain");
         std::fs::create_dir(&plain).unwrap();
         for repo in [plain.clone(), dir.path().join("missing")] {
-            let error = message(
-                source(repo.to_str().unwrap(), None, None, dir.path())
-                    .load()
-                    .unwrap_err(),
-            );
+            let error = message(source(repo.to_str().unwrap(), None, None, dir.path()).load().unwrap_err());
             assert!(error.contains("not a git repository"), "{error}");
             assert!(error.contains("pass --repo"), "{error}");
             assert!(error.contains(repo.to_str().unwrap()), "{error}");
@@ -943,25 +791,17 @@ mod test {
         assert_eq!(clones.len(), 1, "one cache clone");
 
         let second = commit(&origin, &[("b.yaml", Some("b: 1\n"))], "two");
-        let tree = source(&url, Some("main"), None, cache.path())
-            .load()
-            .unwrap();
+        let tree = source(&url, Some("main"), None, cache.path()).load().unwrap();
         assert_eq!(tree.revision, format!("main@sha1:{second}"));
         assert_eq!(paths(&tree), ["a.yaml", "b.yaml"]);
 
         let tagged = source(&url, Some("v1"), None, cache.path()).load().unwrap();
         assert_eq!(tagged.revision, format!("v1@sha1:{first}"));
 
-        let error = message(
-            source(&url, Some("nope"), None, cache.path())
-                .load()
-                .unwrap_err(),
-        );
+        let error = message(source(&url, Some("nope"), None, cache.path()).load().unwrap_err());
         assert!(error.contains("known branches: main; tags: v1"), "{error}");
 
-        let file = source(&url, None, None, cache.path())
-            .read_file(&second.to_string(), "b.yaml")
-            .unwrap();
+        let file = source(&url, None, None, cache.path()).read_file(&second.to_string(), "b.yaml").unwrap();
         assert_eq!(file.as_deref(), Some(&b"b: 1\n"[..]));
     }
 
@@ -976,17 +816,9 @@ mod test {
 
         let started = Instant::now();
         let error = message(source(&url, None, None, cache.path()).load().unwrap_err());
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
         assert!(error.contains(&format!("cannot fetch {url}: ")), "{error}");
-        assert_eq!(
-            std::fs::read_dir(cache.path()).unwrap().count(),
-            0,
-            "no half-made clone is left behind"
-        );
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0, "no half-made clone is left behind");
     }
 
     #[test]
@@ -998,24 +830,12 @@ mod test {
         let git = local(&dir, None, None);
 
         let read = |commit: Oid, path: &str| git.read_file(&commit.to_string(), path).unwrap();
-        assert_eq!(
-            read(old, "catalog/updates.xml").as_deref(),
-            Some(&b"<old/>"[..])
-        );
-        assert_eq!(
-            read(new, "catalog/updates.xml").as_deref(),
-            Some(&b"<new/>"[..])
-        );
-        assert_eq!(
-            read(new, "./catalog/updates.xml").as_deref(),
-            Some(&b"<new/>"[..])
-        );
+        assert_eq!(read(old, "catalog/updates.xml").as_deref(), Some(&b"<old/>"[..]));
+        assert_eq!(read(new, "catalog/updates.xml").as_deref(), Some(&b"<new/>"[..]));
+        assert_eq!(read(new, "./catalog/updates.xml").as_deref(), Some(&b"<new/>"[..]));
         assert_eq!(read(new, "catalog/missing.xml"), None);
         assert_eq!(read(new, "nowhere/missing.xml"), None);
-        assert!(
-            git.read_file(&new.to_string(), "catalog").is_err(),
-            "a folder is not a file"
-        );
+        assert!(git.read_file(&new.to_string(), "catalog").is_err(), "a folder is not a file");
     }
 
     #[test]
@@ -1027,10 +847,7 @@ mod test {
         std::fs::write(dir.path().join("new.yaml"), "untracked\n").unwrap();
 
         let tree = local(&dir, None, None).load().unwrap();
-        assert_eq!(
-            tree.files,
-            [("a.yaml".to_string(), "committed\n".to_string())]
-        );
+        assert_eq!(tree.files, [("a.yaml".to_string(), "committed\n".to_string())]);
     }
 
     #[test]
@@ -1039,57 +856,22 @@ mod test {
         let repo = new_repo(dir.path());
         let blob = |content: &[u8]| repo.blob(content).unwrap();
         let mut builder = repo.treebuilder(None).unwrap();
-        builder
-            .insert("real.yaml", blob(b"r\n"), FileMode::Blob.into())
-            .unwrap();
-        builder
-            .insert("link.yaml", blob(b"real.yaml"), FileMode::Link.into())
-            .unwrap();
-        builder
-            .insert(
-                "module.yaml",
-                Oid::from_str(&"1".repeat(40)).unwrap(),
-                FileMode::Commit.into(),
-            )
-            .unwrap();
+        builder.insert("real.yaml", blob(b"r\n"), FileMode::Blob.into()).unwrap();
+        builder.insert("link.yaml", blob(b"real.yaml"), FileMode::Link.into()).unwrap();
+        builder.insert("module.yaml", Oid::from_str(&"1".repeat(40)).unwrap(), FileMode::Commit.into()).unwrap();
         let good = builder.write().unwrap();
-        builder
-            .insert("bad.yaml", blob(b"\xff\xfe"), FileMode::Blob.into())
-            .unwrap();
+        builder.insert("bad.yaml", blob(b"\xff\xfe"), FileMode::Blob.into()).unwrap();
         let bad = builder.write().unwrap();
 
         let signature = Signature::now("Test", "t@example.com").unwrap();
-        let good_commit = repo
-            .commit(
-                None,
-                &signature,
-                &signature,
-                "good",
-                &repo.find_tree(good).unwrap(),
-                &[],
-            )
-            .unwrap();
-        let bad_commit = repo
-            .commit(
-                None,
-                &signature,
-                &signature,
-                "bad",
-                &repo.find_tree(bad).unwrap(),
-                &[],
-            )
-            .unwrap();
+        let good_commit =
+            repo.commit(None, &signature, &signature, "good", &repo.find_tree(good).unwrap(), &[]).unwrap();
+        let bad_commit = repo.commit(None, &signature, &signature, "bad", &repo.find_tree(bad).unwrap(), &[]).unwrap();
 
-        let tree = local(&dir, Some(&good_commit.to_string()), None)
-            .load()
-            .unwrap();
+        let tree = local(&dir, Some(&good_commit.to_string()), None).load().unwrap();
         assert_eq!(paths(&tree), ["real.yaml"]);
 
-        let error = message(
-            local(&dir, Some(&bad_commit.to_string()), None)
-                .load()
-                .unwrap_err(),
-        );
+        let error = message(local(&dir, Some(&bad_commit.to_string()), None).load().unwrap_err());
         assert!(error.contains("\"bad.yaml\": not UTF-8 text"), "{error}");
     }
 
@@ -1102,10 +884,7 @@ mod test {
         assert!(!is_url("/srv/repo"));
         assert!(!is_url("relative/repo"));
 
-        assert_eq!(
-            redact("https://user:secret@host/o/r.git"),
-            "https://user:***@host/o/r.git"
-        );
+        assert_eq!(redact("https://user:secret@host/o/r.git"), "https://user:***@host/o/r.git");
         assert_eq!(redact("git@host:o/r.git"), "git@host:o/r.git");
 
         let name = cache_name("https://user:secret@github.com/o/r.git");

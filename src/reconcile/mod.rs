@@ -307,8 +307,21 @@ impl Plan {
             .collect();
         // Highest priority first; at equal priority a collection-specific setting wins.
         settings.sort_by_key(|(c, s)| (std::cmp::Reverse(s.priority), c.is_none()));
-        let windowed = (0..collections.len()).filter(|&c| !collections.spec(c).maintenance_windows.is_empty()).collect();
-        Plan { collections, lists, deployments, settings, pos_by_key, idx_by_key, windowed, buckets, upd_slots, slot_base, slots_total }
+        let windowed =
+            (0..collections.len()).filter(|&c| !collections.spec(c).maintenance_windows.is_empty()).collect();
+        Plan {
+            collections,
+            lists,
+            deployments,
+            settings,
+            pos_by_key,
+            idx_by_key,
+            windowed,
+            buckets,
+            upd_slots,
+            slot_base,
+            slots_total,
+        }
     }
 
     fn zeros(&self, catalog: usize) -> Acc {
@@ -329,7 +342,8 @@ impl Plan {
         let default_settings = ClientSettingsSpec::default();
         let settings = self.settings_for(row).map_or(&default_settings, |i| &self.settings[i].1);
         let c = &client.compliance;
-        let unknown = client_unknown_reason(c, settings.scan_ttl.signed(), settings.minimum_agent_version.as_deref(), now);
+        let unknown =
+            client_unknown_reason(c, settings.scan_ttl.signed(), settings.minimum_agent_version.as_deref(), now);
         let scanned = if unknown.is_none() { c.last_scan.as_ref().map(|s| s.catalog_version) } else { None };
         if sign > 0
             && let (None, Some(scan)) = (unknown, &c.last_scan)
@@ -506,7 +520,8 @@ impl Engine {
         let (desired, catalog, now) = (inputs.desired, inputs.catalog, inputs.now);
         let plan = &self.plan;
         let acc = &self.acc;
-        let mut out = Outcome { revision: desired.revision.clone(), catalog_version: catalog.version, ..Default::default() };
+        let mut out =
+            Outcome { revision: desired.revision.clone(), catalog_version: catalog.version, ..Default::default() };
         let mut horizon: Vec<Timestamp> = acc.min_expiry.into_iter().collect();
 
         // Collections: members and next window.
@@ -534,9 +549,20 @@ impl Engine {
             let mut status = UpdateListStatus { catalog_version: catalog.version, ..Default::default() };
             for &i in &resolved.updates {
                 let u = &catalog.updates[i as usize];
-                let c = counts(acc.fleet_clients, fleet_unknown, &acc.fleet_valid_by_version, catalog.since_version[i as usize], acc.fleet_upd[i as usize]);
+                let c = counts(
+                    acc.fleet_clients,
+                    fleet_unknown,
+                    &acc.fleet_valid_by_version,
+                    catalog.since_version[i as usize],
+                    acc.fleet_upd[i as usize],
+                );
                 add_counts(&mut status.totals, &c);
-                status.updates.push(UpdateCounts { id: u.id.clone(), kb: u.kb.clone(), title: u.title.clone(), counts: c });
+                status.updates.push(UpdateCounts {
+                    id: u.id.clone(),
+                    kb: u.kb.clone(),
+                    title: u.title.clone(),
+                    counts: c,
+                });
             }
             status.update_count = status.updates.len() as u64;
             status.excluded = resolved.excluded.clone();
@@ -566,7 +592,14 @@ impl Engine {
                 (0..k).for_each(|b| m.add(&acc.bucket_machines[d.bucket_base + b]));
                 (m.failed, m.targeted)
             };
-            let rollout = phases::advance(spec, &d.timing, prev.map(|p| p.phases.as_slice()).unwrap_or(&[]), slot_counts, &bucket_failed, now);
+            let rollout = phases::advance(
+                spec,
+                &d.timing,
+                prev.map(|p| p.phases.as_slice()).unwrap_or(&[]),
+                slot_counts,
+                &bucket_failed,
+                now,
+            );
             horizon.extend(rollout.next_change);
             horizon.extend(d.timing.next_change(now));
             let active = if d.timing.stage(now) == Stage::Pending { 0 } else { rollout.active };
@@ -593,7 +626,10 @@ impl Engine {
                 }
             }
             for (p, &i) in d.updates.iter().enumerate() {
-                add_counts(&mut updates, &counts(m.targeted, unknown_clients, &valid, catalog.since_version[i as usize], per_update[p]));
+                add_counts(
+                    &mut updates,
+                    &counts(m.targeted, unknown_clients, &valid, catalog.since_version[i as usize], per_update[p]),
+                );
             }
             let stage = d.timing.stage(now);
             let phase = if rollout.halted {
@@ -611,22 +647,45 @@ impl Engine {
             let target_windows: Vec<MaintenanceWindow> = plan
                 .windowed
                 .iter()
-                .filter(|&&ci| (0..active.max(1)).any(|b| acc.bucket_window_members[(d.bucket_base + b) * ncoll + ci] > 0))
+                .filter(|&&ci| {
+                    (0..active.max(1)).any(|b| acc.bucket_window_members[(d.bucket_base + b) * ncoll + ci] > 0)
+                })
                 .flat_map(|&ci| plan.collections.spec(ci).maintenance_windows.iter().cloned())
                 .collect();
             let next_window = windows::next_window(&target_windows, now, d.max_run_time).map(|w| w.start);
-            let pct = if m.targeted > 0 { (m.compliant as f64 * 1000.0 / m.targeted as f64).round() / 10.0 } else { 0.0 };
+            let pct =
+                if m.targeted > 0 { (m.compliant as f64 * 1000.0 / m.targeted as f64).round() / 10.0 } else { 0.0 };
             let summary = format!(
                 "{pct}% compliant ({}/{} machines), {} required, {} unknown, {} failed",
                 m.compliant, m.targeted, m.required, m.unknown, m.failed
             );
             let mut conditions = if rollout.halted {
                 vec![
-                    Condition::new("Ready", false, "RolloutHalted", format!("failure budget exceeded: {summary}; fix the failures, then raise the budget or remove failed machines from the target"), now),
-                    Condition::new("Stalled", true, "RolloutHalted", "failure budget exceeded; waiting for a change", now),
+                    Condition::new(
+                        "Ready",
+                        false,
+                        "RolloutHalted",
+                        format!(
+                            "failure budget exceeded: {summary}; fix the failures, then raise the budget or remove failed machines from the target"
+                        ),
+                        now,
+                    ),
+                    Condition::new(
+                        "Stalled",
+                        true,
+                        "RolloutHalted",
+                        "failure budget exceeded; waiting for a change",
+                        now,
+                    ),
                 ]
             } else if d.list.is_none() {
-                vec![Condition::new("Ready", false, "UpdateListNotFound", format!("updateList {:?} not found", spec.update_list), now)]
+                vec![Condition::new(
+                    "Ready",
+                    false,
+                    "UpdateListNotFound",
+                    format!("updateList {:?} not found", spec.update_list),
+                    now,
+                )]
             } else {
                 vec![Condition::new("Ready", true, "Reconciled", summary, now)]
             };
@@ -680,7 +739,13 @@ impl Engine {
                     files: files.len() as u64,
                     verified_files: 0,
                     bytes,
-                    conditions: vec![Condition::new("Ready", true, "Resolved", format!("{} files, {bytes} bytes for {} updates", files.len(), idx.len()), now)],
+                    conditions: vec![Condition::new(
+                        "Ready",
+                        true,
+                        "Resolved",
+                        format!("{} files, {bytes} bytes for {} updates", files.len(), idx.len()),
+                        now,
+                    )],
                 },
             );
         }
@@ -706,10 +771,11 @@ impl Engine {
             sig
         };
         if let Some(i) = only {
-            let moved = halted_flags != self.halted
-                || out.deployments.values().zip(self.outcome.deployments.values()).any(|(a, b)| {
-                    a.phases.iter().map(|p| p.started_time).ne(b.phases.iter().map(|p| p.started_time))
-                });
+            let moved =
+                halted_flags != self.halted
+                    || out.deployments.values().zip(self.outcome.deployments.values()).any(|(a, b)| {
+                        a.phases.iter().map(|p| p.started_time).ne(b.phases.iter().map(|p| p.started_time))
+                    });
             if moved || self.signatures.len() != clients.len() {
                 return None;
             }
@@ -768,7 +834,14 @@ impl Engine {
         Some(out)
     }
 
-    fn policy_for(&self, sig: &[(u32, u32)], desired: &DesiredState, catalog: &Catalog, out: &Outcome, halted: &[bool]) -> ClientPolicy {
+    fn policy_for(
+        &self,
+        sig: &[(u32, u32)],
+        desired: &DesiredState,
+        catalog: &Catalog,
+        out: &Outcome,
+        halted: &[bool],
+    ) -> ClientPolicy {
         let plan = &self.plan;
         let mut policy = ClientPolicy {
             catalog_version: catalog.version,
@@ -783,7 +856,9 @@ impl Engine {
                     policy.settings = plan.settings[b as usize].1.clone();
                 }
             } else if a == u32::MAX - 1 {
-                policy.maintenance_windows.extend(plan.collections.spec(b as usize).maintenance_windows.iter().cloned());
+                policy
+                    .maintenance_windows
+                    .extend(plan.collections.spec(b as usize).maintenance_windows.iter().cloned());
             } else {
                 let d = &plan.deployments[a as usize];
                 let spec = &desired.deployments[&d.name].spec;
@@ -800,7 +875,10 @@ impl Engine {
                     deadline: timing.deadline,
                     mandatory: d.settings.mandatory.unwrap_or(true),
                     suppress_restart: d.settings.suppress_restart.unwrap_or_default(),
-                    honor_maintenance_windows_at_deadline: d.settings.honor_maintenance_windows_at_deadline.unwrap_or(false),
+                    honor_maintenance_windows_at_deadline: d
+                        .settings
+                        .honor_maintenance_windows_at_deadline
+                        .unwrap_or(false),
                     state_message_detail: d.settings.state_message_detail.unwrap_or_default(),
                     halted: halted[a as usize],
                 });
@@ -817,15 +895,31 @@ fn add_counts(total: &mut StateCounts, c: &StateCounts) {
     total.unknown += c.unknown;
 }
 
-fn events_for(name: &str, prev: Option<&UpdateDeploymentStatus>, now_status: &UpdateDeploymentStatus, now: Timestamp) -> Vec<Event> {
+fn events_for(
+    name: &str,
+    prev: Option<&UpdateDeploymentStatus>,
+    now_status: &UpdateDeploymentStatus,
+    now: Timestamp,
+) -> Vec<Event> {
     let mut out = Vec::new();
-    let ev = |reason: &str, message: String| Event { kind: "UpdateDeployment".into(), name: name.into(), reason: reason.into(), message, time: now };
+    let ev = |reason: &str, message: String| Event {
+        kind: "UpdateDeployment".into(),
+        name: name.into(),
+        reason: reason.into(),
+        message,
+        time: now,
+    };
     let before = prev.map(|p| p.phase.as_str()).unwrap_or("");
     if before != now_status.phase {
         match now_status.phase.as_str() {
-            "Available" => out.push(ev("DeploymentActivated", format!("updates available to {} machines", now_status.targeted))),
+            "Available" => {
+                out.push(ev("DeploymentActivated", format!("updates available to {} machines", now_status.targeted)))
+            }
             "PastDeadline" => out.push(ev("DeadlinePassed", "deadline reached: mandatory updates install now".into())),
-            "Halted" => out.push(ev("RolloutHalted", format!("failure budget exceeded: {} machines failed", now_status.machines.failed))),
+            "Halted" => out.push(ev(
+                "RolloutHalted",
+                format!("failure budget exceeded: {} machines failed", now_status.machines.failed),
+            )),
             _ => {}
         }
     }

@@ -33,7 +33,8 @@ pub fn advance(
     let over_budget = |k: usize| -> bool {
         let Some(b) = &spec.failure_budget else { return false };
         let (f, t) = failed(k);
-        b.max_failed.is_some_and(|m| f > m as i64) || b.max_failed_percent.is_some_and(|p| t > 0 && f as f64 * 100.0 / t as f64 > p)
+        b.max_failed.is_some_and(|m| f > m as i64)
+            || b.max_failed_percent.is_some_and(|p| t > 0 && f as f64 * 100.0 / t as f64 > p)
     };
     if spec.phases.is_empty() {
         return Rollout { phases: vec![], active: 1, halted: over_budget(1), next_change: None };
@@ -106,10 +107,26 @@ mod test {
             template: None,
             start_time: "2026-12-01T00:00:00Z".parse().unwrap(),
             deadline: Some("2026-12-08T00:00:00Z".parse().unwrap()),
-            collection: None, available_after: None, deadline_after: None, mandatory: None, suppress_restart: None, honor_maintenance_windows_at_deadline: None, state_message_detail: None,
+            collection: None,
+            available_after: None,
+            deadline_after: None,
+            mandatory: None,
+            suppress_restart: None,
+            honor_maintenance_windows_at_deadline: None,
+            state_message_detail: None,
             phases: vec![
-                Phase { name: "pilot".into(), collection: "pilot".into(), success_criteria: Some(SuccessCriteria { compliant_percent: Some(90.0), compliant_count: None }), delay: None },
-                Phase { name: "broad".into(), collection: "all".into(), success_criteria: None, delay: Some(Duration::from_days(1)) },
+                Phase {
+                    name: "pilot".into(),
+                    collection: "pilot".into(),
+                    success_criteria: Some(SuccessCriteria { compliant_percent: Some(90.0), compliant_count: None }),
+                    delay: None,
+                },
+                Phase {
+                    name: "broad".into(),
+                    collection: "all".into(),
+                    success_criteria: None,
+                    delay: Some(Duration::from_days(1)),
+                },
             ],
             failure_budget: Some(FailureBudget { max_failed: Some(5), max_failed_percent: None }),
         }

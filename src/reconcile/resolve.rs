@@ -31,7 +31,10 @@ pub fn resolve(spec: &UpdateListSpec, catalog: &Catalog) -> ResolvedList {
             excluded.push(ExcludedUpdate {
                 id: id.clone(),
                 reason: "NotInCatalog".into(),
-                message: format!("{id} is not in catalog version {}; check the id or sync the catalog", catalog.version),
+                message: format!(
+                    "{id} is not in catalog version {}; check the id or sync the catalog",
+                    catalog.version
+                ),
             });
         }
         for i in found {
@@ -47,7 +50,9 @@ pub fn resolve(spec: &UpdateListSpec, catalog: &Catalog) -> ResolvedList {
             }
         }
     }
-    let explicit = |u: &Update| spec.updates.iter().any(|id| id == &u.id || u.kb.as_deref().is_some_and(|kb| kb.eq_ignore_ascii_case(id)));
+    let explicit = |u: &Update| {
+        spec.updates.iter().any(|id| id == &u.id || u.kb.as_deref().is_some_and(|kb| kb.eq_ignore_ascii_case(id)))
+    };
     let mut updates = Vec::new();
     for (i, u) in catalog.updates.iter().enumerate() {
         if !chosen[i] {
@@ -55,17 +60,26 @@ pub fn resolve(spec: &UpdateListSpec, catalog: &Catalog) -> ResolvedList {
         }
         if spec.exclude_expired && u.expired {
             if explicit(u) {
-                excluded.push(ExcludedUpdate { id: u.id.clone(), reason: "Expired".into(), message: format!("{} is expired and is never deployed", u.id) });
+                excluded.push(ExcludedUpdate {
+                    id: u.id.clone(),
+                    reason: "Expired".into(),
+                    message: format!("{} is expired and is never deployed", u.id),
+                });
             }
             continue;
         }
         if spec.exclude_superseded && catalog.is_superseded(i as u32) {
             if explicit(u) {
-                let by: Vec<&str> = catalog.superseded_by[i].iter().map(|&j| catalog.updates[j as usize].id.as_str()).collect();
+                let by: Vec<&str> =
+                    catalog.superseded_by[i].iter().map(|&j| catalog.updates[j as usize].id.as_str()).collect();
                 excluded.push(ExcludedUpdate {
                     id: u.id.clone(),
                     reason: "Superseded".into(),
-                    message: format!("{} is superseded by {}; deploy that instead, or set excludeSuperseded: false", u.id, by.join(", ")),
+                    message: format!(
+                        "{} is superseded by {}; deploy that instead, or set excludeSuperseded: false",
+                        u.id,
+                        by.join(", ")
+                    ),
                 });
             }
             continue;
@@ -102,7 +116,13 @@ mod test {
     }
 
     fn spec(updates: &[&str], criteria: Option<UpdateCriteria>) -> UpdateListSpec {
-        UpdateListSpec { description: None, updates: updates.iter().map(|s| s.to_string()).collect(), criteria, exclude_superseded: true, exclude_expired: true }
+        UpdateListSpec {
+            description: None,
+            updates: updates.iter().map(|s| s.to_string()).collect(),
+            criteria,
+            exclude_superseded: true,
+            exclude_expired: true,
+        }
     }
 
     #[test]
@@ -117,7 +137,11 @@ mod test {
         };
         assert_eq!(ids(&c, &resolve(&spec(&[], Some(crit)), &c)), vec!["KB200-w11"]);
         let by_product = UpdateCriteria { products: vec!["Windows Server 2022".into()], ..Default::default() };
-        assert_eq!(ids(&c, &resolve(&spec(&[], Some(by_product)), &c)), vec!["KB300-srv"], "the expired one is left out");
+        assert_eq!(
+            ids(&c, &resolve(&spec(&[], Some(by_product)), &c)),
+            vec!["KB300-srv"],
+            "the expired one is left out"
+        );
     }
 
     #[test]

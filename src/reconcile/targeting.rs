@@ -49,7 +49,13 @@ impl Collections {
         let index: HashMap<String, usize> = names.iter().enumerate().map(|(i, n)| (n.clone(), i)).collect();
         let mut order = Vec::new();
         let mut state = vec![0u8; names.len()]; // 0 new, 1 visiting, 2 done
-        fn visit(i: usize, specs: &[CollectionSpec], index: &HashMap<String, usize>, state: &mut [u8], order: &mut Vec<usize>) {
+        fn visit(
+            i: usize,
+            specs: &[CollectionSpec],
+            index: &HashMap<String, usize>,
+            state: &mut [u8],
+            order: &mut Vec<usize>,
+        ) {
             if state[i] != 0 {
                 return; // done, or a cycle (reported by validation)
             }
@@ -169,7 +175,11 @@ mod test {
     use crate::resources::FactRequirement;
 
     fn client(name: &str, facts: &[(&str, &str)]) -> Client {
-        Client { name: name.into(), facts: facts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Default::default() }
+        Client {
+            name: name.into(),
+            facts: facts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }
     }
 
     fn coll(spec: CollectionSpec) -> Collection {
@@ -182,7 +192,10 @@ mod test {
         map.insert(
             "servers".to_string(),
             coll(CollectionSpec {
-                selector: Some(FactSelector { match_facts: [("role".to_string(), "server".to_string())].into(), match_expressions: vec![] }),
+                selector: Some(FactSelector {
+                    match_facts: [("role".to_string(), "server".to_string())].into(),
+                    match_expressions: vec![],
+                }),
                 ..Default::default()
             }),
         );
@@ -191,14 +204,23 @@ mod test {
             coll(CollectionSpec {
                 selector: Some(FactSelector {
                     match_facts: Default::default(),
-                    match_expressions: vec![FactRequirement { key: "site".into(), operator: FactOperator::In, values: vec!["BER".into()] }],
+                    match_expressions: vec![FactRequirement {
+                        key: "site".into(),
+                        operator: FactOperator::In,
+                        values: vec!["BER".into()],
+                    }],
                 }),
                 ..Default::default()
             }),
         );
         map.insert(
             "pilot".to_string(),
-            coll(CollectionSpec { names: vec!["WS-007".into()], include_collections: vec!["berlin".into()], exclude_collections: vec!["servers".into()], ..Default::default() }),
+            coll(CollectionSpec {
+                names: vec!["WS-007".into()],
+                include_collections: vec!["berlin".into()],
+                exclude_collections: vec!["servers".into()],
+                ..Default::default()
+            }),
         );
         let cs = Collections::new(&map);
         let clients = vec![
@@ -214,14 +236,24 @@ mod test {
         };
         assert_eq!(members("servers"), vec!["srv-ber-1"]);
         assert_eq!(members("berlin"), vec!["srv-ber-1", "ws-ber-1"]);
-        assert_eq!(members("pilot"), vec!["ws-ber-1", "ws-007"], "included berlin minus servers, plus the named machine");
+        assert_eq!(
+            members("pilot"),
+            vec!["ws-ber-1", "ws-007"],
+            "included berlin minus servers, plus the named machine"
+        );
     }
 
     #[test]
     fn include_cycles_are_found() {
         let mut map = BTreeMap::new();
-        map.insert("a".to_string(), coll(CollectionSpec { include_collections: vec!["b".into()], ..Default::default() }));
-        map.insert("b".to_string(), coll(CollectionSpec { include_collections: vec!["a".into()], ..Default::default() }));
+        map.insert(
+            "a".to_string(),
+            coll(CollectionSpec { include_collections: vec!["b".into()], ..Default::default() }),
+        );
+        map.insert(
+            "b".to_string(),
+            coll(CollectionSpec { include_collections: vec!["a".into()], ..Default::default() }),
+        );
         assert_eq!(include_cycle(&map), Some(vec!["a".to_string(), "b".to_string(), "a".to_string()]));
     }
 }

@@ -48,7 +48,10 @@ fn desired() -> DesiredState {
         coll("pilot", "names: [c001, c002, c003, c004, c005, c006, c007, c008, c009, c010]\n"),
         coll("all", "includeCollections: [servers, workstations]\n"),
     ]);
-    d.update_lists.insert("all-security".into(), UpdateList::new("all-security", doc("criteria: {classifications: [Security Updates]}\n")));
+    d.update_lists.insert(
+        "all-security".into(),
+        UpdateList::new("all-security", doc("criteria: {classifications: [Security Updates]}\n")),
+    );
     d.update_lists.insert("w11".into(), UpdateList::new("w11", doc("criteria: {products: [Windows 11]}\n")));
     d.templates.insert("std".into(), DeploymentTemplate::new("std", doc("deadlineAfter: 7d\nmandatory: true\n")));
     let dep = |name: &str, yaml: &str| (name.to_string(), UpdateDeployment::new(name, doc(yaml)));
@@ -71,13 +74,17 @@ fn fleet(seed: u64, n: usize, catalog: &Catalog) -> Fleet {
         let role = if product.contains("Server") { "server" } else { "workstation" };
         let mut c = ClientCompliance { agent_version: Some("1.0.0".into()), ..Default::default() };
         match rng.u8(0..10) {
-            0 => {} // never scanned (U3)
+            0 => {}                      // never scanned (U3)
             1 => c.pending_messages = 1, // U2
             2 => c.last_failure = Some(ScanRecord { time: now, catalog_version: 2, error: Some("0x8024402c".into()) }),
             _ => {
                 let age = if rng.u8(0..10) == 0 { 30 } else { rng.i64(0..20) };
                 let version = if rng.bool() { 2 } else { 1 };
-                c.last_scan = Some(ScanRecord { time: now - SignedDuration::from_hours(age), catalog_version: version, error: None });
+                c.last_scan = Some(ScanRecord {
+                    time: now - SignedDuration::from_hours(age),
+                    catalog_version: version,
+                    error: None,
+                });
                 if rng.u8(0..20) == 0 {
                     c.rejected_at = Some(now);
                 }
@@ -117,7 +124,12 @@ fn oracle_state(c: &Client, catalog: &Catalog, idx: usize, now: Timestamp) -> Co
     classify(reported, true, catalog.since_version[idx], scan).state()
 }
 
-fn oracle_counts(clients: &[&Client], catalog: &Catalog, updates: &[u32], now: Timestamp) -> (StateCounts, MachineCounts) {
+fn oracle_counts(
+    clients: &[&Client],
+    catalog: &Catalog,
+    updates: &[u32],
+    now: Timestamp,
+) -> (StateCounts, MachineCounts) {
     let mut s = StateCounts::default();
     let mut m = MachineCounts::default();
     for c in clients {
@@ -153,7 +165,11 @@ fn t1_deployment_counts_equal_table_1_applied_to_every_machine_and_update() {
         let list = resolve::resolve(&desired.update_lists["all-security"].spec, &catalog).updates;
         let (states, machines) = oracle_counts(&servers, &catalog, &list, at(NOW));
         assert_eq!(status.updates, states, "seed {seed}");
-        assert_eq!((status.machines.compliant, status.machines.required, status.machines.unknown), (machines.compliant, machines.required, machines.unknown), "seed {seed}");
+        assert_eq!(
+            (status.machines.compliant, status.machines.required, status.machines.unknown),
+            (machines.compliant, machines.required, machines.unknown),
+            "seed {seed}"
+        );
         assert_eq!(status.targeted as usize, servers.len());
     }
 }
@@ -324,7 +340,11 @@ fn t1_r3_a_pending_reboot_keeps_the_machine_required_and_counted() {
         compliance: ClientCompliance {
             agent_version: Some("1".into()),
             last_scan: Some(ScanRecord { time: at(NOW), catalog_version: 2, error: None }),
-            states: vec![PackedState::new(catalog.keys[idx as usize], ScanResult::Installed, Enforcement::PendingReboot)],
+            states: vec![PackedState::new(
+                catalog.keys[idx as usize],
+                ScanResult::Installed,
+                Enforcement::PendingReboot,
+            )],
             ..Default::default()
         },
     };

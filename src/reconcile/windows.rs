@@ -22,7 +22,10 @@ pub fn problems(w: &MaintenanceWindow) -> Vec<(&'static str, String)> {
         out.push(("start", format!("{:?} is not a local time HH:MM (00:00–23:59)", w.start)));
     }
     if let Err(e) = TimeZone::get(&w.time_zone) {
-        out.push(("timeZone", format!("unknown time zone {:?} ({e}); use an IANA name such as Europe/Berlin or UTC", w.time_zone)));
+        out.push((
+            "timeZone",
+            format!("unknown time zone {:?} ({e}); use an IANA name such as Europe/Berlin or UTC", w.time_zone),
+        ));
     }
     let secs = w.duration.as_secs();
     if secs <= 0 || secs > 86_400 {

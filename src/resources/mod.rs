@@ -21,8 +21,8 @@ pub use update_catalog::*;
 pub use update_deployment::*;
 pub use update_list::*;
 
-use kube::CustomResourceExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
 
 pub const API_GROUP: &str = "patchops.dev";
 pub const API_VERSION: &str = "patchops.dev/v1alpha1";
@@ -61,11 +61,7 @@ pub fn crds() -> Vec<(String, CustomResourceDefinition)> {
 
 /// All CRDs as one multi-document YAML stream (what `patchops crds` prints).
 pub fn crds_yaml() -> String {
-    crds()
-        .iter()
-        .map(|(_, crd)| crd_yaml(crd))
-        .collect::<Vec<_>>()
-        .join("---\n")
+    crds().iter().map(|(_, crd)| crd_yaml(crd)).collect::<Vec<_>>().join("---\n")
 }
 
 /// One CRD as YAML, exactly as committed under `crds/`.

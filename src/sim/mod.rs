@@ -88,7 +88,8 @@ fn pick<'a>(rng: &mut fastrand::Rng, weights: &'a BTreeMap<String, u32>) -> &'a 
 impl SimFleet {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.into(), source })?;
-        let spec: FleetSpec = serde_saphyr::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+        let spec: FleetSpec =
+            serde_saphyr::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
         Ok(Self::generate(&spec))
     }
 
@@ -99,7 +100,8 @@ impl SimFleet {
             for n in 1..=g.count {
                 let name = format!("{}-{n:04}", g.name_prefix);
                 let os = pick(&mut rng, &g.os).to_string();
-                let patched: jiff::civil::Date = pick(&mut rng, &g.patched_through).parse().unwrap_or(jiff::civil::Date::MIN);
+                let patched: jiff::civil::Date =
+                    pick(&mut rng, &g.patched_through).parse().unwrap_or(jiff::civil::Date::MIN);
                 let mut values = g.facts.clone();
                 values.insert("os".into(), os);
                 values.insert("hostname".into(), name.clone());
@@ -122,7 +124,13 @@ impl SimFleet {
     /// Register every client, then let each client whose scan is due scan and report.
     /// First call: every client scans, at a time spread over the last 20 hours.
     /// Returns the number of scans reported.
-    pub fn scan_due(&mut self, store: &mut dyn Store, catalog: &Catalog, schedule: SignedDuration, now: Timestamp) -> Result<usize> {
+    pub fn scan_due(
+        &mut self,
+        store: &mut dyn Store,
+        catalog: &Catalog,
+        schedule: SignedDuration,
+        now: Timestamp,
+    ) -> Result<usize> {
         let first = self.last_scan.is_empty();
         let mut scans = 0;
         for (i, c) in self.clients.iter().enumerate() {
@@ -160,7 +168,11 @@ impl SimClient {
             return StateBatch {
                 client: self.info.name.clone(),
                 sequence,
-                messages: vec![StateMessage::ScanFailed { time, catalog_version: catalog.version, error: "0x8024402C: the update source could not be reached".into() }],
+                messages: vec![StateMessage::ScanFailed {
+                    time,
+                    catalog_version: catalog.version,
+                    error: "0x8024402C: the update source could not be reached".into(),
+                }],
             };
         }
         // What is installed: every update for this OS released by the patch level.
@@ -181,7 +193,9 @@ impl SimClient {
                     (ScanResult::Installed, Enforcement::PendingReboot)
                 }
                 ScanVerdict::Installed => (ScanResult::Installed, Enforcement::None),
-                ScanVerdict::Missing if rng.f64() < self.install_failure_rate => (ScanResult::Missing, Enforcement::InstallFailed),
+                ScanVerdict::Missing if rng.f64() < self.install_failure_rate => {
+                    (ScanResult::Missing, Enforcement::InstallFailed)
+                }
                 ScanVerdict::Missing => (ScanResult::Missing, Enforcement::None),
             };
             updates.push(UpdateReport { id: u.id.clone(), result, enforcement });
@@ -189,7 +203,12 @@ impl SimClient {
         StateBatch {
             client: self.info.name.clone(),
             sequence,
-            messages: vec![StateMessage::ScanCompleted { time, catalog_version: catalog.version, agent_version: self.info.agent_version.clone(), updates }],
+            messages: vec![StateMessage::ScanCompleted {
+                time,
+                catalog_version: catalog.version,
+                agent_version: self.info.agent_version.clone(),
+                updates,
+            }],
         }
     }
 }

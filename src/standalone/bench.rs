@@ -55,7 +55,9 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
                 classification: if i % 4 == 0 { "Critical Updates" } else { "Security Updates" }.into(),
                 severity: Severity::Important,
                 products: vec![product(p)],
-                released: jiff::civil::date(2025, 1, 1).checked_add(jiff::Span::new().days((i / args.products) as i64 % 600)).unwrap(),
+                released: jiff::civil::date(2025, 1, 1)
+                    .checked_add(jiff::Span::new().days((i / args.products) as i64 % 600))
+                    .unwrap(),
                 supersedes: vec![],
                 expired: false,
                 reboot_required: i % 3 == 0,
@@ -72,7 +74,10 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
     for s in 0..sites {
         let name = format!("site-{s}");
         let spec = CollectionSpec {
-            selector: Some(FactSelector { match_facts: BTreeMap::from([("site".to_string(), name.clone())]), match_expressions: vec![] }),
+            selector: Some(FactSelector {
+                match_facts: BTreeMap::from([("site".to_string(), name.clone())]),
+                match_expressions: vec![],
+            }),
             ..Default::default()
         };
         desired.collections.insert(name.clone(), Collection::new(&name, spec));
@@ -95,14 +100,28 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
             template: None,
             start_time: now - SignedDuration::from_hours(24),
             deadline: Some(now + SignedDuration::from_hours(24 * 7)),
-            collection: Some(format!("site-{}", (d / args.products) % sites)), available_after: None, deadline_after: None, mandatory: None, suppress_restart: None, honor_maintenance_windows_at_deadline: None, state_message_detail: None,
+            collection: Some(format!("site-{}", (d / args.products) % sites)),
+            available_after: None,
+            deadline_after: None,
+            mandatory: None,
+            suppress_restart: None,
+            honor_maintenance_windows_at_deadline: None,
+            state_message_detail: None,
             phases: vec![],
             failure_budget: None,
         };
         desired.deployments.insert(name.clone(), UpdateDeployment::new(&name, spec));
     }
     let per_product: Vec<Vec<u32>> = (0..args.products)
-        .map(|p| catalog.updates.iter().enumerate().filter(|(_, u)| u.products[0] == product(p)).map(|(i, _)| catalog.keys[i]).collect())
+        .map(|p| {
+            catalog
+                .updates
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| u.products[0] == product(p))
+                .map(|(i, _)| catalog.keys[i])
+                .collect()
+        })
         .collect();
     let mut rng = fastrand::Rng::with_seed(42);
     let clients = (0..args.clients)
@@ -112,16 +131,27 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
                 .iter()
                 .map(|&k| {
                     let scan = if rng.u8(0..10) < 8 { ScanResult::Installed } else { ScanResult::Missing };
-                    PackedState::new(k, scan, if rng.u8(0..100) == 0 { Enforcement::InstallFailed } else { Enforcement::None })
+                    PackedState::new(
+                        k,
+                        scan,
+                        if rng.u8(0..100) == 0 { Enforcement::InstallFailed } else { Enforcement::None },
+                    )
                 })
                 .collect();
             states.sort_unstable();
             Client {
                 name: format!("host-{c:06}"),
-                facts: BTreeMap::from([("site".to_string(), format!("site-{}", c % sites)), ("role".to_string(), "workstation".to_string())]),
+                facts: BTreeMap::from([
+                    ("site".to_string(), format!("site-{}", c % sites)),
+                    ("role".to_string(), "workstation".to_string()),
+                ]),
                 compliance: ClientCompliance {
                     agent_version: Some("1.0.0".into()),
-                    last_scan: Some(ScanRecord { time: now - SignedDuration::from_secs(rng.i64(0..20 * 3600)), catalog_version: 1, error: None }),
+                    last_scan: Some(ScanRecord {
+                        time: now - SignedDuration::from_secs(rng.i64(0..20 * 3600)),
+                        catalog_version: 1,
+                        error: None,
+                    }),
                     states,
                     ..Default::default()
                 },
@@ -133,7 +163,13 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let now = Timestamp::now();
-    println!("patchops bench: {} clients × {} updates × {} deployments, {} threads", args.clients, args.updates, args.deployments, rayon::current_num_threads());
+    println!(
+        "patchops bench: {} clients × {} updates × {} deployments, {} threads",
+        args.clients,
+        args.updates,
+        args.deployments,
+        rayon::current_num_threads()
+    );
     let t = Instant::now();
     let (desired, catalog, mut fleet) = synthetic(&args, now);
     let states = fleet.state_count();
@@ -179,7 +215,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         times[times.len() * 99 / 100]
     );
     if let Some(peak) = peak_rss() {
-        println!("  peak memory: {:.0} MiB = {:.1} bytes per compliance state", peak as f64 / 1048576.0, peak as f64 / states as f64);
+        println!(
+            "  peak memory: {:.0} MiB = {:.1} bytes per compliance state",
+            peak as f64 / 1048576.0,
+            peak as f64 / states as f64
+        );
     }
     if let Some(path) = &args.sqlite {
         cold_start(path, &args, &desired, &catalog, &fleet, now)?;
@@ -187,7 +227,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cold_start(path: &std::path::Path, args: &BenchArgs, desired: &DesiredState, catalog: &Catalog, fleet: &Fleet, now: Timestamp) -> Result<()> {
+fn cold_start(
+    path: &std::path::Path,
+    args: &BenchArgs,
+    desired: &DesiredState,
+    catalog: &Catalog,
+    fleet: &Fleet,
+    now: Timestamp,
+) -> Result<()> {
     use crate::store::Store;
     let _ = args;
     if !path.exists() {
@@ -198,22 +245,35 @@ fn cold_start(path: &std::path::Path, args: &BenchArgs, desired: &DesiredState, 
         let infos: Vec<crate::store::ClientInfo> = fleet
             .clients
             .iter()
-            .map(|c| crate::store::ClientInfo { name: c.name.clone(), facts: c.facts.clone(), agent_version: c.compliance.agent_version.clone() })
+            .map(|c| crate::store::ClientInfo {
+                name: c.name.clone(),
+                facts: c.facts.clone(),
+                agent_version: c.compliance.agent_version.clone(),
+            })
             .collect();
         store.upsert_clients(&infos, now)?;
         let keys = store.client_keys()?;
         // Same update ids, possibly other keys: map through the ids.
-        let key_of: HashMap<u32, u32> = catalog.keys.iter().enumerate().map(|(i, k)| (*k, stored.keys[stored.index_of(&catalog.updates[i].id).unwrap() as usize])).collect();
+        let key_of: HashMap<u32, u32> = catalog
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (*k, stored.keys[stored.index_of(&catalog.updates[i].id).unwrap() as usize]))
+            .collect();
         let key_of = &key_of;
         let keys = &keys;
         let rows = fleet.clients.iter().flat_map(|c| {
             let ck = keys[&c.name];
-            c.compliance.states.iter().map(move |s| (ck, PackedState::new(key_of[&s.key()], s.scan(), s.enforcement()), now))
+            c.compliance
+                .states
+                .iter()
+                .map(move |s| (ck, PackedState::new(key_of[&s.key()], s.scan(), s.enforcement()), now))
         });
         let n = store.bulk_load_states(rows)?;
         drop(store);
         // The benchmark's clients all scanned against version 1 within the TTL.
-        let conn = rusqlite::Connection::open(path).map_err(|e| Error::store(path.display().to_string(), "cannot open", e))?;
+        let conn =
+            rusqlite::Connection::open(path).map_err(|e| Error::store(path.display().to_string(), "cannot open", e))?;
         conn.execute("UPDATE clients SET scan_time = ?1, scan_catalog_version = 1", [now.as_second() - 3600])
             .map_err(|e| Error::store(path.display().to_string(), "cannot mark scans", e))?;
         println!("  wrote the SQLite store {} ({n} states) in {:.1} s", path.display(), t.elapsed().as_secs_f64());

@@ -58,7 +58,11 @@ pub fn load_desired(source: &GitSource) -> Result<(SourceTree, DesiredState)> {
 }
 
 /// Read every UpdateCatalog's source: its updates, after its product and classification filters.
-pub fn read_catalogs(source: &GitSource, tree: &SourceTree, desired: &DesiredState) -> Vec<(String, Result<Vec<Update>>)> {
+pub fn read_catalogs(
+    source: &GitSource,
+    tree: &SourceTree,
+    desired: &DesiredState,
+) -> Vec<(String, Result<Vec<Update>>)> {
     desired.catalogs.iter().map(|(name, c)| (name.clone(), read_catalog(source, tree, c))).collect()
 }
 
@@ -66,7 +70,10 @@ fn read_catalog(source: &GitSource, tree: &SourceTree, c: &UpdateCatalog) -> Res
     let name = c.metadata.name.clone().unwrap_or_default();
     let fail = |message: String| Error::Catalog { source_name: name.clone(), message };
     if c.spec.format != CatalogFormat::Native {
-        return Err(fail(format!("format {:?} cannot be synchronized by this version; convert it to the native format", c.spec.format)));
+        return Err(fail(format!(
+            "format {:?} cannot be synchronized by this version; convert it to the native format",
+            c.spec.format
+        )));
     }
     let (file, bytes) = if let Some(p) = &c.spec.source.path {
         let full = match source.path.as_deref().filter(|s| !s.is_empty()) {
@@ -84,12 +91,26 @@ fn read_catalog(source: &GitSource, tree: &SourceTree, c: &UpdateCatalog) -> Res
         return Err(fail("url and git sources cannot be synchronized by this version; use path or file".into()));
     };
     let text = String::from_utf8(bytes).map_err(|_| fail(format!("{file}: not UTF-8 text")))?;
-    let updates = native::parse(&file, &text).map_err(|p| fail(format!("\n{}", crate::desired::render_problems(&p))))?;
+    let updates =
+        native::parse(&file, &text).map_err(|p| fail(format!("\n{}", crate::desired::render_problems(&p))))?;
     let keep = |u: &Update| {
-        (c.spec.products.is_empty() || u.products.iter().any(|p| c.spec.products.iter().any(|q| q.eq_ignore_ascii_case(p))))
-            && (c.spec.classifications.is_empty() || c.spec.classifications.iter().any(|q| q.eq_ignore_ascii_case(&u.classification)))
+        (c.spec.products.is_empty()
+            || u.products.iter().any(|p| c.spec.products.iter().any(|q| q.eq_ignore_ascii_case(p))))
+            && (c.spec.classifications.is_empty()
+                || c.spec.classifications.iter().any(|q| q.eq_ignore_ascii_case(&u.classification)))
     };
     Ok(updates.into_iter().filter(keep).collect())
+}
+
+/// The client settings that apply to clients no collection-specific setting covers.
+fn default_settings(desired: &DesiredState) -> crate::resources::ClientSettingsSpec {
+    desired
+        .client_settings
+        .values()
+        .filter(|s| s.spec.collection.is_none())
+        .max_by_key(|s| s.spec.priority)
+        .map(|s| s.spec.clone())
+        .unwrap_or_default()
 }
 
 /// State kept between iterations of the loop.
@@ -150,27 +171,30 @@ impl Runner {
         for (_, s) in catalog_status.iter_mut() {
             if s.conditions.is_empty() {
                 s.catalog_version = Some(catalog.version);
-                s.conditions = vec![Condition::new("Ready", true, "Synced", format!("{} updates in catalog version {}", s.update_count, catalog.version), now)];
+                s.conditions = vec![Condition::new(
+                    "Ready",
+                    true,
+                    "Synced",
+                    format!("{} updates in catalog version {}", s.update_count, catalog.version),
+                    now,
+                )];
             }
         }
         if let Some(sim) = self.fleet_sim.as_mut() {
             // Simulated clients follow the general scan schedule of the default settings.
-            let schedule = desired
-                .client_settings
-                .values()
-                .filter(|s| s.spec.collection.is_none())
-                .max_by_key(|s| s.spec.priority)
-                .map(|s| s.spec.scan_schedule)
-                .unwrap_or(Duration::from_days(1));
+            let schedule = default_settings(&desired).scan_schedule;
             let scans = sim.scan_due(self.store.as_mut(), &catalog, schedule.signed(), now)?;
             if scans > 0 {
                 info!(scans, "simulated clients reported scans");
             }
         }
+        let defaults = default_settings(&desired);
+        self.store.set_setting("scan_ttl_seconds", &defaults.scan_ttl.as_secs().to_string())?;
         let fleet = self.store.load_fleet()?;
         let last = self.store.last_reconcile()?;
         let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
-        let outcome = reconcile(&Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now });
+        let outcome =
+            reconcile(&Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now });
         for e in &outcome.events {
             info!(kind = %e.kind, name = %e.name, reason = %e.reason, "{}", e.message);
         }
@@ -197,7 +221,8 @@ impl Runner {
             push("DeploymentPackage", ns(&desired.packages[name].metadata.namespace), name, json(s));
         }
         statuses.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
-        let record = ReconcileRecord { time: now, revision: tree.revision.clone(), catalog_version: catalog.version, statuses };
+        let record =
+            ReconcileRecord { time: now, revision: tree.revision.clone(), catalog_version: catalog.version, statuses };
 
         let policies: HashMap<String, serde_json::Value> = outcome
             .policies
@@ -248,38 +273,42 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         info!(clients = s.clients.len(), "simulating clients");
     }
     let mut runner = Runner::new(source, store, sim);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|e| Error::Usage(e.to_string()))?;
-    rt.block_on(async move {
-        loop {
-            let started = std::time::Instant::now();
-            let result = tokio::task::block_in_place(|| runner.reconcile_once(Timestamp::now()));
-            match result {
-                Ok((record, _)) => {
-                    info!(revision = %record.revision, catalog_version = record.catalog_version, elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
-                    crate::output::print_record(&record, args.output);
-                }
-                Err(e) if args.once => return Err(e),
-                Err(e) => error!(error = %e, "reconcile failed; the last good status is kept"),
+    // The store clients are synchronous: reconciles run on this thread, outside the
+    // runtime, which only waits for the interval or a shutdown signal.
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Usage(e.to_string()))?;
+    loop {
+        let started = std::time::Instant::now();
+        match runner.reconcile_once(Timestamp::now()) {
+            Ok((record, _)) => {
+                info!(revision = %record.revision, catalog_version = record.catalog_version, elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
+                crate::output::print_record(&record, args.output);
             }
-            if args.once {
-                return Ok(ExitCode::SUCCESS);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(std::time::Duration::from_secs(args.interval.as_secs().max(1) as u64)) => {}
-                _ = shutdown_signal() => {
-                    warn!("shutting down");
-                    return Ok(ExitCode::SUCCESS);
-                }
-            }
+            Err(e) if args.once => return Err(e),
+            Err(e) => error!(error = %e, "reconcile failed; the last good status is kept"),
         }
-    })
+        if args.once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let stop = rt.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(args.interval.as_secs().max(1) as u64)) => false,
+                _ = shutdown_signal() => true,
+            }
+        });
+        if stop {
+            warn!("shutting down");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

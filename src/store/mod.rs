@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::catalog::{Catalog, Update};
-use crate::compliance::messages::StateBatch;
 use crate::compliance::Fleet;
+use crate::compliance::messages::StateBatch;
 
 /// What saving a catalog did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,6 +107,10 @@ pub trait Store: Send {
 
     /// The last saved reconcile, if any.
     fn last_reconcile(&self) -> Result<Option<ReconcileRecord>>;
+
+    /// A setting the reporting views read, e.g. `scan_ttl_seconds` (the default client
+    /// settings' scan TTL, so `v_update_compliance` counts expired scans as Unknown).
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<()>;
 }
 
 /// Open a store by URL: `postgres://…` / `postgresql://…`, or a SQLite file path

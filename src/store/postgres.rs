@@ -347,6 +347,10 @@ fn read_binary_states(
 }
 
 impl Store for PostgresStore {
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<()> {
+        PostgresStore::set_setting(self, key, value)
+    }
+
     fn location(&self) -> String {
         self.location.clone()
     }

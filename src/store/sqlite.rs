@@ -284,6 +284,10 @@ fn sql_err(location: &str, what: &str, e: rusqlite::Error) -> Error {
 }
 
 impl Store for SqliteStore {
+    fn set_setting(&mut self, key: &str, value: &str) -> Result<()> {
+        SqliteStore::set_setting(self, key, value)
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
