@@ -785,19 +785,7 @@ impl Engine {
             out.assignments = std::mem::take(&mut self.outcome.assignments);
             let sig = signature(i);
             let old_slot = out.assignments[i];
-            let slot = match self.slot_of.get(&sig) {
-                Some(&slot) => slot,
-                None => {
-                    let policy = self.policy_for(&sig, desired, catalog, &out, &halted_flags);
-                    let etag = policy.etag();
-                    out.policies.insert(etag.clone(), Arc::new(policy));
-                    out.policy_etags.push(etag);
-                    self.slot_users.push(0);
-                    let slot = (out.policy_etags.len() - 1) as u32;
-                    self.slot_of.insert(sig.clone(), slot);
-                    slot
-                }
-            };
+            let slot = self.slot_for(&sig, desired, catalog, &mut out, &halted_flags);
             self.slot_users[old_slot as usize] -= 1;
             self.slot_users[slot as usize] += 1;
             if self.slot_users[old_slot as usize] == 0 {
@@ -806,32 +794,43 @@ impl Engine {
             out.assignments[i] = slot;
             self.signatures[i] = sig;
         } else {
-            self.signatures = (0..clients.len()).into_par_iter().map(signature).collect();
+            let signatures: Vec<Vec<(u32, u32)>> = (0..clients.len()).into_par_iter().map(signature).collect();
             self.slot_of.clear();
             self.slot_users.clear();
             out.assignments = Vec::with_capacity(clients.len());
-            for sig in &self.signatures {
-                let slot = match self.slot_of.get(sig) {
-                    Some(&slot) => slot,
-                    None => {
-                        let policy = self.policy_for(sig, desired, catalog, &out, &halted_flags);
-                        let etag = policy.etag();
-                        out.policies.insert(etag.clone(), Arc::new(policy));
-                        out.policy_etags.push(etag);
-                        self.slot_users.push(0);
-                        let slot = (out.policy_etags.len() - 1) as u32;
-                        self.slot_of.insert(sig.clone(), slot);
-                        slot
-                    }
-                };
+            for sig in &signatures {
+                let slot = self.slot_for(sig, desired, catalog, &mut out, &halted_flags);
                 self.slot_users[slot as usize] += 1;
                 out.assignments.push(slot);
             }
+            self.signatures = signatures;
         }
         self.halted = halted_flags;
         out.valid_until = horizon.into_iter().filter(|t| *t > now).min();
         self.outcome = out.clone();
         Some(out)
+    }
+
+    /// The policy slot for a signature, creating its document on first use.
+    fn slot_for(
+        &mut self,
+        sig: &[(u32, u32)],
+        desired: &DesiredState,
+        catalog: &Catalog,
+        out: &mut Outcome,
+        halted: &[bool],
+    ) -> u32 {
+        if let Some(&slot) = self.slot_of.get(sig) {
+            return slot;
+        }
+        let policy = self.policy_for(sig, desired, catalog, out, halted);
+        let etag = policy.etag();
+        out.policies.insert(etag.clone(), Arc::new(policy));
+        out.policy_etags.push(etag);
+        self.slot_users.push(0);
+        let slot = (out.policy_etags.len() - 1) as u32;
+        self.slot_of.insert(sig.to_vec(), slot);
+        slot
     }
 
     fn policy_for(

@@ -461,12 +461,7 @@ impl Store for PostgresStore {
     fn load_catalog(&self) -> Result<Catalog> {
         let fail = pg(&self.location, "cannot load the catalog");
         let mut client = self.conn();
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(&fail)?;
+        let mut tx = snapshot(&mut client).map_err(&fail)?;
         let version: i64 =
             tx.query_one("SELECT COALESCE(MAX(version), 0) FROM catalog_versions", &[]).map_err(&fail)?.get(0);
         let rows = tx
@@ -612,12 +607,7 @@ impl Store for PostgresStore {
     fn load_fleet(&self) -> Result<Fleet> {
         let fail = pg(&self.location, "cannot load the fleet");
         let mut conn = self.conn();
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(&fail)?;
+        let mut tx = snapshot(&mut conn).map_err(&fail)?;
         let rows = tx
             .query(
                 "SELECT key, name, facts::text, agent_version, scan_time, scan_catalog_version, failure_time, \
@@ -753,12 +743,7 @@ impl Store for PostgresStore {
     fn last_reconcile(&self) -> Result<Option<ReconcileRecord>> {
         let fail = pg(&self.location, "cannot load the last reconcile");
         let mut conn = self.conn();
-        let mut tx = conn
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(&fail)?;
+        let mut tx = snapshot(&mut conn).map_err(&fail)?;
         let Some(last) = tx
             .query_opt("SELECT time, revision, catalog_version FROM reconciles ORDER BY id DESC LIMIT 1", &[])
             .map_err(&fail)?
@@ -806,4 +791,9 @@ impl<'a> InsertColumns<'a> {
         self.expired.push(row.expired);
         self.body.push(&row.body);
     }
+}
+
+/// A read-only transaction seeing one consistent snapshot, for multi-query reads.
+fn snapshot(client: &mut postgres::Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
+    client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()
 }
