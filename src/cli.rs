@@ -103,6 +103,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(args) => crate::standalone::run(args),
         Command::Status { store, output } => {
+            let path = store.strip_prefix("sqlite://").unwrap_or(&store);
+            let is_file = !store.contains("://") || store.starts_with("sqlite://");
+            if is_file && !std::path::Path::new(path).exists() {
+                return Err(Error::Usage(format!(
+                    "no store at {path}; run `patchops run --once` first, or pass --store"
+                )));
+            }
             let store = crate::store::open(&store)?;
             match store.last_reconcile()? {
                 Some(record) => {

@@ -352,3 +352,30 @@ fn t1_r3_a_pending_reboot_keeps_the_machine_required_and_counted() {
     let s = &out.deployments["servers-dec"];
     assert_eq!((s.machines.required, s.machines.pending_reboot, s.updates.required), (1, 1, 1));
 }
+
+#[test]
+fn o_pkg_packages_carry_the_content_files_of_their_updates() {
+    let mut catalog_updates = catalog().updates;
+    for (i, u) in catalog_updates.iter_mut().enumerate() {
+        u.files = vec![crate::catalog::UpdateFile {
+            name: format!("{}.msu", u.id),
+            url: format!("https://dp.example.invalid/{}.msu", u.id),
+            sha256: format!("{:064x}", i),
+            size: 1000 + i as u64,
+        }];
+    }
+    let catalog = Catalog::new(2, catalog_updates, &HashMap::new());
+    let mut d = desired();
+    d.packages.insert(
+        "w11-content".into(),
+        DeploymentPackage::new("w11-content", doc("updateLists: [w11]\nupdates: [KB001]\n")),
+    );
+    let out = run(&d, &catalog, &fleet(1, 10, &catalog), &Previous::default(), NOW);
+    let p = &out.packages["w11-content"];
+    let w11: Vec<usize> =
+        catalog.updates.iter().enumerate().filter(|(_, u)| u.products[0] == "Windows 11").map(|(i, _)| i).collect();
+    let kb001 = catalog.index_of("KB001-1").unwrap() as usize;
+    assert_eq!(p.files as usize, w11.len() + 1, "every Windows 11 update plus KB001");
+    let bytes: u64 = w11.iter().chain([&kb001]).map(|&i| catalog.updates[i].files[0].size).sum();
+    assert_eq!(p.bytes, bytes);
+}
