@@ -149,10 +149,10 @@ fn validate(repo: &RepoArgs) -> Result<ExitCode> {
     let (tree, desired) = crate::standalone::load_desired(&source)?;
     let catalogs = crate::standalone::read_catalogs(&source, &tree, &desired);
     let mut failed = false;
-    for (name, result) in &catalogs {
+    for (_, result) in &catalogs {
         if let Err(e) = result {
             failed = true;
-            eprintln!("UpdateCatalog {name:?}: {e}");
+            eprintln!("error: {e}");
         }
     }
     let counts = [

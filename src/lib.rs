@@ -37,7 +37,7 @@ pub enum Error {
         source: Option<git2::Error>,
     },
 
-    #[error("catalog {source_name}: {message}")]
+    #[error("UpdateCatalog {source_name:?}: {message}")]
     Catalog { source_name: String, message: String },
 
     #[error("store {location}: {message}")]
