@@ -34,6 +34,8 @@ pub enum Rule {
     Installed(String),
     /// A test on one fact.
     Fact(FactTest),
+    /// A test on an installed package (Debian version order).
+    Package(PackageTest),
     /// Constant.
     Always(bool),
 }
@@ -58,12 +60,30 @@ pub struct FactTest {
     pub version_below: Option<String>,
 }
 
-/// What a client knows about itself: flat facts plus the updates it has installed.
+/// A test on an installed package; with no version bound it tests that the package
+/// is installed at all.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PackageTest {
+    /// Binary package name (as dpkg lists it, without the architecture).
+    pub name: String,
+    /// Installed, at a version older than this (Debian version order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_below: Option<String>,
+    /// Installed, at this version or newer (Debian version order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_at_least: Option<String>,
+}
+
+/// What a client knows about itself: flat facts, the updates it has installed, and its
+/// installed packages with their versions.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Facts {
     pub values: BTreeMap<String, String>,
     /// Installed update ids and KB numbers, upper-cased.
     pub installed: HashSet<String>,
+    /// Installed packages: name → version.
+    pub packages: std::collections::HashMap<String, String>,
 }
 
 impl Facts {
@@ -71,7 +91,12 @@ impl Facts {
         Facts {
             values: values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             installed: installed.iter().map(|s| s.to_ascii_uppercase()).collect(),
+            packages: Default::default(),
         }
+    }
+
+    pub fn from_packages(packages: &[(&str, &str)]) -> Self {
+        Facts { packages: packages.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(), ..Default::default() }
     }
 
     pub fn has_installed(&self, id_or_kb: &str) -> bool {
@@ -132,6 +157,7 @@ impl Rule {
             Rule::Installed(id) => facts.has_installed(id),
             Rule::Always(b) => *b,
             Rule::Fact(test) => test.holds(facts),
+            Rule::Package(test) => test.holds(facts),
         }
     }
 
@@ -153,6 +179,13 @@ impl Rule {
                     out.push(format!(
                         "{path}.fact: give exactly one of equals, in, versionAtLeast, versionBelow (found {given})"
                     ));
+                }
+            }
+            Rule::Package(t) => {
+                for v in [&t.version_below, &t.version_at_least].into_iter().flatten() {
+                    if let Err(e) = v.parse::<debversion::Version>() {
+                        out.push(format!("{path}.package.{}: {v:?} is not a Debian version ({e})", t.name));
+                    }
                 }
             }
             Rule::Installed(_) | Rule::Always(_) => {}
@@ -178,6 +211,26 @@ impl FactTest {
             return compare_dotted(value, max) == std::cmp::Ordering::Less;
         }
         false
+    }
+}
+
+impl PackageTest {
+    fn holds(&self, facts: &Facts) -> bool {
+        let Some(installed) = facts.packages.get(&self.name) else { return false };
+        let below = self.version_below.as_ref().is_none_or(|v| compare_debian(installed, v) == std::cmp::Ordering::Less);
+        let at_least = self.version_at_least.as_ref().is_none_or(|v| compare_debian(installed, v) != std::cmp::Ordering::Less);
+        below && at_least
+    }
+}
+
+/// Debian version order, as `dpkg --compare-versions` (epoch, upstream, revision, with
+/// `~` sorting before everything). Unparseable versions compare as text, last.
+pub fn compare_debian(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<debversion::Version>(), b.parse::<debversion::Version>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+        (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+        (Err(_), Err(_)) => a.cmp(b),
     }
 }
 
@@ -238,6 +291,50 @@ mod test {
         assert!(rule.holds(&old));
         assert!(!rule.holds(&new), "numeric, not text, version order");
         assert!(!rule.holds(&arm_patched));
+    }
+
+    #[test]
+    fn c1_package_rules_use_debian_version_order() {
+        let below = Rule::Package(PackageTest { name: "openssl".into(), version_below: Some("3.0.15-1~deb12u1".into()), ..Default::default() });
+        let old = Facts::from_packages(&[("openssl", "3.0.14-1~deb12u2")]);
+        let tilde = Facts::from_packages(&[("openssl", "3.0.15-1~deb12u1~pre1")]);
+        let fixed = Facts::from_packages(&[("openssl", "3.0.15-1~deb12u1")]);
+        let epoch = Facts::from_packages(&[("openssl", "1:1.0")]);
+        assert!(below.holds(&old));
+        assert!(below.holds(&tilde), "~ sorts before the empty string");
+        assert!(!below.holds(&fixed));
+        assert!(!below.holds(&epoch), "an epoch outranks any upstream version");
+        assert!(!below.holds(&Facts::default()), "not installed");
+    }
+
+    /// `dpkg --compare-versions` is the reference; compare with it on tricky pairs and on
+    /// every installed package of this machine against its successor spellings.
+    #[test]
+    fn debian_version_order_matches_dpkg() {
+        if std::process::Command::new("dpkg").arg("--version").output().is_err() {
+            panic!("dpkg is needed as the reference for Debian version order");
+        }
+        let mut pairs: Vec<(String, String)> = [
+            ("1.0", "1.0-1"), ("1.0~rc1", "1.0"), ("1:0.9", "2.0"), ("2.0-1", "2.0-1+deb12u1"), ("2.0+dfsg", "2.0-1"),
+            ("1.2.3a", "1.2.3"), ("0", "0~"), ("1.0-1~bpo12+1", "1.0-1"), ("3.0.15-1~deb12u1", "3.0.15-1"), ("a1", "1a"),
+            ("7.88.1-10+deb12u12", "7.88.1-10+deb12u5"), ("2:1.0", "1:9.9"), ("1.0.0", "1.0"), ("1.0-0", "1.0"),
+        ]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+        if let Ok(status) = std::fs::read_to_string("/var/lib/dpkg/status") {
+            let versions: Vec<&str> = status.lines().filter_map(|l| l.strip_prefix("Version: ")).take(60).collect();
+            for w in versions.windows(2) {
+                pairs.push((w[0].to_string(), w[1].to_string()));
+            }
+        }
+        for (a, b) in pairs {
+            let dpkg_lt = std::process::Command::new("dpkg").args(["--compare-versions", &a, "lt", &b]).status().unwrap().success();
+            let dpkg_eq = std::process::Command::new("dpkg").args(["--compare-versions", &a, "eq", &b]).status().unwrap().success();
+            let ours = compare_debian(&a, &b);
+            let want = if dpkg_lt { std::cmp::Ordering::Less } else if dpkg_eq { std::cmp::Ordering::Equal } else { std::cmp::Ordering::Greater };
+            assert_eq!(ours, want, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! at a catalog version; the reconcile core and scanners read it, the store versions it.
 
 pub mod applicability;
+pub mod debian;
+pub mod msrc_cvrf;
 pub mod native;
+pub mod osv;
 
 use std::collections::HashMap;
 
@@ -12,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use applicability::{Applicability, Facts, Rule, ScanVerdict};
+pub use applicability::{Applicability, FactTest, Facts, PackageTest, Rule, ScanVerdict};
 
 /// MSRC severity rating (the maximum over an update's vulnerabilities).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]

@@ -108,7 +108,7 @@ impl SimFleet {
                 let agent = if rng.f64() < g.old_agent_rate { "0.9.0".to_string() } else { spec.agent_version.clone() };
                 clients.push(SimClient {
                     info: ClientInfo { name: name.clone(), facts: values.clone(), agent_version: Some(agent) },
-                    facts: Facts { values, installed: Default::default() },
+                    facts: Facts { values, ..Default::default() },
                     patched_through: patched,
                     never_scans: rng.f64() < g.never_scanned_rate,
                     fails_scans: rng.f64() < g.scan_failure_rate,
