@@ -160,6 +160,9 @@ both! {
     bulk_load_states_round_trips:
         sqlite_bulk_load_states_round_trips,
         postgres_bulk_load_states_round_trips;
+    o2_catalog_deltas_turn_any_version_into_any_later_one:
+        sqlite_o2_catalog_deltas_turn_any_version_into_any_later_one,
+        postgres_o2_catalog_deltas_turn_any_version_into_any_later_one;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -264,6 +267,53 @@ fn seeded(b: &Backend) -> Box<dyn TestStore> {
 
 // ---------------------------------------------------------------------------------------
 // Cases.
+
+/// Five versions with additions, changes, removals and a re-added id: every stored
+/// version loads as saved, and for every pair the delta applied to the older gives the
+/// newer (the delta is read from the versioned rows, not by comparing whole catalogs).
+fn o2_catalog_deltas_turn_any_version_into_any_later_one(b: &Backend) {
+    let mut s = b.open();
+    let mut retitled = update("KB2-a");
+    retitled.title = "re-released".into();
+    let mut expired = update("KB1-a");
+    expired.expired = true;
+    let versions: Vec<Vec<Update>> = vec![
+        vec![update("KB1-a"), update("KB2-a")],
+        vec![update("KB1-a"), retitled.clone(), update("KB3-a")],
+        vec![expired.clone(), retitled.clone()],
+        vec![expired.clone(), retitled, update("KB3-a"), update("KB4-a")],
+        vec![update("KB4-a")],
+    ];
+    for (i, v) in versions.iter().enumerate() {
+        let saved = s.save_catalog(v, at(T0) + SignedDuration::from_hours(i as i64)).unwrap();
+        assert_eq!(saved.version, i as u64 + 1);
+    }
+    let sorted = |v: &[Update]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    };
+    for (i, v) in versions.iter().enumerate() {
+        assert_eq!(s.load_catalog_version(i as u64 + 1).unwrap().updates, sorted(v), "version {}", i + 1);
+    }
+    assert!(s.load_catalog_version(0).unwrap().updates.is_empty());
+    for from in 0..=5u64 {
+        for to in from..=5u64 {
+            let delta = s.catalog_delta(from, to).unwrap();
+            let base = s.load_catalog_version(from).unwrap().updates;
+            assert_eq!(delta.apply(&base), s.load_catalog_version(to).unwrap().updates, "{from} -> {to}");
+        }
+    }
+    let d = s.catalog_delta(1, 2).unwrap();
+    assert_eq!(d.upserts.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), vec!["KB2-a", "KB3-a"]);
+    assert!(d.removed.is_empty());
+    assert_eq!(s.catalog_delta(3, 5).unwrap().removed, vec!["KB1-a".to_string(), "KB2-a".to_string()]);
+    let err = s.catalog_delta(1, 9).unwrap_err().to_string();
+    assert!(err.contains("catalog version 9 does not exist; the newest is 5"), "{err}");
+    assert!(s.catalog_delta(4, 2).is_err());
+    let listed: Vec<(u64, u64)> = s.catalog_versions().unwrap().iter().map(|v| (v.version, v.update_count)).collect();
+    assert_eq!(listed, vec![(1, 2), (2, 3), (3, 2), (4, 4), (5, 1)]);
+}
 
 fn catalog_versions_only_when_content_changes(b: &Backend) {
     let mut s = b.open();

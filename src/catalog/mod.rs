@@ -4,9 +4,11 @@
 
 pub mod applicability;
 pub mod debian;
+pub mod delta;
 pub mod msrc_cvrf;
 pub mod native;
 pub mod osv;
+pub mod source;
 
 use std::collections::HashMap;
 

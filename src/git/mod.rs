@@ -56,12 +56,8 @@ impl GitSource {
     /// skipped, and so are files whose name does not end in `.yaml` or `.yml`.
     pub fn load(&self) -> Result<SourceTree> {
         let (repo, kind) = self.open(true)?;
-        let (name, commit) = self.resolve(&repo, kind)?;
+        let (revision, commit) = self.resolve_named(&repo, kind)?;
         let commit_id = commit.id().to_string();
-        let revision = match name {
-            Some(name) => format!("{name}@sha1:{commit_id}"),
-            None => format!("sha1:{commit_id}"),
-        };
 
         let folder = normalise_path(self.path.as_deref().unwrap_or(""));
         let tree = commit
@@ -131,6 +127,24 @@ impl GitSource {
             .collect::<Result<Vec<_>>>()?;
 
         Ok(SourceTree { revision, commit: commit_id, files })
+    }
+
+    /// Resolve the revision (fetching a URL repository first): the revision as status
+    /// names it (`main@sha1:<hex>`) and the commit id.
+    pub fn resolve_revision(&self) -> Result<(String, String)> {
+        let (repo, kind) = self.open(true)?;
+        let (revision, commit) = self.resolve_named(&repo, kind)?;
+        Ok((revision, commit.id().to_string()))
+    }
+
+    fn resolve_named<'r>(&self, repo: &'r Repository, kind: Kind) -> Result<(String, git2::Commit<'r>)> {
+        let (name, commit) = self.resolve(repo, kind)?;
+        let commit_id = commit.id();
+        let revision = match name {
+            Some(name) => format!("{name}@sha1:{commit_id}"),
+            None => format!("sha1:{commit_id}"),
+        };
+        Ok((revision, commit))
     }
 
     /// Read one file (any extension) from the same commit, for catalog files a resource points to by path. Returns Ok(None) when absent.

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::catalog::delta::CatalogDelta;
 use crate::catalog::{Catalog, Update};
 use crate::compliance::Fleet;
 use crate::compliance::messages::StateBatch;
@@ -23,6 +24,16 @@ pub struct CatalogSaved {
     pub version: u64,
     /// False when the content equalled the current version's (no new version made).
     pub changed: bool,
+}
+
+/// One catalog version as recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogVersionInfo {
+    pub version: u64,
+    pub digest: String,
+    pub created_at: Timestamp,
+    pub update_count: u64,
 }
 
 /// A client registering or refreshing its facts.
@@ -81,6 +92,17 @@ pub trait Store: Send {
     /// The current catalog (version 0 and empty when none was saved), with stable keys
     /// and the version each update first appeared in.
     fn load_catalog(&self) -> Result<Catalog>;
+
+    /// The catalog as it was at `version` (0: empty). An unknown version is an error
+    /// that names the newest one.
+    fn load_catalog_version(&self, version: u64) -> Result<Catalog>;
+
+    /// What changed from catalog version `from` to `to`, read from the versioned rows
+    /// (only changed rows are read, so a month of updates costs a month of rows).
+    fn catalog_delta(&self, from: u64, to: u64) -> Result<CatalogDelta>;
+
+    /// Every catalog version, oldest first.
+    fn catalog_versions(&self) -> Result<Vec<CatalogVersionInfo>>;
 
     /// Register a client or update its facts and agent version.
     fn upsert_client(&mut self, client: &ClientInfo, now: Timestamp) -> Result<()>;

@@ -16,7 +16,11 @@ use postgres::config::Host;
 use postgres::{Client as PgClient, IsolationLevel, NoTls, SimpleQueryMessage};
 
 use super::sqlite::common::*;
-use super::{BatchOutcome, CatalogSaved, ClientInfo, PolicyAssignment, ReconcileRecord, ResourceStatus, Store};
+use super::{
+    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, PolicyAssignment, ReconcileRecord, ResourceStatus,
+    Store,
+};
+use crate::catalog::delta::CatalogDelta;
 use crate::catalog::{Catalog, Update};
 use crate::compliance::messages::{StateBatch, StateMessage};
 use crate::compliance::{Client, Fleet, PackedState};
@@ -459,16 +463,29 @@ impl Store for PostgresStore {
     }
 
     fn load_catalog(&self) -> Result<Catalog> {
+        let current: i64 = self
+            .conn()
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM catalog_versions", &[])
+            .map_err(pg(&self.location, "cannot load the catalog"))?
+            .get(0);
+        self.load_catalog_version(current as u64)
+    }
+
+    fn load_catalog_version(&self, version: u64) -> Result<Catalog> {
         let fail = pg(&self.location, "cannot load the catalog");
         let mut client = self.conn();
         let mut tx = snapshot(&mut client).map_err(&fail)?;
-        let version: i64 =
+        let newest: i64 =
             tx.query_one("SELECT COALESCE(MAX(version), 0) FROM catalog_versions", &[]).map_err(&fail)?.get(0);
+        if version as i64 > newest {
+            return Err(self.fail(format!("catalog version {version} does not exist; the newest is {newest}")));
+        }
         let rows = tx
             .query(
                 "SELECT u.id, u.key, u.first_version, cu.body FROM catalog_updates cu \
-                 JOIN updates u ON u.key = cu.key WHERE cu.valid_to IS NULL",
-                &[],
+                 JOIN updates u ON u.key = cu.key \
+                 WHERE cu.valid_from <= $1 AND (cu.valid_to IS NULL OR cu.valid_to > $1)",
+                &[&(version as i64)],
             )
             .map_err(&fail)?;
         tx.commit().map_err(&fail)?;
@@ -476,7 +493,71 @@ impl Store for PostgresStore {
         for r in rows {
             loaded.add(r.get(0), r.get::<_, i32>(1) as i64, r.get(2), r.get(3)).map_err(|m| self.fail(m))?;
         }
-        Ok(loaded.into_catalog(version))
+        Ok(loaded.into_catalog(version as i64))
+    }
+
+    fn catalog_delta(&self, from: u64, to: u64) -> Result<CatalogDelta> {
+        let fail = pg(&self.location, "cannot compute the catalog delta");
+        let mut client = self.conn();
+        let mut tx = snapshot(&mut client).map_err(&fail)?;
+        let newest: i64 =
+            tx.query_one("SELECT COALESCE(MAX(version), 0) FROM catalog_versions", &[]).map_err(&fail)?.get(0);
+        for v in [from, to] {
+            if v as i64 > newest {
+                return Err(self.fail(format!("catalog version {v} does not exist; the newest is {newest}")));
+            }
+        }
+        if from > to {
+            return Err(
+                self.fail(format!("a delta runs from an older version to a newer one; {from} is newer than {to}"))
+            );
+        }
+        let (a, b) = (from as i64, to as i64);
+        let upserts = tx
+            .query(
+                "SELECT cu.body FROM catalog_updates cu \
+                 WHERE cu.valid_from > $1 AND cu.valid_from <= $2 AND (cu.valid_to IS NULL OR cu.valid_to > $2)",
+                &[&a, &b],
+            )
+            .map_err(&fail)?;
+        let removed = tx
+            .query(
+                "SELECT u.id FROM catalog_updates cu JOIN updates u ON u.key = cu.key \
+                 WHERE cu.valid_from <= $1 AND cu.valid_to IS NOT NULL AND cu.valid_to > $1 AND cu.valid_to <= $2 \
+                 AND NOT EXISTS (SELECT 1 FROM catalog_updates c2 WHERE c2.key = cu.key AND c2.valid_from <= $2 \
+                 AND (c2.valid_to IS NULL OR c2.valid_to > $2))",
+                &[&a, &b],
+            )
+            .map_err(&fail)?;
+        tx.commit().map_err(&fail)?;
+        let mut delta = CatalogDelta { from, to, ..Default::default() };
+        for r in upserts {
+            let body: String = r.get(0);
+            delta.upserts.push(serde_json::from_str(&body).map_err(|e| {
+                self.fail(format!("a stored update does not parse ({e}); the store was written by another version"))
+            })?);
+        }
+        delta.removed = removed.iter().map(|r| r.get(0)).collect();
+        delta.upserts.sort_by(|a, b| a.id.cmp(&b.id));
+        delta.removed.sort();
+        Ok(delta)
+    }
+
+    fn catalog_versions(&self) -> Result<Vec<CatalogVersionInfo>> {
+        let rows = self
+            .conn()
+            .query("SELECT version, digest, created_at, update_count FROM catalog_versions ORDER BY version", &[])
+            .map_err(pg(&self.location, "cannot list catalog versions"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(CatalogVersionInfo {
+                    version: r.get::<_, i64>(0) as u64,
+                    digest: r.get(1),
+                    created_at: from_secs(r.get(2)).map_err(|m| self.fail(m))?,
+                    update_count: r.get::<_, i64>(3) as u64,
+                })
+            })
+            .collect()
     }
 
     fn upsert_client(&mut self, client: &ClientInfo, now: Timestamp) -> Result<()> {

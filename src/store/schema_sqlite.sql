@@ -79,6 +79,9 @@ CREATE TABLE IF NOT EXISTS catalog_updates (
     PRIMARY KEY (key, valid_from)
 );
 CREATE INDEX IF NOT EXISTS catalog_updates_current ON catalog_updates (key) WHERE valid_to IS NULL;
+-- Deltas between versions read the rows that start or end in a range of versions.
+CREATE INDEX IF NOT EXISTS catalog_updates_from ON catalog_updates (valid_from);
+CREATE INDEX IF NOT EXISTS catalog_updates_to ON catalog_updates (valid_to);
 
 CREATE TABLE IF NOT EXISTS clients (
     key                     INTEGER NOT NULL PRIMARY KEY,

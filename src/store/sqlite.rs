@@ -17,7 +17,11 @@ use jiff::Timestamp;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{BatchOutcome, CatalogSaved, ClientInfo, PolicyAssignment, ReconcileRecord, ResourceStatus, Store};
+use super::{
+    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, PolicyAssignment, ReconcileRecord, ResourceStatus,
+    Store,
+};
+use crate::catalog::delta::CatalogDelta;
 use crate::catalog::{Catalog, Update};
 use crate::compliance::messages::{StateBatch, StateMessage};
 use crate::compliance::{Client, Fleet, PackedState};
@@ -392,20 +396,32 @@ impl Store for SqliteStore {
     }
 
     fn load_catalog(&self) -> Result<Catalog> {
+        let current: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM catalog_versions", [], |r| r.get(0))
+            .map_err(|e| sql_err(&self.location(), "cannot load the catalog", e))?;
+        self.load_catalog_version(current as u64)
+    }
+
+    fn load_catalog_version(&self, version: u64) -> Result<Catalog> {
         let location = self.location();
         let fail = |e: rusqlite::Error| sql_err(&location, "cannot load the catalog", e);
         let tx = self.conn.unchecked_transaction().map_err(fail)?;
-        let version: i64 =
+        let newest: i64 =
             tx.query_row("SELECT COALESCE(MAX(version), 0) FROM catalog_versions", [], |r| r.get(0)).map_err(fail)?;
+        if version as i64 > newest {
+            return Err(unknown_version(&location, version, newest));
+        }
         let mut loaded = LoadedCatalog::default();
         {
             let mut stmt = tx
                 .prepare(
                     "SELECT u.id, u.key, u.first_version, cu.body FROM catalog_updates cu \
-                     JOIN updates u ON u.key = cu.key WHERE cu.valid_to IS NULL",
+                     JOIN updates u ON u.key = cu.key \
+                     WHERE cu.valid_from <= ?1 AND (cu.valid_to IS NULL OR cu.valid_to > ?1)",
                 )
                 .map_err(fail)?;
-            let mut rows = stmt.query([]).map_err(fail)?;
+            let mut rows = stmt.query([version as i64]).map_err(fail)?;
             while let Some(r) = rows.next().map_err(fail)? {
                 let id: String = r.get(0).map_err(fail)?;
                 let body: String = r.get(3).map_err(fail)?;
@@ -416,7 +432,72 @@ impl Store for SqliteStore {
                 })?;
             }
         }
-        Ok(loaded.into_catalog(version))
+        Ok(loaded.into_catalog(version as i64))
+    }
+
+    fn catalog_delta(&self, from: u64, to: u64) -> Result<CatalogDelta> {
+        let location = self.location();
+        let fail = |e: rusqlite::Error| sql_err(&location, "cannot compute the catalog delta", e);
+        let tx = self.conn.unchecked_transaction().map_err(fail)?;
+        let newest: i64 =
+            tx.query_row("SELECT COALESCE(MAX(version), 0) FROM catalog_versions", [], |r| r.get(0)).map_err(fail)?;
+        for v in [from, to] {
+            if v as i64 > newest {
+                return Err(unknown_version(&location, v, newest));
+            }
+        }
+        if from > to {
+            return Err(Error::Store {
+                location,
+                message: format!("a delta runs from an older version to a newer one; {from} is newer than {to}"),
+                source: None,
+            });
+        }
+        let mut delta = CatalogDelta { from, to, ..Default::default() };
+        {
+            let mut stmt = tx.prepare(DELTA_UPSERTS_SQLITE).map_err(fail)?;
+            let mut rows = stmt.query([from as i64, to as i64]).map_err(fail)?;
+            while let Some(r) = rows.next().map_err(fail)? {
+                let body: String = r.get(0).map_err(fail)?;
+                delta.upserts.push(parse_update(&location, &body)?);
+            }
+            let mut stmt = tx.prepare(DELTA_REMOVED_SQLITE).map_err(fail)?;
+            let mut rows = stmt.query([from as i64, to as i64]).map_err(fail)?;
+            while let Some(r) = rows.next().map_err(fail)? {
+                delta.removed.push(r.get(0).map_err(fail)?);
+            }
+        }
+        delta.upserts.sort_by(|a, b| a.id.cmp(&b.id));
+        delta.removed.sort();
+        Ok(delta)
+    }
+
+    fn catalog_versions(&self) -> Result<Vec<CatalogVersionInfo>> {
+        let location = self.location();
+        let fail = |e: rusqlite::Error| sql_err(&location, "cannot list catalog versions", e);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT version, digest, created_at, update_count FROM catalog_versions ORDER BY version")
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            })
+            .map_err(fail)?;
+        rows.map(|r| {
+            let (version, digest, created, count) = r.map_err(fail)?;
+            Ok(CatalogVersionInfo {
+                version: version as u64,
+                digest,
+                created_at: from_secs(created).map_err(|m| Error::Store {
+                    location: location.clone(),
+                    message: m,
+                    source: None,
+                })?,
+                update_count: count as u64,
+            })
+        })
+        .collect()
     }
 
     fn upsert_client(&mut self, client: &ClientInfo, now: Timestamp) -> Result<()> {
@@ -963,4 +1044,29 @@ pub(super) mod common {
         statuses.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
         Ok(ReconcileRecord { time: from_secs(time)?, revision, catalog_version: catalog_version as u64, statuses })
     }
+}
+
+/// Rows valid at `to` that started after `from`: new or changed updates.
+const DELTA_UPSERTS_SQLITE: &str = "SELECT cu.body FROM catalog_updates cu \
+     WHERE cu.valid_from > ?1 AND cu.valid_from <= ?2 AND (cu.valid_to IS NULL OR cu.valid_to > ?2)";
+/// Ids valid at `from` with no row valid at `to`.
+const DELTA_REMOVED_SQLITE: &str = "SELECT u.id FROM catalog_updates cu JOIN updates u ON u.key = cu.key \
+     WHERE cu.valid_from <= ?1 AND cu.valid_to IS NOT NULL AND cu.valid_to > ?1 AND cu.valid_to <= ?2 \
+     AND NOT EXISTS (SELECT 1 FROM catalog_updates c2 WHERE c2.key = cu.key AND c2.valid_from <= ?2 \
+     AND (c2.valid_to IS NULL OR c2.valid_to > ?2))";
+
+fn unknown_version(location: &str, version: u64, newest: i64) -> Error {
+    Error::Store {
+        location: location.to_string(),
+        message: format!("catalog version {version} does not exist; the newest is {newest}"),
+        source: None,
+    }
+}
+
+fn parse_update(location: &str, body: &str) -> Result<crate::catalog::Update> {
+    serde_json::from_str(body).map_err(|e| Error::Store {
+        location: location.to_string(),
+        message: format!("a stored update does not parse ({e}); the store was written by another version"),
+        source: None,
+    })
 }
