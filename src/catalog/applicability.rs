@@ -217,8 +217,10 @@ impl FactTest {
 impl PackageTest {
     fn holds(&self, facts: &Facts) -> bool {
         let Some(installed) = facts.packages.get(&self.name) else { return false };
-        let below = self.version_below.as_ref().is_none_or(|v| compare_debian(installed, v) == std::cmp::Ordering::Less);
-        let at_least = self.version_at_least.as_ref().is_none_or(|v| compare_debian(installed, v) != std::cmp::Ordering::Less);
+        let below =
+            self.version_below.as_ref().is_none_or(|v| compare_debian(installed, v) == std::cmp::Ordering::Less);
+        let at_least =
+            self.version_at_least.as_ref().is_none_or(|v| compare_debian(installed, v) != std::cmp::Ordering::Less);
         below && at_least
     }
 }
@@ -295,7 +297,11 @@ mod test {
 
     #[test]
     fn c1_package_rules_use_debian_version_order() {
-        let below = Rule::Package(PackageTest { name: "openssl".into(), version_below: Some("3.0.15-1~deb12u1".into()), ..Default::default() });
+        let below = Rule::Package(PackageTest {
+            name: "openssl".into(),
+            version_below: Some("3.0.15-1~deb12u1".into()),
+            ..Default::default()
+        });
         let old = Facts::from_packages(&[("openssl", "3.0.14-1~deb12u2")]);
         let tilde = Facts::from_packages(&[("openssl", "3.0.15-1~deb12u1~pre1")]);
         let fixed = Facts::from_packages(&[("openssl", "3.0.15-1~deb12u1")]);
@@ -315,9 +321,20 @@ mod test {
             panic!("dpkg is needed as the reference for Debian version order");
         }
         let mut pairs: Vec<(String, String)> = [
-            ("1.0", "1.0-1"), ("1.0~rc1", "1.0"), ("1:0.9", "2.0"), ("2.0-1", "2.0-1+deb12u1"), ("2.0+dfsg", "2.0-1"),
-            ("1.2.3a", "1.2.3"), ("0", "0~"), ("1.0-1~bpo12+1", "1.0-1"), ("3.0.15-1~deb12u1", "3.0.15-1"), ("a1", "1a"),
-            ("7.88.1-10+deb12u12", "7.88.1-10+deb12u5"), ("2:1.0", "1:9.9"), ("1.0.0", "1.0"), ("1.0-0", "1.0"),
+            ("1.0", "1.0-1"),
+            ("1.0~rc1", "1.0"),
+            ("1:0.9", "2.0"),
+            ("2.0-1", "2.0-1+deb12u1"),
+            ("2.0+dfsg", "2.0-1"),
+            ("1.2.3a", "1.2.3"),
+            ("0", "0~"),
+            ("1.0-1~bpo12+1", "1.0-1"),
+            ("3.0.15-1~deb12u1", "3.0.15-1"),
+            ("a1", "1a"),
+            ("7.88.1-10+deb12u12", "7.88.1-10+deb12u5"),
+            ("2:1.0", "1:9.9"),
+            ("1.0.0", "1.0"),
+            ("1.0-0", "1.0"),
         ]
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -329,10 +346,24 @@ mod test {
             }
         }
         for (a, b) in pairs {
-            let dpkg_lt = std::process::Command::new("dpkg").args(["--compare-versions", &a, "lt", &b]).status().unwrap().success();
-            let dpkg_eq = std::process::Command::new("dpkg").args(["--compare-versions", &a, "eq", &b]).status().unwrap().success();
+            let dpkg_lt = std::process::Command::new("dpkg")
+                .args(["--compare-versions", &a, "lt", &b])
+                .status()
+                .unwrap()
+                .success();
+            let dpkg_eq = std::process::Command::new("dpkg")
+                .args(["--compare-versions", &a, "eq", &b])
+                .status()
+                .unwrap()
+                .success();
             let ours = compare_debian(&a, &b);
-            let want = if dpkg_lt { std::cmp::Ordering::Less } else if dpkg_eq { std::cmp::Ordering::Equal } else { std::cmp::Ordering::Greater };
+            let want = if dpkg_lt {
+                std::cmp::Ordering::Less
+            } else if dpkg_eq {
+                std::cmp::Ordering::Equal
+            } else {
+                std::cmp::Ordering::Greater
+            };
             assert_eq!(ours, want, "{a} vs {b}");
         }
     }

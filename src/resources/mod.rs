@@ -79,7 +79,10 @@ mod test {
         for (file, crd) in crds() {
             let committed = std::fs::read_to_string(dir.join(&file))
                 .unwrap_or_else(|e| panic!("crds/{file}: {e}; run `cargo run -- crds --dir crds`"));
-            assert!(committed == crd_yaml(&crd), "crds/{file} drifted from the Rust types; run `cargo run -- crds --dir crds`");
+            assert!(
+                committed == crd_yaml(&crd),
+                "crds/{file} drifted from the Rust types; run `cargo run -- crds --dir crds`"
+            );
         }
     }
 

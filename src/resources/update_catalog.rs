@@ -34,6 +34,10 @@ pub struct UpdateCatalogSpec {
     /// How often to synchronize the source. Default 1h.
     #[serde(default = "default_sync_interval")]
     pub sync_interval: Duration,
+    /// Product name given to updates of a source that names none (a `debian-packages`
+    /// index), e.g. "Debian 12 (bookworm)".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
     /// Keep only updates for these products (empty: all), as the SUP's product filter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub products: Vec<String>,
