@@ -113,6 +113,9 @@ struct Prepared {
     max_since: u64,
     /// Longest max run time of the updates, for maintenance-window fit.
     max_run_time: SignedDuration,
+    /// Updates the deployment names but will not deploy as written (superseded or
+    /// expired), as (reason, message).
+    warnings: Vec<(&'static str, String)>,
     bucket_base: usize,
     upd_base: usize,
 }
@@ -266,6 +269,7 @@ impl Plan {
             let updates: Vec<u32> = list
                 .map(|l| lists[l].1.updates.iter().copied().filter(|&i| !catalog.updates[i as usize].expired).collect())
                 .unwrap_or_default();
+            let warnings = list.map(|l| supersedence_warnings(&lists[l].1, catalog)).unwrap_or_default();
             let slots: Vec<Option<usize>> = if d.spec.phases.is_empty() {
                 vec![settings.collection.as_deref().and_then(|c| collections.index_of(c))]
             } else {
@@ -293,6 +297,7 @@ impl Plan {
                 upd_base: upd_slots,
                 max_since,
                 max_run_time,
+                warnings,
                 updates,
                 slots,
             };
@@ -689,8 +694,33 @@ impl Engine {
             } else {
                 vec![Condition::new("Ready", true, "Reconciled", summary, now)]
             };
+            if !d.warnings.is_empty() {
+                let reason = if d.warnings.iter().any(|w| w.0 == "UpdateSuperseded") {
+                    "UpdateSuperseded"
+                } else {
+                    "UpdateExpired"
+                };
+                let message = d.warnings.iter().map(|w| w.1.as_str()).collect::<Vec<_>>().join("; ");
+                conditions.push(Condition::new("Superseded", true, reason, message, now));
+            }
             if let Some(p) = prev {
                 conditions = conditions.into_iter().map(|c| c.carry_transition(&p.conditions)).collect();
+            }
+            // An event for each warning the previous status did not carry.
+            let before = prev
+                .and_then(|p| p.conditions.iter().find(|c| c.type_ == "Superseded"))
+                .map(|c| c.message.as_str())
+                .unwrap_or("");
+            for (reason, message) in &d.warnings {
+                if !before.contains(message.as_str()) {
+                    out.events.push(Event {
+                        kind: "UpdateDeployment".into(),
+                        name: d.name.clone(),
+                        reason: reason.to_string(),
+                        message: message.clone(),
+                        time: now,
+                    });
+                }
             }
             let status = UpdateDeploymentStatus {
                 phase: phase.to_string(),
@@ -885,6 +915,35 @@ impl Engine {
         }
         policy
     }
+}
+
+/// What a list names that a deployment of it will not install as written: updates the
+/// list left out as superseded or expired, superseded updates it keeps on purpose, and
+/// expired updates (never deployed).
+fn supersedence_warnings(list: &ResolvedList, catalog: &Catalog) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> = list
+        .excluded
+        .iter()
+        .filter_map(|e| match e.reason.as_str() {
+            "Superseded" => Some(("UpdateSuperseded", e.message.clone())),
+            "Expired" => Some(("UpdateExpired", e.message.clone())),
+            _ => None,
+        })
+        .collect();
+    for &i in &list.updates {
+        let u = &catalog.updates[i as usize];
+        if u.expired {
+            out.push(("UpdateExpired", format!("{} is expired and is never deployed", u.id)));
+        } else if catalog.is_superseded(i) {
+            let by: Vec<&str> =
+                catalog.superseded_by[i as usize].iter().map(|&j| catalog.updates[j as usize].id.as_str()).collect();
+            out.push((
+                "UpdateSuperseded",
+                format!("{} is superseded by {} and deployed anyway (excludeSuperseded: false)", u.id, by.join(", ")),
+            ));
+        }
+    }
+    out
 }
 
 fn add_counts(total: &mut StateCounts, c: &StateCounts) {

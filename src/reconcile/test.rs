@@ -379,3 +379,43 @@ fn o_pkg_packages_carry_the_content_files_of_their_updates() {
     let bytes: u64 = w11.iter().chain([&kb001]).map(|&i| catalog.updates[i].files[0].size).sum();
     assert_eq!(p.bytes, bytes);
 }
+
+#[test]
+fn o_dep_an_update_that_becomes_superseded_is_named_in_a_condition_and_an_event_once() {
+    let mut d = desired();
+    d.update_lists.insert("pinned".into(), UpdateList::new("pinned", doc("updates: [KB001, KB004]\n")));
+    d.deployments.insert(
+        "pinned-servers".into(),
+        UpdateDeployment::new(
+            "pinned-servers",
+            doc("updateList: pinned\ntemplate: std\ncollection: servers\nstartTime: 2026-12-08T00:00:00Z\n"),
+        ),
+    );
+    let catalog = catalog();
+    let fleet = fleet(4, 20, &catalog);
+    let first = run(&d, &catalog, &fleet, &Previous::default(), NOW);
+    assert!(first.deployments["pinned-servers"].conditions.iter().all(|c| c.type_ != "Superseded"));
+    assert_eq!(first.deployments["pinned-servers"].update_count, 2);
+
+    // A catalog sync brings KB100, which supersedes KB001.
+    let mut updates = catalog.updates.clone();
+    let mut newer = update("KB100-1", "Windows Server 2022", "2026-12-09");
+    newer.supersedes = vec!["KB001".into()];
+    updates.push(newer);
+    let synced = Catalog::new(3, updates, &HashMap::new());
+    let previous = Previous { deployments: first.deployments.clone().into_iter().collect() };
+    let second = run(&d, &synced, &fleet, &previous, NOW);
+    let status = &second.deployments["pinned-servers"];
+    let c = status.conditions.iter().find(|c| c.type_ == "Superseded").expect("a Superseded condition");
+    assert_eq!(c.reason, "UpdateSuperseded");
+    assert!(c.message.contains("KB001-1 is superseded by KB100-1"), "{}", c.message);
+    assert_eq!(status.update_count, 1, "the superseded update is no longer deployed");
+    let events: Vec<&Event> = second.events.iter().filter(|e| e.reason == "UpdateSuperseded").collect();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].message.contains("KB100-1"));
+    // The next reconcile keeps the condition but does not repeat the event.
+    let previous = Previous { deployments: second.deployments.clone().into_iter().collect() };
+    let third = run(&d, &synced, &fleet, &previous, NOW);
+    assert!(third.events.iter().all(|e| e.reason != "UpdateSuperseded"));
+    assert!(third.deployments["pinned-servers"].conditions.iter().any(|c| c.type_ == "Superseded"));
+}
