@@ -75,6 +75,44 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum CatalogCommand {
+    /// Synchronize every UpdateCatalog of the desired state now; a new catalog version
+    /// only when the content changed.
+    Sync {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Store: a SQLite file path or a postgres:// URL.
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
+    },
+    /// Import vendor data (MSRC CVRF, Debian Packages or DSA list, OSV, native).
+    Import {
+        #[command(flatten)]
+        args: crate::catalog::commands::ImportArgs,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Browse and search the catalog (the Update Repository).
+    Show {
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
+        /// Catalog version (default: the current one).
+        #[arg(long)]
+        version: Option<u64>,
+        #[command(flatten)]
+        filter: crate::catalog::commands::Filter,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// What changed between two catalog versions: added, changed, removed, expired,
+    /// newly superseded.
+    Diff {
+        from: u64,
+        to: u64,
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Print the JSON Schema of the native catalog format.
     Schema,
 }
@@ -103,14 +141,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(args) => crate::standalone::run(args),
         Command::Status { store, output } => {
-            let path = store.strip_prefix("sqlite://").unwrap_or(&store);
-            let is_file = !store.contains("://") || store.starts_with("sqlite://");
-            if is_file && !std::path::Path::new(path).exists() {
-                return Err(Error::Usage(format!(
-                    "no store at {path}; run `patchops run --once` first, or pass --store"
-                )));
-            }
-            let store = crate::store::open(&store)?;
+            let store = open_existing_store(&store)?;
             match store.last_reconcile()? {
                 Some(record) => {
                     crate::output::print_record(&record, output);
@@ -136,20 +167,84 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Catalog { command: CatalogCommand::Schema } => {
+        Command::Catalog { command } => catalog(command),
+        Command::Bench(args) => crate::standalone::bench::run(args),
+    }
+}
+
+fn open_existing_store(store: &str) -> Result<Box<dyn crate::store::Store>> {
+    let path = store.strip_prefix("sqlite://").unwrap_or(store);
+    let is_file = !store.contains("://") || store.starts_with("sqlite://");
+    if is_file && !std::path::Path::new(path).exists() {
+        return Err(Error::Usage(format!("no store at {path}; run `patchops run --once` first, or pass --store")));
+    }
+    crate::store::open(store)
+}
+
+fn catalog(command: CatalogCommand) -> Result<ExitCode> {
+    use crate::catalog::commands;
+    match command {
+        CatalogCommand::Schema => {
             print!("{}", crate::catalog::native::schema_json());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(args) => crate::standalone::bench::run(args),
+        CatalogCommand::Sync { repo, store } => {
+            let state = crate::standalone::state_dir();
+            let source = git_source(&repo, &state);
+            let (tree, desired) = crate::standalone::load_desired(&source)?;
+            let mut store = crate::store::open(&store)?;
+            let mut syncer = crate::catalog::sync::Syncer::new(&state.join("catalog-cache"));
+            let outcome = syncer.sync(
+                store.as_mut(),
+                &desired,
+                Some((&source, tree.commit.as_str())),
+                jiff::Timestamp::now(),
+                true,
+            )?;
+            for (name, s) in &outcome.statuses {
+                let c = s.conditions.first();
+                println!(
+                    "{name}: {} — {}",
+                    c.map(|c| c.reason.as_str()).unwrap_or("-"),
+                    c.map(|c| c.message.as_str()).unwrap_or("-")
+                );
+            }
+            println!(
+                "catalog version {} ({} updates){}",
+                outcome.catalog.version,
+                outcome.catalog.len(),
+                if outcome.changed { ", new" } else { "" }
+            );
+            Ok(if outcome.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        CatalogCommand::Import { args, output } => {
+            commands::import_files(&args, &crate::standalone::state_dir(), output)
+        }
+        CatalogCommand::Show { store, version, filter, output } => {
+            let store = open_existing_store(&store)?;
+            let catalog = match version {
+                Some(v) => store.load_catalog_version(v)?,
+                None => store.load_catalog()?,
+            };
+            Ok(commands::show(&catalog, &filter, output))
+        }
+        CatalogCommand::Diff { from, to, store, output } => {
+            let store = open_existing_store(&store)?;
+            let (a, b) = (store.load_catalog_version(from)?, store.load_catalog_version(to)?);
+            Ok(commands::diff(&a, &b, output))
+        }
     }
 }
 
 fn validate(repo: &RepoArgs) -> Result<ExitCode> {
     let source = git_source(repo, &crate::standalone::state_dir());
     let (tree, desired) = crate::standalone::load_desired(&source)?;
-    let catalogs = crate::standalone::read_catalogs(&source, &tree, &desired);
+    let fetcher = crate::catalog::source::Fetcher::new(
+        &crate::standalone::state_dir().join("catalog-cache"),
+        std::time::Duration::from_secs(30),
+    );
     let mut failed = false;
-    for (_, result) in &catalogs {
+    for (_, result) in crate::catalog::sync::check_local_sources(&desired, (&source, tree.commit.as_str()), &fetcher) {
         if let Err(e) = result {
             failed = true;
             eprintln!("error: {e}");

@@ -3,12 +3,14 @@
 //! at a catalog version; the reconcile core and scanners read it, the store versions it.
 
 pub mod applicability;
+pub mod commands;
 pub mod debian;
 pub mod delta;
 pub mod msrc_cvrf;
 pub mod native;
 pub mod osv;
 pub mod source;
+pub mod sync;
 
 use std::collections::HashMap;
 

@@ -11,13 +11,13 @@ use std::process::ExitCode;
 use jiff::Timestamp;
 use tracing::{error, info, warn};
 
-use crate::catalog::{Catalog, Update, native};
+use crate::catalog::Catalog;
+use crate::catalog::sync::Syncer;
 use crate::cli::RepoArgs;
 use crate::desired::DesiredState;
 use crate::git::{GitSource, SourceTree};
 use crate::output::OutputFormat;
 use crate::reconcile::{Inputs, Outcome, previous_from, reconcile};
-use crate::resources::{CatalogFormat, Condition, UpdateCatalog, UpdateCatalogStatus};
 use crate::sim::SimFleet;
 use crate::store::{ReconcileRecord, ResourceStatus, Store};
 use crate::time::Duration;
@@ -57,51 +57,6 @@ pub fn load_desired(source: &GitSource) -> Result<(SourceTree, DesiredState)> {
     Ok((tree, desired))
 }
 
-/// Read every UpdateCatalog's source: its updates, after its product and classification filters.
-pub fn read_catalogs(
-    source: &GitSource,
-    tree: &SourceTree,
-    desired: &DesiredState,
-) -> Vec<(String, Result<Vec<Update>>)> {
-    desired.catalogs.iter().map(|(name, c)| (name.clone(), read_catalog(source, tree, c))).collect()
-}
-
-fn read_catalog(source: &GitSource, tree: &SourceTree, c: &UpdateCatalog) -> Result<Vec<Update>> {
-    let name = c.metadata.name.clone().unwrap_or_default();
-    let fail = |message: String| Error::Catalog { source_name: name.clone(), message };
-    if c.spec.format != CatalogFormat::Native {
-        return Err(fail(format!(
-            "format {:?} cannot be synchronized by this version; convert it to the native format",
-            c.spec.format
-        )));
-    }
-    let (file, bytes) = if let Some(p) = &c.spec.source.path {
-        let full = match source.path.as_deref().filter(|s| !s.is_empty()) {
-            Some(base) => format!("{}/{p}", base.trim_end_matches('/')),
-            None => p.clone(),
-        };
-        let bytes = source
-            .read_file(&tree.commit, &full)?
-            .ok_or_else(|| fail(format!("source path {full:?} not found at {}", tree.revision)))?;
-        (full, bytes)
-    } else if let Some(f) = &c.spec.source.file {
-        let bytes = std::fs::read(f).map_err(|e| fail(format!("cannot read {f}: {e}")))?;
-        (f.clone(), bytes)
-    } else {
-        return Err(fail("url and git sources cannot be synchronized by this version; use path or file".into()));
-    };
-    let text = String::from_utf8(bytes).map_err(|_| fail(format!("{file}: not UTF-8 text")))?;
-    let updates =
-        native::parse(&file, &text).map_err(|p| fail(format!("\n{}", crate::desired::render_problems(&p))))?;
-    let keep = |u: &Update| {
-        (c.spec.products.is_empty()
-            || u.products.iter().any(|p| c.spec.products.iter().any(|q| q.eq_ignore_ascii_case(p))))
-            && (c.spec.classifications.is_empty()
-                || c.spec.classifications.iter().any(|q| q.eq_ignore_ascii_case(&u.classification)))
-    };
-    Ok(updates.into_iter().filter(keep).collect())
-}
-
 /// The client settings that apply to clients no collection-specific setting covers.
 fn default_settings(desired: &DesiredState) -> crate::resources::ClientSettingsSpec {
     desired
@@ -118,68 +73,25 @@ pub struct Runner {
     pub source: GitSource,
     pub store: Box<dyn Store>,
     pub fleet_sim: Option<SimFleet>,
+    syncer: Syncer,
     saved_etags: HashSet<String>,
     saved_assignments: HashMap<String, String>,
 }
 
 impl Runner {
     pub fn new(source: GitSource, store: Box<dyn Store>, fleet_sim: Option<SimFleet>) -> Self {
-        Runner { source, store, fleet_sim, saved_etags: HashSet::new(), saved_assignments: HashMap::new() }
+        let syncer = Syncer::new(&source.cache_dir.with_file_name("catalog-cache"));
+        Runner { source, store, fleet_sim, syncer, saved_etags: HashSet::new(), saved_assignments: HashMap::new() }
     }
 
     /// One reconcile. On any error nothing is written and the last good status stays.
     pub fn reconcile_once(&mut self, now: Timestamp) -> Result<(ReconcileRecord, Outcome)> {
         let (tree, desired) = load_desired(&self.source)?;
         // Catalogs: all sources or none, so a failing source never drops its updates.
-        let results = read_catalogs(&self.source, &tree, &desired);
-        let mut catalog_status: Vec<(String, UpdateCatalogStatus)> = Vec::new();
-        let all_ok = results.iter().all(|(_, r)| r.is_ok());
-        let mut merged = Vec::new();
-        for (name, r) in &results {
-            match r {
-                Ok(updates) => {
-                    catalog_status.push((
-                        name.clone(),
-                        UpdateCatalogStatus {
-                            digest: Some(crate::catalog::digest(updates)),
-                            update_count: updates.len() as u64,
-                            last_sync_time: Some(now),
-                            ..Default::default()
-                        },
-                    ));
-                    merged.extend(updates.iter().cloned());
-                }
-                Err(e) => {
-                    error!(catalog = %name, error = %e, "catalog sync failed; keeping the current catalog version");
-                    catalog_status.push((
-                        name.clone(),
-                        UpdateCatalogStatus {
-                            conditions: vec![Condition::new("Ready", false, "SyncFailed", e.to_string(), now)],
-                            ..Default::default()
-                        },
-                    ));
-                }
-            }
-        }
-        if all_ok && !desired.catalogs.is_empty() {
-            let saved = self.store.save_catalog(&merged, now)?;
-            if saved.changed {
-                info!(version = saved.version, updates = merged.len(), "new catalog version");
-            }
-        }
-        let catalog: Catalog = self.store.load_catalog()?;
-        for (_, s) in catalog_status.iter_mut() {
-            if s.conditions.is_empty() {
-                s.catalog_version = Some(catalog.version);
-                s.conditions = vec![Condition::new(
-                    "Ready",
-                    true,
-                    "Synced",
-                    format!("{} updates in catalog version {}", s.update_count, catalog.version),
-                    now,
-                )];
-            }
-        }
+        let synced =
+            self.syncer.sync(self.store.as_mut(), &desired, Some((&self.source, tree.commit.as_str())), now, false)?;
+        let catalog: Catalog = synced.catalog;
+        let catalog_status = synced.statuses;
         if let Some(sim) = self.fleet_sim.as_mut() {
             // Simulated clients follow the general scan schedule of the default settings.
             let schedule = default_settings(&desired).scan_schedule;

@@ -1,0 +1,216 @@
+//! `patchops catalog …`: sync, import, show, diff — the Update Repository of the seed's
+//! five objects (O-REPO): browse and search the catalog, see what a sync changed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use jiff::Timestamp;
+
+use super::delta::CatalogDiff;
+use super::source::Fetched;
+use super::sync::{Syncer, import, merge};
+use super::{Catalog, Update, native};
+use crate::output::OutputFormat;
+use crate::resources::{CatalogFormat, CatalogSource, UpdateCatalogSpec};
+use crate::{Error, Result};
+
+/// Search criteria for `catalog show` (a saved search folder, on the command line).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Filter {
+    /// Case-insensitive text in the id, KB or title.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Classification, e.g. "Security Updates".
+    #[arg(long)]
+    pub classification: Option<String>,
+    /// Product, e.g. "Windows Server 2022".
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Leave out superseded and expired updates.
+    #[arg(long)]
+    pub active: bool,
+}
+
+impl Filter {
+    fn matches(&self, catalog: &Catalog, i: usize) -> bool {
+        let u = &catalog.updates[i];
+        let text = |t: &str| t.to_lowercase().contains(&self.filter.as_deref().unwrap_or("").to_lowercase());
+        (self.filter.is_none() || text(&u.id) || text(&u.title) || u.kb.as_deref().is_some_and(text))
+            && self.classification.as_ref().is_none_or(|c| c.eq_ignore_ascii_case(&u.classification))
+            && self.product.as_ref().is_none_or(|p| u.products.iter().any(|q| q.eq_ignore_ascii_case(p)))
+            && !(self.active && (u.expired || catalog.is_superseded(i as u32)))
+    }
+}
+
+/// `catalog show`: the updates of a version matching the filter.
+pub fn show(catalog: &Catalog, filter: &Filter, output: OutputFormat) -> ExitCode {
+    let rows: Vec<usize> = (0..catalog.len()).filter(|&i| filter.matches(catalog, i)).collect();
+    match output {
+        OutputFormat::Table => {
+            let mut t = Table::new();
+            t.load_preset(UTF8_FULL_CONDENSED);
+            t.set_header(["ID", "KB", "CLASSIFICATION", "SEVERITY", "RELEASED", "STATE", "TITLE"]);
+            for &i in &rows {
+                let u = &catalog.updates[i];
+                let state = if u.expired {
+                    "Expired".to_string()
+                } else if catalog.is_superseded(i as u32) {
+                    let by: Vec<&str> =
+                        catalog.superseded_by[i].iter().map(|&j| catalog.updates[j as usize].id.as_str()).collect();
+                    format!("Superseded by {}", by.join(", "))
+                } else {
+                    "Active".to_string()
+                };
+                let title: String = u.title.chars().take(70).collect();
+                t.add_row([
+                    u.id.clone(),
+                    u.kb.clone().unwrap_or_default(),
+                    u.classification.clone(),
+                    format!("{:?}", u.severity),
+                    u.released.to_string(),
+                    state,
+                    title,
+                ]);
+            }
+            println!("catalog version {}: {} of {} updates", catalog.version, rows.len(), catalog.len());
+            println!("{t}");
+        }
+        OutputFormat::Json | OutputFormat::Yaml => {
+            let updates: Vec<&Update> = rows.iter().map(|&i| &catalog.updates[i]).collect();
+            let doc = serde_json::json!({ "version": catalog.version, "updates": updates });
+            print_structured(&doc, output);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `catalog diff A B`.
+pub fn diff(a: &Catalog, b: &Catalog, output: OutputFormat) -> ExitCode {
+    let d = CatalogDiff::between(a, b);
+    match output {
+        OutputFormat::Table => {
+            println!("catalog {} → {}", d.from, d.to);
+            let section = |name: &str, ids: &[String]| {
+                println!("{name} ({}):", ids.len());
+                for id in ids {
+                    let title = b.index_of(id).or_else(|| a.index_of(id)).map(|i| {
+                        let c = if b.index_of(id).is_some() { b } else { a };
+                        c.updates[i as usize].title.clone()
+                    });
+                    println!("  {id}  {}", title.unwrap_or_default());
+                }
+            };
+            section("added", &d.added);
+            section("changed", &d.changed);
+            section("removed", &d.removed);
+            section("expired", &d.expired);
+            println!("newly superseded ({}):", d.superseded.len());
+            for (id, by) in &d.superseded {
+                println!("  {id}  superseded by {}", by.join(", "));
+            }
+        }
+        _ => print_structured(&serde_json::to_value(&d).expect("diffs serialize"), output),
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_structured(v: &serde_json::Value, output: OutputFormat) {
+    if output == OutputFormat::Yaml {
+        print!("{}", serde_saphyr::to_string(v).expect("values serialize"));
+    } else {
+        println!("{}", serde_json::to_string_pretty(v).expect("values serialize"));
+    }
+}
+
+/// Arguments of `catalog import`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// Format of the files.
+    #[arg(long, value_parser = parse_format)]
+    pub format: CatalogFormat,
+    /// Files (compressed or not) or http(s) URLs; several are merged into one catalog.
+    #[arg(required = true)]
+    pub files: Vec<String>,
+    /// Product name for sources that name none (debian-packages).
+    #[arg(long)]
+    pub product: Option<String>,
+    /// Write the result as a native catalog file (commit it to the desired-state repository).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also save the result as a new catalog version in this store.
+    #[arg(long)]
+    pub store: Option<String>,
+}
+
+fn parse_format(s: &str) -> std::result::Result<CatalogFormat, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("unknown format {s:?}; use native, msrc-cvrf, debian-packages, debian-dsa or osv"))
+}
+
+/// `catalog import`: vendor data → updates; printed, written as a native file, or saved.
+pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: OutputFormat) -> Result<ExitCode> {
+    let now = Timestamp::now();
+    let syncer = Syncer::new(&state_dir.join("catalog-cache"));
+    let spec = UpdateCatalogSpec {
+        source: CatalogSource::default(),
+        format: args.format,
+        sync_interval: crate::time::Duration::from_hours(1),
+        product: args.product.clone(),
+        products: vec![],
+        classifications: vec![],
+    };
+    let mut store = args.store.as_deref().map(crate::store::open).transpose()?;
+    let previous = match &store {
+        Some(s) => s.load_catalog()?,
+        None => Catalog::default(),
+    };
+    let started = std::time::Instant::now();
+    let mut all = Vec::new();
+    for f in &args.files {
+        let fetched: Fetched = if f.starts_with("http://") || f.starts_with("https://") {
+            syncer.fetcher.fetch_url(f)?
+        } else if std::path::Path::new(f).is_dir() && args.format == CatalogFormat::Osv {
+            let updates = super::osv::parse_dir(std::path::Path::new(f), &super::osv::OsvOptions::default())?;
+            all.push(updates);
+            continue;
+        } else {
+            syncer.fetcher.fetch_file(std::path::Path::new(f))?
+        };
+        all.push(import(&spec, &fetched, &previous, now)?);
+    }
+    let updates = merge(all);
+    let elapsed = started.elapsed();
+    let catalog = Catalog::new(previous.version, updates.clone(), &Default::default());
+    let superseded = (0..catalog.len()).filter(|&i| catalog.is_superseded(i as u32)).count();
+    eprintln!(
+        "imported {} updates ({} superseded) from {} file(s) in {:.2} s",
+        updates.len(),
+        superseded,
+        args.files.len(),
+        elapsed.as_secs_f64()
+    );
+    if let Some(out) = &args.out {
+        let doc = native::NativeCatalog { format: native::FORMAT.to_string(), updates: updates.clone() };
+        let text = if out.extension().is_some_and(|e| e == "json") {
+            serde_json::to_string_pretty(&doc).expect("catalogs serialize")
+        } else {
+            serde_saphyr::to_string(&doc).expect("catalogs serialize")
+        };
+        std::fs::write(out, text).map_err(|source| Error::Io { path: out.clone(), source })?;
+        eprintln!("wrote {}", out.display());
+    }
+    if let Some(store) = store.as_mut() {
+        let saved = store.save_catalog(&updates, now)?;
+        eprintln!(
+            "catalog version {} in {} ({})",
+            saved.version,
+            store.location(),
+            if saved.changed { "new" } else { "unchanged" }
+        );
+    }
+    if args.out.is_none() && args.store.is_none() {
+        return Ok(show(&catalog, &Filter::default(), output));
+    }
+    Ok(ExitCode::SUCCESS)
+}
