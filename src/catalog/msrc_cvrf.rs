@@ -1,1 +1,875 @@
-//! (being written)
+//! The `msrc-cvrf` catalog format: Microsoft Security Response Center CVRF 1.1 monthly
+//! documents (XML, or the JSON the MSRC API serves) become one update per KB number and
+//! product family, the way WSUS/ConfigMgr present MSRC data (seed step 1, C1).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use jiff::civil::{Date, DateTime, Time};
+use serde_json::Value;
+
+use crate::catalog::applicability::compare_dotted;
+use crate::catalog::{Applicability, FactTest, Rule, Severity, Update};
+use crate::{Error, Result};
+
+/// Maintenance-window time an update needs (ConfigMgr's default for updates).
+const DEFAULT_RUN_TIME_MINS: i64 = 10;
+/// Cumulative updates and monthly rollups install for much longer.
+const CUMULATIVE_RUN_TIME_MINS: i64 = 60;
+/// Family of products that no `Product Family` branch names.
+const NO_FAMILY: &str = "Other";
+
+/// Parse one MSRC CVRF document (XML, or the JSON form the MSRC API serves with
+/// `Accept: application/json`) into updates. `source` names the input in errors.
+pub fn parse(source: &str, bytes: &[u8]) -> Result<Vec<Update>> {
+    Ok(import(source, bytes)?.updates)
+}
+
+/// Merge several monthly documents into one list: the same update id in a later
+/// document (by DocumentTracking CurrentReleaseDate / revision) replaces the earlier one.
+pub fn parse_many(docs: &[(&str, &[u8])]) -> Result<Vec<Update>> {
+    let mut imported = docs.iter().map(|(source, bytes)| import(source, bytes)).collect::<Result<Vec<_>>>()?;
+    // Stable: documents with the same date and revision keep their input order.
+    imported.sort_by(|a, b| a.current.cmp(&b.current).then_with(|| compare_dotted(&a.revision, &b.revision)));
+    let mut merged = BTreeMap::new();
+    for doc in imported {
+        for u in doc.updates {
+            merged.insert(u.id.clone(), u);
+        }
+    }
+    Ok(merged.into_values().collect())
+}
+
+/// One document's updates, with what orders it among other documents.
+struct Imported {
+    updates: Vec<Update>,
+    /// DocumentTracking/CurrentReleaseDate (InitialReleaseDate when absent).
+    current: DateTime,
+    /// Highest DocumentTracking revision number (Version when there is none).
+    revision: String,
+    /// Vendor fixes skipped because they carry no KB number, by description.
+    skipped: BTreeMap<String, usize>,
+}
+
+fn import(source: &str, bytes: &[u8]) -> Result<Imported> {
+    let text = decode(source, bytes)?;
+    let doc = match text.trim_start().as_bytes().first() {
+        Some(b'<') => read_xml(source, &text)?,
+        Some(b'{') => read_json(source, &text)?,
+        _ => {
+            return Err(catalog_error(
+                source,
+                "neither XML nor JSON: an MSRC CVRF document starts with `<` (XML) or `{` (JSON, as the MSRC API \
+                 serves it with Accept: application/json)",
+            ));
+        }
+    };
+    let imported = build(source, &text, doc)?;
+    tracing::debug!(
+        source,
+        updates = imported.updates.len(),
+        skipped = imported.skipped.values().sum::<usize>(),
+        skipped_by_description = ?imported.skipped,
+        "msrc-cvrf: vendor fixes without a KB number were skipped"
+    );
+    Ok(imported)
+}
+
+fn catalog_error(source: &str, message: impl Into<String>) -> Error {
+    Error::Catalog { source_name: source.to_string(), message: message.into() }
+}
+
+/// The document as text: UTF-8 (a BOM is dropped), or UTF-16 with a BOM.
+fn decode<'a>(source: &str, bytes: &'a [u8]) -> Result<Cow<'a, str>> {
+    let utf16 = match bytes {
+        [0xFF, 0xFE, rest @ ..] => Some((rest, u16::from_le_bytes as fn([u8; 2]) -> u16)),
+        [0xFE, 0xFF, rest @ ..] => Some((rest, u16::from_be_bytes as fn([u8; 2]) -> u16)),
+        _ => None,
+    };
+    if let Some((rest, unit)) = utf16 {
+        let units = rest.chunks(2).map(|c| unit([c[0], *c.get(1).unwrap_or(&0)]));
+        return char::decode_utf16(units).collect::<std::result::Result<String, _>>().map(Cow::Owned).map_err(|e| {
+            catalog_error(
+                source,
+                format!("UTF-16 text with an unpaired surrogate ({e}); re-save the document as UTF-8"),
+            )
+        });
+    }
+    let bom = if bytes.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+    let bytes = &bytes[bom..];
+    std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|e| {
+        let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+        let (line, column) = line_col(valid, valid.len());
+        catalog_error(
+            source,
+            format!(
+                "not UTF-8: byte 0x{:02X} at line {line}, column {column} (offset {}) is not valid UTF-8; MSRC \
+                 documents are UTF-8, so the file was re-encoded or damaged: fetch it again",
+                bytes[e.valid_up_to()],
+                bom + e.valid_up_to(),
+            ),
+        )
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.bytes().filter(|b| *b == b'\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Where something is in the input: a byte offset (XML) or a JSON path.
+#[derive(Clone, Debug)]
+enum At {
+    Offset(usize),
+    Path(String),
+}
+
+impl At {
+    fn describe(&self, text: &str) -> String {
+        match self {
+            At::Offset(offset) => {
+                let (line, column) = line_col(text, *offset);
+                format!("line {line}, column {column}")
+            }
+            At::Path(path) => path.clone(),
+        }
+    }
+}
+
+/// What both forms of the document have in common, before it becomes updates.
+#[derive(Debug)]
+struct Doc {
+    title: String,
+    tracking_at: At,
+    initial_release: Option<String>,
+    current_release: Option<String>,
+    revision: String,
+    products: HashMap<String, Product>,
+    groups: HashMap<String, Vec<String>>,
+    vulns: Vec<Vuln>,
+}
+
+impl Doc {
+    fn new(at: At) -> Self {
+        Doc {
+            title: String::new(),
+            tracking_at: at,
+            initial_release: None,
+            current_release: None,
+            revision: String::new(),
+            products: HashMap::new(),
+            groups: HashMap::new(),
+            vulns: Vec::new(),
+        }
+    }
+
+    fn add_product(&mut self, id: &str, name: String, family: Option<String>) {
+        let id = id.trim();
+        if id.is_empty() {
+            return;
+        }
+        // A product is listed in its family branch and again flat under ProductTree.
+        let entry = self.products.entry(id.to_string()).or_insert(Product { name, family: None });
+        if entry.family.is_none() {
+            entry.family = family;
+        }
+    }
+
+    fn add_revision(&mut self, number: &str) {
+        let number = number.trim();
+        if !number.is_empty() && compare_dotted(number, &self.revision).is_gt() {
+            self.revision = number.to_string();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Product {
+    name: String,
+    family: Option<String>,
+}
+
+#[derive(Debug)]
+struct Vuln {
+    at: At,
+    cve: Option<String>,
+    /// Latest RevisionHistory date: when the vulnerability (and so its fixes) last changed.
+    last_revised: Option<Date>,
+    /// Severity threats: rating text and the products it is for (none: all).
+    severities: Vec<(String, Vec<String>)>,
+    fixes: Vec<Fix>,
+}
+
+impl Vuln {
+    fn new(at: At) -> Self {
+        Vuln { at, cve: None, last_revised: None, severities: Vec::new(), fixes: Vec::new() }
+    }
+
+    fn revised(&mut self, date: &str) {
+        if let Some(d) = parse_when(date).map(|dt| dt.date()) {
+            self.last_revised = Some(self.last_revised.map_or(d, |old| old.max(d)));
+        }
+    }
+}
+
+/// One `Vendor Fix` remediation.
+#[derive(Debug)]
+struct Fix {
+    at: At,
+    description: String,
+    url: String,
+    supercedence: String,
+    products: Vec<String>,
+    groups: Vec<String>,
+    restart: String,
+    sub_type: String,
+}
+
+/// Branch, threat and remediation types, as the XML spells them (lower case, no spaces);
+/// the JSON form numbers them in CVRF schema order.
+const BRANCH_TYPES: &[&str] = &[
+    "vendor",
+    "productfamily",
+    "productname",
+    "productversion",
+    "patchlevel",
+    "servicepack",
+    "architecture",
+    "language",
+    "legacy",
+    "specification",
+];
+const THREAT_TYPES: &[&str] = &["impact", "exploitstatus", "targetset", "severity"];
+const REMEDIATION_TYPES: &[&str] =
+    &["workaround", "mitigation", "vendorfix", "noneavailable", "willnotfix", "knownissue"];
+
+fn norm_type(name: &str) -> String {
+    name.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+}
+
+/// The product family a branch path gives: the `Product Family` branch, or else the
+/// innermost branch that is not the vendor's.
+#[derive(Clone, Default)]
+struct BranchPath {
+    family: Option<String>,
+    innermost: Option<String>,
+}
+
+impl BranchPath {
+    fn enter(&self, kind: &str, name: &str) -> BranchPath {
+        let mut next = self.clone();
+        let name = name.trim();
+        if name.is_empty() {
+            return next;
+        }
+        match kind {
+            "productfamily" => next.family = Some(name.to_string()),
+            "vendor" => {}
+            _ => next.innermost = Some(name.to_string()),
+        }
+        next
+    }
+
+    fn family(&self) -> Option<String> {
+        self.family.clone().or_else(|| self.innermost.clone())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// XML
+
+type Node<'a, 'i> = roxmltree::Node<'a, 'i>;
+
+fn elements<'a, 'i>(node: Node<'a, 'i>, name: &'static str) -> impl Iterator<Item = Node<'a, 'i>> {
+    node.children().filter(move |c| c.is_element() && c.tag_name().name() == name)
+}
+
+fn text_of(node: Node) -> String {
+    let mut out = String::new();
+    for c in node.children().filter(|c| c.is_text()) {
+        out.push_str(c.text().unwrap_or_default());
+    }
+    out.trim().to_string()
+}
+
+fn child_text(node: Node, name: &'static str) -> String {
+    elements(node, name).next().map(text_of).unwrap_or_default()
+}
+
+fn read_xml(source: &str, text: &str) -> Result<Doc> {
+    let xml = roxmltree::Document::parse(text).map_err(|e| {
+        use roxmltree::Error as E;
+        let message = match e {
+            E::UnexpectedEndOfStream | E::UnclosedRootNode | E::NoRootNode => {
+                let (line, column) = line_col(text, text.len());
+                format!(
+                    "XML is not well-formed: the document ends at line {line}, column {column} before its root \
+                     element is closed ({e}); it looks truncated (an interrupted download?): fetch it again"
+                )
+            }
+            _ => {
+                let pos = e.pos();
+                format!(
+                    "XML is not well-formed at line {}, column {}: {e}; the document is damaged: fetch it again",
+                    pos.row, pos.col
+                )
+            }
+        };
+        catalog_error(source, message)
+    })?;
+    let root = xml.root_element();
+    if root.tag_name().name() != "cvrfdoc" {
+        return Err(catalog_error(
+            source,
+            format!(
+                "line 1: the root element is <{}>, not <cvrf:cvrfdoc>: this is not a CVRF document",
+                root.tag_name().name()
+            ),
+        ));
+    }
+    let mut doc = Doc::new(At::Offset(root.range().start));
+    let mut has_tracking = false;
+    for child in root.children().filter(|c| c.is_element()) {
+        match child.tag_name().name() {
+            "DocumentTitle" => doc.title = text_of(child),
+            "DocumentTracking" => {
+                has_tracking = true;
+                doc.tracking_at = At::Offset(child.range().start);
+                doc.initial_release = Some(child_text(child, "InitialReleaseDate")).filter(|s| !s.is_empty());
+                doc.current_release = Some(child_text(child, "CurrentReleaseDate")).filter(|s| !s.is_empty());
+                for history in elements(child, "RevisionHistory") {
+                    for revision in elements(history, "Revision") {
+                        doc.add_revision(&child_text(revision, "Number"));
+                    }
+                }
+                if doc.revision.is_empty() {
+                    doc.add_revision(&child_text(child, "Version"));
+                }
+            }
+            "ProductTree" => xml_products(child, &BranchPath::default(), &mut doc),
+            "Vulnerability" => doc.vulns.push(xml_vuln(child)),
+            _ => {}
+        }
+    }
+    if !has_tracking {
+        return Err(catalog_error(source, "no cvrf:DocumentTracking element: the document has no release date"));
+    }
+    Ok(doc)
+}
+
+fn xml_products(node: Node, path: &BranchPath, doc: &mut Doc) {
+    for child in node.children().filter(|c| c.is_element()) {
+        match child.tag_name().name() {
+            "Branch" => {
+                let kind = norm_type(child.attribute("Type").unwrap_or_default());
+                xml_products(child, &path.enter(&kind, child.attribute("Name").unwrap_or_default()), doc);
+            }
+            "FullProductName" => {
+                doc.add_product(child.attribute("ProductID").unwrap_or_default(), text_of(child), path.family())
+            }
+            "Relationship" => xml_products(child, path, doc),
+            "ProductGroups" => {
+                for group in elements(child, "Group") {
+                    let id = group.attribute("GroupID").unwrap_or_default().trim().to_string();
+                    let members = elements(group, "ProductID").map(text_of).collect();
+                    doc.groups.insert(id, members);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn xml_vuln(node: Node) -> Vuln {
+    let mut vuln = Vuln::new(At::Offset(node.range().start));
+    for child in node.children().filter(|c| c.is_element()) {
+        match child.tag_name().name() {
+            "CVE" => vuln.cve = Some(text_of(child)).filter(|s| !s.is_empty()),
+            "RevisionHistory" => {
+                for revision in elements(child, "Revision") {
+                    vuln.revised(&child_text(revision, "Date"));
+                }
+            }
+            "Threats" => {
+                for threat in elements(child, "Threat") {
+                    if norm_type(threat.attribute("Type").unwrap_or_default()) == "severity" {
+                        let products = elements(threat, "ProductID").map(text_of).collect();
+                        vuln.severities.push((child_text(threat, "Description"), products));
+                    }
+                }
+            }
+            "Remediations" => {
+                for r in elements(child, "Remediation") {
+                    if norm_type(r.attribute("Type").unwrap_or_default()) != "vendorfix" {
+                        continue;
+                    }
+                    vuln.fixes.push(Fix {
+                        at: At::Offset(r.range().start),
+                        description: child_text(r, "Description"),
+                        url: child_text(r, "URL"),
+                        supercedence: child_text(r, "Supercedence"),
+                        products: elements(r, "ProductID").map(text_of).collect(),
+                        groups: elements(r, "GroupID").map(text_of).collect(),
+                        restart: child_text(r, "RestartRequired"),
+                        sub_type: child_text(r, "SubType"),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    vuln
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON
+
+/// Text of a JSON value: a string, a number, or an object's `Value` (`{"Value": "…"}`).
+fn jtext(value: Option<&Value>) -> String {
+    match value {
+        Some(Value::String(s)) => s.trim().to_string(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Object(o)) => jtext(o.get("Value")),
+        _ => String::new(),
+    }
+}
+
+/// A list of texts (an array, or one value).
+fn jlist(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items.iter().map(|v| jtext(Some(v))).filter(|s| !s.is_empty()).collect(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(v) => Some(jtext(Some(v))).filter(|s| !s.is_empty()).into_iter().collect(),
+    }
+}
+
+fn jarray(value: Option<&Value>) -> &[Value] {
+    match value {
+        Some(Value::Array(items)) => items,
+        Some(v @ Value::Object(_)) => std::slice::from_ref(v),
+        _ => &[],
+    }
+}
+
+/// A type given as a number (CVRF schema order) or a name.
+fn jtype(value: Option<&Value>, names: &[&str]) -> String {
+    match value {
+        Some(Value::Number(n)) => {
+            n.as_u64().and_then(|i| names.get(i as usize)).map(|s| s.to_string()).unwrap_or_default()
+        }
+        Some(Value::String(s)) => norm_type(s),
+        _ => String::new(),
+    }
+}
+
+fn read_json(source: &str, text: &str) -> Result<Doc> {
+    let root: Value = serde_json::from_str(text).map_err(|e| {
+        let hint = if e.is_eof() { "the document looks truncated: fetch it again" } else { "the document is damaged" };
+        // serde_json's message ends with its own " at line L column C".
+        let what = e.to_string();
+        let what = what.split(" at line ").next().unwrap_or_default();
+        catalog_error(
+            source,
+            format!("JSON is not well-formed at line {}, column {}: {what}; {hint}", e.line(), e.column()),
+        )
+    })?;
+    let Some(obj) = root.as_object() else {
+        return Err(catalog_error(source, "the JSON document is not an object: this is not a CVRF document"));
+    };
+    if obj.contains_key("value") && !obj.contains_key("Vulnerability") {
+        return Err(catalog_error(
+            source,
+            "this is the MSRC update index (/Updates), not a CVRF document: use one of its CvrfUrl links",
+        ));
+    }
+    let Some(tracking) = obj.get("DocumentTracking") else {
+        return Err(catalog_error(source, "no DocumentTracking: this is not a CVRF document (or has no release date)"));
+    };
+    let mut doc = Doc::new(At::Path("$.DocumentTracking".into()));
+    doc.title = jtext(obj.get("DocumentTitle"));
+    doc.initial_release = Some(jtext(tracking.get("InitialReleaseDate"))).filter(|s| !s.is_empty());
+    doc.current_release = Some(jtext(tracking.get("CurrentReleaseDate"))).filter(|s| !s.is_empty());
+    for revision in jarray(tracking.get("RevisionHistory")) {
+        doc.add_revision(&jtext(revision.get("Number")));
+    }
+    if doc.revision.is_empty() {
+        doc.add_revision(&jtext(tracking.get("Version")));
+    }
+    if let Some(tree) = obj.get("ProductTree") {
+        json_products(tree, &BranchPath::default(), &mut doc);
+        for group in jarray(tree.get("ProductGroups")) {
+            let members = jarray(group.get("Group"));
+            let groups = if members.is_empty() { std::slice::from_ref(group) } else { members };
+            for g in groups {
+                doc.groups.insert(jtext(g.get("GroupID")), jlist(g.get("ProductID")));
+            }
+        }
+    }
+    for (i, v) in jarray(obj.get("Vulnerability")).iter().enumerate() {
+        doc.vulns.push(json_vuln(i, v));
+    }
+    Ok(doc)
+}
+
+/// Products of a ProductTree or Branch: `FullProductName` lists and `Branch`/`Items`
+/// trees whose leaves are `{"ProductID", "Value"}`.
+fn json_products(node: &Value, path: &BranchPath, doc: &mut Doc) {
+    for product in jarray(node.get("FullProductName")) {
+        doc.add_product(&jtext(product.get("ProductID")), jtext(product.get("Value")), path.family());
+    }
+    for key in ["Branch", "Items"] {
+        for item in jarray(node.get(key)) {
+            if item.get("ProductID").is_some() {
+                doc.add_product(&jtext(item.get("ProductID")), jtext(item.get("Value")), path.family());
+            } else {
+                let kind = jtype(item.get("Type"), BRANCH_TYPES);
+                json_products(item, &path.enter(&kind, &jtext(item.get("Name"))), doc);
+            }
+        }
+    }
+}
+
+fn json_vuln(index: usize, v: &Value) -> Vuln {
+    let at = format!("$.Vulnerability[{index}]");
+    let mut vuln = Vuln::new(At::Path(at.clone()));
+    vuln.cve = Some(jtext(v.get("CVE"))).filter(|s| !s.is_empty());
+    for revision in jarray(v.get("RevisionHistory")) {
+        vuln.revised(&jtext(revision.get("Date")));
+    }
+    for threat in jarray(v.get("Threats")) {
+        if jtype(threat.get("Type"), THREAT_TYPES) == "severity" {
+            vuln.severities.push((jtext(threat.get("Description")), jlist(threat.get("ProductID"))));
+        }
+    }
+    for (j, r) in jarray(v.get("Remediations")).iter().enumerate() {
+        if jtype(r.get("Type"), REMEDIATION_TYPES) != "vendorfix" {
+            continue;
+        }
+        vuln.fixes.push(Fix {
+            at: At::Path(format!("{at}.Remediations[{j}]")),
+            description: jtext(r.get("Description")),
+            url: jtext(r.get("URL")),
+            supercedence: jtext(r.get("Supercedence")),
+            products: jlist(r.get("ProductID")),
+            groups: jlist(r.get("GroupID")),
+            restart: jtext(r.get("RestartRequired")),
+            sub_type: jtext(r.get("SubType")),
+        });
+    }
+    vuln
+}
+
+// ---------------------------------------------------------------------------------------
+// Updates
+
+/// "2023-01-10T08:00:00", "2016-04-12T07:00:00Z", "2023-01-10": the civil date and time
+/// as written (MSRC writes UTC, with or without the Z).
+fn parse_when(s: &str) -> Option<DateTime> {
+    let s = s.trim();
+    if let Some(dt) = s.get(..19).and_then(|p| p.parse::<DateTime>().ok()) {
+        return Some(dt);
+    }
+    s.get(..10).and_then(|p| p.parse::<Date>().ok()).map(|d| d.to_datetime(Time::midnight()))
+}
+
+/// A KB number written alone: "5022282" or "KB5022282".
+fn bare_kb(s: &str) -> Option<String> {
+    let s = s.trim();
+    let digits = if s.len() > 2 && s[..2].eq_ignore_ascii_case("kb") { s[2..].trim_start() } else { s };
+    (digits.len() >= 4 && digits.bytes().all(|b| b.is_ascii_digit())).then(|| digits.to_string())
+}
+
+/// A KB number inside text or a URL: "…(KB5022282)", "?q=KB5022282", "/kb/3144432".
+fn kb_in_text(s: &str) -> Option<String> {
+    let lower = s.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find("kb").map(|i| i + from) {
+        from = i + 2;
+        if i > 0 && bytes[i - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let rest = &lower[i + 2..];
+        let rest = rest.strip_prefix(['/', ' ', '=', '-']).unwrap_or(rest);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let after = rest[digits.len()..].chars().next();
+        if digits.len() >= 4 && !after.is_some_and(|c| c.is_ascii_alphanumeric()) {
+            return Some(digits);
+        }
+    }
+    None
+}
+
+/// The KB a vendor fix installs, and the description when it is a title rather than a
+/// bare number. Fixes without one ("Release Notes", "Click to Run", a CBL-Mariner
+/// package name, …) cannot be detected as installed by KB, so they are not updates here.
+fn kb_of(fix: &Fix) -> Option<(String, Option<String>)> {
+    if let Some(kb) = bare_kb(&fix.description) {
+        return Some((kb, None));
+    }
+    if let Some(kb) = kb_in_text(&fix.description) {
+        let descriptive = !fix.description.contains('<');
+        return Some((kb, descriptive.then(|| fix.description.split_whitespace().collect::<Vec<_>>().join(" "))));
+    }
+    kb_in_text(&fix.url).map(|kb| (kb, None))
+}
+
+fn severity(text: &str) -> Option<Severity> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "critical" => Some(Severity::Critical),
+        "important" => Some(Severity::Important),
+        "moderate" => Some(Severity::Moderate),
+        "low" => Some(Severity::Low),
+        "" => None,
+        _ => Some(Severity::Unspecified),
+    }
+}
+
+/// "Microsoft Office" → "microsoft-office".
+fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let out = out.trim_end_matches('-');
+    if out.is_empty() { "other".to_string() } else { out.to_string() }
+}
+
+/// Products whose monthly security updates are cumulative (Windows 10 and later).
+const CUMULATIVE_PLATFORMS: &[&str] = &[
+    "Windows 10",
+    "Windows 11",
+    "Windows Server 2016",
+    "Windows Server 2019",
+    "Windows Server 2022",
+    "Windows Server 2025",
+    "Windows Server, version",
+];
+
+/// Classification and whether the update is cumulative, from the remediation SubTypes
+/// (values seen: Security Update, Monthly Rollup, Security Only, IE Cumulative,
+/// Cumulative Update, Security Hotpatch Update), a descriptive title, and the products.
+fn classify(sub_types: &BTreeSet<String>, title: Option<&str>, products: &[String]) -> (&'static str, bool) {
+    let hay = sub_types.iter().map(String::as_str).chain(title).collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+    if hay.contains("servicing stack") {
+        ("Servicing Stack Updates", false)
+    } else if hay.contains("monthly rollup") || hay.contains("monthly quality rollup") {
+        ("Monthly Rollup", true)
+    } else if hay.contains("security only") {
+        ("Security Only", false)
+    } else if hay.contains("cumulative") {
+        ("Security Updates", true)
+    } else {
+        // Windows 10 and later ship their monthly security fixes as one cumulative update
+        // (the documents' release notes say so) under the plain "Security Update" SubType.
+        let cumulative = !hay.contains("hotpatch")
+            && !products.is_empty()
+            && products.iter().all(|p| CUMULATIVE_PLATFORMS.iter().any(|w| p.contains(w)));
+        ("Security Updates", cumulative)
+    }
+}
+
+/// "A, B and 7 more".
+fn summarize(products: &[String]) -> String {
+    match products {
+        [] => "no product".into(),
+        [one] => one.clone(),
+        [a, b] => format!("{a} and {b}"),
+        [a, b, c] => format!("{a}, {b} and {c}"),
+        [a, b, rest @ ..] => format!("{a}, {b} and {} more", rest.len()),
+    }
+}
+
+/// Everything one (KB, product family) update collects from the vendor fixes naming it.
+struct Acc {
+    products: BTreeSet<String>,
+    cves: BTreeSet<String>,
+    severity: Severity,
+    sub_types: BTreeSet<String>,
+    title: Option<String>,
+    supersedes: BTreeSet<String>,
+    reboot: bool,
+    released: Date,
+}
+
+fn build(source: &str, text: &str, doc: Doc) -> Result<Imported> {
+    let fail = |at: &At, what: String| catalog_error(source, format!("{}: {what}", at.describe(text)));
+    let initial_text = doc.initial_release.as_deref().ok_or_else(|| {
+        fail(
+            &doc.tracking_at,
+            "DocumentTracking has no InitialReleaseDate; the updates' release date comes from it".into(),
+        )
+    })?;
+    let initial = parse_when(initial_text).ok_or_else(|| {
+        fail(
+            &doc.tracking_at,
+            format!("InitialReleaseDate {initial_text:?} is not a date (expected 2023-01-10T08:00:00)"),
+        )
+    })?;
+    let current = match doc.current_release.as_deref() {
+        Some(s) => parse_when(s).ok_or_else(|| {
+            fail(&doc.tracking_at, format!("CurrentReleaseDate {s:?} is not a date (expected 2023-01-10T08:00:00)"))
+        })?,
+        None => initial,
+    };
+    let initial = initial.date();
+
+    let mut acc: BTreeMap<(String, String), Acc> = BTreeMap::new();
+    let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
+    let mut odd_supersedence = 0usize;
+    for vuln in &doc.vulns {
+        // A fix first appears when its vulnerability last changed (never before the month).
+        let released = vuln.last_revised.map_or(initial, |d| d.max(initial));
+        let mut for_all = None;
+        let mut by_product: HashMap<&str, Severity> = HashMap::new();
+        for (rating, products) in &vuln.severities {
+            let Some(s) = severity(rating) else { continue };
+            if products.is_empty() {
+                for_all = for_all.max(Some(s));
+            }
+            for p in products {
+                let e = by_product.entry(p.as_str()).or_default();
+                *e = (*e).max(s);
+            }
+        }
+        for fix in &vuln.fixes {
+            let Some((kb, title)) = kb_of(fix) else {
+                let label: String = fix.description.chars().take(40).collect();
+                *skipped.entry(if label.is_empty() { "(empty)".into() } else { label }).or_default() += 1;
+                continue;
+            };
+            let cve = vuln.cve.as_deref().ok_or_else(|| {
+                fail(
+                    &vuln.at,
+                    format!("Vulnerability without a CVE has a Vendor Fix for KB{kb}; give it a CVE element"),
+                )
+            })?;
+            let mut ids: Vec<&str> = fix.products.iter().map(String::as_str).collect();
+            for g in &fix.groups {
+                let members = doc.groups.get(g.as_str()).ok_or_else(|| {
+                    fail(
+                        &fix.at,
+                        format!(
+                            "Vulnerability {cve}: Remediation KB{kb} names GroupID {g:?}, which the ProductTree \
+                             does not define; the document is inconsistent: fetch it again or report it to MSRC"
+                        ),
+                    )
+                })?;
+                ids.extend(members.iter().map(String::as_str));
+            }
+            if ids.is_empty() {
+                return Err(fail(
+                    &fix.at,
+                    format!(
+                        "Vulnerability {cve}: Remediation KB{kb} without a product reference (no ProductID or \
+                         GroupID), so nothing says which systems it applies to"
+                    ),
+                ));
+            }
+            let mut supersedes = BTreeSet::new();
+            for token in fix.supercedence.split(|c: char| c == ';' || c == ',' || c.is_whitespace()) {
+                match bare_kb(token) {
+                    Some(old) if old != kb => {
+                        supersedes.insert(format!("KB{old}"));
+                    }
+                    Some(_) => {}
+                    None if token.is_empty() => {}
+                    None => odd_supersedence += 1,
+                }
+            }
+            let reboot = !fix.restart.trim().eq_ignore_ascii_case("no");
+            for id in ids {
+                let product = doc.products.get(id).ok_or_else(|| {
+                    fail(
+                        &fix.at,
+                        format!(
+                            "Vulnerability {cve}: Remediation KB{kb} names ProductID {id:?}, which the ProductTree \
+                             does not define; the document is inconsistent: fetch it again or report it to MSRC"
+                        ),
+                    )
+                })?;
+                let family = product.family.as_deref().unwrap_or(NO_FAMILY);
+                let a = acc.entry((kb.clone(), slug(family))).or_insert_with(|| Acc {
+                    products: BTreeSet::new(),
+                    cves: BTreeSet::new(),
+                    severity: Severity::Unspecified,
+                    sub_types: BTreeSet::new(),
+                    title: None,
+                    supersedes: BTreeSet::new(),
+                    reboot: false,
+                    released,
+                });
+                a.products.insert(product.name.clone());
+                a.cves.insert(cve.to_string());
+                let rating = by_product.get(id).copied().max(for_all).unwrap_or_default();
+                a.severity = a.severity.max(rating);
+                if !fix.sub_type.is_empty() {
+                    a.sub_types.insert(fix.sub_type.clone());
+                }
+                if a.title.is_none() {
+                    a.title.clone_from(&title);
+                }
+                a.supersedes.extend(supersedes.iter().cloned());
+                a.reboot |= reboot;
+                a.released = a.released.min(released);
+            }
+        }
+    }
+    if odd_supersedence > 0 {
+        tracing::debug!(source, odd_supersedence, "msrc-cvrf: Supercedence entries that are not KB numbers ignored");
+    }
+
+    let month = doc
+        .title
+        .trim()
+        .strip_suffix("Security Updates")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| initial.strftime("%B %Y").to_string(), str::to_string);
+    let mut updates: Vec<Update> = acc
+        .into_iter()
+        .map(|((kb, family_slug), a)| {
+            let products: Vec<String> = a.products.into_iter().collect();
+            let (classification, cumulative) = classify(&a.sub_types, a.title.as_deref(), &products);
+            let kind = a.sub_types.iter().next().map_or("Security Update", String::as_str);
+            let title = a.title.unwrap_or_else(|| format!("{month} {kind} for {} (KB{kb})", summarize(&products)));
+            let run_time = if cumulative { CUMULATIVE_RUN_TIME_MINS } else { DEFAULT_RUN_TIME_MINS };
+            Update {
+                id: format!("KB{kb}-{family_slug}"),
+                kb: Some(format!("KB{kb}")),
+                title,
+                classification: classification.to_string(),
+                severity: a.severity,
+                released: a.released,
+                supersedes: a.supersedes.into_iter().collect(),
+                expired: false,
+                reboot_required: a.reboot,
+                max_run_time: crate::time::Duration::from_mins(run_time),
+                cves: a.cves.into_iter().collect(),
+                applicability: Applicability {
+                    is_installable: Rule::Fact(FactTest {
+                        name: "os".into(),
+                        in_: Some(products.clone()),
+                        ..Default::default()
+                    }),
+                    is_installed: Rule::Installed(format!("KB{kb}")),
+                    prerequisites: vec![],
+                },
+                // MSRC gives catalog and download-centre pages, never a file with its
+                // sha256 and size, so there is no content file to list.
+                files: vec![],
+                products,
+            }
+        })
+        .collect();
+    updates.sort_by(|a, b| a.id.cmp(&b.id));
+    updates.dedup_by(|a, b| a.id == b.id);
+    Ok(Imported { updates, current, revision: doc.revision, skipped })
+}

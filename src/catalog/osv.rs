@@ -1,1 +1,819 @@
-//! (being written)
+//! OSV advisories (<https://ossf.github.io/osv-schema/>) for the Debian and Ubuntu
+//! ecosystems, as osv.dev serves them, turned into catalog updates: one update per
+//! advisory and ecosystem, applicable while an installed source package is older than the fix.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::applicability::compare_debian;
+use super::{Applicability, PackageTest, Rule, Severity, Update};
+use crate::Error;
+
+/// Options of the OSV importer.
+#[derive(Clone, Debug, Default)]
+pub struct OsvOptions {
+    /// Keep only these ecosystems by prefix (e.g. `["Debian:12", "Ubuntu:24.04"]`);
+    /// empty: the Debian and Ubuntu ecosystems. A prefix matches whole `:`-separated
+    /// parts: `Ubuntu:24.04` keeps `Ubuntu:24.04:LTS`, `Debian:1` keeps nothing of `Debian:12`.
+    /// Ecosystems other than Debian and Ubuntu are never imported.
+    pub ecosystems: Vec<String>,
+}
+
+/// OSV advisories → updates. `bytes` is one advisory (JSON object), a JSON array of
+/// advisories, or a zip archive of `*.json` advisories (as osv.dev serves per ecosystem).
+///
+/// One update per (advisory, Debian or Ubuntu ecosystem), sorted by id; see the module
+/// source for the mapping. Errors name the file (`archive.zip!/DSA-5380-1.json` inside a
+/// zip), the line and column of a JSON syntax error, or the field of a schema problem.
+pub fn parse(source: &str, bytes: &[u8], options: &OsvOptions) -> crate::Result<Vec<Update>> {
+    let mut importer = Importer::new(options);
+    importer.add(source, bytes)?;
+    importer.finish(source)
+}
+
+/// Every `*.json` file of a directory (sorted by name), as one catalog.
+pub fn parse_dir(dir: &Path, options: &OsvOptions) -> crate::Result<Vec<Update>> {
+    let io = |source| Error::Io { path: dir.to_path_buf(), source };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut importer = Importer::new(options);
+    for path in &files {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.clone(), source })?;
+        importer.add(&path.display().to_string(), &bytes)?;
+    }
+    importer.finish(&dir.display().to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// The OSV schema, as far as this importer reads it (unknown fields are ignored: OSV is
+// extensible, and osv.dev adds fields over time).
+
+#[derive(Deserialize)]
+struct Advisory {
+    id: String,
+    #[serde(default)]
+    modified: Option<String>,
+    #[serde(default)]
+    published: Option<String>,
+    #[serde(default)]
+    withdrawn: Option<String>,
+    #[serde(default)]
+    aliases: Option<Vec<String>>,
+    #[serde(default)]
+    upstream: Option<Vec<String>>,
+    #[serde(default)]
+    related: Option<Vec<String>>,
+    #[serde(default)]
+    summary: Option<String>,
+    #[serde(default)]
+    details: Option<String>,
+    #[serde(default)]
+    severity: Option<Vec<SeverityScore>>,
+    #[serde(default)]
+    affected: Option<Vec<Affected>>,
+    #[serde(default)]
+    database_specific: Option<Specific>,
+}
+
+#[derive(Deserialize)]
+struct SeverityScore {
+    #[serde(rename = "type")]
+    kind: String,
+    score: String,
+}
+
+/// `database_specific` / `ecosystem_specific`: only the rating fields matter here.
+#[derive(Deserialize, Default)]
+struct Specific {
+    #[serde(default)]
+    severity: Option<serde_json::Value>,
+    #[serde(default)]
+    urgency: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Affected {
+    #[serde(default)]
+    package: Option<Package>,
+    #[serde(default)]
+    severity: Option<Vec<SeverityScore>>,
+    #[serde(default)]
+    ranges: Option<Vec<Range>>,
+    #[serde(default)]
+    ecosystem_specific: Option<Specific>,
+    #[serde(default)]
+    database_specific: Option<Specific>,
+}
+
+#[derive(Deserialize)]
+struct Package {
+    #[serde(default)]
+    ecosystem: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct Range {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    events: Option<Vec<Event>>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    #[serde(default)]
+    introduced: Option<String>,
+    #[serde(default)]
+    fixed: Option<String>,
+    #[serde(default)]
+    last_affected: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Import.
+
+/// The versions of one source package that an advisory says are affected.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Interval {
+    /// `None`: from the first version (`introduced: "0"`).
+    introduced: Option<String>,
+    fixed: String,
+}
+
+/// One source package an update fixes.
+#[derive(Debug)]
+struct Fix {
+    name: String,
+    /// The highest fixed version: what the update installs.
+    fixed: String,
+    intervals: Vec<Interval>,
+}
+
+/// An update under construction, with what supersedence needs.
+struct Draft {
+    update: Update,
+    source: String,
+    ecosystem: String,
+    withdrawn: bool,
+    /// Sorted by name, one per name.
+    fixes: Vec<Fix>,
+}
+
+#[derive(Default)]
+struct Stats {
+    advisories: usize,
+    other_ecosystems: usize,
+    filtered_ecosystems: usize,
+    unfixed_packages: usize,
+    non_ecosystem_ranges: usize,
+    without_fixed_package: usize,
+    skipped_members: usize,
+}
+
+struct Importer<'a> {
+    options: &'a OsvOptions,
+    drafts: Vec<Draft>,
+    by_id: HashMap<String, usize>,
+    stats: Stats,
+}
+
+fn catalog_error(source: &str, message: impl Into<String>) -> Error {
+    Error::Catalog { source_name: source.to_string(), message: message.into() }
+}
+
+impl<'a> Importer<'a> {
+    fn new(options: &'a OsvOptions) -> Self {
+        Importer { options, drafts: Vec::new(), by_id: HashMap::new(), stats: Stats::default() }
+    }
+
+    /// One file: a zip archive (by its magic number), a JSON array or a JSON object.
+    fn add(&mut self, source: &str, bytes: &[u8]) -> crate::Result<()> {
+        if bytes.starts_with(b"PK") {
+            return self.add_zip(source, bytes);
+        }
+        let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+        match text.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => {
+                let advisories: Vec<Advisory> = from_json(source, text)?;
+                for (i, advisory) in advisories.into_iter().enumerate() {
+                    self.add_advisory(source, &format!("[{i}]."), advisory)?;
+                }
+                Ok(())
+            }
+            Some(_) => {
+                let advisory: Advisory = from_json(source, text)?;
+                self.add_advisory(source, "", advisory)
+            }
+            None => Err(catalog_error(
+                source,
+                "empty file; expected an OSV advisory (JSON object), a JSON array of them, or a zip archive of them",
+            )),
+        }
+    }
+
+    /// The `*.json` members of a zip archive, by name; other members are skipped.
+    fn add_zip(&mut self, source: &str, bytes: &[u8]) -> crate::Result<()> {
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
+            .map_err(|e| catalog_error(source, format!("not a readable zip archive ({e}); is it truncated?")))?;
+        let mut members = Vec::with_capacity(archive.len());
+        for i in 0..archive.len() {
+            let name = match archive.name_for_index(i) {
+                Some(Ok(name)) => name.into_owned(),
+                Some(Err(e)) => return Err(catalog_error(source, format!("zip member #{i}: unreadable name ({e})"))),
+                None => continue,
+            };
+            if name.ends_with('/') || !name.to_ascii_lowercase().ends_with(".json") {
+                self.stats.skipped_members += 1;
+                continue;
+            }
+            members.push((name, i));
+        }
+        members.sort();
+        let mut buffer = Vec::new();
+        for (name, i) in members {
+            let member = format!("{source}!/{name}");
+            buffer.clear();
+            archive
+                .by_index(i)
+                .and_then(|mut file| file.read_to_end(&mut buffer).map_err(Into::into))
+                .map_err(|e| catalog_error(&member, format!("cannot read this zip member ({e}); is the archive truncated?")))?;
+            if buffer.starts_with(b"PK") {
+                return Err(catalog_error(&member, "a zip archive inside a zip archive is not supported"));
+            }
+            self.add(&member, &buffer)?;
+        }
+        Ok(())
+    }
+
+    fn add_advisory(&mut self, source: &str, at: &str, advisory: Advisory) -> crate::Result<()> {
+        self.stats.advisories += 1;
+        let problem = |field: &str, message: &str| {
+            catalog_error(source, format!("{at}{field}: {message} (advisory {:?})", advisory.id))
+        };
+        if advisory.id.trim().is_empty() {
+            return Err(problem("id", "empty"));
+        }
+        // Group the affected entries of the kept ecosystems, in first-seen order.
+        let mut ecosystems: Vec<(String, Vec<usize>)> = Vec::new();
+        let affected = advisory.affected.as_deref().unwrap_or_default();
+        for (i, entry) in affected.iter().enumerate() {
+            let Some(ecosystem) = entry.package.as_ref().map(|p| p.ecosystem.as_str()).filter(|e| is_distribution(e))
+            else {
+                self.stats.other_ecosystems += 1;
+                continue;
+            };
+            if !self.options.ecosystems.is_empty() && !self.options.ecosystems.iter().any(|p| has_prefix(ecosystem, p)) {
+                self.stats.filtered_ecosystems += 1;
+                continue;
+            }
+            match ecosystems.iter_mut().find(|(e, _)| e == ecosystem) {
+                Some((_, entries)) => entries.push(i),
+                None => ecosystems.push((ecosystem.to_string(), vec![i])),
+            }
+        }
+        if ecosystems.is_empty() {
+            return Ok(());
+        }
+
+        let released = released(&advisory).map_err(|(field, message)| problem(field, &message))?;
+        let title = title(&advisory);
+        let cves = cves(&advisory);
+        for (ecosystem, entries) in ecosystems {
+            let mut fixes: Vec<Fix> = Vec::new();
+            let mut ratings = Ratings::default();
+            ratings.add_scores(advisory.severity.as_deref());
+            ratings.add_specific(advisory.database_specific.as_ref());
+            for i in entries {
+                let entry = &affected[i];
+                ratings.add_scores(entry.severity.as_deref());
+                ratings.add_specific(entry.ecosystem_specific.as_ref());
+                ratings.add_specific(entry.database_specific.as_ref());
+                let name = entry.package.as_ref().map(|p| p.name.trim()).unwrap_or_default();
+                if name.is_empty() {
+                    return Err(problem(&format!("affected[{i}].package.name"), "missing or empty"));
+                }
+                let mut intervals = Vec::new();
+                let mut unfixed = false;
+                for (j, range) in entry.ranges.as_deref().unwrap_or_default().iter().enumerate() {
+                    if range.kind != "ECOSYSTEM" {
+                        self.stats.non_ecosystem_ranges += 1;
+                        continue;
+                    }
+                    let field = format!("affected[{i}].ranges[{j}]");
+                    match range_intervals(range).map_err(|(f, m)| problem(&format!("{field}{f}"), &m))? {
+                        Some(mut found) => intervals.append(&mut found),
+                        None => unfixed = true,
+                    }
+                }
+                if unfixed || intervals.is_empty() {
+                    // No fixed version for this package (OSV's "not fixed yet", an open
+                    // range, or no ECOSYSTEM range): nothing to install, nothing to test.
+                    self.stats.unfixed_packages += 1;
+                    tracing::trace!(advisory = %advisory.id, %ecosystem, package = name, "no fixed version; package skipped");
+                    continue;
+                }
+                match fixes.iter_mut().find(|f| f.name == name) {
+                    Some(fix) => fix.intervals.append(&mut intervals),
+                    None => fixes.push(Fix { name: name.to_string(), fixed: String::new(), intervals }),
+                }
+            }
+            if fixes.is_empty() {
+                self.stats.without_fixed_package += 1;
+                continue;
+            }
+            fixes.sort_by(|a, b| a.name.cmp(&b.name));
+            for fix in &mut fixes {
+                fix.intervals.sort();
+                fix.intervals.dedup();
+                fix.fixed = fix.intervals.iter().map(|iv| &iv.fixed).max_by(|a, b| compare_debian(a, b)).cloned().unwrap();
+            }
+            let id = format!("{}-{}", advisory.id, slug(&ecosystem));
+            let update = Update {
+                id: id.clone(),
+                kb: Some(advisory.id.clone()),
+                title: title.clone(),
+                classification: "Security Updates".into(),
+                severity: ratings.severity(),
+                products: vec![pretty(&ecosystem)],
+                released,
+                supersedes: vec![],
+                expired: advisory.withdrawn.is_some(),
+                reboot_required: fixes.iter().any(|f| needs_reboot(&f.name)),
+                max_run_time: crate::time::Duration::from_mins(10),
+                cves: cves.clone(),
+                applicability: applicability(&fixes),
+                files: vec![],
+            };
+            if let Some(&first) = self.by_id.get(&id) {
+                return Err(problem(
+                    "id",
+                    &format!("duplicate advisory for {ecosystem} (first in {})", self.drafts[first].source),
+                ));
+            }
+            self.by_id.insert(id, self.drafts.len());
+            self.drafts.push(Draft {
+                update,
+                source: source.to_string(),
+                ecosystem,
+                withdrawn: advisory.withdrawn.is_some(),
+                fixes,
+            });
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, source: &str) -> crate::Result<Vec<Update>> {
+        self.link_supersedence();
+        let s = &self.stats;
+        tracing::debug!(
+            source,
+            advisories = s.advisories,
+            updates = self.drafts.len(),
+            other_ecosystems = s.other_ecosystems,
+            filtered_ecosystems = s.filtered_ecosystems,
+            unfixed_packages = s.unfixed_packages,
+            advisories_without_fix = s.without_fixed_package,
+            non_ecosystem_ranges = s.non_ecosystem_ranges,
+            skipped_zip_members = s.skipped_members,
+            "OSV advisories imported (skipped: affected entries of other or filtered ecosystems, packages without a fixed version)"
+        );
+        let mut updates: Vec<Update> = self.drafts.into_iter().map(|d| d.update).collect();
+        for u in &mut updates {
+            u.supersedes.sort();
+        }
+        updates.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(updates)
+    }
+
+    /// B supersedes A when both are for the same ecosystem, neither is withdrawn, B fixes
+    /// every source package A fixes at a fixed version at least as high, and at least one
+    /// higher. "Later" is judged by fixed versions, not by publication dates (CVE records
+    /// carry the CVE's date, not the fix's). Only direct supersedence is recorded: B is
+    /// not listed when it supersedes some C that supersedes A (C is), which keeps long
+    /// chains (hundreds of kernel advisories) linear in size.
+    fn link_supersedence(&mut self) {
+        let drafts = &mut self.drafts;
+        // Each (ecosystem, package) group, sorted by fixed version; ranks from the order.
+        let mut groups: HashMap<(&str, &str), Vec<(u32, usize)>> = HashMap::new();
+        for (d, draft) in drafts.iter().enumerate() {
+            if draft.withdrawn {
+                continue;
+            }
+            for (f, fix) in draft.fixes.iter().enumerate() {
+                groups.entry((draft.ecosystem.as_str(), fix.name.as_str())).or_default().push((f as u32, d));
+            }
+        }
+        let fixed = |&(f, d): &(u32, usize)| drafts[d].fixes[f as usize].fixed.as_str();
+        let mut ranks: Vec<Vec<u32>> = drafts.iter().map(|d| vec![0; d.fixes.len()]).collect();
+        for members in groups.values_mut() {
+            members.sort_by(|a, b| compare_debian(fixed(a), fixed(b)));
+            let mut rank = 0;
+            for k in 0..members.len() {
+                if k > 0 && compare_debian(fixed(&members[k - 1]), fixed(&members[k])) != Ordering::Equal {
+                    rank += 1;
+                }
+                let (f, d) = members[k];
+                ranks[d][f as usize] = rank;
+            }
+        }
+        // Per group, candidates in an order where anything B dominates comes before B:
+        // (rank here, number of packages, sum of ranks).
+        let key = |d: usize, rank: u32| (rank, drafts[d].fixes.len(), ranks[d].iter().map(|&r| r as u64).sum::<u64>(), d);
+        let groups: HashMap<(&str, &str), Vec<(u32, usize)>> = groups
+            .into_iter()
+            .map(|(k, mut members)| {
+                let mut members: Vec<(u32, usize)> = members.drain(..).map(|(f, d)| (ranks[d][f as usize], d)).collect();
+                members.sort_by_key(|&(rank, d)| key(d, rank));
+                (k, members)
+            })
+            .collect();
+
+        let mut links: Vec<(usize, usize)> = Vec::new(); // (newer, older)
+        let mut kept: Vec<usize> = Vec::new();
+        for a in 0..drafts.len() {
+            let older = &drafts[a];
+            if older.withdrawn {
+                continue;
+            }
+            // Scan the smallest group among A's packages.
+            let (p0, members) = (0..older.fixes.len())
+                .map(|f| (f, &groups[&(older.ecosystem.as_str(), older.fixes[f].name.as_str())]))
+                .min_by_key(|(_, m)| m.len())
+                .unwrap();
+            let rank_a = ranks[a][p0];
+            let start = members.partition_point(|&(rank, _)| rank < rank_a);
+            kept.clear();
+            let mut stop_above: Option<u32> = None;
+            for &(rank, b) in &members[start..] {
+                if stop_above.is_some_and(|r| rank > r) {
+                    break;
+                }
+                let dominates = |newer: usize, older: usize| dominates(&drafts[newer], &ranks[newer], &drafts[older], &ranks[older]);
+                if b == a || !dominates(b, a) || kept.iter().any(|&c| dominates(b, c)) {
+                    continue;
+                }
+                kept.push(b);
+                // A newer advisory for A's single package alone is below everything
+                // further up this group: none of those can be direct.
+                if older.fixes.len() == 1 && drafts[b].fixes.len() == 1 && stop_above.is_none() {
+                    stop_above = Some(rank);
+                }
+            }
+            links.extend(kept.iter().map(|&b| (b, a)));
+        }
+        for (newer, older) in links {
+            let id = drafts[older].update.id.clone();
+            drafts[newer].update.supersedes.push(id);
+        }
+    }
+}
+
+/// `newer` fixes every package of `older` at a version at least as high, one higher.
+/// `*_ranks`: for each fix (same index), the rank of its fixed version among the fixed
+/// versions of that package in that ecosystem (Debian version order).
+fn dominates(newer: &Draft, newer_ranks: &[u32], older: &Draft, older_ranks: &[u32]) -> bool {
+    if newer.ecosystem != older.ecosystem || newer.fixes.len() < older.fixes.len() {
+        return false;
+    }
+    let mut higher = false;
+    for (fix, &rank) in older.fixes.iter().zip(older_ranks) {
+        let Ok(k) = newer.fixes.binary_search_by(|f| f.name.as_str().cmp(&fix.name)) else { return false };
+        match newer_ranks[k].cmp(&rank) {
+            Ordering::Less => return false,
+            Ordering::Greater => higher = true,
+            Ordering::Equal => {}
+        }
+    }
+    higher
+}
+
+/// Deserialize with the JSON path of a type error; serde_json gives line and column.
+fn from_json<T: DeserializeOwned>(source: &str, text: &[u8]) -> crate::Result<T> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = if inner.is_syntax() || inner.is_eof() || inner.is_io() {
+            format!("not valid JSON: {inner}")
+        } else if path.is_empty() || path == "." {
+            format!("not an OSV advisory: {inner}")
+        } else {
+            format!("{path}: {inner}")
+        };
+        catalog_error(source, message)
+    })?;
+    de.end().map_err(|e| catalog_error(source, format!("not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// The Debian and Ubuntu ecosystems: `Debian:12`, `Ubuntu:24.04:LTS`, `Ubuntu:Pro:18.04:LTS`…
+fn is_distribution(ecosystem: &str) -> bool {
+    has_prefix(ecosystem, "Debian") || has_prefix(ecosystem, "Ubuntu")
+}
+
+/// `prefix` is `ecosystem` or a leading run of its `:`-separated parts.
+fn has_prefix(ecosystem: &str, prefix: &str) -> bool {
+    ecosystem.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+}
+
+/// `Debian:12` → `Debian 12`, `Ubuntu:24.04:LTS` → `Ubuntu 24.04 LTS`.
+fn pretty(ecosystem: &str) -> String {
+    ecosystem.split(':').filter(|p| !p.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// `Debian:12` → `debian-12`, `Ubuntu:24.04:LTS` → `ubuntu-24.04-lts`.
+fn slug(ecosystem: &str) -> String {
+    let mut out = String::with_capacity(ecosystem.len());
+    for c in ecosystem.chars() {
+        if c.is_ascii_alphanumeric() || c == '.' {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
+
+/// Kernels and CPU microcode take effect only after a restart.
+fn needs_reboot(source_package: &str) -> bool {
+    source_package == "linux"
+        || (source_package.starts_with("linux-") && !source_package.starts_with("linux-tools"))
+        || source_package.ends_with("-microcode")
+}
+
+fn title(advisory: &Advisory) -> String {
+    let summary = advisory.summary.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let first_line = || advisory.details.as_deref().and_then(|d| d.lines().map(str::trim).find(|l| !l.is_empty()));
+    summary.or_else(first_line).unwrap_or(&advisory.id).to_string()
+}
+
+/// CVE ids among the id, `aliases`, `upstream` and `related` (Debian and Ubuntu records
+/// list the CVEs an advisory fixes in `upstream`, older ones in `related`).
+fn cves(advisory: &Advisory) -> Vec<String> {
+    let lists = [&advisory.aliases, &advisory.upstream, &advisory.related];
+    let ids = std::iter::once(&advisory.id).chain(lists.into_iter().flatten().flatten());
+    ids.filter(|s| s.starts_with("CVE-")).cloned().collect::<BTreeSet<_>>().into_iter().collect()
+}
+
+/// `published`, else `modified`, as a UTC date.
+fn released(advisory: &Advisory) -> Result<jiff::civil::Date, (&'static str, String)> {
+    let (field, text) = match (&advisory.published, &advisory.modified) {
+        (Some(p), _) => ("published", p),
+        (None, Some(m)) => ("modified", m),
+        (None, None) => return Err(("published", "missing (and no modified either)".into())),
+    };
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Ok(ts.to_zoned(jiff::tz::TimeZone::UTC).date());
+    }
+    // Tolerate timestamps without an offset, and bare dates.
+    text.get(..10)
+        .and_then(|d| d.parse::<jiff::civil::Date>().ok())
+        .ok_or_else(|| (field, format!("{text:?} is not an RFC 3339 timestamp")))
+}
+
+/// The affected intervals of one ECOSYSTEM range (OSV's evaluation: events in version
+/// order; `introduced` opens, `fixed` closes). `Ok(None)`: some interval has no fixed
+/// version (introduced only: "not fixed yet"; or `last_affected`), so the package has
+/// no version that fixes it. `Err((field suffix, message))`: a schema problem.
+fn range_intervals(range: &Range) -> Result<Option<Vec<Interval>>, (String, String)> {
+    let events = range.events.as_deref().unwrap_or_default();
+    if events.is_empty() {
+        return Err((String::new(), "ECOSYSTEM range without events (it needs an introduced event)".into()));
+    }
+    let mut sorted: Vec<(&str, &str)> = Vec::with_capacity(events.len());
+    for (k, event) in events.iter().enumerate() {
+        let given = [("introduced", &event.introduced), ("fixed", &event.fixed), ("last_affected", &event.last_affected), ("limit", &event.limit)];
+        let mut found = given.iter().filter_map(|(kind, v)| v.as_deref().map(|v| (*kind, v)));
+        let (Some((kind, version)), None) = (found.next(), found.next()) else {
+            return Err((
+                format!(".events[{k}]"),
+                "an event has exactly one of introduced, fixed, last_affected, limit".into(),
+            ));
+        };
+        if !(kind == "introduced" && version == "0")
+            && let Err(e) = version.parse::<debversion::Version>()
+        {
+            return Err((format!(".events[{k}].{kind}"), format!("{version:?} is not a Debian version ({e})")));
+        }
+        sorted.push((kind, version));
+    }
+    if !sorted.iter().any(|(kind, _)| *kind == "introduced") {
+        return Err((String::new(), "ECOSYSTEM range without an introduced event".into()));
+    }
+    let version_order = |a: &str, b: &str| match (a, b) {
+        ("0", "0") => Ordering::Equal,
+        ("0", _) => Ordering::Less,
+        (_, "0") => Ordering::Greater,
+        _ => compare_debian(a, b),
+    };
+    sorted.sort_by(|a, b| version_order(a.1, b.1));
+    let mut intervals = Vec::new();
+    let mut open: Option<&str> = None;
+    for (kind, version) in sorted {
+        match kind {
+            "introduced" => {
+                open.get_or_insert(version);
+            }
+            "fixed" => {
+                if let Some(introduced) = open.take() {
+                    let introduced = (introduced != "0").then(|| introduced.to_string());
+                    intervals.push(Interval { introduced, fixed: version.to_string() });
+                }
+            }
+            "last_affected" if open.is_some() => return Ok(None),
+            _ => {}
+        }
+    }
+    Ok(if open.is_some() { None } else { Some(intervals) })
+}
+
+/// Installable when some package is installed at an affected version; installed when
+/// some package is installed and none is at an affected version. The usual case (one
+/// package, affected below the fix) is exactly `src:<pkg>` below / at least the fix.
+fn applicability(fixes: &[Fix]) -> Applicability {
+    let package = |fix: &Fix| format!("src:{}", fix.name);
+    let affected = |fix: &Fix| {
+        let mut tests: Vec<Rule> = fix
+            .intervals
+            .iter()
+            .map(|iv| {
+                Rule::Package(PackageTest {
+                    name: package(fix),
+                    version_below: Some(iv.fixed.clone()),
+                    version_at_least: iv.introduced.clone(),
+                })
+            })
+            .collect();
+        if tests.len() == 1 { tests.pop().unwrap() } else { Rule::Any(tests) }
+    };
+    let present = |fix: &Fix| Rule::Package(PackageTest { name: package(fix), ..Default::default() });
+    match fixes {
+        [fix] => {
+            let is_installed = match fix.intervals.as_slice() {
+                [Interval { introduced: None, fixed }] => Rule::Package(PackageTest {
+                    name: package(fix),
+                    version_at_least: Some(fixed.clone()),
+                    ..Default::default()
+                }),
+                _ => Rule::All(vec![present(fix), Rule::Not(Box::new(affected(fix)))]),
+            };
+            Applicability { is_installable: affected(fix), is_installed, prerequisites: vec![] }
+        }
+        _ => {
+            let any_affected = Rule::Any(fixes.iter().map(affected).collect());
+            Applicability {
+                is_installed: Rule::All(vec![
+                    Rule::Any(fixes.iter().map(present).collect()),
+                    Rule::Not(Box::new(any_affected.clone())),
+                ]),
+                is_installable: any_affected,
+                prerequisites: vec![],
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Severity.
+
+/// The severity of one (advisory, ecosystem), from the best source available:
+/// 1. the distribution's own rating, the analogue of the MSRC rating: Ubuntu's priority
+///    (`severity[]` of type `Ubuntu`), Debian's urgency (`ecosystem_specific.urgency`),
+///    or `database_specific.severity` (top level or per affected entry);
+/// 2. otherwise the highest CVSS v3 base score computed from `severity[]` vectors
+///    (Critical ≥ 9, Important ≥ 7, Moderate ≥ 4, Low > 0);
+/// 3. otherwise Unspecified (the usual case for Debian DSA/DLA records).
+///
+/// Within a source the maximum wins (an advisory fixing several CVEs rates as the worst).
+/// CVSS v2 and v4 vectors are not scored.
+#[derive(Default)]
+struct Ratings {
+    vendor: Option<Severity>,
+    cvss: Option<Severity>,
+}
+
+impl Ratings {
+    fn add_scores(&mut self, scores: Option<&[SeverityScore]>) {
+        for s in scores.unwrap_or_default() {
+            match s.kind.as_str() {
+                "CVSS_V3" => {
+                    if let Some(score) = cvss3_base_score(&s.score).or_else(|| s.score.trim().parse().ok()) {
+                        self.cvss = self.cvss.max(Some(from_score(score)));
+                    }
+                }
+                "CVSS_V2" | "CVSS_V4" => {}
+                _ => self.vendor = self.vendor.max(from_word(&s.score)),
+            }
+        }
+    }
+
+    fn add_specific(&mut self, specific: Option<&Specific>) {
+        let Some(specific) = specific else { return };
+        for value in [&specific.severity, &specific.urgency].into_iter().flatten() {
+            if let Some(word) = value.as_str() {
+                self.vendor = self.vendor.max(from_word(word));
+            }
+        }
+    }
+
+    fn severity(&self) -> Severity {
+        self.vendor.or(self.cvss).unwrap_or(Severity::Unspecified)
+    }
+}
+
+/// Ubuntu priorities, Debian urgencies, GitHub-style ratings. Unknown words (Debian's
+/// "not yet assigned", "end-of-life") give nothing.
+fn from_word(word: &str) -> Option<Severity> {
+    let word = word.trim().trim_end_matches(['*', '!']).to_ascii_lowercase();
+    match word.as_str() {
+        "critical" => Some(Severity::Critical),
+        "high" | "important" => Some(Severity::Important),
+        "medium" | "moderate" => Some(Severity::Moderate),
+        "low" | "negligible" | "unimportant" => Some(Severity::Low),
+        _ => None,
+    }
+}
+
+fn from_score(score: f64) -> Severity {
+    match score {
+        s if s >= 9.0 => Severity::Critical,
+        s if s >= 7.0 => Severity::Important,
+        s if s >= 4.0 => Severity::Moderate,
+        s if s > 0.0 => Severity::Low,
+        _ => Severity::Unspecified,
+    }
+}
+
+/// The CVSS v3.0/v3.1 base score of a vector (`CVSS:3.1/AV:N/AC:L/…`), by the
+/// specification's formulas and round-up (v3.1's, which v3.0 values agree with).
+fn cvss3_base_score(vector: &str) -> Option<f64> {
+    let mut parts = vector.trim().split('/');
+    if !matches!(parts.next()?, "CVSS:3.0" | "CVSS:3.1") {
+        return None;
+    }
+    let mut metric: HashMap<&str, &str> = HashMap::new();
+    for part in parts {
+        let (k, v) = part.split_once(':')?;
+        metric.insert(k, v);
+    }
+    let scope_changed = match *metric.get("S")? {
+        "U" => false,
+        "C" => true,
+        _ => return None,
+    };
+    let av = match *metric.get("AV")? {
+        "N" => 0.85,
+        "A" => 0.62,
+        "L" => 0.55,
+        "P" => 0.2,
+        _ => return None,
+    };
+    let ac = match *metric.get("AC")? {
+        "L" => 0.77,
+        "H" => 0.44,
+        _ => return None,
+    };
+    let pr = match (*metric.get("PR")?, scope_changed) {
+        ("N", _) => 0.85,
+        ("L", false) => 0.62,
+        ("L", true) => 0.68,
+        ("H", false) => 0.27,
+        ("H", true) => 0.5,
+        _ => return None,
+    };
+    let ui = match *metric.get("UI")? {
+        "N" => 0.85,
+        "R" => 0.62,
+        _ => return None,
+    };
+    let cia = |k: &str| match *metric.get(k)? {
+        "H" => Some(0.56),
+        "L" => Some(0.22),
+        "N" => Some(0.0),
+        _ => None,
+    };
+    let iss = 1.0 - (1.0 - cia("C")?) * (1.0 - cia("I")?) * (1.0 - cia("A")?);
+    let impact = if scope_changed { 7.52 * (iss - 0.029) - 3.25 * (iss - 0.02f64).powi(15) } else { 6.42 * iss };
+    if impact <= 0.0 {
+        return Some(0.0);
+    }
+    let exploitability = 8.22 * av * ac * pr * ui;
+    let raw = if scope_changed { (1.08 * (impact + exploitability)).min(10.0) } else { (impact + exploitability).min(10.0) };
+    let int_input = (raw * 100_000.0).round() as i64;
+    Some(if int_input % 10_000 == 0 { int_input as f64 / 100_000.0 } else { ((int_input / 10_000) + 1) as f64 / 10.0 })
+}
