@@ -15,8 +15,20 @@ use crate::reconcile::{Engine, Inputs, Previous};
 use crate::resources::*;
 use crate::{Error, Result};
 
+/// Which benchmarks to run (each in its own process keeps peak-memory figures apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Suite {
+    /// The reconcile core (and, with --sqlite, a cold start from the store).
+    Reconcile,
+    /// Catalog imports of the real vendor data, a 100,000-update native catalog, deltas.
+    Catalog,
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
+    /// Which benchmarks to run.
+    #[arg(value_enum, default_value = "reconcile")]
+    pub suite: Suite,
     #[arg(long, default_value_t = 100_000)]
     pub clients: usize,
     #[arg(long, default_value_t = 2_000)]
@@ -162,6 +174,9 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    if args.suite == Suite::Catalog {
+        return super::bench_catalog::run();
+    }
     let now = Timestamp::now();
     println!(
         "patchops bench: {} clients × {} updates × {} deployments, {} threads",

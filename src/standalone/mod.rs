@@ -3,6 +3,7 @@
 //! status and policies, and repeat on an interval. It carries data; it never decides.
 
 pub mod bench;
+pub mod bench_catalog;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
