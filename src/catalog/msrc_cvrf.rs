@@ -725,7 +725,10 @@ fn build(source: &str, text: &str, doc: Doc) -> Result<Imported> {
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
     let mut odd_supersedence = 0usize;
     for vuln in &doc.vulns {
-        // A fix first appears when its vulnerability last changed (never before the month).
+        // A vulnerability dates its fixes by its latest revision (never before the month);
+        // an update keeps the earliest date over its vulnerabilities. So KB4093112, added
+        // to the April 2016 document in 2018, is released 2018-04-10, while a cumulative
+        // update keeps the month's date when one of its 63 CVEs is revised later.
         let released = vuln.last_revised.map_or(initial, |d| d.max(initial));
         let mut for_all = None;
         let mut by_product: HashMap<&str, Severity> = HashMap::new();
@@ -872,4 +875,358 @@ fn build(source: &str, text: &str, doc: Doc) -> Result<Imported> {
     updates.sort_by(|a, b| a.id.cmp(&b.id));
     updates.dedup_by(|a, b| a.id == b.id);
     Ok(Imported { updates, current, revision: doc.revision, skipped })
+}
+
+#[cfg(test)]
+mod test {
+    use std::io::Read;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::catalog::{Facts, ScanVerdict};
+
+    /// A real monthly document from ../shared/data (gzip), decompressed.
+    fn real(month: &str) -> Vec<u8> {
+        let path = format!("{}/../shared/data/msrc-cvrf/cvrfDocument-{month}.xml.gz", env!("CARGO_MANIFEST_DIR"));
+        let gz = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
+        out
+    }
+
+    /// A fixture from tests/data/msrc-cvrf (provenance in its README.md).
+    fn fixture(name: &str) -> String {
+        let path = format!("{}/tests/data/msrc-cvrf/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn find<'a>(updates: &'a [Update], id: &str) -> &'a Update {
+        updates.iter().find(|u| u.id == id).unwrap_or_else(|| panic!("no update {id}"))
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn error_text(result: Result<Vec<Update>>) -> String {
+        match result {
+            Ok(u) => panic!("expected an error, got {} updates", u.len()),
+            Err(e @ Error::Catalog { .. }) => e.to_string(),
+            Err(e) => panic!("expected a catalog error, got {e}"),
+        }
+    }
+
+    /// `text` with the first `<vuln:ProductID>` after `anchor` replaced by `with`.
+    fn replace_product_after(text: &str, anchor: &str, with: &str) -> String {
+        let at = text.find(anchor).expect("anchor") + anchor.len();
+        let open = at + text[at..].find("<vuln:ProductID>").unwrap();
+        let close = open + text[open..].find("</vuln:ProductID>").unwrap() + "</vuln:ProductID>".len();
+        format!("{}{with}{}", &text[..open], &text[close..])
+    }
+
+    /// Facts checked by hand against the XML (zcat | grep; a throw-away script summed
+    /// CVEs, products and severities per KB and Product Family branch).
+    #[test]
+    fn both_real_monthly_documents_parse_into_one_update_per_kb_and_product_family() {
+        let (apr_xml, jan_xml) = (real("2016-Apr"), real("2023-Jan"));
+        let started = Instant::now();
+        let apr = import("2016-Apr", &apr_xml).unwrap();
+        let took_apr = started.elapsed();
+        let jan = import("2023-Jan", &jan_xml).unwrap();
+        let took_both = started.elapsed();
+        println!(
+            "msrc-cvrf parse: 2016-Apr ({} KiB) {:?}, 2023-Jan ({} KiB) {:?}, both {:?}",
+            apr_xml.len() / 1024,
+            took_apr,
+            jan_xml.len() / 1024,
+            took_both - took_apr,
+            took_both
+        );
+        assert_eq!((apr.updates.len(), jan.updates.len()), (60, 39));
+
+        // April 2016: the Windows 10 cumulative update, split by product family as WSUS does.
+        let u = find(&apr.updates, "KB3147461-windows");
+        assert_eq!(u.kb.as_deref(), Some("KB3147461"));
+        assert_eq!(u.products, strings(&["Windows 10 for 32-bit Systems", "Windows 10 for x64-based Systems"]));
+        assert_eq!((u.severity, u.cves.len()), (Severity::Critical, 11));
+        assert_eq!(u.supersedes, strings(&["KB3140745"]));
+        assert_eq!(
+            u.title,
+            "April 2016 Security Update for Windows 10 for 32-bit Systems and Windows 10 for x64-based Systems (KB3147461)"
+        );
+        assert_eq!(
+            (u.classification.as_str(), u.max_run_time),
+            ("Security Updates", crate::time::Duration::from_mins(60))
+        );
+        assert_eq!(u.released, jiff::civil::date(2016, 4, 12));
+        assert!(u.reboot_required && !u.expired && u.files.is_empty());
+        assert_eq!(find(&apr.updates, "KB3147461-browser").cves.len(), 7);
+        assert_eq!(find(&apr.updates, "KB3147461-developer-tools").cves, strings(&["CVE-2016-0145"]));
+        let u = find(&apr.updates, "KB3135456-windows");
+        assert_eq!((u.products.len(), u.severity, u.cves.len()), (5, Severity::Important, 3));
+        assert_eq!(
+            (u.supersedes.clone(), u.max_run_time),
+            (strings(&["KB3087088"]), crate::time::Duration::from_mins(10))
+        );
+        // Later additions to the April 2016 document carry their vulnerability's revision date.
+        let u = find(&apr.updates, "KB4015549-browser");
+        assert_eq!((u.classification.as_str(), u.severity), ("Monthly Rollup", Severity::Moderate));
+        assert_eq!((u.released, u.supersedes.clone()), (jiff::civil::date(2017, 4, 11), strings(&["KB4012215"])));
+        assert_eq!(find(&apr.updates, "KB4093112-windows").released, jiff::civil::date(2018, 4, 10));
+
+        // January 2023.
+        let u = find(&jan.updates, "KB5022282-windows");
+        assert_eq!(u.products.len(), 9);
+        assert_eq!(u.products[0], "Windows 10 Version 20H2 for 32-bit Systems");
+        assert_eq!((u.severity, u.cves.len()), (Severity::Critical, 63));
+        assert_eq!(u.supersedes, strings(&["KB5021233"]));
+        assert_eq!(u.max_run_time, crate::time::Duration::from_mins(60));
+        let u = find(&jan.updates, "KB5022352-windows");
+        assert_eq!((u.classification.as_str(), u.products.len(), u.cves.len()), ("Monthly Rollup", 4, 48));
+        assert_eq!(u.supersedes, strings(&["KB5021294"]));
+        let u = find(&jan.updates, "KB5022346-windows");
+        assert_eq!((u.classification.as_str(), u.products.len(), u.cves.len()), ("Security Only", 5, 48));
+        assert!(u.supersedes.is_empty());
+        assert_eq!(u.max_run_time, crate::time::Duration::from_mins(10));
+        let u = find(&jan.updates, "KB5022338-esu");
+        assert_eq!((u.classification.as_str(), u.severity, u.cves.len()), ("Monthly Rollup", Severity::Critical, 40));
+        assert_eq!(u.released, jiff::civil::date(2023, 1, 10));
+
+        // The classifications in the data: SubTypes Security Update, Monthly Rollup,
+        // Security Only, IE Cumulative, Cumulative Update, Security Hotpatch Update.
+        let classes = |u: &[Update]| u.iter().map(|u| u.classification.clone()).collect::<BTreeSet<_>>();
+        assert_eq!(classes(&apr.updates), BTreeSet::from(["Monthly Rollup".into(), "Security Updates".into()]));
+        assert_eq!(
+            classes(&jan.updates),
+            BTreeSet::from(["Monthly Rollup".into(), "Security Only".into(), "Security Updates".into()])
+        );
+
+        // Vendor fixes without a KB number (Edge and Office "Release Notes", store apps'
+        // "More Information", "Click to Run", CBL-Mariner packages) are counted, not imported.
+        assert_eq!(apr.skipped.values().sum::<usize>(), 0);
+        assert_eq!(jan.skipped.values().sum::<usize>(), 60);
+        assert_eq!(jan.skipped["Release Notes"], 32);
+        assert_eq!(jan.skipped["curl"], 1);
+    }
+
+    #[test]
+    fn output_is_sorted_by_id_without_duplicates_and_deterministic() {
+        let jan = real("2023-Jan");
+        let a = parse("jan", &jan).unwrap();
+        let ids: Vec<&str> = a.iter().map(|u| u.id.as_str()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(ids, sorted);
+        assert_eq!(crate::catalog::digest(&a), crate::catalog::digest(&parse("jan", &jan).unwrap()));
+        for u in &a {
+            let mut cves = u.cves.clone();
+            cves.dedup();
+            assert_eq!(cves, u.cves, "{}", u.id);
+            assert!(u.cves.windows(2).all(|w| w[0] < w[1]) && u.products.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[test]
+    fn parse_many_merges_months_and_a_re_revised_document_replaces_its_updates() {
+        let (apr, jan) = (real("2016-Apr"), real("2023-Jan"));
+        let apr_updates = parse("apr", &apr).unwrap();
+        let jan_updates = parse("jan", &jan).unwrap();
+        let merged = parse_many(&[("jan", &jan), ("apr", &apr)]).unwrap();
+        assert_eq!(merged.len(), apr_updates.len() + jan_updates.len(), "no KB is in both months");
+        assert!(merged.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(find(&merged, "KB3147461-windows"), find(&apr_updates, "KB3147461-windows"));
+
+        // A re-revision of January: a later CurrentReleaseDate and revision, and one
+        // remediation now titled by MSRC.
+        let text = std::str::from_utf8(&jan).unwrap();
+        let title = "2023-01 Cumulative Update for Windows 10 Version 22H2 for x64-based Systems (KB5022282)";
+        let revised = text
+            .replacen(
+                "<cvrf:CurrentReleaseDate>2023-01-27T08:00:00<",
+                "<cvrf:CurrentReleaseDate>2023-02-14T08:00:00<",
+                1,
+            )
+            .replacen("<cvrf:Number>27</cvrf:Number>", "<cvrf:Number>28</cvrf:Number>", 1)
+            .replacen(
+                "<vuln:Description>5022282</vuln:Description>",
+                &format!("<vuln:Description>{title}</vuln:Description>"),
+                1,
+            );
+        assert_ne!(revised, text);
+        for docs in
+            [[("revised", revised.as_bytes()), ("jan", &jan[..])], [("jan", &jan[..]), ("revised", revised.as_bytes())]]
+        {
+            let merged = parse_many(&[docs[0], docs[1], ("apr", &apr)]).unwrap();
+            assert_eq!(merged.len(), apr_updates.len() + jan_updates.len());
+            let u = find(&merged, "KB5022282-windows");
+            assert_eq!(u.title, title, "the later document wins whatever the input order");
+            assert_eq!(u.classification, "Security Updates");
+            assert_eq!(find(&merged, "KB5022352-windows"), find(&jan_updates, "KB5022352-windows"));
+        }
+        // Same date, higher revision number: the revision decides.
+        let same_day = text.replacen("<cvrf:Number>27</cvrf:Number>", "<cvrf:Number>27.1</cvrf:Number>", 1).replacen(
+            "<vuln:Description>5022282</vuln:Description>",
+            &format!("<vuln:Description>{title}</vuln:Description>"),
+            1,
+        );
+        let merged = parse_many(&[("same-day", same_day.as_bytes()), ("jan", &jan)]).unwrap();
+        assert_eq!(find(&merged, "KB5022282-windows").title, title);
+    }
+
+    #[test]
+    fn a_truncated_xml_document_is_an_error_naming_the_source_and_a_line() {
+        let jan = real("2023-Jan");
+        let text = std::str::from_utf8(&jan).unwrap();
+        let mut half = text.len() / 2;
+        while !text.is_char_boundary(half) {
+            half -= 1;
+        }
+        let cut = &text[..half];
+        let lines = cut.lines().count();
+        let message = error_text(parse("cvrfDocument-2023-Jan.xml", cut.as_bytes()));
+        assert!(message.contains("cvrfDocument-2023-Jan.xml"), "{message}");
+        assert!(message.contains(&format!("line {lines}")), "{message}");
+        assert!(message.contains("truncated"), "{message}");
+    }
+
+    #[test]
+    fn malformed_json_is_an_error_with_its_line_and_column() {
+        let json = fixture("2023-Jan-subset.json");
+        let broken = json.replacen("\"Status\": 2,", "\"Status\": 2", 1);
+        let line = json.lines().position(|l| l.contains("\"Version\": \"1.0\"")).unwrap() + 1;
+        let message = error_text(parse("2023-Jan.json", broken.as_bytes()));
+        assert!(message.contains("2023-Jan.json"), "{message}");
+        assert!(message.contains(&format!("at line {line}, column 3")), "{message}");
+        let truncated = &json[..json.len() / 2];
+        let message = error_text(parse("2023-Jan.json", truncated.as_bytes()));
+        assert!(message.contains("truncated") && message.contains("line "), "{message}");
+    }
+
+    #[test]
+    fn a_remediation_naming_an_undefined_product_is_an_error_naming_the_cve_and_the_id() {
+        // Dangling ids are an error, not skipped: the update would otherwise silently miss
+        // the systems that product stands for, and an inconsistent document deserves a look.
+        let xml = fixture("2023-Jan-subset.xml");
+        let anchor = "<vuln:Description>5002335</vuln:Description>";
+        let broken = replace_product_after(&xml, anchor, "<vuln:ProductID>99999</vuln:ProductID>");
+        // The error points at the Remediation element.
+        let remediation = broken[..broken.find(anchor).unwrap()].rfind("<vuln:Remediation ").unwrap();
+        let line = broken[..remediation].matches('\n').count() + 1;
+        let message = error_text(parse("subset.xml", broken.as_bytes()));
+        assert!(message.contains("subset.xml"), "{message}");
+        assert!(message.contains("Vulnerability CVE-2023-21742"), "{message}");
+        assert!(message.contains("\"99999\""), "{message}");
+        assert!(message.contains(&format!("line {line}, column 7")), "{message}");
+
+        let json = fixture("2023-Jan-subset.json").replacen(
+            "\"URL\": \"https://dotnet.microsoft.com/download/dotnet/6.0\",",
+            "\"URL\": \"https://dotnet.microsoft.com/download/dotnet/6.0\", \"GroupID\": \"g1\",",
+            1,
+        );
+        let message = error_text(parse("subset.json", json.as_bytes()));
+        assert!(message.contains("$.Vulnerability[1].Remediations[0]") && message.contains("\"g1\""), "{message}");
+    }
+
+    #[test]
+    fn a_remediation_without_a_product_reference_is_an_error() {
+        let xml = fixture("2023-Jan-subset.xml");
+        let broken = replace_product_after(&xml, "<vuln:Description>891716</vuln:Description>", "");
+        let message = error_text(parse("subset.xml", broken.as_bytes()));
+        assert!(
+            message.contains("Vulnerability CVE-2023-21725: Remediation KB891716 without a product reference"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_bom_is_accepted_and_non_utf8_input_is_a_clear_error() {
+        let xml = fixture("2023-Jan-subset.xml");
+        let plain = parse("subset.xml", xml.as_bytes()).unwrap();
+        let with_bom = [b"\xEF\xBB\xBF".as_slice(), xml.as_bytes()].concat();
+        assert_eq!(parse("subset.xml", &with_bom).unwrap(), plain);
+        let json = fixture("2023-Jan-subset.json");
+        let with_bom = [b"\xEF\xBB\xBF".as_slice(), json.as_bytes()].concat();
+        assert_eq!(parse("subset.json", &with_bom).unwrap(), plain);
+        // UTF-16 with its BOM (how some Windows tools save XML) is decoded.
+        let utf16: Vec<u8> = [0xFF, 0xFE].into_iter().chain(xml.encode_utf16().flat_map(u16::to_le_bytes)).collect();
+        assert_eq!(parse("subset-utf16.xml", &utf16).unwrap(), plain);
+
+        // Latin-1 "à" on line 3.
+        let latin1 = b"<?xml version=\"1.0\"?>\n<cvrf:cvrfdoc>\n  <DocumentTitle>Mises \xE0 jour</DocumentTitle>\n";
+        let message = error_text(parse("latin1.xml", latin1));
+        assert!(message.contains("latin1.xml") && message.contains("not UTF-8"), "{message}");
+        assert!(message.contains("0xE0 at line 3, column 24"), "{message}");
+        let message = error_text(parse("empty", b"  \n"));
+        assert!(message.contains("neither XML nor JSON"), "{message}");
+    }
+
+    #[test]
+    fn the_json_form_gives_the_same_updates_as_the_xml_form() {
+        let xml = parse("subset.xml", fixture("2023-Jan-subset.xml").as_bytes()).unwrap();
+        let json = parse("subset.json", fixture("2023-Jan-subset.json").as_bytes()).unwrap();
+        assert_eq!(json, xml);
+        let ids: Vec<&str> = xml.iter().map(|u| u.id.as_str()).collect();
+        assert!(ids.contains(&"KB5022282-windows") && ids.contains(&"KB891716-system-center"), "{ids:?}");
+        assert!(ids.contains(&"KB5022546-developer-tools") && ids.contains(&"KB5002335-microsoft-office"), "{ids:?}");
+        assert_eq!(find(&xml, "KB5022282-windows").cves, strings(&["CVE-2023-21549"]));
+        // A SharePoint "Cumulative Update" is a security update that takes long to install.
+        let u = find(&xml, "KB5002335-microsoft-office");
+        assert_eq!(
+            (u.classification.as_str(), u.max_run_time),
+            ("Security Updates", crate::time::Duration::from_mins(60))
+        );
+        assert!(u.reboot_required, "RestartRequired Maybe counts as a restart");
+        // Release Notes (Edge and .NET) and the CBL-Mariner curl package are skipped.
+        let subset = import("subset.xml", fixture("2023-Jan-subset.xml").as_bytes()).unwrap();
+        assert_eq!(subset.skipped, BTreeMap::from([("Release Notes".to_string(), 2), ("curl".to_string(), 1)]));
+    }
+
+    #[test]
+    fn supercedence_lists_are_split_and_kb_numbers_normalised() {
+        let xml = fixture("2023-Jan-subset.xml").replacen(
+            "<vuln:Supercedence>5021233</vuln:Supercedence>",
+            "<vuln:Supercedence>5021233; KB5020000,5019999 5022282</vuln:Supercedence>",
+            1,
+        );
+        let updates = parse("subset.xml", xml.as_bytes()).unwrap();
+        assert_eq!(find(&updates, "KB5022282-windows").supersedes, strings(&["KB5019999", "KB5020000", "KB5021233"]));
+    }
+
+    #[test]
+    fn c1_every_update_is_missing_on_its_products_and_installed_once_its_kb_is() {
+        for month in ["2016-Apr", "2023-Jan"] {
+            let updates = parse(month, &real(month)).unwrap();
+            for u in &updates {
+                let a = &u.applicability;
+                assert!(a.problems().is_empty(), "{}: {:?}", u.id, a.problems());
+                assert!(a.prerequisites.is_empty());
+                let kb = u.kb.as_deref().unwrap();
+                for product in &u.products {
+                    let unpatched = Facts::from_pairs(&[("os", product)], &[]);
+                    let patched = Facts::from_pairs(&[("os", product)], &[kb]);
+                    assert_eq!(a.evaluate(&unpatched), ScanVerdict::Missing, "{} on {product}", u.id);
+                    assert_eq!(a.evaluate(&patched), ScanVerdict::Installed, "{} on {product}", u.id);
+                }
+                let elsewhere = Facts::from_pairs(&[("os", "Debian GNU/Linux 12")], &[]);
+                assert_eq!(a.evaluate(&elsewhere), ScanVerdict::NotApplicable, "{}", u.id);
+            }
+        }
+    }
+
+    #[test]
+    fn kb_numbers_are_found_alone_in_titles_and_in_urls() {
+        assert_eq!(bare_kb("5022282").as_deref(), Some("5022282"));
+        assert_eq!(bare_kb("KB 5022282").as_deref(), Some("5022282"));
+        assert_eq!(bare_kb("Release Notes"), None);
+        assert_eq!(kb_in_text("2023-01 Cumulative Update (KB5022282)").as_deref(), Some("5022282"));
+        assert_eq!(
+            kb_in_text("https://catalog.update.microsoft.com/v7/site/Search.aspx?q=KB3147461").as_deref(),
+            Some("3147461")
+        );
+        assert_eq!(kb_in_text("https://support.microsoft.com/en-us/kb/3144432").as_deref(), Some("3144432"));
+        assert_eq!(kb_in_text("https://apps.microsoft.com/store/detail/3d-builder/9WZDNCRFJ3T6"), None);
+        assert_eq!(slug("Microsoft Office"), "microsoft-office");
+        assert_eq!(slug("  "), "other");
+    }
 }

@@ -231,13 +231,16 @@ mod test {
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
 
+    /// One scripted answer: the raw response for a request, or None to hang.
+    type Respond = Box<dyn Fn(&str) -> Option<String> + Send>;
+
     /// A loopback HTTP server answering scripted responses, recording each request.
     struct Server {
         url: String,
         requests: Arc<Mutex<Vec<String>>>,
     }
 
-    fn serve(responses: Vec<Box<dyn Fn(&str) -> Option<String> + Send>>) -> Server {
+    fn serve(responses: Vec<Respond>) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/catalog.yaml", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -302,14 +305,14 @@ mod test {
         let f = fetcher(dir.path());
         assert_eq!(f.fetch_url(&server.url).unwrap().bytes, b"updates: []");
 
-        let always_500: Vec<Box<dyn Fn(&str) -> Option<String> + Send>> = (0..4)
+        let always_500: Vec<Respond> = (0..4)
             .map(|_| {
                 Box::new(|_: &str| {
                     Some(
                         "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                             .to_string(),
                     )
-                }) as Box<dyn Fn(&str) -> Option<String> + Send>
+                }) as Respond
             })
             .collect();
         let server = serve(always_500);
@@ -320,7 +323,7 @@ mod test {
     #[test]
     fn a_hanging_server_times_out_and_a_404_is_not_retried() {
         let dir = tempfile::tempdir().unwrap();
-        let hangs: Vec<Box<dyn Fn(&str) -> Option<String> + Send>> = vec![Box::new(|_| None), Box::new(|_| None)];
+        let hangs: Vec<Respond> = vec![Box::new(|_| None), Box::new(|_| None)];
         let server = serve(hangs);
         let mut f = fetcher(dir.path());
         f.attempts = 2;

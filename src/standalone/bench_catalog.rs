@@ -112,7 +112,7 @@ pub fn run() -> Result<ExitCode> {
         .map_err(|e| Error::Usage(e.to_string()))?;
     let before = peak_rss().unwrap_or(0);
     let t = Instant::now();
-    let parsed = native::parse("synthetic.yaml", &text).map_err(|p| Error::InvalidDesiredState(p))?;
+    let parsed = native::parse("synthetic.yaml", &text).map_err(Error::InvalidDesiredState)?;
     let elapsed = t.elapsed().as_secs_f64();
     let peak = peak_rss().unwrap_or(0);
     println!(
