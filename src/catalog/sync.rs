@@ -111,7 +111,11 @@ pub struct Syncer {
 
 impl Syncer {
     pub fn new(cache_dir: &std::path::Path) -> Self {
-        Syncer { fetcher: Fetcher::new(cache_dir, Duration::from_secs(60)), last: HashMap::new() }
+        Self::with_fetcher(Fetcher::new(cache_dir, Duration::from_secs(60)))
+    }
+
+    pub fn with_fetcher(fetcher: Fetcher) -> Self {
+        Syncer { fetcher, last: HashMap::new() }
     }
 
     /// Sync the catalogs of `desired`. `force`: fetch every source now. `git`: the
