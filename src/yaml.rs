@@ -9,6 +9,24 @@ use serde_saphyr::granit_parser::{Event, Parser};
 
 use crate::desired::Problem;
 
+/// Parser options for a document of `len` bytes: the node and event budgets grow with
+/// the input (a 100,000-update catalog is millions of nodes), while the alias limits that
+/// guard against expansion bombs stay at their defaults.
+pub fn options_for(len: usize) -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_events: len.max(1_000_000),
+            max_nodes: len.max(250_000),
+            max_total_scalar_bytes: (len * 2).max(64 << 20),
+        },
+    }
+}
+
+/// Deserialize one YAML document with [`options_for`] its size.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, options_for(text.len()))
+}
+
 /// One YAML document of a file, parsed to a JSON value, with the position of each field.
 #[derive(Clone, Debug)]
 pub struct RawDocument {
@@ -202,7 +220,7 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<RawDocument>, Probl
     let mut out = Vec::new();
     for (index, Span1 { start, end, line, positions, .. }) in docs.into_iter().filter(|d| d.nonempty).enumerate() {
         let slice = &text[start..end];
-        let value: serde_json::Value = serde_saphyr::from_str(slice).map_err(|e| {
+        let value: serde_json::Value = from_str(slice).map_err(|e| {
             let (l, c) = e.location().map(|loc| (loc.line() as usize, loc.column() as usize)).unwrap_or((1, 1));
             syntax(line + l - 1, c, e.to_string().lines().next().unwrap_or_default().to_string())
         })?;

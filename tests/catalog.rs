@@ -49,17 +49,20 @@ fn url(u: &str) -> CatalogSource {
     CatalogSource { url: Some(u.to_string()), ..Default::default() }
 }
 
-/// A loopback HTTP server whose answers the test scripts: (status, body, etag).
+/// What the server answers: status, body, ETag.
+type Answer = Arc<Mutex<(u16, Vec<u8>, Option<String>)>>;
+
+/// A loopback HTTP server whose answers the test scripts.
 struct Server {
     url: String,
-    answer: Arc<Mutex<(u16, Vec<u8>, Option<String>)>>,
+    answer: Answer,
     requests: Arc<Mutex<usize>>,
 }
 
 fn server() -> Server {
     let http = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}/catalog", http.server_addr().to_ip().unwrap());
-    let answer = Arc::new(Mutex::new((200, Vec::new(), None)));
+    let answer: Answer = Arc::new(Mutex::new((200, Vec::new(), None)));
     let requests = Arc::new(Mutex::new(0));
     let (a, r) = (answer.clone(), requests.clone());
     std::thread::spawn(move || {

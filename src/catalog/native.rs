@@ -29,7 +29,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Update>, Vec<Problem>> {
     // document with a problem pays for the position index that locates it.
     let trimmed = text.trim_start_matches('\u{feff}').trim_start();
     let fast: Option<NativeCatalog> =
-        if trimmed.starts_with('{') { serde_json::from_str(trimmed).ok() } else { serde_saphyr::from_str(text).ok() };
+        if trimmed.starts_with('{') { serde_json::from_str(trimmed).ok() } else { crate::yaml::from_str(text).ok() };
     if let Some(c) = fast
         && c.format == FORMAT
         && is_sound(&c.updates)

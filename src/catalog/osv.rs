@@ -50,6 +50,7 @@ pub struct OsvOptions {
 /// of a JSON syntax error, or the field of a schema problem (`affected[0].ranges[0]: …`,
 /// prefixed `[i].` inside an array).
 pub fn parse(source: &str, bytes: &[u8], options: &OsvOptions) -> crate::Result<Vec<Update>> {
+    check_options(source, options)?;
     let mut importer = Importer::new(options);
     importer.add(source, bytes)?;
     importer.finish(source)
@@ -57,6 +58,7 @@ pub fn parse(source: &str, bytes: &[u8], options: &OsvOptions) -> crate::Result<
 
 /// Every `*.json` file of a directory (sorted by name), as one catalog.
 pub fn parse_dir(dir: &Path, options: &OsvOptions) -> crate::Result<Vec<Update>> {
+    check_options(&dir.display().to_string(), options)?;
     let io = |source| Error::Io { path: dir.to_path_buf(), source };
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
@@ -72,6 +74,19 @@ pub fn parse_dir(dir: &Path, options: &OsvOptions) -> crate::Result<Vec<Update>>
         importer.add(&path.display().to_string(), &bytes)?;
     }
     importer.finish(&dir.display().to_string())
+}
+
+/// A filter that can never match (a misspelt ecosystem) would import nothing, silently.
+fn check_options(source: &str, options: &OsvOptions) -> crate::Result<()> {
+    match options.ecosystems.iter().find(|e| !is_distribution(e)) {
+        Some(e) => Err(catalog_error(
+            source,
+            format!(
+                "ecosystem filter {e:?} is not a Debian or Ubuntu ecosystem (OSV spells them like Debian:12, Ubuntu:24.04:LTS)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -314,6 +329,7 @@ impl<'a> Importer<'a> {
         let cves = cves(&advisory);
         for (ecosystem, entries) in ecosystems {
             let mut fixes: Vec<Fix> = Vec::new();
+            let mut unfixed_packages: Vec<&str> = Vec::new();
             let mut ratings = Ratings::default();
             ratings.add_scores(advisory.severity.as_deref());
             ratings.add_specific(advisory.database_specific.as_ref());
@@ -344,6 +360,7 @@ impl<'a> Importer<'a> {
                     // range, or no ECOSYSTEM range): nothing to install, nothing to test.
                     self.stats.unfixed_packages += 1;
                     tracing::trace!(advisory = %advisory.id, %ecosystem, package = name, "no fixed version; package skipped");
+                    unfixed_packages.push(name);
                     continue;
                 }
                 match fixes.iter_mut().find(|f| f.name == name) {
@@ -351,6 +368,8 @@ impl<'a> Importer<'a> {
                     None => fixes.push(Fix { name: name.to_string(), fixed: String::new(), intervals }),
                 }
             }
+            // A package some entry leaves unfixed stays unfixed whatever another entry says.
+            fixes.retain(|f| !unfixed_packages.contains(&f.name.as_str()));
             if fixes.is_empty() {
                 self.stats.without_fixed_package += 1;
                 continue;
@@ -1032,6 +1051,9 @@ mod test {
         assert_eq!(only(&["Debian:1"]), Vec::<String>::new(), "prefixes match whole parts");
         assert_eq!(only(&["Ubuntu"]).len(), 3);
         assert_eq!(only(&[]), fixture_ids());
+        let typo = OsvOptions { ecosystems: vec!["debian:12".into()] };
+        let (_, message) = failure(parse("all.json", &bytes, &typo).unwrap_err());
+        assert!(message.contains("\"debian:12\" is not a Debian or Ubuntu ecosystem"), "{message}");
     }
 
     #[test]
@@ -1327,13 +1349,16 @@ mod test {
     #[test]
     fn a_range_without_a_fixed_event_skips_the_package_and_a_malformed_range_is_an_error() {
         // OSV's "not fixed yet": introduced only. Nothing to install: the package is skipped
-        // (and counted); an advisory left with no package gives no update.
+        // (and counted); an advisory left with no package gives no update. `last_affected`
+        // and a bare `versions` list give no fix either; curl, unfixed in one entry, stays
+        // skipped although another entry fixes it.
         let mut unfixed = advisory("DEBIAN-CVE-2024-1", "2024-01-01T00:00:00Z", &[]);
         unfixed["affected"] = json!([
             {"package": {"ecosystem": "Debian:12", "name": "curl"}, "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}]}]},
             {"package": {"ecosystem": "Debian:12", "name": "openssl"}, "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "3.0.13-1~deb12u1"}]}]},
             {"package": {"ecosystem": "Debian:11", "name": "openssl"}, "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"last_affected": "1.1.1w-0+deb11u1"}]}]},
-            {"package": {"ecosystem": "Debian:13", "name": "openssl"}, "versions": ["3.1.4-2"]}
+            {"package": {"ecosystem": "Debian:13", "name": "openssl"}, "versions": ["3.1.4-2"]},
+            {"package": {"ecosystem": "Debian:12", "name": "curl"}, "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "7.88.1-10+deb12u5"}]}]}
         ]);
         let updates = parse_values(&[unfixed]).unwrap();
         assert_eq!(ids(&updates), ["DEBIAN-CVE-2024-1-debian-12"]);
