@@ -113,6 +113,16 @@ pub enum CatalogCommand {
         #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+    /// The delta a client at catalog version FROM fetches to reach TO (default: the
+    /// current version): new or changed updates and removed ids, as JSON or YAML.
+    Delta {
+        from: u64,
+        to: Option<u64>,
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Json)]
+        output: OutputFormat,
+    },
     /// Print the JSON Schema of the native catalog format.
     Schema,
 }
@@ -227,6 +237,19 @@ fn catalog(command: CatalogCommand) -> Result<ExitCode> {
                 None => store.load_catalog()?,
             };
             Ok(commands::show(&catalog, &filter, output))
+        }
+        CatalogCommand::Delta { from, to, store, output } => {
+            let store = open_existing_store(&store)?;
+            let to = match to {
+                Some(v) => v,
+                None => store.catalog_versions()?.last().map_or(0, |v| v.version),
+            };
+            let delta = store.catalog_delta(from, to)?;
+            match output {
+                OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(&delta).expect("deltas serialize")),
+                _ => println!("{}", serde_json::to_string_pretty(&delta).expect("deltas serialize")),
+            }
+            Ok(ExitCode::SUCCESS)
         }
         CatalogCommand::Diff { from, to, store, output } => {
             let store = open_existing_store(&store)?;

@@ -167,7 +167,20 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
     };
     let started = std::time::Instant::now();
     let mut all = Vec::new();
+    let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
+        let bar = indicatif::ProgressBar::new(args.files.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} importing {pos}/{len} {msg}")
+                .expect("the template is valid"),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
     for f in &args.files {
+        if let Some(bar) = &bar {
+            bar.set_message(f.clone());
+            bar.inc(1);
+        }
         let fetched: Fetched = if f.starts_with("http://") || f.starts_with("https://") {
             syncer.fetcher.fetch_url(f)?
         } else if std::path::Path::new(f).is_dir() && args.format == CatalogFormat::Osv {
@@ -178,6 +191,9 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
             syncer.fetcher.fetch_file(std::path::Path::new(f))?
         };
         all.push(import(&spec, &fetched, &previous, now)?);
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     let updates = merge(all);
     let elapsed = started.elapsed();
