@@ -5,6 +5,7 @@
 //! messages) → store → the pure reconcile core → outputs (client policies, resource
 //! status) → drivers that carry them.
 
+pub mod agent;
 pub mod catalog;
 pub mod cli;
 pub mod compliance;
@@ -48,6 +49,9 @@ pub enum Error {
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 
+    #[error("{scanner} scanner: {message}")]
+    Scan { scanner: String, message: String },
+
     #[error("reading {path}: {source}")]
     Io {
         path: PathBuf,
@@ -69,6 +73,7 @@ impl Error {
             Error::Git { .. } => "git",
             Error::Catalog { .. } => "catalog",
             Error::Store { .. } => "store",
+            Error::Scan { .. } => "scan",
             Error::Io { .. } => "io",
             Error::Usage(_) => "usage",
         }

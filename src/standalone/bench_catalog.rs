@@ -96,11 +96,28 @@ pub fn run() -> Result<ExitCode> {
             let bytes = read(&p)?;
             let options =
                 debian::PackagesOptions { product: Some("Debian 12 (bookworm)".into()), ..Default::default() };
-            timed(
+            let updates = timed(
                 "debian-packages, bookworm-security index (with decompression)",
                 || debian::parse_packages("security", &debian::decompress("security", &bytes)?, &options),
                 |v| v.len(),
             )?;
+            let catalog = crate::catalog::Catalog::new(1, updates, &Default::default());
+            let mut times = Vec::new();
+            let mut missing = 0;
+            for _ in 0..10 {
+                let t = Instant::now();
+                let installed = crate::agent::scanners::dpkg::read_status(Path::new("/var/lib/dpkg/status"))?;
+                let facts = crate::agent::scanners::dpkg::facts(&installed);
+                let found = crate::agent::scanners::scan(&catalog, &facts);
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+                missing = found.iter().filter(|(_, v)| *v == crate::catalog::ScanVerdict::Missing).count();
+            }
+            times.sort_by(|a, b| a.total_cmp(b));
+            println!(
+                "  dpkg scan of this machine (read status, facts, evaluate {} updates): median {:.1} ms; {missing} Missing",
+                catalog.len(),
+                times[5]
+            );
         }
         None => println!("  debian-packages: no bookworm-security index in /var/lib/apt/lists (run apt-get update)"),
     }

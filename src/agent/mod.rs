@@ -1,0 +1,4 @@
+//! The client side: scanners that decide, for each catalog update, whether it applies to
+//! this system and whether it is installed (seed step 2's compliance scan).
+
+pub mod scanners;
