@@ -86,29 +86,54 @@ struct Metadata {
 }
 
 impl DesiredState {
-    /// Parse and check every YAML file. `skip` lists files that are not resources (the
-    /// catalog files an UpdateCatalog points to by path).
+    /// Parse and check every YAML file (paths relative to the repository root).
     pub fn load(revision: &str, files: &[(String, String)]) -> Result<Self, Vec<Problem>> {
+        Self::load_in(revision, None, files)
+    }
+
+    /// Like [`Self::load`], for resources in `folder` of the repository: the catalog
+    /// files an UpdateCatalog names by `path` (relative to that folder) are data, not
+    /// resources, and are left to the catalog sync — a broken catalog fails its sync,
+    /// not the revision.
+    pub fn load_in(revision: &str, folder: Option<&str>, files: &[(String, String)]) -> Result<Self, Vec<Problem>> {
         let mut problems = Vec::new();
-        let mut docs = Vec::new();
-        for (file, text) in files {
+        let mut parsed: HashMap<&str, Vec<RawDocument>> = HashMap::new();
+        // Files declaring an UpdateCatalog first, to learn which files are catalogs.
+        for (file, text) in files.iter().filter(|(_, t)| t.contains("UpdateCatalog")) {
             match parse_documents(file, text) {
-                Ok(d) => docs.extend(d),
+                Ok(d) => {
+                    parsed.insert(file.as_str(), d);
+                }
                 Err(p) => problems.push(p),
             }
         }
-        // Catalog files referenced by path are data, not resources.
-        let catalog_paths: BTreeSet<String> = docs
-            .iter()
+        let base = folder.map(|f| f.trim_matches('/')).filter(|f| !f.is_empty());
+        let catalog_paths: BTreeSet<String> = parsed
+            .values()
+            .flatten()
             .filter(|d| d.value.get("kind").and_then(|k| k.as_str()) == Some("UpdateCatalog"))
-            .filter_map(|d| d.value.pointer("/spec/source/path").and_then(|p| p.as_str()).map(str::to_string))
+            .filter_map(|d| d.value.pointer("/spec/source/path").and_then(|p| p.as_str()))
+            .map(|p| match base {
+                Some(b) => format!("{b}/{}", p.trim_start_matches("./")),
+                None => p.trim_start_matches("./").to_string(),
+            })
             .collect();
+        let mut docs = Vec::new();
+        for (file, text) in files {
+            if catalog_paths.contains(file) {
+                continue;
+            }
+            match parsed.remove(file.as_str()) {
+                Some(d) => docs.extend(d),
+                None => match parse_documents(file, text) {
+                    Ok(d) => docs.extend(d),
+                    Err(p) => problems.push(p),
+                },
+            }
+        }
         let mut state = DesiredState { revision: revision.to_string(), ..Default::default() };
         let mut raw_by_key: HashMap<(String, String), RawDocument> = HashMap::new();
         for doc in docs {
-            if catalog_paths.iter().any(|p| doc.file == *p || doc.file.ends_with(&format!("/{p}"))) {
-                continue;
-            }
             if let Err(mut p) = state.add(&doc, &mut raw_by_key) {
                 problems.append(&mut p);
             }
@@ -581,6 +606,27 @@ spec:
         let p = one_problem(&[("a.yaml", &bad)]);
         assert_eq!(p.field, "spec.maintenanceWindows[0].timeZone");
         assert_eq!(p.line, 7);
+    }
+
+    #[test]
+    fn c1_catalog_files_are_data_found_by_exact_path_and_never_fail_the_revision() {
+        let catalog = "apiVersion: patchops.dev/v1alpha1\nkind: UpdateCatalog\nmetadata: {name: c}\nspec:\n  source: {path: catalog.yaml}\n";
+        let files: Vec<(String, String)> = [
+            ("repo/catalog-resource.yaml", catalog),
+            ("repo/catalog.yaml", "format: [broken\n"),
+            ("repo/a.yaml", BASE),
+            // Same file name in another folder: a resource, and checked as one.
+            (
+                "repo/collections/catalog.yaml",
+                "apiVersion: patchops.dev/v1alpha1\nkind: Collection\nmetadata: {name: extra}\nspec: {names: [x]}\n",
+            ),
+        ]
+        .iter()
+        .map(|(f, t)| (f.to_string(), t.to_string()))
+        .collect();
+        let d = DesiredState::load_in("main@sha1:0", Some("repo"), &files).unwrap();
+        assert!(d.collections.contains_key("extra"));
+        assert_eq!(d.catalogs.len(), 1);
     }
 
     #[test]

@@ -122,9 +122,20 @@ type Positions = HashMap<String, (usize, usize)>;
 struct Span1 {
     start: usize,
     end: usize,
+    /// Line where the slice starts (the `---`, or the first line of an implicit document).
+    slice_line: usize,
     line: usize,
     positions: Positions,
     nonempty: bool,
+}
+
+/// "error: line 5 column 3: duplicate key" → "duplicate key".
+fn strip_position(message: &str) -> &str {
+    let m = message.strip_prefix("error: ").unwrap_or(message);
+    match m.strip_prefix("line ").and_then(|rest| rest.split_once(": ")) {
+        Some((pos, rest)) if pos.split(' ').next().is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())) => rest,
+        _ => m,
+    }
 }
 
 enum Frame {
@@ -146,6 +157,7 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<RawDocument>, Probl
     let mut docs: Vec<Span1> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut current: Option<(usize, usize, Positions, bool)> = None;
+    let mut slice_line = 1;
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| syntax(e.marker().line(), e.marker().col() + 1, e.info().to_string()))?;
         let pos = (span.start.line(), span.start.col() + 1);
@@ -167,12 +179,13 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<RawDocument>, Probl
         match event {
             Event::DocumentStart(..) => {
                 let start = span.start.byte_offset().unwrap_or(span.start.index());
+                slice_line = span.start.line();
                 current = Some((start, span.start.line(), HashMap::new(), false));
             }
             Event::DocumentEnd => {
                 if let Some((start, line, positions, nonempty)) = current.take() {
                     let end = span.end.byte_offset().unwrap_or(span.end.index()).max(start);
-                    docs.push(Span1 { start, end, line, positions, nonempty });
+                    docs.push(Span1 { start, end, slice_line, line, positions, nonempty });
                 }
                 stack.clear();
             }
@@ -218,11 +231,16 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<RawDocument>, Probl
     }
     // Pass 2: each non-empty document to JSON, errors shifted to the stream's lines.
     let mut out = Vec::new();
-    for (index, Span1 { start, end, line, positions, .. }) in docs.into_iter().filter(|d| d.nonempty).enumerate() {
+    for (index, Span1 { start, end, slice_line, line, positions, .. }) in
+        docs.into_iter().filter(|d| d.nonempty).enumerate()
+    {
         let slice = &text[start..end];
         let value: serde_json::Value = from_str(slice).map_err(|e| {
             let (l, c) = e.location().map(|loc| (loc.line() as usize, loc.column() as usize)).unwrap_or((1, 1));
-            syntax(line + l - 1, c, e.to_string().lines().next().unwrap_or_default().to_string())
+            // Positions are relative to the slice; the message must not repeat them.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            syntax(slice_line + l - 1, c, strip_position(first).to_string())
         })?;
         out.push(RawDocument { file: file.to_string(), index, line, value, positions });
     }
@@ -257,6 +275,16 @@ spec: {}
         assert_eq!(docs[0].position("spec.items[1].missing"), (6, 7));
         assert_eq!(docs[1].value["kind"], "B");
         assert_eq!(docs[1].position("kind"), (10, 1));
+    }
+
+    #[test]
+    fn errors_found_while_converting_count_lines_from_the_file_start() {
+        let text = "# header\n# more\n---\nkind: A\nspec:\n  name: x\n  name: y\n";
+        let err = parse_documents("f.yaml", text).unwrap_err();
+        assert_eq!(err.line, 7, "{err}");
+        assert!(!err.message.contains("line 5"), "no slice-relative position in {err}");
+        let two = "kind: A\n---\n\nkind: B\nspec:\n  a: 1\n  a: 2\n";
+        assert_eq!(parse_documents("f.yaml", two).unwrap_err().line, 7);
     }
 
     #[test]

@@ -241,6 +241,9 @@ pub struct Engine {
     /// Policy slot by signature, and how many clients use each slot.
     slot_of: HashMap<Vec<(u32, u32)>, u32>,
     slot_users: Vec<u32>,
+    /// Clients per policy document: two slots may produce the same document (same ETag),
+    /// so a document goes only when its last client does.
+    etag_users: HashMap<String, u32>,
     halted: Vec<bool>,
     outcome: Outcome,
 }
@@ -353,7 +356,8 @@ impl Plan {
         if sign > 0
             && let (None, Some(scan)) = (unknown, &c.last_scan)
         {
-            let expiry = crate::time::add(scan.time, settings.scan_ttl.signed());
+            // The first instant the scan counts as expired (it is valid up to and at time + TTL).
+            let expiry = crate::time::add(scan.time, settings.scan_ttl.signed() + SignedDuration::from_nanos(1));
             acc.min_expiry = Some(acc.min_expiry.map_or(expiry, |m| m.min(expiry)));
         }
         for (ci, members) in acc.collection_members.iter_mut().enumerate() {
@@ -495,6 +499,7 @@ impl Engine {
             signatures: Vec::new(),
             slot_of: HashMap::new(),
             slot_users: Vec::new(),
+            etag_users: HashMap::new(),
             halted: Vec::new(),
             outcome: Outcome::default(),
         };
@@ -505,11 +510,17 @@ impl Engine {
     /// Apply a change to one client (new states or facts) given the client as it was
     /// before. Returns None when the change cannot be applied incrementally (time passed
     /// a validity horizon, or a rollout phase changed): run a full reconcile then.
+    ///
+    /// The fleet must hold the same clients as when the engine was built (a client that
+    /// joins or leaves needs a full reconcile); `None` when it visibly does not.
     pub fn update_client(&mut self, inputs: &Inputs<'_>, index: usize, before: &Client) -> Option<Outcome> {
-        if self.outcome.valid_until.is_some_and(|t| inputs.now >= t) {
+        if self.outcome.valid_until.is_some_and(|t| inputs.now >= t)
+            || inputs.fleet.clients.len() != self.signatures.len()
+            || inputs.fleet.clients.get(index).is_none_or(|c| c.name != before.name)
+        {
             return None;
         }
-        let client = inputs.fleet.clients.get(index)?;
+        let client = &inputs.fleet.clients[index];
         let old_row = self.membership.row(index).to_vec();
         self.plan.contribute(inputs.catalog, before, &old_row, inputs.now, -1, &mut self.acc);
         let mut row = vec![0u64; self.membership.words()];
@@ -818,11 +829,21 @@ impl Engine {
             let slot = self.slot_for(&sig, desired, catalog, &mut out, &halted_flags);
             self.slot_users[old_slot as usize] -= 1;
             self.slot_users[slot as usize] += 1;
-            if self.slot_users[old_slot as usize] == 0 {
-                out.policies.remove(&out.policy_etags[old_slot as usize]);
+            let old_sig = std::mem::replace(&mut self.signatures[i], sig);
+            if self.slot_users[old_slot as usize] == 0 && old_slot != slot {
+                self.slot_of.remove(&old_sig);
+            }
+            let (old_etag, new_etag) = (&out.policy_etags[old_slot as usize], &out.policy_etags[slot as usize]);
+            if old_etag != new_etag {
+                *self.etag_users.entry(new_etag.clone()).or_default() += 1;
+                let left = self.etag_users.get_mut(old_etag).expect("every assigned ETag is counted");
+                *left -= 1;
+                if *left == 0 {
+                    self.etag_users.remove(old_etag);
+                    out.policies.remove(old_etag);
+                }
             }
             out.assignments[i] = slot;
-            self.signatures[i] = sig;
         } else {
             let signatures: Vec<Vec<(u32, u32)>> = (0..clients.len()).into_par_iter().map(signature).collect();
             self.slot_of.clear();
@@ -832,6 +853,10 @@ impl Engine {
                 let slot = self.slot_for(sig, desired, catalog, &mut out, &halted_flags);
                 self.slot_users[slot as usize] += 1;
                 out.assignments.push(slot);
+            }
+            self.etag_users.clear();
+            for &slot in &out.assignments {
+                *self.etag_users.entry(out.policy_etags[slot as usize].clone()).or_default() += 1;
             }
             self.signatures = signatures;
         }

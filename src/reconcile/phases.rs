@@ -36,10 +36,20 @@ pub fn advance(
         b.max_failed.is_some_and(|m| f > m as i64)
             || b.max_failed_percent.is_some_and(|p| t > 0 && f as f64 * 100.0 / t as f64 > p)
     };
+    let available = now >= timing.available;
     if spec.phases.is_empty() {
-        return Rollout { phases: vec![], active: 1, halted: over_budget(1), next_change: None };
+        // Nothing is halted before it starts.
+        return Rollout { phases: vec![], active: 1, halted: available && over_budget(1), next_change: None };
     }
-    let prev = |name: &str| previous.iter().find(|p| p.name == name);
+    // Times from before the available time belong to an earlier schedule (the start
+    // time was moved later): they do not count.
+    let prev = |name: &str| {
+        previous.iter().find(|p| p.name == name).map(|p| PhaseStatus {
+            started_time: p.started_time.filter(|t| *t >= timing.available),
+            succeeded_time: p.succeeded_time.filter(|t| *t >= timing.available),
+            ..p.clone()
+        })
+    };
     let mut phases: Vec<PhaseStatus> = spec
         .phases
         .iter()
@@ -53,7 +63,10 @@ pub fn advance(
             compliant: slots[i][1].max(0) as u64,
         })
         .collect();
-    if now >= timing.available && phases[0].started_time.is_none() {
+    if !available {
+        return Rollout { phases, active: 0, halted: false, next_change: None };
+    }
+    if phases[0].started_time.is_none() {
         phases[0].started_time = Some(timing.available);
     }
     let mut active = phases.iter().take_while(|p| p.started_time.is_some()).count();
@@ -183,5 +196,53 @@ mod test {
         let r = advance(&s, &timing(&s), &[], &[[0, 0], [100, 0]], NO_FAILURES, at("2026-12-05T00:00:00Z"));
         assert_eq!(r.phases[0].succeeded_time, None);
         assert_eq!(r.active, 1);
+    }
+}
+
+#[cfg(test)]
+mod moved_start {
+    use super::*;
+
+    #[test]
+    fn o_dep_moving_the_start_later_resets_the_rollout_and_nothing_halts_before_it() {
+        let spec: UpdateDeploymentSpec = serde_saphyr::from_str(
+            "updateList: l\nstartTime: 2027-01-10T00:00:00Z\ndeadline: 2027-01-20T00:00:00Z\n\
+             phases:\n- {name: pilot, collection: p}\n- {name: broad, collection: b}\nfailureBudget: {maxFailed: 0}\n",
+        )
+        .unwrap();
+        let timing = Timing::of(&spec, &spec.settings());
+        // Carried from the schedule before the start time moved.
+        let previous = vec![
+            PhaseStatus {
+                name: "pilot".into(),
+                state: "Succeeded".into(),
+                started_time: Some("2026-12-01T00:00:00Z".parse().unwrap()),
+                succeeded_time: Some("2026-12-05T00:00:00Z".parse().unwrap()),
+                targeted: 10,
+                compliant: 10,
+            },
+            PhaseStatus {
+                name: "broad".into(),
+                state: "Active".into(),
+                started_time: Some("2026-12-06T00:00:00Z".parse().unwrap()),
+                ..Default::default()
+            },
+        ];
+        let failed: &dyn Fn(usize) -> (i64, i64) = &|_| (3, 10);
+        let r =
+            advance(&spec, &timing, &previous, &[[10, 10], [100, 0]], failed, "2026-12-20T00:00:00Z".parse().unwrap());
+        assert_eq!((r.active, r.halted), (0, false));
+        assert!(r.phases.iter().all(|p| p.state == "Pending" && p.started_time.is_none()));
+        // At the new start the pilot starts afresh; the old broad start does not count.
+        let r = advance(
+            &spec,
+            &timing,
+            &previous,
+            &[[10, 0], [100, 0]],
+            &|_| (0, 10),
+            "2027-01-10T00:00:00Z".parse().unwrap(),
+        );
+        assert_eq!(r.active, 1);
+        assert_eq!(r.phases[0].started_time, Some("2027-01-10T00:00:00Z".parse().unwrap()));
     }
 }

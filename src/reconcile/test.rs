@@ -419,3 +419,79 @@ fn o_dep_an_update_that_becomes_superseded_is_named_in_a_condition_and_an_event_
     assert!(third.events.iter().all(|e| e.reason != "UpdateSuperseded"));
     assert!(third.deployments["pinned-servers"].conditions.iter().any(|c| c.type_ == "Superseded"));
 }
+
+fn scanned_client(name: &str, role: &str, time: Timestamp) -> Client {
+    Client {
+        name: name.into(),
+        facts: BTreeMap::from([("role".to_string(), role.to_string())]),
+        compliance: ClientCompliance {
+            agent_version: Some("1".into()),
+            last_scan: Some(ScanRecord { time, catalog_version: 2, error: None }),
+            ..Default::default()
+        },
+    }
+}
+
+#[test]
+fn a_client_leaving_and_rejoining_its_policy_keeps_every_assigned_document_present() {
+    let catalog = catalog();
+    let desired = desired();
+    let mut fleet = Fleet::new(vec![
+        scanned_client("a", "printer", at(NOW)),
+        scanned_client("b", "server", at(NOW)),
+        scanned_client("c", "workstation", at(NOW)),
+    ]);
+    let previous = Previous::default();
+    let (mut engine, _) =
+        Engine::new(&Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now: at(NOW) });
+    for role in ["server", "printer", "workstation", "printer"] {
+        let before = fleet.clients[0].clone();
+        fleet.clients[0].facts.insert("role".into(), role.into());
+        let inputs = Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now: at(NOW) };
+        let inc = engine.update_client(&inputs, 0, &before).expect("applied incrementally");
+        let full = reconcile(&inputs);
+        for c in 0..3 {
+            assert_eq!(inc.policy_of(c), full.policy_of(c), "{role}: client {c}");
+        }
+        assert_eq!(inc.policies, full.policies, "{role}");
+    }
+}
+
+#[test]
+fn f2_a_scan_expiring_exactly_now_is_seen_by_incremental_updates() {
+    let catalog = catalog();
+    let desired = desired();
+    let now = at(NOW);
+    let mut fleet = Fleet::new(vec![
+        scanned_client("a", "server", now - SignedDuration::from_hours(24)),
+        scanned_client("b", "server", now - SignedDuration::from_hours(1)),
+    ]);
+    let previous = Previous::default();
+    let (mut engine, first) =
+        Engine::new(&Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now });
+    assert_eq!(first.deployments["servers-dec"].machines.unknown, 0, "exactly 24 h old: still valid");
+    let before = fleet.clients[1].clone();
+    fleet.clients[1].compliance.last_scan.as_mut().unwrap().time = now;
+    let later = now + SignedDuration::from_mins(1);
+    let inputs = Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now: later };
+    let full = reconcile(&inputs);
+    assert_eq!(full.deployments["servers-dec"].machines.unknown, 1);
+    if let Some(inc) = engine.update_client(&inputs, 1, &before) {
+        assert_eq!(inc.deployments, full.deployments);
+    }
+}
+
+#[test]
+fn a_changed_client_set_is_refused_by_the_incremental_path() {
+    let catalog = catalog();
+    let desired = desired();
+    let previous = Previous::default();
+    let mut fleet = Fleet::new(vec![scanned_client("a", "server", at(NOW))]);
+    let (mut engine, _) =
+        Engine::new(&Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now: at(NOW) });
+    let before = fleet.clients[0].clone();
+    fleet = Fleet::new(vec![before.clone(), scanned_client("z", "server", at(NOW))]);
+    let inputs = Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now: at(NOW) };
+    assert!(engine.update_client(&inputs, 1, &before).is_none());
+    assert!(engine.update_client(&inputs, 0, &before).is_none());
+}

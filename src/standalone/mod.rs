@@ -54,7 +54,8 @@ pub struct RunArgs {
 /// Read and check the desired state at the source's revision.
 pub fn load_desired(source: &GitSource) -> Result<(SourceTree, DesiredState)> {
     let tree = source.load()?;
-    let desired = DesiredState::load(&tree.revision, &tree.files).map_err(Error::InvalidDesiredState)?;
+    let desired = DesiredState::load_in(&tree.revision, source.path.as_deref(), &tree.files)
+        .map_err(Error::InvalidDesiredState)?;
     Ok((tree, desired))
 }
 
@@ -85,7 +86,10 @@ impl Runner {
         Runner { source, store, fleet_sim, syncer, saved_etags: HashSet::new(), saved_assignments: HashMap::new() }
     }
 
-    /// One reconcile. On any error nothing is written and the last good status stays.
+    /// One reconcile. Each step is its own transaction: an invalid revision writes
+    /// nothing; a failed catalog sync keeps the current catalog version; a failure after
+    /// the sync (reading the fleet, saving status) keeps the last good status, while a
+    /// catalog version the sync saved stays (it is consistent on its own).
     pub fn reconcile_once(&mut self, now: Timestamp) -> Result<(ReconcileRecord, Outcome)> {
         let (tree, desired) = load_desired(&self.source)?;
         // Catalogs: all sources or none, so a failing source never drops its updates.
