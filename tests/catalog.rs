@@ -1,4 +1,4 @@
-//! Catalog synchronization end to end: real vendor data (../shared/data), an HTTP
+//! Catalog synchronization end to end: real vendor data (tests/data, copied from ../shared/data), an HTTP
 //! source on loopback, a SQLite store file. A failing source never changes the current
 //! catalog version.
 
@@ -15,7 +15,7 @@ use patchops::resources::{CatalogFormat, CatalogSource, UpdateCatalog, UpdateCat
 use patchops::store::Store;
 
 fn data(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(path)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(path)
 }
 
 fn now() -> Timestamp {

@@ -858,7 +858,7 @@ mod test {
     const SECURITY_INDEX: &str =
         "/var/lib/apt/lists/deb.debian.org_debian-security_dists_bookworm-security_main_binary-amd64_Packages.lz4";
     const MAIN_INDEX: &str = "/var/lib/apt/lists/deb.debian.org_debian_dists_bookworm_main_binary-amd64_Packages.lz4";
-    const DSA_LIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/debian/DSA-list.gz");
+    const DSA_LIST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/debian/DSA-list.gz");
     const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/debian/Packages");
 
     fn fixture(source: &str, architectures: &[&str]) -> Vec<Update> {
@@ -903,13 +903,9 @@ mod test {
     }
 
     fn dsa_list() -> Option<Vec<u8>> {
-        match std::fs::read(DSA_LIST) {
-            Ok(bytes) => Some(decompress("debian-dsa", &bytes).unwrap()),
-            Err(e) => {
-                println!("note: {DSA_LIST} is absent ({e}); the DSA list checks were skipped");
-                None
-            }
-        }
+        // The list is part of the repository (tests/data): its absence is a failure.
+        let bytes = std::fs::read(DSA_LIST).unwrap_or_else(|e| panic!("{DSA_LIST}: {e}"));
+        Some(decompress("debian-dsa", &bytes).unwrap())
     }
 
     fn date(text: &str) -> Date {

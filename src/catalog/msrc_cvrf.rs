@@ -885,9 +885,9 @@ mod test {
     use super::*;
     use crate::catalog::{Facts, ScanVerdict};
 
-    /// A real monthly document from ../shared/data (gzip), decompressed.
+    /// A real monthly document (copied from ../shared/data into tests/data), decompressed.
     fn real(month: &str) -> Vec<u8> {
-        let path = format!("{}/../shared/data/msrc-cvrf/cvrfDocument-{month}.xml.gz", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/tests/data/msrc-cvrf/cvrfDocument-{month}.xml.gz", env!("CARGO_MANIFEST_DIR"));
         let gz = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();

@@ -16,7 +16,7 @@ use crate::{Error, Result};
 
 fn shared_data() -> PathBuf {
     let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.join("../shared/data")
+    here.join("tests/data")
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
