@@ -1,4 +1,6 @@
-//! The client side: scanners that decide, for each catalog update, whether it applies to
-//! this system and whether it is installed (seed step 2's compliance scan).
+//! The client side: when and how to scan (`schedule`, seed Table 2), and scanners that
+//! decide, for each catalog update, whether it applies to this system and whether it is
+//! installed (seed step 2's compliance scan).
 
 pub mod scanners;
+pub mod schedule;
