@@ -116,17 +116,7 @@ mod test {
 
     fn spec() -> UpdateDeploymentSpec {
         UpdateDeploymentSpec {
-            update_list: "l".into(),
-            template: None,
-            start_time: "2026-12-01T00:00:00Z".parse().unwrap(),
             deadline: Some("2026-12-08T00:00:00Z".parse().unwrap()),
-            collection: None,
-            available_after: None,
-            deadline_after: None,
-            mandatory: None,
-            suppress_restart: None,
-            honor_maintenance_windows_at_deadline: None,
-            state_message_detail: None,
             phases: vec![
                 Phase {
                     name: "pilot".into(),
@@ -142,6 +132,7 @@ mod test {
                 },
             ],
             failure_budget: Some(FailureBudget { max_failed: Some(5), max_failed_percent: None }),
+            ..UpdateDeploymentSpec::new("l", "2026-12-01T00:00:00Z".parse().unwrap())
         }
     }
     fn at(s: &str) -> Timestamp {

@@ -82,21 +82,7 @@ mod test {
     use crate::time::Duration;
 
     fn spec(start: &str) -> UpdateDeploymentSpec {
-        UpdateDeploymentSpec {
-            update_list: "l".into(),
-            template: None,
-            start_time: start.parse().unwrap(),
-            deadline: None,
-            collection: None,
-            available_after: None,
-            deadline_after: None,
-            mandatory: None,
-            suppress_restart: None,
-            honor_maintenance_windows_at_deadline: None,
-            state_message_detail: None,
-            phases: vec![],
-            failure_budget: None,
-        }
+        UpdateDeploymentSpec::new("l", start.parse().unwrap())
     }
 
     #[test]

@@ -53,6 +53,28 @@ pub struct UpdateDeploymentSpec {
 }
 }
 
+impl UpdateDeploymentSpec {
+    /// A deployment of `update_list` starting at `start_time`; every other setting unset
+    /// (taken from the template, or the defaults).
+    pub fn new(update_list: impl Into<String>, start_time: Timestamp) -> Self {
+        UpdateDeploymentSpec {
+            update_list: update_list.into(),
+            template: None,
+            start_time,
+            deadline: None,
+            collection: None,
+            available_after: None,
+            deadline_after: None,
+            mandatory: None,
+            suppress_restart: None,
+            honor_maintenance_windows_at_deadline: None,
+            state_message_detail: None,
+            phases: vec![],
+            failure_budget: None,
+        }
+    }
+}
+
 /// One rollout phase.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -108,19 +108,9 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
     for d in 0..args.deployments {
         let name = format!("deploy-{d:02}");
         let spec = UpdateDeploymentSpec {
-            update_list: format!("product-{}", d % args.products),
-            template: None,
-            start_time: now - SignedDuration::from_hours(24),
             deadline: Some(now + SignedDuration::from_hours(24 * 7)),
             collection: Some(format!("site-{}", (d / args.products) % sites)),
-            available_after: None,
-            deadline_after: None,
-            mandatory: None,
-            suppress_restart: None,
-            honor_maintenance_windows_at_deadline: None,
-            state_message_detail: None,
-            phases: vec![],
-            failure_budget: None,
+            ..UpdateDeploymentSpec::new(format!("product-{}", d % args.products), now - SignedDuration::from_hours(24))
         };
         desired.deployments.insert(name.clone(), UpdateDeployment::new(&name, spec));
     }

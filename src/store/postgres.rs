@@ -95,13 +95,7 @@ impl PostgresStore {
             let current: i32 =
                 tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]).map_err(&fail)?.get(0);
             if current > newest {
-                return Err(Error::Store {
-                    location: location.clone(),
-                    message: format!(
-                        "the store's schema version {current} is newer than this patchops supports ({newest}); upgrade patchops"
-                    ),
-                    source: None,
-                });
+                return Err(schema_too_new(&location, current as i64, newest as i64));
             }
             if current >= version {
                 continue;

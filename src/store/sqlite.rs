@@ -93,13 +93,7 @@ impl SqliteStore {
             let current: i64 =
                 tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0)).map_err(fail)?;
             if current > newest {
-                return Err(Error::Store {
-                    location: location.clone(),
-                    message: format!(
-                        "the store's schema version {current} is newer than this patchops supports ({newest}); upgrade patchops"
-                    ),
-                    source: None,
-                });
+                return Err(schema_too_new(&location, current as i64, newest as i64));
             }
             if current >= version {
                 continue;
@@ -791,6 +785,17 @@ pub(super) mod common {
             message: format!("client {:?} batch {}: the sequence number is too large", batch.client, batch.sequence),
             source: None,
         })
+    }
+
+    /// A store written by a newer patchops: refuse it rather than misread it.
+    pub fn schema_too_new(location: &str, current: i64, newest: i64) -> Error {
+        Error::Store {
+            location: location.to_string(),
+            message: format!(
+                "the store's schema version {current} is newer than this patchops supports ({newest}); upgrade patchops"
+            ),
+            source: None,
+        }
     }
 
     pub fn not_registered(location: &str, client: &str) -> Error {
