@@ -93,7 +93,7 @@ impl SqliteStore {
             let current: i64 =
                 tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0)).map_err(fail)?;
             if current > newest {
-                return Err(schema_too_new(&location, current as i64, newest as i64));
+                return Err(schema_too_new(&location, current, newest));
             }
             if current >= version {
                 continue;
