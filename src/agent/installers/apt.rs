@@ -107,8 +107,7 @@ impl Installer for Apt {
             }
             Ok(out) => {
                 let stderr = String::from_utf8_lossy(&out.stderr);
-                let last =
-                    stderr.lines().filter(|l| !l.trim().is_empty()).next_back().unwrap_or("apt-get failed").to_string();
+                let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("apt-get failed").to_string();
                 InstallOutcome::Failed { error: format!("apt-get {}: {last}", targets.join(" ")), took: took() }
             }
             Err(e) => InstallOutcome::Failed { error: format!("cannot run apt-get: {e}"), took: took() },
