@@ -160,6 +160,9 @@ both! {
     bulk_load_states_round_trips:
         sqlite_bulk_load_states_round_trips,
         postgres_bulk_load_states_round_trips;
+    clients_enroll_with_a_token_and_read_their_own_policy:
+        sqlite_clients_enroll_with_a_token_and_read_their_own_policy,
+        postgres_clients_enroll_with_a_token_and_read_their_own_policy;
     o2_catalog_deltas_turn_any_version_into_any_later_one:
         sqlite_o2_catalog_deltas_turn_any_version_into_any_later_one,
         postgres_o2_catalog_deltas_turn_any_version_into_any_later_one;
@@ -267,6 +270,25 @@ fn seeded(b: &Backend) -> Box<dyn TestStore> {
 
 // ---------------------------------------------------------------------------------------
 // Cases.
+
+/// A token identifies one client; enrolling again replaces it. A client's policy is the
+/// document its assignment names.
+fn clients_enroll_with_a_token_and_read_their_own_policy(b: &Backend) {
+    let mut s = seeded(b);
+    s.enroll_client(&client("web-02", "paris", "web", Some("10.0.1")), "hash-a", at(T0)).unwrap();
+    assert_eq!(s.client_for_token("hash-a").unwrap().as_deref(), Some("web-02"));
+    assert_eq!(s.client_for_token("hash-x").unwrap(), None);
+    s.enroll_client(&client("web-02", "paris", "web", None), "hash-b", at(T1)).unwrap();
+    assert_eq!(s.client_for_token("hash-a").unwrap(), None, "the old token no longer works");
+    assert_eq!(s.client_for_token("hash-b").unwrap().as_deref(), Some("web-02"));
+    assert_eq!(s.client_policy("web-02").unwrap(), None);
+    let record = ReconcileRecord { time: at(T1), revision: "main@sha1:a".into(), catalog_version: 1, statuses: vec![] };
+    let policies = HashMap::from([("e1".to_string(), json!({"catalogVersion": 1}))]);
+    let assign = vec![PolicyAssignment { client: "web-02".into(), etag: "e1".into() }];
+    s.save_reconcile(&record, &policies, &assign).unwrap();
+    assert_eq!(s.client_policy("web-02").unwrap(), Some(("e1".to_string(), json!({"catalogVersion": 1}))));
+    assert_eq!(s.client_policy("web-01").unwrap(), None, "each client reads only its own assignment");
+}
 
 /// Five versions with additions, changes, removals and a re-added id: every stored
 /// version loads as saved, and for every pair the delta applied to the older gives the

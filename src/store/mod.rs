@@ -130,6 +130,16 @@ pub trait Store: Send {
     /// The last saved reconcile, if any.
     fn last_reconcile(&self) -> Result<Option<ReconcileRecord>>;
 
+    /// Register a client with the hash (sha256, hex) of the token it authenticates with;
+    /// registering again replaces the token and refreshes the facts.
+    fn enroll_client(&mut self, client: &ClientInfo, token_sha256: &str, now: Timestamp) -> Result<()>;
+
+    /// The client a token hash belongs to.
+    fn client_for_token(&self, token_sha256: &str) -> Result<Option<String>>;
+
+    /// The policy a client is assigned: its ETag and document.
+    fn client_policy(&self, client: &str) -> Result<Option<(String, serde_json::Value)>>;
+
     /// A setting the reporting views read, e.g. `scan_ttl_seconds` (the default client
     /// settings' scan TTL, so `v_update_compliance` counts expired scans as Unknown).
     fn set_setting(&mut self, key: &str, value: &str) -> Result<()>;

@@ -349,6 +349,47 @@ impl Store for PostgresStore {
         PostgresStore::set_setting(self, key, value)
     }
 
+    fn enroll_client(&mut self, client: &ClientInfo, token_sha256: &str, now: Timestamp) -> Result<()> {
+        let what = format!("cannot enroll client {:?}", client.name);
+        let fail = pg(&self.location, &what);
+        let mut conn = self.conn();
+        let mut tx = conn.transaction().map_err(&fail)?;
+        tx.execute(
+            "INSERT INTO clients (name, facts, agent_version, registered_at, last_seen, token_sha256) \
+             VALUES ($1, $2::text::jsonb, $3, $4, $4, $5) \
+             ON CONFLICT (name) DO UPDATE SET facts = EXCLUDED.facts, \
+             agent_version = COALESCE(EXCLUDED.agent_version, clients.agent_version), \
+             last_seen = EXCLUDED.last_seen, token_sha256 = EXCLUDED.token_sha256",
+            &[&client.name, &facts_json(&client.facts), &client.agent_version, &secs(now), &token_sha256],
+        )
+        .map_err(&fail)?;
+        tx.commit().map_err(&fail)
+    }
+
+    fn client_for_token(&self, token_sha256: &str) -> Result<Option<String>> {
+        let row = self
+            .conn()
+            .query_opt("SELECT name FROM clients WHERE token_sha256 = $1", &[&token_sha256])
+            .map_err(pg(&self.location, "cannot look up the token"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn client_policy(&self, client: &str) -> Result<Option<(String, serde_json::Value)>> {
+        let row = self
+            .conn()
+            .query_opt(
+                "SELECT d.etag, d.body::text FROM client_policies c JOIN policy_docs d ON d.etag = c.etag WHERE c.client = $1",
+                &[&client],
+            )
+            .map_err(pg(&self.location, "cannot read the client policy"))?;
+        row.map(|r| {
+            let body: String = r.get(1);
+            let doc = parse_json(&body, "policy").map_err(|m| self.fail(m))?;
+            Ok((r.get(0), doc))
+        })
+        .transpose()
+    }
+
     fn location(&self) -> String {
         self.location.clone()
     }

@@ -286,6 +286,46 @@ impl Store for SqliteStore {
         SqliteStore::set_setting(self, key, value)
     }
 
+    fn enroll_client(&mut self, client: &ClientInfo, token_sha256: &str, now: Timestamp) -> Result<()> {
+        let location = self.location();
+        let fail = |e: rusqlite::Error| sql_err(&location, &format!("cannot enroll client {:?}", client.name), e);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
+        tx.execute(UPSERT_CLIENT, params![client.name, facts_json(&client.facts), client.agent_version, secs(now)])
+            .map_err(fail)?;
+        tx.execute("UPDATE clients SET token_sha256 = ?2 WHERE name = ?1", params![client.name, token_sha256])
+            .map_err(fail)?;
+        tx.commit().map_err(fail)
+    }
+
+    fn client_for_token(&self, token_sha256: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT name FROM clients WHERE token_sha256 = ?1", [token_sha256], |r| r.get(0))
+            .optional()
+            .map_err(|e| sql_err(&self.location(), "cannot look up the token", e))
+    }
+
+    fn client_policy(&self, client: &str) -> Result<Option<(String, serde_json::Value)>> {
+        let location = self.location();
+        let row: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT d.etag, d.body FROM client_policies c JOIN policy_docs d ON d.etag = c.etag WHERE c.client = ?1",
+                [client],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| sql_err(&location, "cannot read the client policy", e))?;
+        row.map(|(etag, body)| {
+            let doc = parse_json(&body, "policy").map_err(|m| Error::Store {
+                location: location.clone(),
+                message: m,
+                source: None,
+            })?;
+            Ok((etag, doc))
+        })
+        .transpose()
+    }
+
     fn location(&self) -> String {
         self.path.display().to_string()
     }
