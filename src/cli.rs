@@ -51,6 +51,25 @@ pub enum Command {
     },
     /// The standalone reconciler: sync git and catalogs, reconcile, persist status, repeat.
     Run(crate::standalone::RunArgs),
+    /// The management point: the HTTP API agents register with, fetch policy and the
+    /// catalog from, and send state messages to.
+    Serve {
+        /// Store: a SQLite file path or a postgres:// URL.
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
+        /// Address to listen on.
+        #[arg(long, env = "PATCHOPS_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// The shared secret a client presents once to register and get its own token.
+        #[arg(long, env = "PATCHOPS_ENROLL_SECRET", hide_env_values = true)]
+        enroll_secret: String,
+        /// Largest state batch accepted, in bytes.
+        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BATCH_BYTES)]
+        max_batch_bytes: usize,
+        /// Most state messages accepted in one batch.
+        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BATCH_MESSAGES)]
+        max_batch_messages: usize,
+    },
     /// Show the last reconcile from the store.
     Status {
         /// Store: a SQLite file path or a postgres:// URL.
@@ -150,6 +169,25 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             validate(&repo)
         }
         Command::Run(args) => crate::standalone::run(args),
+        Command::Serve { store, listen, enroll_secret, max_batch_bytes, max_batch_messages } => {
+            let store = crate::store::open(&store)?;
+            let store = std::sync::Arc::new(std::sync::Mutex::new(store));
+            let mut config = crate::server::ServerConfig::new(enroll_secret);
+            config.max_batch_bytes = max_batch_bytes;
+            config.max_batch_messages = max_batch_messages;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+            // Keep a handle here so the store is dropped outside the runtime: the
+            // PostgreSQL client closes its connection synchronously.
+            let keep = store.clone();
+            let served = rt.block_on(crate::server::serve(listen, store, config, crate::standalone::shutdown_signal()));
+            drop(rt);
+            drop(keep);
+            served?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { store, output } => {
             let store = open_existing_store(&store)?;
             match store.last_reconcile()? {

@@ -14,6 +14,7 @@ pub mod git;
 pub mod output;
 pub mod reconcile;
 pub mod resources;
+pub mod server;
 pub mod sim;
 pub mod standalone;
 pub mod store;

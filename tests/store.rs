@@ -823,7 +823,12 @@ fn reopened_store_has_the_same_data(b: &Backend) {
     );
     assert_eq!(s.load_fleet().unwrap().clients, fleet.clients);
     assert_eq!(s.last_reconcile().unwrap(), reconcile);
-    assert_eq!(one(&*s, "SELECT COUNT(*) FROM schema_version"), "1", "migrations run once");
+    assert_eq!(
+        one(&*s, "SELECT COUNT(*) FROM schema_version"),
+        one(&*s, "SELECT COUNT(DISTINCT version) FROM schema_version"),
+        "each migration runs once"
+    );
+    assert_eq!(one(&*s, "SELECT MAX(version) FROM schema_version"), "2");
     assert_eq!(fleet.state_count(), 2);
 }
 

@@ -28,7 +28,8 @@ use crate::{Error, Result};
 
 /// Schema migrations, applied in order; each runs once, in its own transaction, and is
 /// recorded in `schema_version`. Version 1 is the whole schema file.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("schema_postgres.sql"))];
+const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("schema_postgres.sql")), (2, include_str!("schema_postgres_2.sql"))];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 

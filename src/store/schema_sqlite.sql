@@ -97,9 +97,7 @@ CREATE TABLE IF NOT EXISTS clients (
     failure_catalog_version INTEGER,
     failure_error           TEXT,
     pending_messages        INTEGER NOT NULL DEFAULT 0,
-    rejected_at             INTEGER,
-    -- sha256 (hex) of the token the client authenticates with at the management point.
-    token_sha256            TEXT UNIQUE
+    rejected_at             INTEGER
 );
 
 -- One row per (client, reported update): ~20 million rows in large fleets, so no rowid

@@ -31,7 +31,7 @@ use common::*;
 
 /// Schema migrations, applied in order; each runs once, in its own transaction, and is
 /// recorded in `schema_version`. Version 1 is the whole schema file.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema_sqlite.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema_sqlite.sql")), (2, include_str!("schema_sqlite_2.sql"))];
 
 /// How long a writer waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,588 @@
+//! The management point: the HTTP/JSON API (`/v1`) agents talk to. A client registers
+//! with the enrollment secret and gets a bearer token; with it, it reads its own policy
+//! (ETag / If-None-Match), reads the catalog in full or as a delta since a version (O2),
+//! and posts batches of state messages (S6) that are acknowledged only after the store
+//! committed them. `/healthz`, `/readyz` and `/metrics` (Prometheus) are for operators.
+//!
+//! The store is synchronous: it is shared behind a mutex and only called from
+//! `spawn_blocking`, never on a runtime thread.
+
+mod metrics;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::catalog::delta::CatalogDelta;
+use crate::compliance::messages::StateBatch;
+use crate::store::{BatchOutcome, ClientInfo, Store};
+use metrics::Metrics;
+
+/// The store as the server shares it between requests.
+pub type SharedStore = Arc<Mutex<Box<dyn Store>>>;
+
+/// Default largest state batch body: 8 MiB.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Default most state messages in one batch.
+pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 10_000;
+/// Largest registration body.
+const MAX_REGISTER_BYTES: usize = 64 * 1024;
+/// How long a token → client lookup is trusted without asking the store again.
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
+/// What a client is told to wait before retrying when the store is unavailable.
+const RETRY_AFTER_SECONDS: u32 = 30;
+/// How long `/readyz` waits for the store.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Settings of the management point.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Shared secret a client presents to register. Empty: registration is refused.
+    pub enroll_secret: String,
+    /// Largest state batch body in bytes (default 8 MiB); larger batches get 413.
+    pub max_batch_bytes: usize,
+    /// Most state messages in one batch (default 10 000); more get 413.
+    pub max_batch_messages: usize,
+}
+
+impl ServerConfig {
+    /// The defaults, with the given enrollment secret.
+    pub fn new(enroll_secret: impl Into<String>) -> Self {
+        ServerConfig {
+            enroll_secret: enroll_secret.into(),
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("enroll_secret", &if self.enroll_secret.is_empty() { "(none)" } else { "(set)" })
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("max_batch_messages", &self.max_batch_messages)
+            .finish()
+    }
+}
+
+struct AppState {
+    store: SharedStore,
+    config: ServerConfig,
+    metrics: Metrics,
+    /// sha256(token) → (client, when looked up).
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+type Shared = Arc<AppState>;
+
+/// The router (for tests and for `patchops serve`).
+pub fn router(store: SharedStore, config: ServerConfig) -> Router {
+    let state = Arc::new(AppState { store, config, metrics: Metrics::new(), tokens: Mutex::new(HashMap::new()) });
+    Router::new()
+        .route("/v1/register", post(register))
+        .route("/v1/policy", get(policy))
+        .route("/v1/catalog", get(catalog))
+        .route("/v1/states", post(states))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .with_state(state)
+}
+
+/// Bind `addr` and serve until `shutdown` resolves; requests in flight are finished.
+pub async fn serve(
+    addr: SocketAddr,
+    store: SharedStore,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        crate::Error::Usage(format!("cannot listen on {addr}: {e}; choose another address or stop what uses it"))
+    })?;
+    serve_listener(listener, store, config, shutdown).await
+}
+
+/// Serve on a listener already bound (tests bind port 0 and read the port back).
+pub async fn serve_listener(
+    listener: tokio::net::TcpListener,
+    store: SharedStore,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let location = store.lock().unwrap_or_else(|p| p.into_inner()).location();
+    tracing::info!(address = %local, store = %location, "management point listening");
+    axum::serve(listener, router(store, config))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| crate::Error::Usage(format!("the management point on {local} stopped: {e}")))?;
+    tracing::info!(address = %local, "management point stopped");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors.
+
+/// An error answer: `{"error": "..."}` with a status.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u32>,
+    www_authenticate: bool,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into(), retry_after: None, www_authenticate: false }
+    }
+
+    fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError { www_authenticate: true, ..ApiError::new(StatusCode::UNAUTHORIZED, message) }
+    }
+
+    /// The store failed: the client should keep what it has and retry.
+    fn unavailable(what: &str, e: &crate::Error) -> Self {
+        tracing::warn!(error = %e, "{what}");
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECONDS),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{what}: {}; retry in {RETRY_AFTER_SECONDS} seconds", store_message(e)),
+            )
+        }
+    }
+
+    fn internal(what: &str) -> Self {
+        ApiError {
+            retry_after: Some(RETRY_AFTER_SECONDS),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{what}: the server failed internally (see its log); retry in {RETRY_AFTER_SECONDS} seconds"),
+            )
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(json!({ "error": self.message }))).into_response();
+        if let Some(seconds) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.www_authenticate {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+/// The store's message without its location (clients need not know where the store is).
+fn store_message(e: &crate::Error) -> String {
+    match e {
+        crate::Error::Store { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Run a store call off the runtime threads.
+async fn with_store<T, F>(state: &Shared, what: &'static str, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut dyn Store) -> T + Send + 'static,
+{
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard: MutexGuard<'_, Box<dyn Store>> = store.lock().unwrap_or_else(|p| p.into_inner());
+        f(guard.as_mut())
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "{what}: the store call panicked");
+        ApiError::internal(what)
+    })
+}
+
+/// Read a body of at most `limit` bytes.
+async fn read_body(body: Body, limit: usize, what: &str) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // http_body_util's LengthLimitError is not re-exported; it is known by its message.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut too_large = false;
+        while let Some(s) = source {
+            too_large |= s.to_string().contains("length limit exceeded");
+            source = s.source();
+        }
+        if too_large {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the {what} is larger than the limit of {limit} bytes; send it in smaller parts"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the {what}: {e}; send it again"))
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Authentication.
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Compare two secrets without leaking where they differ (compares their digests).
+fn same_secret(a: &str, b: &str) -> bool {
+    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+}
+
+/// 32 random bytes from the operating system, hex.
+fn new_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+/// The client the request's bearer token belongs to.
+async fn authenticate(state: &Shared, headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::unauthorized(
+            "no Authorization header; send \"Authorization: Bearer <token>\" with the token from POST /v1/register",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "the Authorization header is not \"Bearer <token>\"; send the token from POST /v1/register",
+            )
+        })?;
+    let hash = sha256_hex(token.as_bytes());
+    if let Some((client, at)) = state.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&hash)
+        && at.elapsed() < TOKEN_CACHE_TTL
+    {
+        return Ok(client.clone());
+    }
+    let lookup = hash.clone();
+    let found = with_store(state, "cannot check the token", move |s| s.client_for_token(&lookup))
+        .await?
+        .map_err(|e| ApiError::unavailable("cannot check the token", &e))?;
+    match found {
+        Some(client) => {
+            state.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, (client.clone(), Instant::now()));
+            Ok(client)
+        }
+        None => Err(ApiError::unauthorized("unknown token (or replaced by a newer registration); register again")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Handlers.
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RegisterRequest {
+    name: String,
+    #[serde(default)]
+    facts: BTreeMap<String, String>,
+    #[serde(default)]
+    agent_version: Option<String>,
+    enroll_secret: String,
+}
+
+/// `POST /v1/register`: a new token for the client (replacing any earlier one).
+async fn register(State(state): State<Shared>, body: Body) -> Result<Response, ApiError> {
+    let raw = read_body(body, MAX_REGISTER_BYTES, "registration").await?;
+    let request: RegisterRequest = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the registration is not valid: {e}; send {{\"name\": \"<client>\", \"facts\": {{\"<name>\": \"<value>\"}}, \
+                 \"agentVersion\": \"<version>\", \"enrollSecret\": \"<secret>\"}}"
+            ),
+        )
+    })?;
+    if state.config.enroll_secret.is_empty() {
+        return Err(ApiError::unauthorized(
+            "registration is disabled: the server has no enrollment secret; ask the operator to set one",
+        ));
+    }
+    if !same_secret(&request.enroll_secret, &state.config.enroll_secret) {
+        return Err(ApiError::unauthorized("wrong enrollment secret; ask the operator for the current one"));
+    }
+    let name = request.name.trim().to_string();
+    if name.is_empty() || name.len() > 253 || name.chars().any(|c| c.is_control()) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the client name must be 1 to 253 characters without control characters; send the host name",
+        ));
+    }
+    let token = new_token().map_err(|e| {
+        tracing::error!(error = %e, "cannot read /dev/urandom");
+        ApiError::internal("cannot make a token")
+    })?;
+    let info = ClientInfo { name: name.clone(), facts: request.facts, agent_version: request.agent_version };
+    let hash = sha256_hex(token.as_bytes());
+    let stored = hash.clone();
+    with_store(&state, "cannot register the client", move |s| s.enroll_client(&info, &stored, Timestamp::now()))
+        .await?
+        .map_err(|e| ApiError::unavailable("cannot register the client", &e))?;
+    {
+        // The client's earlier token no longer works here.
+        let mut tokens = state.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.retain(|_, (client, _)| *client != name);
+        tokens.insert(hash, (name.clone(), Instant::now()));
+    }
+    tracing::info!(client = %name, "client registered");
+    Ok((StatusCode::CREATED, axum::Json(json!({ "token": token }))).into_response())
+}
+
+/// Whether an `If-None-Match` header names `etag` (or is `*`).
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers.get_all(header::IF_NONE_MATCH).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
+        |candidate| {
+            let c = candidate.trim();
+            let c = c.strip_prefix("W/").unwrap_or(c);
+            c == "*" || c.trim_matches('"') == etag
+        },
+    )
+}
+
+/// `GET /v1/policy`: the caller's policy document, with its ETag.
+async fn policy(State(state): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let client = authenticate(&state, &headers).await?;
+    let who = client.clone();
+    let found = with_store(&state, "cannot read the policy", move |s| s.client_policy(&who))
+        .await?
+        .map_err(|e| ApiError::unavailable("cannot read the policy", &e))?;
+    let Some((etag, document)) = found else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no policy yet for client {client}; the reconciler assigns one at its next run"),
+        ));
+    };
+    let etag_header = HeaderValue::from_str(&format!("\"{etag}\""))
+        .map_err(|_| ApiError::internal("the stored policy has an ETag that cannot be sent"))?;
+    if none_match(&headers, &etag) {
+        state.metrics.policy_fetch("hit");
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response());
+    }
+    state.metrics.policy_fetch("miss");
+    let mut response = axum::Json(document).into_response();
+    response.headers_mut().insert(header::ETAG, etag_header);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// `GET /v1/catalog[?since=M]`: the current catalog, or what changed since version M (O2).
+async fn catalog(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    authenticate(&state, &headers).await?;
+    let since = match query.get("since") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("since={v:?} is not a catalog version; send the version number your catalog has (0 for none)"),
+            )
+        })?),
+    };
+    enum Answer {
+        Full(crate::catalog::Catalog),
+        Delta(CatalogDelta),
+        Future { since: u64, newest: u64 },
+    }
+    let answer = with_store(&state, "cannot read the catalog", move |s| -> crate::Result<Answer> {
+        let Some(since) = since else { return Ok(Answer::Full(s.load_catalog()?)) };
+        let newest = s.catalog_versions()?.last().map(|v| v.version).unwrap_or(0);
+        if since > newest {
+            Ok(Answer::Future { since, newest })
+        } else if since == newest {
+            Ok(Answer::Delta(CatalogDelta { from: since, to: newest, ..Default::default() }))
+        } else {
+            Ok(Answer::Delta(s.catalog_delta(since, newest)?))
+        }
+    })
+    .await?
+    .map_err(|e| ApiError::unavailable("cannot read the catalog", &e))?;
+    match answer {
+        Answer::Full(c) => Ok(axum::Json(json!({ "version": c.version, "updates": c.updates })).into_response()),
+        Answer::Delta(d) => Ok(axum::Json(d).into_response()),
+        Answer::Future { since, newest } => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "catalog version {since} is from the future; the newest is {newest}; fetch the full catalog (without since)"
+            ),
+        )),
+    }
+}
+
+/// `POST /v1/states`: apply a batch of the caller's state messages (S6); answered only
+/// after the store committed it.
+async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let client = authenticate(&state, &headers).await?;
+    let limit = state.config.max_batch_bytes;
+    if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        && length > limit as u64
+    {
+        state.metrics.batch("too_large");
+        return Err(too_large_bytes(length, limit));
+    }
+    let raw = read_body(body, limit, "state batch").await.inspect_err(|_| state.metrics.batch("too_large"))?;
+    let batch: StateBatch = match serde_json::from_slice(&raw) {
+        Ok(b) => b,
+        Err(e) => {
+            state.metrics.batch("malformed");
+            let error = format!("the state batch is not valid JSON for a batch: {e}");
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let (who, what) = (client.clone(), error.clone());
+            let kept = with_store(&state, "cannot keep the rejected batch", move |s| {
+                s.record_rejected(&who, &text, &what, Timestamp::now())
+            })
+            .await?;
+            if let Err(e) = kept {
+                return Err(ApiError::unavailable("the batch is malformed and cannot be kept as rejected", &e));
+            }
+            tracing::warn!(client = %client, error = %error, "state batch rejected");
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{error}; it was kept as rejected (the client's states show Unknown until a valid batch)"),
+            ));
+        }
+    };
+    if batch.client != client {
+        state.metrics.batch("forbidden");
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("client {client} may not write states for client {}; send only your own states", batch.client),
+        ));
+    }
+    if batch.messages.len() > state.config.max_batch_messages {
+        state.metrics.batch("too_large");
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the state batch has {} messages, more than the limit of {}; split it into smaller batches",
+                batch.messages.len(),
+                state.config.max_batch_messages
+            ),
+        ));
+    }
+    let messages = batch.messages.len() as u64;
+    let sequence = batch.sequence;
+    let outcome =
+        with_store(&state, "cannot apply the batch", move |s| s.apply_batch(&batch, Timestamp::now())).await?;
+    match outcome {
+        Ok(BatchOutcome::Applied) => {
+            state.metrics.batch("applied");
+            state.metrics.messages(messages);
+            tracing::debug!(client = %client, sequence, messages, "state batch applied");
+            Ok(axum::Json(json!({ "outcome": "applied" })).into_response())
+        }
+        Ok(BatchOutcome::Duplicate) => {
+            state.metrics.batch("duplicate");
+            tracing::debug!(client = %client, sequence, "state batch replayed");
+            Ok(axum::Json(json!({ "outcome": "duplicate" })).into_response())
+        }
+        Err(e) => {
+            let message = store_message(&e);
+            if message.contains("is not in the catalog") {
+                state.metrics.batch("unknown_update");
+                Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("{message}; nothing was applied; fetch the catalog, scan again and send a new batch"),
+                ))
+            } else if message.contains("sequence number is too large") {
+                state.metrics.batch("invalid");
+                Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{message}; nothing was applied")))
+            } else if message.contains("is not registered") {
+                state.metrics.batch("forbidden");
+                state.tokens.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (c, _)| *c != client);
+                Err(ApiError::unauthorized(format!("{message}; nothing was applied")))
+            } else {
+                state.metrics.batch("store_error");
+                Err(ApiError::unavailable("cannot apply the batch now (keep it spooled)", &e))
+            }
+        }
+    }
+}
+
+fn too_large_bytes(length: u64, limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("the state batch is {length} bytes, more than the limit of {limit}; split it into smaller batches"),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: ready when the store answers.
+async fn readyz(State(state): State<Shared>) -> Response {
+    let check = with_store(&state, "the store does not answer", |s| s.catalog_versions().map(|_| ()));
+    match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(Ok(Ok(()))) => "ready".into_response(),
+        Ok(Ok(Err(e))) => ApiError::unavailable("not ready: the store does not answer", &e).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: the store did not answer within {} seconds", READY_TIMEOUT.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
+async fn metrics_text(State(state): State<Shared>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
+        Err(_) => ApiError::internal("cannot encode the metrics").into_response(),
+    }
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no such endpoint: {} {}; the API is /v1/register, /v1/policy, /v1/catalog, /v1/states",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+}
+
+/// Count every request by route template and status.
+async fn count_requests(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let response = next.run(request).await;
+    state.metrics.request(route.as_deref().unwrap_or("unmatched"), response.status().as_u16());
+    response
+}
