@@ -230,3 +230,35 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::catalog::test_support::update;
+
+    #[test]
+    fn o_repo_search_criteria_filter_the_catalog_by_text_classification_product_and_state() {
+        let mut old = update("KB1-srv", "Windows Server 2022", "2026-10-14");
+        old.title = "2026-10 Cumulative Update".into();
+        let mut new = update("KB2-srv", "Windows Server 2022", "2026-11-11");
+        new.title = "2026-11 Cumulative Update".into();
+        new.supersedes = vec!["KB1".into()];
+        let mut defs = update("KB3-w11", "Windows 11", "2026-11-20");
+        defs.classification = "Definition Updates".into();
+        let catalog = Catalog::new(1, vec![old, new, defs], &Default::default());
+        let ids = |f: Filter| -> Vec<String> {
+            (0..catalog.len()).filter(|&i| f.matches(&catalog, i)).map(|i| catalog.updates[i].id.clone()).collect()
+        };
+        assert_eq!(ids(Filter { filter: Some("cumulative".into()), ..Default::default() }), vec!["KB1-srv", "KB2-srv"]);
+        assert_eq!(
+            ids(Filter { filter: Some("cumulative".into()), active: true, ..Default::default() }),
+            vec!["KB2-srv"]
+        );
+        assert_eq!(
+            ids(Filter { classification: Some("definition updates".into()), ..Default::default() }),
+            vec!["KB3-w11"]
+        );
+        assert_eq!(ids(Filter { product: Some("Windows 11".into()), ..Default::default() }), vec!["KB3-w11"]);
+        assert_eq!(ids(Filter { filter: Some("kb2".into()), ..Default::default() }), vec!["KB2-srv"], "by KB");
+    }
+}
