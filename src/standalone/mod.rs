@@ -121,7 +121,6 @@ impl Runner {
         let mut push = |kind: &str, namespace: String, name: &str, v: serde_json::Value| {
             statuses.push(ResourceStatus { kind: kind.into(), namespace, name: name.into(), status: v });
         };
-        let json = |v: &dyn erased::Json| v.to_json();
         for (name, s) in &catalog_status {
             push("UpdateCatalog", ns(&desired.catalogs[name].metadata.namespace), name, json(s));
         }
@@ -164,16 +163,9 @@ impl Runner {
     }
 }
 
-/// Serialize any status to JSON without naming its type at each call site.
-mod erased {
-    pub trait Json {
-        fn to_json(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> serde_json::Value {
-            serde_json::to_value(self).expect("statuses serialize")
-        }
-    }
+/// A status as the JSON the store keeps.
+fn json<T: serde::Serialize>(status: &T) -> serde_json::Value {
+    serde_json::to_value(status).expect("statuses serialize")
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
