@@ -2,6 +2,9 @@
 //! background thread with its own tokio runtime, a SQLite store in a temp dir, ureq as
 //! the client.
 
+mod common;
+use common::{at, update};
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -10,7 +13,7 @@ use std::thread::JoinHandle;
 use jiff::Timestamp;
 use patchops::Error;
 use patchops::catalog::delta::CatalogDelta;
-use patchops::catalog::{Applicability, Catalog, Severity, Update};
+use patchops::catalog::{Catalog, Update};
 use patchops::compliance::messages::{StateBatch, StateMessage, UpdateReport};
 use patchops::compliance::{Enforcement, Fleet, ScanResult};
 use patchops::server::{ServerConfig, SharedStore, serve_listener};
@@ -147,30 +150,6 @@ impl Drop for Server {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-fn at(s: &str) -> Timestamp {
-    s.parse().unwrap()
-}
-
-fn update(id: &str) -> Update {
-    let kb = id.split('-').next().unwrap();
-    Update {
-        id: id.to_string(),
-        kb: Some(kb.to_string()),
-        title: format!("{id} for Windows Server 2022"),
-        classification: "Security Updates".into(),
-        severity: Severity::Critical,
-        products: vec!["Windows Server 2022".into()],
-        released: "2026-11-10".parse().unwrap(),
-        supersedes: vec![],
-        expired: false,
-        reboot_required: true,
-        max_run_time: patchops::time::Duration::from_mins(10),
-        cves: vec![],
-        applicability: Applicability::for_product_kb("Windows Server 2022", kb),
-        files: vec![],
     }
 }
 

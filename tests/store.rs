@@ -10,13 +10,16 @@
 //! `PATCHOPS_BENCH_STATES` (per client, default 200); `PATCHOPS_BENCH_FILE` keeps the
 //! SQLite file and, when it exists, only loads it.
 
+mod common;
+use common::{at, update};
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Instant;
 
 use jiff::{SignedDuration, Timestamp};
 use patchops::Error;
-use patchops::catalog::{Applicability, Severity, Update};
+use patchops::catalog::Update;
 use patchops::compliance::messages::{StateBatch, StateMessage, UpdateReport};
 use patchops::compliance::{
     ComplianceState, Enforcement, Fleet, PackedState, Reason, ScanRecord, ScanResult, classify, client_unknown_reason,
@@ -170,30 +173,6 @@ both! {
 
 // ---------------------------------------------------------------------------------------
 // Builders.
-
-fn at(s: &str) -> Timestamp {
-    s.parse().unwrap()
-}
-
-fn update(id: &str) -> Update {
-    let kb = id.split('-').next().unwrap();
-    Update {
-        id: id.to_string(),
-        kb: Some(kb.to_string()),
-        title: format!("{id} for Windows Server 2022"),
-        classification: "Security Updates".into(),
-        severity: Severity::Critical,
-        products: vec!["Windows Server 2022".into()],
-        released: "2026-11-10".parse().unwrap(),
-        supersedes: vec![],
-        expired: false,
-        reboot_required: true,
-        max_run_time: patchops::time::Duration::from_mins(10),
-        cves: vec![],
-        applicability: Applicability::for_product_kb("Windows Server 2022", kb),
-        files: vec![],
-    }
-}
 
 fn client(name: &str, site: &str, role: &str, agent: Option<&str>) -> ClientInfo {
     ClientInfo {
