@@ -22,6 +22,8 @@ pub enum Suite {
     Reconcile,
     /// Catalog imports of the real vendor data, a 100,000-update native catalog, deltas.
     Catalog,
+    /// The management point over loopback HTTP: policy fetches, state ingestion.
+    Server,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -164,8 +166,10 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    if args.suite == Suite::Catalog {
-        return super::bench_catalog::run();
+    match args.suite {
+        Suite::Catalog => return super::bench_catalog::run(),
+        Suite::Server => return super::bench_server::run(),
+        Suite::Reconcile => {}
     }
     let now = Timestamp::now();
     println!(

@@ -1,0 +1,209 @@
+//! `patchops bench server`: the management point over real HTTP on loopback with a
+//! SQLite store — policy fetches with ETag hits (rate and latency) and state-message
+//! ingestion in batches of 500 from 1,000 clients, next to the naive way the seed's
+//! database works (one INSERT per state message, summarised by a GROUP BY).
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+
+use crate::compliance::messages::{StateBatch, StateMessage, UpdateReport};
+use crate::compliance::{Enforcement, ScanResult};
+use crate::store::{ClientInfo, PolicyAssignment, ReconcileRecord, Store};
+use crate::{Error, Result};
+
+const CLIENTS: usize = 1_000;
+const BATCH: usize = 500;
+
+pub fn run() -> Result<ExitCode> {
+    println!(
+        "patchops bench server ({} cores; loopback HTTP, SQLite store)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let dir = std::env::temp_dir().join(format!("patchops-bench-server-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+    let db = dir.join("store.db");
+    let now = Timestamp::now();
+
+    // A catalog of 2,000 updates, 1,000 enrolled clients, one shared policy.
+    let mut store = crate::store::sqlite::SqliteStore::open(&db)?;
+    let updates = super::bench_catalog::synthetic_updates(2_000, 0);
+    store.save_catalog(&updates, now)?;
+    let mut tokens = Vec::new();
+    for c in 0..CLIENTS {
+        let token = format!("token-{c:05}");
+        let info =
+            ClientInfo { name: format!("host-{c:05}"), facts: BTreeMap::new(), agent_version: Some("2.1.0".into()) };
+        store.enroll_client(&info, &hex::encode(Sha256::digest(token.as_bytes())), now)?;
+        tokens.push(token);
+    }
+    let policy = serde_json::json!({"catalogVersion": 1, "deployments": []});
+    let assignments: Vec<PolicyAssignment> =
+        (0..CLIENTS).map(|c| PolicyAssignment { client: format!("host-{c:05}"), etag: "p1".into() }).collect();
+    let record = ReconcileRecord { time: now, revision: "bench".into(), catalog_version: 1, statuses: vec![] };
+    store.save_reconcile(&record, &HashMap::from([("p1".to_string(), policy)]), &assignments)?;
+    let store: crate::server::SharedStore = Arc::new(Mutex::new(Box::new(store)));
+
+    // The server on an ephemeral loopback port.
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Usage(e.to_string()))?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .map_err(|e| Error::Usage(format!("cannot bind 127.0.0.1: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(crate::server::serve_listener(
+        listener,
+        store.clone(),
+        crate::server::ServerConfig::new("bench"),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let base = format!("http://{addr}");
+
+    // Policy fetches with ETag hits: 16 client threads for 5 seconds.
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let latencies = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for t in 0..16 {
+            let (agent, base, tokens, latencies) = (agent.clone(), &base, &tokens, &latencies);
+            s.spawn(move || {
+                let mut mine = Vec::new();
+                let mut i = t;
+                while Instant::now() < deadline {
+                    let started = Instant::now();
+                    let r = agent
+                        .get(format!("{base}/v1/policy"))
+                        .header("Authorization", format!("Bearer {}", tokens[i % CLIENTS]))
+                        .header("If-None-Match", "\"p1\"")
+                        .call();
+                    if matches!(&r, Ok(resp) if resp.status().as_u16() == 304) {
+                        mine.push(started.elapsed().as_secs_f64() * 1000.0);
+                    }
+                    i += 16;
+                }
+                latencies.lock().expect("not poisoned").extend(mine);
+            });
+        }
+    });
+    let mut lat = latencies.into_inner().expect("not poisoned");
+    lat.sort_by(|a, b| a.total_cmp(b));
+    if lat.is_empty() {
+        return Err(Error::Usage("no policy fetch answered 304".into()));
+    }
+    println!(
+        "  policy fetch (ETag hit → 304): {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms ({} requests, 16 connections)",
+        lat.len() as f64 / 5.0,
+        lat[lat.len() / 2],
+        lat[lat.len() * 99 / 100],
+        lat.len()
+    );
+
+    // Ingestion: every client sends 4 batches of 500 state messages, 32 at a time.
+    let batches: Vec<(usize, String)> = (0..4)
+        .flat_map(|round| (0..CLIENTS).map(move |c| (c, round)))
+        .map(|(c, round)| {
+            let reports = (0..BATCH)
+                .map(|u| UpdateReport {
+                    id: updates[(c * 7 + u * 3 + round) % updates.len()].id.clone(),
+                    result: if u % 5 == 0 { ScanResult::Missing } else { ScanResult::Installed },
+                    enforcement: Enforcement::None,
+                })
+                .collect(); // u * 3 < 2,000: distinct updates
+            let batch = StateBatch {
+                client: format!("host-{c:05}"),
+                sequence: round as u64 + 1,
+                messages: vec![StateMessage::ScanCompleted {
+                    time: now + jiff::SignedDuration::from_secs(round as i64),
+                    catalog_version: 1,
+                    agent_version: None,
+                    updates: reports,
+                }],
+            };
+            (c, serde_json::to_string(&batch).expect("batches serialize"))
+        })
+        .collect();
+    let messages: usize = batches.len() * BATCH;
+    let next = AtomicUsize::new(0);
+    let failures = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..32 {
+            let (agent, base, tokens, batches, next, failures) =
+                (agent.clone(), &base, &tokens, &batches, &next, &failures);
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((c, body)) = batches.get(i) else { break };
+                    let ok = agent
+                        .post(format!("{base}/v1/states"))
+                        .header("Authorization", format!("Bearer {}", tokens[*c]))
+                        .header("Content-Type", "application/json")
+                        .send(body.as_str())
+                        .is_ok_and(|r| r.status().as_u16() == 200);
+                    if !ok {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let ingest = started.elapsed().as_secs_f64();
+    let ingest_rate = messages as f64 / ingest;
+    println!(
+        "  state ingestion through HTTP into SQLite: {messages} messages in {} batches of {BATCH} from {CLIENTS} clients: {:.2} s = {:.0} messages/s ({} failed)",
+        batches.len(),
+        ingest,
+        ingest_rate,
+        failures.load(Ordering::Relaxed)
+    );
+    let _ = stop_tx.send(());
+    let _ = rt.block_on(server);
+    drop(rt);
+    drop(store);
+
+    // The naive way: one INSERT per state message, then a GROUP BY summary.
+    let conn = rusqlite::Connection::open(dir.join("naive.db")).map_err(|e| Error::store("naive.db", "open", e))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; \
+         CREATE TABLE state_messages (client TEXT, update_id TEXT, state INTEGER, time INTEGER);",
+    )
+    .map_err(|e| Error::store("naive.db", "schema", e))?;
+    let sample = 20_000;
+    let started = Instant::now();
+    for i in 0..sample {
+        conn.execute(
+            "INSERT INTO state_messages (client, update_id, state, time) VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![
+                format!("host-{:05}", i % CLIENTS),
+                updates[i % updates.len()].id,
+                (i % 5 == 0) as i64,
+                now.as_second()
+            ],
+        )
+        .map_err(|e| Error::store("naive.db", "insert", e))?;
+    }
+    let naive_insert = sample as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let groups: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT update_id, state, COUNT(*) FROM state_messages GROUP BY update_id, state)",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| Error::store("naive.db", "group by", e))?;
+    let group_ms = started.elapsed().as_secs_f64() * 1000.0;
+    println!(
+        "  naive (one INSERT per state message, autocommit): {naive_insert:.0} messages/s over {sample}; GROUP BY summary of them: {group_ms:.1} ms ({groups} groups)"
+    );
+    println!("  batched ingestion is {:.0}× the naive rate", ingest_rate / naive_insert);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(ExitCode::SUCCESS)
+}
