@@ -50,6 +50,12 @@ pub struct RunArgs {
     pub simulate_fleet: Option<PathBuf>,
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// The embedded management point agents talk to (not with --once).
+    #[command(flatten)]
+    pub server: crate::server::ServeArgs,
+    /// Do not embed the management point (another `patchops serve` shares the store).
+    #[arg(long)]
+    pub no_serve: bool,
 }
 
 /// Read and check the desired state at the source's revision.
@@ -184,9 +190,50 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let mut runner = Runner::new(source, store, sim);
     // The store clients are synchronous: reconciles run on this thread, outside the
-    // runtime, which only waits for the interval or a shutdown signal.
-    let rt =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Usage(e.to_string()))?;
+    // runtime, which serves the management point and waits for the interval or a signal.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let mut keep_store = None;
+    let (stop_server, server) = if args.once || args.no_serve {
+        (None, None)
+    } else {
+        // The management point has its own store connection: SQLite in WAL mode (or
+        // PostgreSQL) lets it take state messages while a reconcile reads.
+        let shared: crate::server::SharedStore =
+            std::sync::Arc::new(std::sync::Mutex::new(crate::store::open(&args.store)?));
+        let config = args.server.config()?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind(args.server.listen)).map_err(|e| {
+            Error::Usage(format!(
+                "cannot listen on {}: {e}; choose another --listen address or pass --no-serve",
+                args.server.listen
+            ))
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // The last handle is dropped on this thread: the PostgreSQL client must not be
+        // dropped on a runtime thread.
+        keep_store = Some(shared.clone());
+        let handle = rt.spawn(crate::server::serve_listener(listener, shared, config, async move {
+            let _ = rx.await;
+        }));
+        (Some(tx), Some(handle))
+    };
+    let result = reconcile_loop(&mut runner, &args, &rt);
+    if let Some(tx) = stop_server {
+        let _ = tx.send(());
+    }
+    if let Some(handle) = server
+        && let Ok(Err(e)) = rt.block_on(handle)
+    {
+        error!(error = %e, "the management point failed");
+    }
+    drop(keep_store);
+    result
+}
+
+fn reconcile_loop(runner: &mut Runner, args: &RunArgs, rt: &tokio::runtime::Runtime) -> Result<ExitCode> {
     loop {
         let started = std::time::Instant::now();
         match runner.reconcile_once(Timestamp::now()) {
