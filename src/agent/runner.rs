@@ -121,6 +121,8 @@ pub struct Agent<M: Machine> {
     rng: fastrand::Rng,
     /// Whether the management point answered during this tick.
     reachable: bool,
+    /// The state file's content as last written (unchanged state is not written again).
+    saved: std::cell::RefCell<Vec<u8>>,
 }
 
 const STATE_FILE: &str = "state.json";
@@ -169,7 +171,17 @@ impl<M: Machine> Agent<M> {
         }
         let server = ManagementPoint::new(&options.server);
         let rng = fastrand::Rng::with_seed(options.seed);
-        Ok(Agent { options, state, machine, stats: AgentStats::default(), catalog, server, rng, reachable: true })
+        Ok(Agent {
+            options,
+            state,
+            machine,
+            stats: AgentStats::default(),
+            catalog,
+            server,
+            rng,
+            reachable: true,
+            saved: Default::default(),
+        })
     }
 
     /// The client settings in force: the policy's, or the defaults before the first policy.
@@ -239,7 +251,13 @@ impl<M: Machine> Agent<M> {
         }
         match self.server.policy(&token, self.state.policy_etag.as_deref()) {
             Ok(PolicyAnswer::New(policy, etag)) => self.on_policy(*policy, etag, now),
-            Ok(PolicyAnswer::NotModified) | Ok(PolicyAnswer::NotYet) => {}
+            Ok(PolicyAnswer::NotModified) => {}
+            Ok(PolicyAnswer::NotYet) => {
+                // A new client waits for the reconciler's next run: ask again after the
+                // batch interval instead of a whole policy interval.
+                let retry = self.settings().state_message_batch_interval.signed();
+                self.state.last_poll = Some(add(now, retry - interval));
+            }
             Err(CallError::Unauthorized(m)) => {
                 warn!(client = %self.options.name, error = %m, "token refused; registering again");
                 self.state.token = None;
@@ -671,7 +689,12 @@ impl<M: Machine> Agent<M> {
     fn save(&self) -> Result<()> {
         let Some(dir) = &self.options.state_dir else { return Ok(()) };
         let body = serde_json::to_vec(&self.state).expect("agent state serializes");
-        write_atomic(&dir.join(STATE_FILE), &body)
+        if *self.saved.borrow() == body {
+            return Ok(());
+        }
+        write_atomic(&dir.join(STATE_FILE), &body)?;
+        *self.saved.borrow_mut() = body;
+        Ok(())
     }
 
     /// The earliest moment something becomes due.

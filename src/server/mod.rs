@@ -663,3 +663,63 @@ async fn count_requests(State(state): State<Shared>, request: Request, next: Nex
     state.metrics.request(route.as_deref().unwrap_or("unmatched"), response.status().as_u16());
     response
 }
+
+/// A management point on its own runtime thread (`simulate`, tests): started on an
+/// address (port 0 picks one), stopped gracefully, restartable on the same address.
+pub struct BackgroundServer {
+    pub base: String,
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<crate::Result<()>>>,
+}
+
+impl BackgroundServer {
+    pub fn start(
+        addr: SocketAddr,
+        store: &str,
+        secret: &str,
+        content_dir: Option<std::path::PathBuf>,
+    ) -> crate::Result<Self> {
+        let shared: SharedStore = Arc::new(Mutex::new(crate::store::open(store)?));
+        let mut config = ServerConfig::new(secret);
+        config.content = content_dir.as_deref().map(content::ContentLibrary::open).transpose()?;
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|_| l))
+            .map_err(|e| crate::Error::Usage(format!("cannot listen on {addr}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| crate::Error::Usage(e.to_string()))?;
+        let base = format!("http://{addr}");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| crate::Error::Usage(e.to_string()))?;
+            let keep = shared.clone();
+            let served = rt.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).map_err(|e| crate::Error::Usage(e.to_string()))?;
+                serve_listener(listener, shared, config, async move {
+                    let _ = rx.await;
+                })
+                .await
+            });
+            drop(rt);
+            drop(keep);
+            served
+        });
+        Ok(BackgroundServer { base, addr, shutdown: Some(tx), thread: Some(thread) })
+    }
+
+    /// Stop accepting, finish the requests in flight, close the store.
+    pub fn stop(mut self) -> crate::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(crate::Error::Usage("the management point thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}

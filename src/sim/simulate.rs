@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use jiff::{SignedDuration, Timestamp};
@@ -67,56 +67,6 @@ pub struct SimulateArgs {
 pub enum DownloadArg {
     Simulated,
     Http,
-}
-
-/// The embedded management point, on its own runtime thread.
-struct EmbeddedServer {
-    base: String,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<()>>>,
-}
-
-impl EmbeddedServer {
-    fn start(store: &str, secret: &str, content_dir: Option<PathBuf>) -> Result<Self> {
-        let shared: crate::server::SharedStore = Arc::new(Mutex::new(crate::store::open(store)?));
-        let mut config = crate::server::ServerConfig::new(secret);
-        config.content = content_dir.as_deref().map(crate::server::content::ContentLibrary::open).transpose()?;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.set_nonblocking(true).map(|_| l))
-            .map_err(|e| Error::Usage(format!("cannot listen on 127.0.0.1: {e}")))?;
-        let base = format!("http://{}", listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .map_err(|e| Error::Usage(e.to_string()))?;
-            let keep = shared.clone();
-            let served = rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| Error::Usage(e.to_string()))?;
-                crate::server::serve_listener(listener, shared, config, async move {
-                    let _ = rx.await;
-                })
-                .await
-            });
-            drop(rt);
-            drop(keep);
-            served
-        });
-        Ok(EmbeddedServer { base, shutdown: Some(tx), thread: Some(thread) })
-    }
-
-    fn stop(mut self) -> Result<()> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            Some(Err(_)) => Err(Error::Usage("the management point thread panicked".into())),
-            None => Ok(()),
-        }
-    }
 }
 
 /// Agents on a virtual clock.
@@ -232,7 +182,12 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
             runner.reconcile_once(start)?;
             let secret = format!("simulate-{}", fastrand::u64(..));
             let content = (download == Download::Http).then(|| crate::standalone::state_dir().join("content"));
-            let server = EmbeddedServer::start(&store, &secret, content)?;
+            let server = crate::server::BackgroundServer::start(
+                "127.0.0.1:0".parse().expect("address"),
+                &store,
+                &secret,
+                content,
+            )?;
             (server.base.clone(), secret, Some(runner), Some(server))
         }
     };
@@ -277,7 +232,7 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         Ok(())
     })();
     bar.finish_and_clear();
-    let stopped = server.map(EmbeddedServer::stop).transpose();
+    let stopped = server.map(crate::server::BackgroundServer::stop).transpose();
     run?;
     stopped?;
 
