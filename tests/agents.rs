@@ -253,7 +253,7 @@ fn run_minutes(agents: &mut [Agent<FactsMachine>], from: Timestamp, to: Timestam
         for a in agents.iter_mut() {
             a.tick(t).unwrap();
         }
-        t = t + SignedDuration::from_mins(1);
+        t += SignedDuration::from_mins(1);
     }
 }
 
@@ -640,7 +640,7 @@ fn two_hundred_agents_scan_a_new_catalog_install_a_merged_deployment_in_windows_
         if t.duration_since(t0).as_mins() % 15 == 0 {
             w.reconcile(t);
         }
-        t = t + SignedDuration::from_mins(5);
+        t += SignedDuration::from_mins(5);
     }
     assert_eq!(last_scans(&w).len(), 200, "every agent scanned and reported");
 
@@ -671,7 +671,7 @@ fn two_hundred_agents_scan_a_new_catalog_install_a_merged_deployment_in_windows_
         }
         // Minute steps around the window, 5-minute steps elsewhere.
         let near = t >= window - SignedDuration::from_mins(10);
-        t = t + SignedDuration::from_mins(if near { 1 } else { 5 });
+        t += SignedDuration::from_mins(if near { 1 } else { 5 });
     }
     let installs: u64 = agents.iter().map(|a| a.stats.installs).sum();
     let downloads: u64 = agents.iter().map(|a| a.stats.downloads).sum();
