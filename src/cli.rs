@@ -88,6 +88,9 @@ pub enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// The Kubernetes operator: reconcile the custom resources of a namespace into the
+    /// store and their status subresources.
+    Controller(crate::kubernetes::ControllerArgs),
     /// Benchmarks of the reconcile core and the store (build with --release).
     Bench(crate::standalone::bench::BenchArgs),
 }
@@ -216,6 +219,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Catalog { command } => catalog(command),
+        Command::Controller(args) => crate::kubernetes::run(args),
         Command::Bench(args) => crate::standalone::bench::run(args),
     }
 }
