@@ -126,12 +126,30 @@ pub fn run(args: ControllerArgs) -> crate::Result<std::process::ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| crate::Error::Usage(format!("cannot start the runtime: {e}")))?;
-    rt.block_on(run_async(args)).map_err(|e| crate::Error::Usage(e.to_string()))?;
+    // The pipeline comes back out so the store is dropped outside the runtime: the
+    // PostgreSQL client closes its connection synchronously.
+    let (result, pipeline) = rt.block_on(run_async(args));
+    drop(rt);
+    drop(pipeline);
+    result.map_err(|e| crate::Error::Usage(e.to_string()))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn run_async(args: ControllerArgs) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let client = Client::try_default().await?;
+type Pipe = Option<Arc<std::sync::Mutex<Pipeline>>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run_async(args: ControllerArgs) -> (Result<(), BoxError>, Pipe) {
+    let mut pipeline = None;
+    let result = run_until_stopped(args, &mut pipeline).await;
+    (result, pipeline)
+}
+
+async fn run_until_stopped(args: ControllerArgs, keep: &mut Pipe) -> Result<(), BoxError> {
+    let client = Client::try_default().await.map_err(|e| {
+        format!(
+            "cannot reach the Kubernetes API ({e}); run in a cluster (the chart's ServiceAccount) or set KUBECONFIG"
+        )
+    })?;
     let ns = args.namespace.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
@@ -186,6 +204,7 @@ async fn run_async(args: ControllerArgs) -> Result<(), Box<dyn std::error::Error
     let state = crate::standalone::state_dir();
     let pipeline = Pipeline::new(store, &state.join("catalog-cache"));
     let ctx = Arc::new(Context::new(client.clone(), &ns, caches.clone(), pipeline, triggers));
+    *keep = Some(ctx.pipeline.clone());
 
     let metrics = tokio::spawn(metrics::serve(args.metrics_listen, ctx.metrics.clone(), stopped()));
 

@@ -81,6 +81,11 @@ impl Site {
     }
 
     fn context(&self, dir: &tempfile::TempDir) -> (Arc<Context>, Handle) {
+        let store = crate::store::open(dir.path().join("patchops.db").to_str().unwrap()).unwrap();
+        self.context_on(store, dir)
+    }
+
+    fn context_on(&self, store: Box<dyn crate::store::Store>, dir: &tempfile::TempDir) -> (Arc<Context>, Handle) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, NS);
         let caches = Caches {
@@ -93,7 +98,6 @@ impl Site {
             packages: filled(&[]),
             rules: filled(&[]),
         };
-        let store = crate::store::open(dir.path().join("patchops.db").to_str().unwrap()).unwrap();
         let pipeline = Pipeline::new(store, &dir.path().join("cache"));
         (Arc::new(Context::new(client, NS, caches, pipeline, Default::default())), handle)
     }
@@ -363,4 +367,37 @@ async fn an_unchanged_stalled_object_is_not_written_again() {
         .expect("no API call made")
         .unwrap();
     assert_eq!(action, Action::await_change());
+}
+
+#[test]
+fn the_controller_saves_status_and_policies_in_postgresql_for_the_management_point() {
+    let url = std::env::var("PATCHOPS_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("patchops_operator_{:016x}", fastrand::u64(..));
+    let store = crate::store::postgres::PostgresStore::open_in_schema(&url, &schema)
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} (scripts/test starts it): {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new().deployment(valid_spec(), with_finalizer());
+    let obj = Arc::new(site.deployments[0].clone());
+    // The PostgreSQL client is synchronous: it is opened and dropped outside the runtime.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ctx = rt.block_on(async {
+        let (ctx, mut handle) = site.context_on(Box::new(store), &dir);
+        let server = tokio::spawn(async move {
+            next(&mut handle, "PATCH", STATUS_PATH, 200, json!({})).await;
+            next(&mut handle, "POST", EVENTS_PATH, 201, json!({})).await;
+        });
+        reconcile(obj, ctx.clone()).await.unwrap();
+        server.await.unwrap();
+        ctx
+    });
+    drop(rt);
+    let pipeline = ctx.pipeline.lock().unwrap();
+    let last = pipeline.store.last_reconcile().unwrap().expect("a reconcile was saved");
+    let pilot = last.statuses.iter().find(|s| s.kind == "UpdateDeployment" && s.name == "pilot").unwrap();
+    assert_eq!(pilot.namespace, NS);
+    assert_eq!(pilot.status["phase"], "Available");
+    assert_eq!(last.revision, "kubernetes/site");
+    drop(pipeline);
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).unwrap();
 }
