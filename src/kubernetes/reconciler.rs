@@ -71,6 +71,7 @@ pub async fn call<T>(
 }
 
 /// Entry point of every controller.
+#[tracing::instrument(skip_all, fields(kind = %K::kind(&()), name = %obj.name_any()))]
 pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     ctx.caches.wait_ready().await;

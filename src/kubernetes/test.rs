@@ -50,7 +50,6 @@ fn filled<K: kube::Resource<DynamicType = ()> + Clone>(objects: &[K]) -> reflect
         w.apply_watcher_event(&watcher::Event::InitApply(o.clone()));
     }
     w.apply_watcher_event(&watcher::Event::InitDone);
-    std::mem::forget(w);
     reader
 }
 
