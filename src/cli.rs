@@ -78,6 +78,9 @@ pub enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// The Kubernetes operator: reconcile the custom resources of a namespace into the
+    /// store and their status subresources.
+    Controller(crate::kubernetes::ControllerArgs),
     /// Benchmarks of the reconcile core and the store (build with --release).
     Bench(crate::standalone::bench::BenchArgs),
     /// The client: registers with the management point, polls its policy, scans, downloads
@@ -230,6 +233,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Catalog { command } => catalog(command),
+        Command::Controller(args) => crate::kubernetes::run(args),
         Command::Bench(args) => crate::standalone::bench::run(args),
         Command::Agent(args) => crate::agent::command::run(args),
         Command::Simulate(args) => crate::sim::simulate::run(args),

@@ -6,7 +6,7 @@ pub mod bench;
 pub mod bench_catalog;
 pub mod bench_server;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -20,6 +20,7 @@ use crate::desired::DesiredState;
 use crate::git::{GitSource, SourceTree};
 use crate::output::OutputFormat;
 use crate::reconcile::{Inputs, Outcome, previous_from, reconcile};
+use crate::resources::UpdateCatalogStatus;
 use crate::sim::SimFleet;
 use crate::store::{ReconcileRecord, ResourceStatus, Store};
 use crate::time::Duration;
@@ -83,14 +84,13 @@ pub struct Runner {
     pub store: Box<dyn Store>,
     pub fleet_sim: Option<SimFleet>,
     syncer: Syncer,
-    saved_etags: HashSet<String>,
-    saved_assignments: HashMap<String, String>,
+    written: Written,
 }
 
 impl Runner {
     pub fn new(source: GitSource, store: Box<dyn Store>, fleet_sim: Option<SimFleet>) -> Self {
         let syncer = Syncer::new(&source.cache_dir.with_file_name("catalog-cache"));
-        Runner { source, store, fleet_sim, syncer, saved_etags: HashSet::new(), saved_assignments: HashMap::new() }
+        Runner { source, store, fleet_sim, syncer, written: Written::default() }
     }
 
     /// One reconcile. Each step is its own transaction: an invalid revision writes
@@ -112,13 +112,35 @@ impl Runner {
                 info!(scans, "simulated clients reported scans");
             }
         }
-        let defaults = default_settings(&desired);
-        self.store.set_setting("scan_ttl_seconds", &defaults.scan_ttl.as_secs().to_string())?;
-        let fleet = self.store.load_fleet()?;
-        let last = self.store.last_reconcile()?;
+        self.written.reconcile_and_save(self.store.as_mut(), &desired, &catalog, &catalog_status, now)
+    }
+}
+
+/// The policies and assignments already in the store, so each reconcile writes only
+/// what changed. Shared by every driver that reconciles into a store.
+#[derive(Default)]
+pub struct Written {
+    saved_etags: HashSet<String>,
+    saved_assignments: HashMap<String, String>,
+}
+
+impl Written {
+    /// Read the fleet and the previous status from the store, call the reconcile core,
+    /// and save the status of every resource and the client policies that changed.
+    pub fn reconcile_and_save(
+        &mut self,
+        store: &mut dyn Store,
+        desired: &DesiredState,
+        catalog: &Catalog,
+        catalog_status: &BTreeMap<String, UpdateCatalogStatus>,
+        now: Timestamp,
+    ) -> Result<(ReconcileRecord, Outcome)> {
+        let defaults = default_settings(desired);
+        store.set_setting("scan_ttl_seconds", &defaults.scan_ttl.as_secs().to_string())?;
+        let fleet = store.load_fleet()?;
+        let last = store.last_reconcile()?;
         let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
-        let outcome =
-            reconcile(&Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now });
+        let outcome = reconcile(&Inputs { desired, catalog, fleet: &fleet, previous: &previous, now });
         for e in &outcome.events {
             info!(kind = %e.kind, name = %e.name, reason = %e.reason, "{}", e.message);
         }
@@ -128,7 +150,7 @@ impl Runner {
         let mut push = |kind: &str, namespace: String, name: &str, v: serde_json::Value| {
             statuses.push(ResourceStatus { kind: kind.into(), namespace, name: name.into(), status: v });
         };
-        for (name, s) in &catalog_status {
+        for (name, s) in catalog_status {
             push("UpdateCatalog", ns(&desired.catalogs[name].metadata.namespace), name, json(s));
         }
         for (name, s) in &outcome.collections {
@@ -144,8 +166,12 @@ impl Runner {
             push("DeploymentPackage", ns(&desired.packages[name].metadata.namespace), name, json(s));
         }
         statuses.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
-        let record =
-            ReconcileRecord { time: now, revision: tree.revision.clone(), catalog_version: catalog.version, statuses };
+        let record = ReconcileRecord {
+            time: now,
+            revision: desired.revision.clone(),
+            catalog_version: catalog.version,
+            statuses,
+        };
 
         let policies: HashMap<String, serde_json::Value> = outcome
             .policies
@@ -161,7 +187,7 @@ impl Runner {
             .filter(|(c, etag)| self.saved_assignments.get(&c.name).map(String::as_str) != Some(*etag))
             .map(|(c, etag)| crate::store::PolicyAssignment { client: c.name.clone(), etag: etag.to_string() })
             .collect();
-        self.store.save_reconcile(&record, &policies, &assignments)?;
+        store.save_reconcile(&record, &policies, &assignments)?;
         self.saved_etags.extend(policies.into_keys());
         for a in assignments {
             self.saved_assignments.insert(a.client, a.etag);
