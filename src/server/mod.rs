@@ -649,7 +649,7 @@ async fn not_found(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {} {}; the API is /v1/register, /v1/policy, /v1/catalog, /v1/states",
+            "no such endpoint: {} {}; the API is /v1/register, /v1/policy, /v1/catalog, /v1/states, /v1/content/{{sha256}} (openapi/patchops-v1.yaml)",
             request.method(),
             request.uri().path()
         ),
