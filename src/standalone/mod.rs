@@ -50,6 +50,12 @@ pub struct RunArgs {
     pub simulate_fleet: Option<PathBuf>,
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// Run DeploymentRules after each new catalog version: proposals go on branches of
+    /// the (local) repository, never deployed until merged.
+    #[arg(long)]
+    pub propose_rules: bool,
+    #[command(flatten)]
+    pub rules: crate::git::rules::RuleArgs,
 }
 
 /// Read and check the desired state at the source's revision.
@@ -61,7 +67,7 @@ pub fn load_desired(source: &GitSource) -> Result<(SourceTree, DesiredState)> {
 }
 
 /// The client settings that apply to clients no collection-specific setting covers.
-fn default_settings(desired: &DesiredState) -> crate::resources::ClientSettingsSpec {
+pub fn default_settings(desired: &DesiredState) -> crate::resources::ClientSettingsSpec {
     desired
         .client_settings
         .values()
@@ -76,6 +82,8 @@ pub struct Runner {
     pub source: GitSource,
     pub store: Box<dyn Store>,
     pub fleet_sim: Option<SimFleet>,
+    /// Deployment rules run after catalog syncs (`--propose-rules`).
+    pub rules: Option<crate::git::rules::AfterSync>,
     syncer: Syncer,
     saved_etags: HashSet<String>,
     saved_assignments: HashMap<String, String>,
@@ -84,7 +92,15 @@ pub struct Runner {
 impl Runner {
     pub fn new(source: GitSource, store: Box<dyn Store>, fleet_sim: Option<SimFleet>) -> Self {
         let syncer = Syncer::new(&source.cache_dir.with_file_name("catalog-cache"));
-        Runner { source, store, fleet_sim, syncer, saved_etags: HashSet::new(), saved_assignments: HashMap::new() }
+        Runner {
+            source,
+            store,
+            fleet_sim,
+            rules: None,
+            syncer,
+            saved_etags: HashSet::new(),
+            saved_assignments: HashMap::new(),
+        }
     }
 
     /// One reconcile. Each step is its own transaction: an invalid revision writes
@@ -137,6 +153,11 @@ impl Runner {
         for (name, s) in &outcome.packages {
             push("DeploymentPackage", ns(&desired.packages[name].metadata.namespace), name, json(s));
         }
+        if let Some(rules) = self.rules.as_mut() {
+            for (name, s) in rules.run(&desired, &catalog, &fleet, &previous, now) {
+                push("DeploymentRule", ns(&desired.rules[&name].metadata.namespace), &name, json(&s));
+            }
+        }
         statuses.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
         let record =
             ReconcileRecord { time: now, revision: tree.revision.clone(), catalog_version: catalog.version, statuses };
@@ -183,6 +204,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         info!(clients = s.clients.len(), "simulating clients");
     }
     let mut runner = Runner::new(source, store, sim);
+    if args.propose_rules {
+        let proposer = crate::git::rules::Proposer {
+            repo: args.repo.repo.clone(),
+            base: args.repo.rev.clone(),
+            path: args.repo.path.clone(),
+            push: args.rules.push.clone(),
+            forge: args.rules.forge()?,
+        };
+        runner.rules = Some(crate::git::rules::AfterSync::new(proposer));
+    }
     // The store clients are synchronous: reconciles run on this thread, outside the
     // runtime, which only waits for the interval or a shutdown signal.
     let rt =

@@ -1,0 +1,756 @@
+//! `patchops plan`: what merging a branch would change. Both revisions go through the
+//! same reconcile core against the current catalog and compliance, and the outcomes are
+//! compared per deployment: updates added and removed, machines that newly receive each
+//! update (with how many of them require it), deadlines against maintenance windows, and
+//! warnings. Exit code 0 no change, 2 change, 1 error, so CI can gate on it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use jiff::{SignedDuration, Timestamp};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::compliance::{ComplianceState, Fleet, classify, client_unknown_reason};
+use crate::desired::DesiredState;
+use crate::reconcile::targeting::Collections;
+use crate::reconcile::timing::{Timing, effective_settings};
+use crate::reconcile::{Inputs, Outcome, Previous, previous_from, reconcile, resolve, windows};
+use crate::{Error, Result};
+
+/// How a plan is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// A pull-request comment.
+    Markdown,
+    Json,
+    Table,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// Git repository: a local path or a URL.
+    #[arg(long, default_value = ".")]
+    pub repo: String,
+    /// The revision merged into (branch, tag or commit).
+    #[arg(long, default_value = "main")]
+    pub base: String,
+    /// The revision proposed (the pull request's branch).
+    #[arg(long)]
+    pub head: String,
+    /// Folder inside the repository holding the resources.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Store with the current catalog and compliance: a SQLite file path or a postgres:// URL.
+    #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+    pub store: String,
+    #[arg(long, short, value_enum, default_value_t = PlanFormat::Markdown)]
+    pub output: PlanFormat,
+    /// Evaluate at this time (RFC 3339) instead of now, for reproducible plans.
+    #[arg(long)]
+    pub now: Option<Timestamp>,
+}
+
+/// What merging head into base changes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub base_revision: String,
+    pub head_revision: String,
+    pub catalog_version: u64,
+    pub clients: u64,
+    pub now: Timestamp,
+    /// Deployments that are added, removed or changed (unchanged ones are left out).
+    pub deployments: Vec<DeploymentPlan>,
+    /// How many deployments merging leaves as they are.
+    pub unchanged_deployments: u64,
+    /// Other resources added, removed or changed.
+    pub resources: Vec<ResourceChange>,
+    /// Warnings about the plan as a whole (e.g. no catalog in the store).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Change {
+    Added,
+    Removed,
+    Changed,
+}
+
+impl Change {
+    fn word(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Removed => "removed",
+            Change::Changed => "changed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceChange {
+    pub kind: String,
+    pub name: String,
+    pub change: Change,
+}
+
+/// One deployment's change.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentPlan {
+    pub name: String,
+    pub change: Change,
+    /// Deployed update ids after the merge (empty when removed).
+    pub updates: Vec<String>,
+    pub updates_added: Vec<String>,
+    pub updates_removed: Vec<String>,
+    /// Machines targeted (every phase) before and after the merge.
+    pub targeted_before: u64,
+    pub targeted_after: u64,
+    pub available_time: Option<Timestamp>,
+    pub deadline: Option<Timestamp>,
+    pub deadline_before: Option<Timestamp>,
+    /// Longest max run time of the deployed updates, what a window must leave free.
+    pub max_run_time: String,
+    /// Each target collection and its maintenance windows against the deadline.
+    pub collections: Vec<CollectionFit>,
+    /// Per update and target collection: machines that receive the update only after
+    /// the merge, and how many of them require it now.
+    pub new_receipts: Vec<Receipt>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionFit {
+    pub name: String,
+    pub members: u64,
+    /// The collection has maintenance windows (without any, clients install at once).
+    pub has_windows: bool,
+    /// First window at or after the available time that leaves the max run time free.
+    pub next_window: Option<Timestamp>,
+    /// That window starts early enough to finish before the deadline (true when there
+    /// is no deadline).
+    pub fits_before_deadline: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipt {
+    pub update: String,
+    pub collection: String,
+    pub machines: u64,
+    pub required: u64,
+}
+
+impl Plan {
+    /// Whether merging changes anything.
+    pub fn changes(&self) -> bool {
+        !self.deployments.is_empty() || !self.resources.is_empty()
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        if self.changes() { ExitCode::from(2) } else { ExitCode::SUCCESS }
+    }
+}
+
+/// Everything both sides are evaluated against.
+pub struct World<'a> {
+    pub catalog: &'a Catalog,
+    pub fleet: &'a Fleet,
+    pub previous: &'a Previous,
+    pub now: Timestamp,
+}
+
+/// `patchops plan`.
+pub fn run(args: &PlanArgs) -> Result<ExitCode> {
+    let state = crate::standalone::state_dir();
+    let source = |rev: &str| crate::git::GitSource {
+        repo: args.repo.clone(),
+        revision: Some(rev.to_string()),
+        path: args.path.clone(),
+        cache_dir: state.join("git-cache"),
+    };
+    let (_, base) = crate::standalone::load_desired(&source(&args.base)).inspect_err(|e| {
+        if matches!(e, Error::InvalidDesiredState(_)) {
+            eprintln!("error: the base revision {:?} is invalid; fix it first", args.base);
+        }
+    })?;
+    let (_, head) = crate::standalone::load_desired(&source(&args.head)).inspect_err(|e| {
+        if matches!(e, Error::InvalidDesiredState(_)) {
+            eprintln!("error: the head revision {:?} is invalid; merging it would be rejected", args.head);
+        }
+    })?;
+    let store = crate::cli::open_existing_store(&args.store)?;
+    let catalog = store.load_catalog()?;
+    let fleet = store.load_fleet()?;
+    let last = store.last_reconcile()?;
+    let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
+    let world =
+        World { catalog: &catalog, fleet: &fleet, previous: &previous, now: args.now.unwrap_or_else(Timestamp::now) };
+    let plan = compute(&base, &head, &world);
+    match args.output {
+        PlanFormat::Markdown => print!("{}", markdown(&plan)),
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan).expect("plans serialize")),
+        PlanFormat::Table => print!("{}", table(&plan)),
+    }
+    Ok(plan.exit_code())
+}
+
+/// One side, prepared: the reconcile outcome and each deployment's updates and targets.
+struct Side {
+    outcome: Outcome,
+    collections: Collections,
+    /// Per deployment (desired order): deployed catalog indices, target collection per slot.
+    deployments: Vec<(String, Vec<u32>, Vec<Option<usize>>)>,
+}
+
+impl Side {
+    fn new(desired: &DesiredState, world: &World<'_>) -> Self {
+        let outcome = reconcile(&Inputs {
+            desired,
+            catalog: world.catalog,
+            fleet: world.fleet,
+            previous: world.previous,
+            now: world.now,
+        });
+        let collections = Collections::new(&desired.collections);
+        let deployments = desired
+            .deployments
+            .iter()
+            .map(|(name, d)| {
+                let updates = desired
+                    .update_lists
+                    .get(&d.spec.update_list)
+                    .map(|l| resolve::resolve(&l.spec, world.catalog).deployed(world.catalog))
+                    .unwrap_or_default();
+                let settings = settings_of(desired, name);
+                let slots = if d.spec.phases.is_empty() {
+                    vec![settings.collection.as_deref().and_then(|c| collections.index_of(c))]
+                } else {
+                    d.spec.phases.iter().map(|p| collections.index_of(&p.collection)).collect()
+                };
+                (name.clone(), updates, slots)
+            })
+            .collect();
+        Side { outcome, collections, deployments }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.deployments.iter().position(|(n, _, _)| n == name)
+    }
+}
+
+fn settings_of(desired: &DesiredState, deployment: &str) -> crate::resources::DeploymentSettings {
+    let d = &desired.deployments[deployment];
+    let template = d.spec.template.as_ref().and_then(|t| desired.templates.get(t)).map(|t| t.spec.settings());
+    effective_settings(&d.spec, template)
+}
+
+fn member(row: &[u64], collection: Option<usize>) -> bool {
+    collection.is_some_and(|i| row[i / 64] >> (i % 64) & 1 == 1)
+}
+
+/// Per-client counters, summed over the fleet.
+#[derive(Clone, Default)]
+struct Tally {
+    /// Per base deployment, per head deployment: machines targeted.
+    targeted_base: Vec<u64>,
+    targeted_head: Vec<u64>,
+    /// (head deployment, update position, slot) → [machines, required].
+    receipts: HashMap<(usize, usize, usize), [u64; 2]>,
+}
+
+impl Tally {
+    fn merge(mut self, o: Tally) -> Tally {
+        self.targeted_base.iter_mut().zip(&o.targeted_base).for_each(|(a, b)| *a += b);
+        self.targeted_head.iter_mut().zip(&o.targeted_head).for_each(|(a, b)| *a += b);
+        for (k, v) in o.receipts {
+            let e = self.receipts.entry(k).or_default();
+            e[0] += v[0];
+            e[1] += v[1];
+        }
+        self
+    }
+}
+
+/// Compare two desired states against the same catalog, fleet and time.
+pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> Plan {
+    let catalog = world.catalog;
+    let (b, h) = rayon::join(|| Side::new(base, world), || Side::new(head, world));
+    let spec_json = |d: &DesiredState, name: &str| serde_json::to_value(&d.deployments[name].spec).ok();
+
+    // Head deployments whose machines may newly receive updates: new ones, and changed
+    // ones whose updates or targets differ.
+    let ids = |side: &Side, di: usize| -> Vec<String> {
+        side.deployments[di].1.iter().map(|&i| catalog.updates[i as usize].id.clone()).collect()
+    };
+    let changed_head: Vec<usize> = (0..h.deployments.len())
+        .filter(|&hi| {
+            let name = &h.deployments[hi].0;
+            match b.index(name) {
+                None => true,
+                Some(bi) => {
+                    spec_json(base, name) != spec_json(head, name)
+                        || settings_of(base, name) != settings_of(head, name)
+                        || ids(&b, bi) != ids(&h, hi)
+                        || collection_specs(&b, bi) != collection_specs(&h, hi)
+                }
+            }
+        })
+        .collect();
+    // For each update a changed head deployment deploys: the base deployments that
+    // already deploy it (a machine they target receives it already).
+    let mut base_with: HashMap<u32, Vec<usize>> = HashMap::new();
+    for &hi in &changed_head {
+        for &u in &h.deployments[hi].1 {
+            base_with.entry(u).or_insert_with(|| {
+                (0..b.deployments.len()).filter(|&bi| b.deployments[bi].1.binary_search(&u).is_ok()).collect()
+            });
+        }
+    }
+    let defaults = crate::standalone::default_settings(head);
+    let tally = world
+        .fleet
+        .clients
+        .par_iter()
+        .fold(
+            || Tally {
+                targeted_base: vec![0; b.deployments.len()],
+                targeted_head: vec![0; h.deployments.len()],
+                receipts: HashMap::new(),
+            },
+            |mut t, client| {
+                let mut brow = vec![0u64; b.collections.len().div_ceil(64).max(1)];
+                let mut hrow = vec![0u64; h.collections.len().div_ceil(64).max(1)];
+                b.collections.evaluate(client, &mut brow);
+                h.collections.evaluate(client, &mut hrow);
+                let base_targets: Vec<bool> =
+                    b.deployments.iter().map(|(_, _, slots)| slots.iter().any(|&c| member(&brow, c))).collect();
+                for (i, &x) in base_targets.iter().enumerate() {
+                    t.targeted_base[i] += x as u64;
+                }
+                for (i, (_, _, slots)) in h.deployments.iter().enumerate() {
+                    t.targeted_head[i] += slots.iter().any(|&c| member(&hrow, c)) as u64;
+                }
+                let c = &client.compliance;
+                let usable = client_unknown_reason(
+                    c,
+                    defaults.scan_ttl.signed(),
+                    defaults.minimum_agent_version.as_deref(),
+                    world.now,
+                )
+                .is_none();
+                let scanned = c.last_scan.as_ref().map_or(0, |s| s.catalog_version);
+                for &hi in &changed_head {
+                    let (_, updates, slots) = &h.deployments[hi];
+                    let Some(slot) = slots.iter().position(|&col| member(&hrow, col)) else { continue };
+                    for (p, u) in updates.iter().enumerate() {
+                        if base_with[u].iter().any(|&bi| base_targets[bi]) {
+                            continue;
+                        }
+                        let required = usable && {
+                            let key = catalog.keys[*u as usize];
+                            let reported = c.states.binary_search_by_key(&key, |s| s.key()).ok().map(|i| c.states[i]);
+                            classify(reported, true, catalog.since_version[*u as usize], scanned).state()
+                                == ComplianceState::Required
+                        };
+                        let e = t.receipts.entry((hi, p, slot)).or_default();
+                        e[0] += 1;
+                        e[1] += required as u64;
+                    }
+                }
+                t
+            },
+        )
+        .reduce(
+            || Tally {
+                targeted_base: vec![0; b.deployments.len()],
+                targeted_head: vec![0; h.deployments.len()],
+                receipts: HashMap::new(),
+            },
+            Tally::merge,
+        );
+
+    let mut deployments = Vec::new();
+    let mut unchanged = 0;
+    for (hi, (name, updates, slots)) in h.deployments.iter().enumerate() {
+        let bi = b.index(name);
+        let before: Vec<String> = bi.map(|bi| ids(&b, bi)).unwrap_or_default();
+        let after = ids(&h, hi);
+        let targeted_before = bi.map_or(0, |bi| tally.targeted_base[bi]);
+        let timing = Timing::of(&head.deployments[name].spec, &settings_of(head, name));
+        let timing_before = bi.map(|_| Timing::of(&base.deployments[name].spec, &settings_of(base, name)));
+        let changed = changed_head.contains(&hi) || targeted_before != tally.targeted_head[hi];
+        if !changed {
+            unchanged += 1;
+            continue;
+        }
+        let max_run = updates
+            .iter()
+            .map(|&i| catalog.updates[i as usize].max_run_time.signed())
+            .max()
+            .unwrap_or(SignedDuration::ZERO);
+        let mut warnings = Vec::new();
+        if let Some(status) = h.outcome.deployments.get(name) {
+            for c in status.conditions.iter().filter(|c| c.type_ == "Superseded") {
+                warnings.extend(c.message.split("; ").map(str::to_string));
+            }
+        }
+        if let Some(list) = h.outcome.update_lists.get(&head.deployments[name].spec.update_list) {
+            for e in list.excluded.iter().filter(|e| e.reason == "NotInCatalog") {
+                warnings.push(e.message.clone());
+            }
+        }
+        if let Some(deadline) = timing.deadline
+            && deadline < world.now
+        {
+            warnings.push(format!(
+                "the deadline {deadline} is in the past: mandatory updates install at once on merge, outside maintenance windows"
+            ));
+        }
+        let mut collections = Vec::new();
+        let mut seen = HashSet::new();
+        for &slot in slots {
+            let Some(ci) = slot else { continue };
+            if !seen.insert(ci) {
+                continue;
+            }
+            let cname = h.collections.names[ci].clone();
+            let spec = h.collections.spec(ci);
+            let members = h.outcome.collections.get(&cname).map_or(0, |s| s.member_count);
+            if members == 0 {
+                warnings.push(format!("collection {cname} has no members: the deployment reaches no machine there"));
+            }
+            let from = timing.available.max(world.now);
+            let next = windows::next_window(&spec.maintenance_windows, from, max_run);
+            let fits = match (next, timing.deadline) {
+                (_, None) => true,
+                (Some(w), Some(deadline)) => crate::time::add(w.start.max(from), max_run) <= deadline,
+                (None, Some(_)) => false,
+            };
+            let has_windows = !spec.maintenance_windows.is_empty();
+            if has_windows && !fits {
+                warnings.push(format!(
+                    "collection {cname} has no maintenance window before the deadline that fits {}: updates install at the deadline{}",
+                    human(max_run),
+                    if settings_of(head, name).honor_maintenance_windows_at_deadline.unwrap_or(false) {
+                        " only if a window opens (honorMaintenanceWindowsAtDeadline)"
+                    } else {
+                        ", outside any window"
+                    }
+                ));
+            }
+            collections.push(CollectionFit {
+                name: cname,
+                members,
+                has_windows,
+                next_window: if has_windows { next.map(|w| w.start) } else { None },
+                fits_before_deadline: !has_windows || fits,
+            });
+        }
+        let mut receipts: Vec<((usize, usize), Receipt)> = tally
+            .receipts
+            .iter()
+            .filter(|((d, _, _), _)| *d == hi)
+            .map(|(&(_, p, slot), &[machines, required])| {
+                let collection = slots[slot].map(|c| h.collections.names[c].clone()).unwrap_or_default();
+                ((p, slot), Receipt { update: after[p].clone(), collection, machines, required })
+            })
+            .collect();
+        receipts.sort_by_key(|(k, _)| *k);
+        deployments.push(DeploymentPlan {
+            name: name.clone(),
+            change: if bi.is_some() { Change::Changed } else { Change::Added },
+            updates_added: after.iter().filter(|u| !before.contains(u)).cloned().collect(),
+            updates_removed: before.iter().filter(|u| !after.contains(u)).cloned().collect(),
+            updates: after,
+            targeted_before,
+            targeted_after: tally.targeted_head[hi],
+            available_time: Some(timing.available),
+            deadline: timing.deadline,
+            deadline_before: timing_before.and_then(|t| t.deadline),
+            max_run_time: human(max_run),
+            collections,
+            new_receipts: receipts.into_iter().map(|(_, r)| r).collect(),
+            warnings,
+        });
+    }
+    for (bi, (name, _, _)) in b.deployments.iter().enumerate() {
+        if h.index(name).is_some() {
+            continue;
+        }
+        let timing = Timing::of(&base.deployments[name].spec, &settings_of(base, name));
+        deployments.push(DeploymentPlan {
+            name: name.clone(),
+            change: Change::Removed,
+            updates: vec![],
+            updates_added: vec![],
+            updates_removed: ids(&b, bi),
+            targeted_before: tally.targeted_base[bi],
+            targeted_after: 0,
+            available_time: None,
+            deadline: None,
+            deadline_before: timing.deadline,
+            max_run_time: human(SignedDuration::ZERO),
+            collections: vec![],
+            new_receipts: vec![],
+            warnings: vec![],
+        });
+    }
+    deployments.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut warnings = Vec::new();
+    if catalog.version == 0 {
+        warnings.push(
+            "the store holds no catalog: no update resolves; run `patchops catalog sync` (or `patchops run`) first"
+                .to_string(),
+        );
+    }
+    Plan {
+        base_revision: base.revision.clone(),
+        head_revision: head.revision.clone(),
+        catalog_version: catalog.version,
+        clients: world.fleet.clients.len() as u64,
+        now: world.now,
+        deployments,
+        unchanged_deployments: unchanged,
+        resources: resource_changes(base, head),
+        warnings,
+    }
+}
+
+/// The specs of a deployment's target collections (a changed selector changes targets).
+fn collection_specs(side: &Side, di: usize) -> Vec<Option<serde_json::Value>> {
+    side.deployments[di].2.iter().map(|c| c.and_then(|c| serde_json::to_value(side.collections.spec(c)).ok())).collect()
+}
+
+/// Every resource but deployments, as (kind, name) → spec JSON.
+fn specs(d: &DesiredState) -> BTreeMap<(&'static str, String), serde_json::Value> {
+    fn add<T: Serialize>(
+        out: &mut BTreeMap<(&'static str, String), serde_json::Value>,
+        kind: &'static str,
+        map: &BTreeMap<String, T>,
+        spec: impl Fn(&T) -> serde_json::Value,
+    ) {
+        for (name, r) in map {
+            out.insert((kind, name.clone()), spec(r));
+        }
+    }
+    fn j<T: Serialize>(spec: &T) -> serde_json::Value {
+        serde_json::to_value(spec).expect("specs serialize")
+    }
+    let mut out = BTreeMap::new();
+    add(&mut out, "UpdateCatalog", &d.catalogs, |r| j(&r.spec));
+    add(&mut out, "Collection", &d.collections, |r| j(&r.spec));
+    add(&mut out, "ClientSettings", &d.client_settings, |r| j(&r.spec));
+    add(&mut out, "UpdateList", &d.update_lists, |r| j(&r.spec));
+    add(&mut out, "DeploymentTemplate", &d.templates, |r| j(&r.spec));
+    add(&mut out, "DeploymentPackage", &d.packages, |r| j(&r.spec));
+    add(&mut out, "DeploymentRule", &d.rules, |r| j(&r.spec));
+    out
+}
+
+fn resource_changes(base: &DesiredState, head: &DesiredState) -> Vec<ResourceChange> {
+    let (b, h) = (specs(base), specs(head));
+    let mut out = Vec::new();
+    for (key, spec) in &h {
+        let change = match b.get(key) {
+            None => Change::Added,
+            Some(old) if old != spec => Change::Changed,
+            Some(_) => continue,
+        };
+        out.push(ResourceChange { kind: key.0.to_string(), name: key.1.clone(), change });
+    }
+    for key in b.keys().filter(|k| !h.contains_key(*k)) {
+        out.push(ResourceChange { kind: key.0.to_string(), name: key.1.clone(), change: Change::Removed });
+    }
+    out.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    out
+}
+
+/// A duration as people write it: 1h30m, 45m, 0s.
+fn human(d: SignedDuration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        let _ = write!(out, "{h}h");
+    }
+    if m > 0 {
+        let _ = write!(out, "{m}m");
+    }
+    if s > 0 || out.is_empty() {
+        let _ = write!(out, "{s}s");
+    }
+    out
+}
+
+fn short(revision: &str) -> String {
+    match revision.split_once("sha1:") {
+        Some((name, hex)) => format!("{name}sha1:{}", &hex[..hex.len().min(12)]),
+        None => revision.to_string(),
+    }
+}
+
+fn or_dash(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "-".to_string(), |t| t.to_string())
+}
+
+/// Receipt rows shown per deployment in markdown (JSON has them all).
+const MARKDOWN_RECEIPTS: usize = 50;
+
+/// The plan as a pull-request comment.
+pub fn markdown(plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "## patchops plan\n");
+    let _ = writeln!(
+        s,
+        "Merging `{}` into `{}`, against catalog version {} and {} clients, as of {}.\n",
+        short(&plan.head_revision),
+        short(&plan.base_revision),
+        plan.catalog_version,
+        plan.clients,
+        plan.now
+    );
+    for w in &plan.warnings {
+        let _ = writeln!(s, "> **Warning:** {w}\n");
+    }
+    if !plan.changes() {
+        let _ = writeln!(s, "**No change.** {} deployments stay as they are.", plan.unchanged_deployments);
+        return s;
+    }
+    let count = |c: Change| plan.deployments.iter().filter(|d| d.change == c).count();
+    let _ = writeln!(
+        s,
+        "**{} deployment(s) change**: {} added, {} changed, {} removed; {} unchanged. {} other resource(s) change.\n",
+        plan.deployments.len(),
+        count(Change::Added),
+        count(Change::Changed),
+        count(Change::Removed),
+        plan.unchanged_deployments,
+        plan.resources.len()
+    );
+    for d in &plan.deployments {
+        let _ = writeln!(s, "### UpdateDeployment `{}` ({})\n", d.name, d.change.word());
+        if d.change == Change::Removed {
+            let _ = writeln!(
+                s,
+                "- Withdrawn: {} update(s) no longer deployed to {} machine(s): {}\n",
+                d.updates_removed.len(),
+                d.targeted_before,
+                codes(&d.updates_removed)
+            );
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "- Updates: {} deployed; added {}; removed {}",
+            d.updates.len(),
+            codes(&d.updates_added),
+            codes(&d.updates_removed)
+        );
+        let _ = writeln!(s, "- Machines targeted: {} (before: {})", d.targeted_after, d.targeted_before);
+        let deadline = match (d.deadline, d.deadline_before) {
+            (a, b) if d.change == Change::Changed && a != b => format!("{} (before: {})", or_dash(a), or_dash(b)),
+            (a, _) => or_dash(a),
+        };
+        let _ = writeln!(s, "- Available: {}; deadline: {deadline}", or_dash(d.available_time));
+        let _ = writeln!(s, "- Longest max run time: {}\n", d.max_run_time);
+        if !d.collections.is_empty() {
+            let _ = writeln!(s, "| Collection | Members | Next window that fits | Before the deadline |");
+            let _ = writeln!(s, "|---|---:|---|---|");
+            for c in &d.collections {
+                let (window, fits) = if !c.has_windows {
+                    ("no maintenance windows (installs at once)".to_string(), "yes".to_string())
+                } else {
+                    (or_dash(c.next_window), if c.fits_before_deadline { "yes" } else { "**no**" }.to_string())
+                };
+                let _ = writeln!(s, "| {} | {} | {window} | {fits} |", c.name, c.members);
+            }
+            let _ = writeln!(s);
+        }
+        if d.new_receipts.is_empty() {
+            let _ = writeln!(s, "No machine newly receives an update.\n");
+        } else {
+            let _ = writeln!(s, "Machines that newly receive each update (and how many of them require it now):\n");
+            let _ = writeln!(s, "| Update | Collection | Machines | Required |");
+            let _ = writeln!(s, "|---|---|---:|---:|");
+            for r in d.new_receipts.iter().take(MARKDOWN_RECEIPTS) {
+                let _ = writeln!(s, "| {} | {} | {} | {} |", r.update, r.collection, r.machines, r.required);
+            }
+            if d.new_receipts.len() > MARKDOWN_RECEIPTS {
+                let _ = writeln!(
+                    s,
+                    "\n…and {} more rows (`--output json` lists them all).",
+                    d.new_receipts.len() - MARKDOWN_RECEIPTS
+                );
+            }
+            let _ = writeln!(s);
+        }
+        for w in &d.warnings {
+            let _ = writeln!(s, "> **Warning:** {w}\n");
+        }
+    }
+    if !plan.resources.is_empty() {
+        let _ = writeln!(s, "### Other resources\n");
+        let _ = writeln!(s, "| Kind | Name | Change |");
+        let _ = writeln!(s, "|---|---|---|");
+        for r in &plan.resources {
+            let _ = writeln!(s, "| {} | {} | {} |", r.kind, r.name, r.change.word());
+        }
+    }
+    s
+}
+
+fn codes(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".to_string()
+    } else {
+        ids.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The plan as a terminal table.
+pub fn table(plan: &Plan) -> String {
+    use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "DEPLOYMENT",
+        "CHANGE",
+        "UPDATES +",
+        "UPDATES -",
+        "TARGETED",
+        "NEWLY RECEIVING",
+        "REQUIRED",
+        "DEADLINE",
+        "WARNINGS",
+    ]);
+    for d in &plan.deployments {
+        let machines: u64 = d.new_receipts.iter().map(|r| r.machines).sum();
+        let required: u64 = d.new_receipts.iter().map(|r| r.required).sum();
+        t.add_row([
+            d.name.clone(),
+            d.change.word().to_string(),
+            d.updates_added.len().to_string(),
+            d.updates_removed.len().to_string(),
+            format!("{} → {}", d.targeted_before, d.targeted_after),
+            machines.to_string(),
+            required.to_string(),
+            or_dash(d.deadline),
+            d.warnings.len().to_string(),
+        ]);
+    }
+    let mut s = format!("{} → {}\n{t}\n", short(&plan.base_revision), short(&plan.head_revision));
+    for r in &plan.resources {
+        let _ = writeln!(s, "{} {} {}", r.kind, r.name, r.change.word());
+    }
+    for w in plan.warnings.iter().chain(plan.deployments.iter().flat_map(|d| &d.warnings)) {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
