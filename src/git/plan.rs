@@ -17,7 +17,7 @@ use crate::compliance::{ComplianceState, Fleet, classify, client_unknown_reason}
 use crate::desired::DesiredState;
 use crate::reconcile::targeting::Collections;
 use crate::reconcile::timing::{Timing, effective_settings};
-use crate::reconcile::{Inputs, Outcome, Previous, previous_from, reconcile, resolve, windows};
+use crate::reconcile::{Inputs, Outcome, Previous, previous_from, reconcile, resolve, supersedence_warnings, windows};
 use crate::{Error, Result};
 
 /// How a plan is printed.
@@ -206,6 +206,8 @@ struct Side {
     collections: Collections,
     /// Per deployment (desired order): deployed catalog indices, target collection per slot.
     deployments: Vec<(String, Vec<u32>, Vec<Option<usize>>)>,
+    /// Per deployment: what its list names that it will not deploy as written.
+    warnings: Vec<Vec<String>>,
 }
 
 impl Side {
@@ -218,15 +220,27 @@ impl Side {
             now: world.now,
         });
         let collections = Collections::new(&desired.collections);
+        let mut warnings = Vec::new();
         let deployments = desired
             .deployments
             .iter()
             .map(|(name, d)| {
-                let updates = desired
-                    .update_lists
-                    .get(&d.spec.update_list)
-                    .map(|l| resolve::resolve(&l.spec, world.catalog).deployed(world.catalog))
-                    .unwrap_or_default();
+                let resolved =
+                    desired.update_lists.get(&d.spec.update_list).map(|l| resolve::resolve(&l.spec, world.catalog));
+                let updates = resolved.as_ref().map(|r| r.deployed(world.catalog)).unwrap_or_default();
+                warnings.push(
+                    resolved
+                        .iter()
+                        .flat_map(|r| {
+                            let not_in_catalog = r.excluded.iter().filter(|e| e.reason == "NotInCatalog");
+                            supersedence_warnings(r, world.catalog)
+                                .into_iter()
+                                .map(|(_, m)| m)
+                                .chain(not_in_catalog.map(|e| e.message.clone()))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect(),
+                );
                 let settings = settings_of(desired, name);
                 let slots = if d.spec.phases.is_empty() {
                     vec![settings.collection.as_deref().and_then(|c| collections.index_of(c))]
@@ -236,7 +250,7 @@ impl Side {
                 (name.clone(), updates, slots)
             })
             .collect();
-        Side { outcome, collections, deployments }
+        Side { outcome, collections, deployments, warnings }
     }
 
     fn index(&self, name: &str) -> Option<usize> {
@@ -394,17 +408,7 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
             .map(|&i| catalog.updates[i as usize].max_run_time.signed())
             .max()
             .unwrap_or(SignedDuration::ZERO);
-        let mut warnings = Vec::new();
-        if let Some(status) = h.outcome.deployments.get(name) {
-            for c in status.conditions.iter().filter(|c| c.type_ == "Superseded") {
-                warnings.extend(c.message.split("; ").map(str::to_string));
-            }
-        }
-        if let Some(list) = h.outcome.update_lists.get(&head.deployments[name].spec.update_list) {
-            for e in list.excluded.iter().filter(|e| e.reason == "NotInCatalog") {
-                warnings.push(e.message.clone());
-            }
-        }
+        let mut warnings = h.warnings[hi].clone();
         if let Some(deadline) = timing.deadline
             && deadline < world.now
         {
@@ -653,7 +657,14 @@ pub fn markdown(plan: &Plan) -> String {
             codes(&d.updates_added),
             codes(&d.updates_removed)
         );
-        let _ = writeln!(s, "- Machines targeted: {} (before: {})", d.targeted_after, d.targeted_before);
+        match d.change {
+            Change::Changed => {
+                let _ = writeln!(s, "- Machines targeted: {} (before: {})", d.targeted_after, d.targeted_before);
+            }
+            _ => {
+                let _ = writeln!(s, "- Machines targeted: {}", d.targeted_after);
+            }
+        }
         let deadline = match (d.deadline, d.deadline_before) {
             (a, b) if d.change == Change::Changed && a != b => format!("{} (before: {})", or_dash(a), or_dash(b)),
             (a, _) => or_dash(a),

@@ -413,12 +413,12 @@ pub fn commit_files(repo: &Repository, parent: &str, files: &[(&str, &[u8])], me
             uid: 0,
             gid: 0,
             file_size: content.len() as u32,
-            id: Oid::ZERO_SHA1,
+            id: repo.blob(content).map_err(git(&format!("cannot write {path}")))?,
             flags: 0,
             flags_extended: 0,
             path: path.as_bytes().to_vec(),
         };
-        index.add_frombuffer(&entry, content).map_err(git(&format!("cannot add {path}")))?;
+        index.add(&entry).map_err(git(&format!("cannot add {path}")))?;
     }
     let tree_id = index.write_tree_to(repo).map_err(git("cannot write the tree"))?;
     let tree = repo.find_tree(tree_id).map_err(git("cannot read the new tree"))?;

@@ -943,7 +943,7 @@ impl Engine {
 /// What a list names that a deployment of it will not install as written: updates the
 /// list left out as superseded or expired, superseded updates it keeps on purpose, and
 /// expired updates (never deployed).
-fn supersedence_warnings(list: &ResolvedList, catalog: &Catalog) -> Vec<(&'static str, String)> {
+pub fn supersedence_warnings(list: &ResolvedList, catalog: &Catalog) -> Vec<(&'static str, String)> {
     let mut out: Vec<(&'static str, String)> = list
         .excluded
         .iter()
