@@ -126,10 +126,15 @@ pub struct DeploymentPlan {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectionFit {
+    /// The target collection (the deployment's, or a phase's).
     pub name: String,
     pub members: u64,
-    /// The collection has maintenance windows (without any, clients install at once).
-    pub has_windows: bool,
+    /// The collection whose maintenance windows these targeted machines get (a machine
+    /// gets the windows of every collection it is in); None: machines in no collection
+    /// with windows, which install as soon as the updates are available.
+    pub windows_of: Option<String>,
+    /// Targeted machines this row speaks for.
+    pub machines: u64,
     /// First window at or after the available time that leaves the max run time free.
     pub next_window: Option<Timestamp>,
     /// That window starts early enough to finish before the deadline (true when there
@@ -276,6 +281,10 @@ struct Tally {
     targeted_head: Vec<u64>,
     /// (head deployment, update position, slot) → [machines, required].
     receipts: HashMap<(usize, usize, usize), [u64; 2]>,
+    /// (changed head deployment, slot) → [machines, machines in a collection with windows].
+    slot_machines: HashMap<(usize, usize), [u64; 2]>,
+    /// (changed head deployment, slot, collection with windows) → machines.
+    window_machines: HashMap<(usize, usize, usize), u64>,
 }
 
 impl Tally {
@@ -286,6 +295,14 @@ impl Tally {
             let e = self.receipts.entry(k).or_default();
             e[0] += v[0];
             e[1] += v[1];
+        }
+        for (k, v) in o.slot_machines {
+            let e = self.slot_machines.entry(k).or_default();
+            e[0] += v[0];
+            e[1] += v[1];
+        }
+        for (k, v) in o.window_machines {
+            *self.window_machines.entry(k).or_default() += v;
         }
         self
     }
@@ -327,6 +344,8 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
         }
     }
     let defaults = crate::standalone::default_settings(head);
+    let windowed: Vec<usize> =
+        (0..h.collections.len()).filter(|&c| !h.collections.spec(c).maintenance_windows.is_empty()).collect();
     let tally = world
         .fleet
         .clients
@@ -336,6 +355,8 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
                 targeted_base: vec![0; b.deployments.len()],
                 targeted_head: vec![0; h.deployments.len()],
                 receipts: HashMap::new(),
+                slot_machines: HashMap::new(),
+                window_machines: HashMap::new(),
             },
             |mut t, client| {
                 let mut brow = vec![0u64; b.collections.len().div_ceil(64).max(1)];
@@ -362,6 +383,14 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
                 for &hi in &changed_head {
                     let (_, updates, slots) = &h.deployments[hi];
                     let Some(slot) = slots.iter().position(|&col| member(&hrow, col)) else { continue };
+                    let mut any_window = false;
+                    for &ci in windowed.iter().filter(|&&ci| member(&hrow, Some(ci))) {
+                        *t.window_machines.entry((hi, slot, ci)).or_default() += 1;
+                        any_window = true;
+                    }
+                    let e = t.slot_machines.entry((hi, slot)).or_default();
+                    e[0] += 1;
+                    e[1] += any_window as u64;
                     for (p, u) in updates.iter().enumerate() {
                         if base_with[u].iter().any(|&bi| base_targets[bi]) {
                             continue;
@@ -385,6 +414,8 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
                 targeted_base: vec![0; b.deployments.len()],
                 targeted_head: vec![0; h.deployments.len()],
                 receipts: HashMap::new(),
+                slot_machines: HashMap::new(),
+                window_machines: HashMap::new(),
             },
             Tally::merge,
         );
@@ -418,42 +449,54 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
         }
         let mut collections = Vec::new();
         let mut seen = HashSet::new();
-        for &slot in slots {
-            let Some(ci) = slot else { continue };
+        let from = timing.available.max(world.now);
+        let honor = settings_of(head, name).honor_maintenance_windows_at_deadline.unwrap_or(false);
+        for (slot, &target) in slots.iter().enumerate() {
+            let Some(ci) = target else { continue };
             if !seen.insert(ci) {
                 continue;
             }
             let cname = h.collections.names[ci].clone();
-            let spec = h.collections.spec(ci);
             let members = h.outcome.collections.get(&cname).map_or(0, |s| s.member_count);
             if members == 0 {
                 warnings.push(format!("collection {cname} has no members: the deployment reaches no machine there"));
             }
-            let from = timing.available.max(world.now);
-            let next = windows::next_window(&spec.maintenance_windows, from, max_run);
-            let fits = match (next, timing.deadline) {
-                (_, None) => true,
-                (Some(w), Some(deadline)) => crate::time::add(w.start.max(from), max_run) <= deadline,
-                (None, Some(_)) => false,
-            };
-            let has_windows = !spec.maintenance_windows.is_empty();
-            if has_windows && !fits {
-                warnings.push(format!(
-                    "collection {cname} has no maintenance window before the deadline that fits {}: updates install at the deadline{}",
-                    human(max_run),
-                    if settings_of(head, name).honor_maintenance_windows_at_deadline.unwrap_or(false) {
-                        " only if a window opens (honorMaintenanceWindowsAtDeadline)"
-                    } else {
-                        ", outside any window"
-                    }
-                ));
+            let [machines, with_windows] = tally.slot_machines.get(&(hi, slot)).copied().unwrap_or_default();
+            for &wi in &windowed {
+                let Some(&n) = tally.window_machines.get(&(hi, slot, wi)) else { continue };
+                let wname = h.collections.names[wi].clone();
+                let next = windows::next_window(&h.collections.spec(wi).maintenance_windows, from, max_run);
+                let fits = match (next, timing.deadline) {
+                    (_, None) => true,
+                    (Some(w), Some(deadline)) => crate::time::add(w.start.max(from), max_run) <= deadline,
+                    (None, Some(_)) => false,
+                };
+                if !fits {
+                    warnings.push(format!(
+                        "{n} machine(s) of {cname} get the windows of {wname}, and none before the deadline fits {}: they install at the deadline{}",
+                        human(max_run),
+                        if honor { " only if a window opens (honorMaintenanceWindowsAtDeadline)" } else { ", outside any window" }
+                    ));
+                }
+                collections.push(CollectionFit {
+                    name: cname.clone(),
+                    members,
+                    windows_of: Some(wname),
+                    machines: n,
+                    next_window: next.map(|w| w.start),
+                    fits_before_deadline: fits,
+                });
+            }
+            if machines == with_windows && machines > 0 {
+                continue;
             }
             collections.push(CollectionFit {
                 name: cname,
                 members,
-                has_windows,
-                next_window: if has_windows { next.map(|w| w.start) } else { None },
-                fits_before_deadline: !has_windows || fits,
+                windows_of: None,
+                machines: machines - with_windows,
+                next_window: None,
+                fits_before_deadline: true,
             });
         }
         let mut receipts: Vec<((usize, usize), Receipt)> = tally
@@ -672,15 +715,19 @@ pub fn markdown(plan: &Plan) -> String {
         let _ = writeln!(s, "- Available: {}; deadline: {deadline}", or_dash(d.available_time));
         let _ = writeln!(s, "- Longest max run time: {}\n", d.max_run_time);
         if !d.collections.is_empty() {
-            let _ = writeln!(s, "| Collection | Members | Next window that fits | Before the deadline |");
-            let _ = writeln!(s, "|---|---:|---|---|");
+            let _ = writeln!(
+                s,
+                "| Target collection | Members | Windows of | Machines | Next window that fits | Before the deadline |"
+            );
+            let _ = writeln!(s, "|---|---:|---|---:|---|---|");
             for c in &d.collections {
-                let (window, fits) = if !c.has_windows {
-                    ("no maintenance windows (installs at once)".to_string(), "yes".to_string())
-                } else {
-                    (or_dash(c.next_window), if c.fits_before_deadline { "yes" } else { "**no**" }.to_string())
+                let (from, window, fits) = match &c.windows_of {
+                    None => ("-", "none: installs when available".to_string(), "yes"),
+                    Some(w) => {
+                        (w.as_str(), or_dash(c.next_window), if c.fits_before_deadline { "yes" } else { "**no**" })
+                    }
                 };
-                let _ = writeln!(s, "| {} | {} | {window} | {fits} |", c.name, c.members);
+                let _ = writeln!(s, "| {} | {} | {from} | {} | {window} | {fits} |", c.name, c.members, c.machines);
             }
             let _ = writeln!(s);
         }
