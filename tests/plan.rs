@@ -189,3 +189,23 @@ fn plan_without_a_store_says_how_to_make_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `patchops run --once` first"));
 }
+
+#[test]
+fn d3_machines_get_the_windows_of_every_collection_they_are_in_and_each_is_checked_against_the_deadline() {
+    let (h, store) = setup();
+    let short_window = r#"apiVersion: patchops.dev/v1alpha1
+kind: Collection
+metadata: {name: night-shift}
+spec:
+  names: [srv-0, srv-1]
+  maintenanceWindows:
+    - {name: nightly, start: "22:00", duration: 1h, timeZone: UTC, recurrence: Daily}
+"#;
+    commit(&h.repo, "night", &[h.head], &[("desired/night.yaml", Some(short_window))], "Frank", T0 + 800, "x");
+    let plan = plan_of(&h, "main", "night", store.as_ref());
+    let dec = plan.deployments.iter().find(|d| d.name == "dec-servers").unwrap();
+    let rows: Vec<(Option<&str>, u64, bool)> =
+        dec.collections.iter().map(|c| (c.windows_of.as_deref(), c.machines, c.fits_before_deadline)).collect();
+    assert_eq!(rows, vec![(Some("night-shift"), 2, false), (Some("servers"), 6, true)], "a 1h window never fits 3h");
+    assert!(dec.warnings.iter().any(|w| w.starts_with("2 machine(s) of servers get the windows of night-shift")));
+}
