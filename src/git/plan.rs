@@ -170,8 +170,19 @@ pub struct World<'a> {
     pub now: Timestamp,
 }
 
-/// `patchops plan`.
+/// `patchops plan`: print the plan; the exit code says whether merging changes anything.
 pub fn run(args: &PlanArgs) -> Result<ExitCode> {
+    let plan = make(args)?;
+    match args.output {
+        PlanFormat::Markdown => print!("{}", markdown(&plan)),
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan).expect("plans serialize")),
+        PlanFormat::Table => print!("{}", table(&plan)),
+    }
+    Ok(plan.exit_code())
+}
+
+/// Read both revisions and the store, and compute the plan.
+pub fn make(args: &PlanArgs) -> Result<Plan> {
     let state = crate::standalone::state_dir();
     let source = |rev: &str| crate::git::GitSource {
         repo: args.repo.clone(),
@@ -196,13 +207,7 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
     let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
     let world =
         World { catalog: &catalog, fleet: &fleet, previous: &previous, now: args.now.unwrap_or_else(Timestamp::now) };
-    let plan = compute(&base, &head, &world);
-    match args.output {
-        PlanFormat::Markdown => print!("{}", markdown(&plan)),
-        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan).expect("plans serialize")),
-        PlanFormat::Table => print!("{}", table(&plan)),
-    }
-    Ok(plan.exit_code())
+    Ok(compute(&base, &head, &world))
 }
 
 /// One side, prepared: the reconcile outcome and each deployment's updates and targets.

@@ -391,19 +391,35 @@ fn status(
 /// root), built in memory: the work tree and index are never touched.
 pub fn commit_files(repo: &Repository, parent: &str, files: &[(&str, &[u8])], message: &str) -> Result<Oid> {
     let shown = repo.path().display().to_string();
-    let git = |what: &str| {
-        let shown = shown.clone();
-        let what = what.to_string();
-        move |e: git2::Error| Error::git(shown, what, e)
-    };
-    let parent = repo
-        .find_commit(Oid::from_str(parent).map_err(git("bad commit id"))?)
-        .map_err(git("cannot find the base commit"))?;
-    let mut index = git2::Index::new().map_err(git("cannot make an index"))?;
-    index
-        .read_tree(&parent.tree().map_err(git("cannot read the base tree"))?)
-        .map_err(git("cannot read the base tree"))?;
+    let fail = |e: git2::Error| Error::git(&shown, format!("cannot commit the proposal: {}", e.message()), e);
+    let mut tree = TreeEdit::new(repo, Some(Oid::from_str(parent).map_err(fail)?)).map_err(fail)?;
     for (path, content) in files {
+        tree.write(path, content).map_err(fail)?;
+    }
+    let signature = repo.signature().or_else(|_| Signature::now("patchops", "patchops@localhost")).map_err(fail)?;
+    tree.commit(&signature, message).map_err(fail)
+}
+
+/// A tree built in memory on top of a commit's: no work tree, no index file.
+pub struct TreeEdit<'r> {
+    repo: &'r Repository,
+    index: git2::Index,
+    parent: Option<git2::Commit<'r>>,
+}
+
+impl<'r> TreeEdit<'r> {
+    /// Start from `parent`'s tree (None: an empty tree, for a first commit).
+    pub fn new(repo: &'r Repository, parent: Option<Oid>) -> std::result::Result<Self, git2::Error> {
+        let mut index = git2::Index::new()?;
+        let parent = parent.map(|p| repo.find_commit(p)).transpose()?;
+        if let Some(p) = &parent {
+            index.read_tree(&p.tree()?)?;
+        }
+        Ok(TreeEdit { repo, index, parent })
+    }
+
+    /// Write a regular file.
+    pub fn write(&mut self, path: &str, content: &[u8]) -> std::result::Result<(), git2::Error> {
         let entry = git2::IndexEntry {
             ctime: git2::IndexTime::new(0, 0),
             mtime: git2::IndexTime::new(0, 0),
@@ -413,20 +429,24 @@ pub fn commit_files(repo: &Repository, parent: &str, files: &[(&str, &[u8])], me
             uid: 0,
             gid: 0,
             file_size: content.len() as u32,
-            id: repo.blob(content).map_err(git(&format!("cannot write {path}")))?,
+            id: self.repo.blob(content)?,
             flags: 0,
             flags_extended: 0,
             path: path.as_bytes().to_vec(),
         };
-        index.add(&entry).map_err(git(&format!("cannot add {path}")))?;
+        self.index.add(&entry)
     }
-    let tree_id = index.write_tree_to(repo).map_err(git("cannot write the tree"))?;
-    let tree = repo.find_tree(tree_id).map_err(git("cannot read the new tree"))?;
-    let signature = repo
-        .signature()
-        .or_else(|_| Signature::now("patchops", "patchops@localhost"))
-        .map_err(git("cannot make a commit signature"))?;
-    repo.commit(None, &signature, &signature, message, &tree, &[&parent]).map_err(git("cannot commit"))
+
+    pub fn remove(&mut self, path: &str) -> std::result::Result<(), git2::Error> {
+        self.index.remove_path(Path::new(path))
+    }
+
+    /// Commit the tree (no reference is moved).
+    pub fn commit(mut self, signature: &Signature<'_>, message: &str) -> std::result::Result<Oid, git2::Error> {
+        let tree = self.repo.find_tree(self.index.write_tree_to(self.repo)?)?;
+        let parents: Vec<&git2::Commit> = self.parent.iter().collect();
+        self.repo.commit(None, signature, signature, message, &tree, &parents)
+    }
 }
 
 /// Push a branch to a remote of the repository.

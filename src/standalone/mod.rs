@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_catalog;
+pub mod bench_plan;
 pub mod bench_server;
 
 use std::collections::{HashMap, HashSet};
