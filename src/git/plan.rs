@@ -817,3 +817,21 @@ pub fn table(plan: &Plan) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn run_times_are_written_as_people_write_them() {
+        assert_eq!(human(SignedDuration::from_mins(90)), "1h30m");
+        assert_eq!(human(SignedDuration::from_mins(45)), "45m");
+        assert_eq!(human(SignedDuration::ZERO), "0s");
+    }
+
+    #[test]
+    fn revisions_are_shortened_to_twelve_hex_digits() {
+        assert_eq!(short("main@sha1:0123456789abcdef0123"), "main@sha1:0123456789ab");
+        assert_eq!(short("v1.2"), "v1.2");
+    }
+}

@@ -576,3 +576,33 @@ pub fn command(command: RulesCommand) -> Result<ExitCode> {
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_long_rule_name_still_gives_proposal_names_of_at_most_63_characters() {
+        let rule = "a".repeat(60);
+        let name = proposal_name(&rule, 12345);
+        assert!(name.len() <= 63 && name.ends_with("-12345") && name.starts_with("rule-aaa"), "{name}");
+        assert_eq!(proposal_name("patch-tuesday", 7), "rule-patch-tuesday-7");
+        assert_eq!(branch_name("patch-tuesday", 7), "patchops/rule-patch-tuesday-7");
+    }
+
+    #[test]
+    fn a_gitlab_project_path_is_percent_encoded_and_a_numeric_id_is_kept() {
+        assert_eq!(encode("acme/infra desired"), "acme%2Finfra%20desired");
+        assert_eq!(encode("4711"), "4711");
+    }
+
+    #[test]
+    fn a_forge_without_a_token_is_a_usage_error_that_says_where_to_put_it() {
+        let args = RuleArgs { github_repo: Some("acme/desired".into()), ..Default::default() };
+        let err = args.forge().unwrap_err().to_string();
+        assert!(err.contains("PATCHOPS_FORGE_TOKEN"), "{err}");
+        let args =
+            RuleArgs { github_repo: Some("desired".into()), forge_token: Some("t".into()), ..Default::default() };
+        assert!(args.forge().unwrap_err().to_string().contains("give owner/name"));
+    }
+}
