@@ -481,12 +481,13 @@ fn push(repo: &Repository, remote: &str, branch: &str) -> Result<()> {
 }
 
 /// Runs the rules from the standalone reconciler after each catalog sync: once per
-/// catalog version, keeping the last status of each rule in between. A failure is
+/// catalog version and desired revision (a new rule, or a merged proposal, is seen at
+/// once), keeping the last status of each rule in between. A failure is
 /// logged and shown in the rule's status; it never fails the reconcile.
 #[derive(Debug)]
 pub struct AfterSync {
     pub proposer: Proposer,
-    ran_for: Option<u64>,
+    ran_for: Option<(u64, String)>,
     statuses: BTreeMap<String, DeploymentRuleStatus>,
 }
 
@@ -495,8 +496,8 @@ impl AfterSync {
         AfterSync { proposer, ran_for: None, statuses: BTreeMap::new() }
     }
 
-    /// The status of every rule of `desired` after running them if the catalog
-    /// version is new to this process.
+    /// The status of every rule of `desired`, after running them if the catalog version
+    /// or the revision is new to this process.
     pub fn run(
         &mut self,
         desired: &DesiredState,
@@ -505,10 +506,11 @@ impl AfterSync {
         previous: &Previous,
         now: Timestamp,
     ) -> Vec<(String, DeploymentRuleStatus)> {
-        if self.ran_for != Some(catalog.version) && catalog.version > 0 {
+        let key = (catalog.version, desired.revision.clone());
+        if self.ran_for.as_ref() != Some(&key) && catalog.version > 0 {
             match self.proposer.run(catalog, fleet, previous, now, true) {
                 Ok(runs) => {
-                    self.ran_for = Some(catalog.version);
+                    self.ran_for = Some(key);
                     for r in runs {
                         self.statuses.insert(r.rule, r.status);
                     }
