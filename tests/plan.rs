@@ -209,3 +209,23 @@ spec:
     assert_eq!(rows, vec![(Some("night-shift"), 2, false), (Some("servers"), 6, true)], "a 1h window never fits 3h");
     assert!(dec.warnings.iter().any(|w| w.starts_with("2 machine(s) of servers get the windows of night-shift")));
 }
+
+#[test]
+fn p2_a_changed_collection_shows_every_deployment_whose_machines_change() {
+    let (h, store) = setup();
+    // Only the collection changes: the workstation deployment now also reaches srv-0.
+    let wider = COLLECTIONS.replace(
+        "  selector: {matchFacts: {role: workstation}}\n",
+        "  selector: {matchFacts: {role: workstation}}\n  names: [srv-0]\n",
+    );
+    commit(&h.repo, "wider", &[h.main], &[("desired/collections.yaml", Some(&wider))], "Grace", T0 + 900, "x");
+    let plan = plan_of(&h, "main", "wider", store.as_ref());
+    let names: Vec<&str> = plan.deployments.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, vec!["nov-workstations"], "the servers deployment reaches the same machines");
+    let ws = &plan.deployments[0];
+    assert_eq!((ws.change, ws.targeted_before, ws.targeted_after), (Change::Changed, 4, 5));
+    let r = &ws.new_receipts[0];
+    assert_eq!((r.update.as_str(), r.machines, r.required), ("KB300-w11", 1, 0), "KB300 does not apply to a server");
+    assert_eq!(ws.phase.as_deref(), Some("Available"));
+    assert_eq!(plan.resources.len(), 1, "{:?}", plan.resources);
+}

@@ -17,7 +17,7 @@ use crate::compliance::{ComplianceState, Fleet, classify, client_unknown_reason}
 use crate::desired::DesiredState;
 use crate::reconcile::targeting::Collections;
 use crate::reconcile::timing::{Timing, effective_settings};
-use crate::reconcile::{Inputs, Outcome, Previous, previous_from, reconcile, resolve, supersedence_warnings, windows};
+use crate::reconcile::{Inputs, Previous, previous_from, reconcile, resolve, supersedence_warnings, windows};
 use crate::{Error, Result};
 
 /// How a plan is printed.
@@ -107,6 +107,10 @@ pub struct DeploymentPlan {
     pub updates: Vec<String>,
     pub updates_added: Vec<String>,
     pub updates_removed: Vec<String>,
+    /// The deployment's phase as the reconcile core gives it (Pending, Available,
+    /// PastDeadline, Halted) after and before the merge; None where it does not exist.
+    pub phase: Option<String>,
+    pub phase_before: Option<String>,
     /// Machines targeted (every phase) before and after the merge.
     pub targeted_before: u64,
     pub targeted_after: u64,
@@ -210,9 +214,8 @@ pub fn make(args: &PlanArgs) -> Result<Plan> {
     Ok(compute(&base, &head, &world))
 }
 
-/// One side, prepared: the reconcile outcome and each deployment's updates and targets.
+/// One side, prepared: each deployment's updates and targets.
 struct Side {
-    outcome: Outcome,
     collections: Collections,
     /// Per deployment (desired order): deployed catalog indices, target collection per slot.
     deployments: Vec<(String, Vec<u32>, Vec<Option<usize>>)>,
@@ -222,13 +225,6 @@ struct Side {
 
 impl Side {
     fn new(desired: &DesiredState, world: &World<'_>) -> Self {
-        let outcome = reconcile(&Inputs {
-            desired,
-            catalog: world.catalog,
-            fleet: world.fleet,
-            previous: world.previous,
-            now: world.now,
-        });
         let collections = Collections::new(&desired.collections);
         let mut warnings = Vec::new();
         let deployments = desired
@@ -260,7 +256,7 @@ impl Side {
                 (name.clone(), updates, slots)
             })
             .collect();
-        Side { outcome, collections, deployments, warnings }
+        Side { collections, deployments, warnings }
     }
 
     fn index(&self, name: &str) -> Option<usize> {
@@ -316,15 +312,19 @@ impl Tally {
 /// Compare two desired states against the same catalog, fleet and time.
 pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> Plan {
     let catalog = world.catalog;
-    let (b, h) = rayon::join(|| Side::new(base, world), || Side::new(head, world));
+    let (b, h) = (Side::new(base, world), Side::new(head, world));
     let spec_json = |d: &DesiredState, name: &str| serde_json::to_value(&d.deployments[name].spec).ok();
 
-    // Head deployments whose machines may newly receive updates: new ones, and changed
-    // ones whose updates or targets differ.
+    // Head deployments whose machines may newly receive updates: new ones, changed ones,
+    // and, when any collection changed, every one (its members may have).
     let ids = |side: &Side, di: usize| -> Vec<String> {
         side.deployments[di].1.iter().map(|&i| catalog.updates[i as usize].id.clone()).collect()
     };
-    let changed_head: Vec<usize> = (0..h.deployments.len())
+    let collection_json = |d: &DesiredState| {
+        d.collections.iter().map(|(n, c)| (n.clone(), serde_json::to_value(&c.spec).ok())).collect::<Vec<_>>()
+    };
+    let collections_changed = collection_json(base) != collection_json(head);
+    let changed_spec: Vec<usize> = (0..h.deployments.len())
         .filter(|&hi| {
             let name = &h.deployments[hi].0;
             match b.index(name) {
@@ -333,11 +333,12 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
                     spec_json(base, name) != spec_json(head, name)
                         || settings_of(base, name) != settings_of(head, name)
                         || ids(&b, bi) != ids(&h, hi)
-                        || collection_specs(&b, bi) != collection_specs(&h, hi)
                 }
             }
         })
         .collect();
+    let changed_head: Vec<usize> =
+        if collections_changed { (0..h.deployments.len()).collect() } else { changed_spec.clone() };
     // For each update a changed head deployment deploys: the base deployments that
     // already deploy it (a machine they target receives it already).
     let mut base_with: HashMap<u32, Vec<usize>> = HashMap::new();
@@ -425,6 +426,34 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
             Tally::merge,
         );
 
+    // What merging changes, by name; the core reconciles just those on both sides.
+    let changed: Vec<bool> = (0..h.deployments.len())
+        .map(|hi| {
+            changed_spec.contains(&hi)
+                || b.index(&h.deployments[hi].0).map_or(0, |bi| tally.targeted_base[bi]) != tally.targeted_head[hi]
+                || tally.receipts.keys().any(|k| k.0 == hi)
+        })
+        .collect();
+    let mut names: HashSet<&str> =
+        h.deployments.iter().zip(&changed).filter(|(_, c)| **c).map(|(d, _)| d.0.as_str()).collect();
+    names.extend(b.deployments.iter().map(|d| d.0.as_str()).filter(|n| h.index(n).is_none()));
+    let only = |d: &DesiredState| {
+        let mut d = d.clone();
+        d.deployments.retain(|n, _| names.contains(n.as_str()));
+        d
+    };
+    let (only_base, only_head) = (only(base), only(head));
+    let run = |desired: &DesiredState| {
+        reconcile(&Inputs {
+            desired,
+            catalog: world.catalog,
+            fleet: world.fleet,
+            previous: world.previous,
+            now: world.now,
+        })
+    };
+    let (b_out, h_out) = rayon::join(|| run(&only_base), || run(&only_head));
+
     let mut deployments = Vec::new();
     let mut unchanged = 0;
     for (hi, (name, updates, slots)) in h.deployments.iter().enumerate() {
@@ -434,8 +463,7 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
         let targeted_before = bi.map_or(0, |bi| tally.targeted_base[bi]);
         let timing = Timing::of(&head.deployments[name].spec, &settings_of(head, name));
         let timing_before = bi.map(|_| Timing::of(&base.deployments[name].spec, &settings_of(base, name)));
-        let changed = changed_head.contains(&hi) || targeted_before != tally.targeted_head[hi];
-        if !changed {
+        if !changed[hi] {
             unchanged += 1;
             continue;
         }
@@ -462,7 +490,7 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
                 continue;
             }
             let cname = h.collections.names[ci].clone();
-            let members = h.outcome.collections.get(&cname).map_or(0, |s| s.member_count);
+            let members = h_out.collections.get(&cname).map_or(0, |s| s.member_count);
             if members == 0 {
                 warnings.push(format!("collection {cname} has no members: the deployment reaches no machine there"));
             }
@@ -520,6 +548,8 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
             updates_added: after.iter().filter(|u| !before.contains(u)).cloned().collect(),
             updates_removed: before.iter().filter(|u| !after.contains(u)).cloned().collect(),
             updates: after,
+            phase: h_out.deployments.get(name).map(|s| s.phase.clone()),
+            phase_before: b_out.deployments.get(name).map(|s| s.phase.clone()),
             targeted_before,
             targeted_after: tally.targeted_head[hi],
             available_time: Some(timing.available),
@@ -542,6 +572,8 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
             updates: vec![],
             updates_added: vec![],
             updates_removed: ids(&b, bi),
+            phase: None,
+            phase_before: b_out.deployments.get(name).map(|s| s.phase.clone()),
             targeted_before: tally.targeted_base[bi],
             targeted_after: 0,
             available_time: None,
@@ -573,11 +605,6 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
         resources: resource_changes(base, head),
         warnings,
     }
-}
-
-/// The specs of a deployment's target collections (a changed selector changes targets).
-fn collection_specs(side: &Side, di: usize) -> Vec<Option<serde_json::Value>> {
-    side.deployments[di].2.iter().map(|c| c.and_then(|c| serde_json::to_value(side.collections.spec(c)).ok())).collect()
 }
 
 /// Every resource but deployments, as (kind, name) → spec JSON.
@@ -718,6 +745,11 @@ pub fn markdown(plan: &Plan) -> String {
             (a, _) => or_dash(a),
         };
         let _ = writeln!(s, "- Available: {}; deadline: {deadline}", or_dash(d.available_time));
+        let phase = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".into());
+        let _ = match d.change {
+            Change::Changed => writeln!(s, "- Phase: {} (before: {})", phase(&d.phase), phase(&d.phase_before)),
+            _ => writeln!(s, "- Phase: {}", phase(&d.phase)),
+        };
         let _ = writeln!(s, "- Longest max run time: {}\n", d.max_run_time);
         if !d.collections.is_empty() {
             let _ = writeln!(
