@@ -80,6 +80,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         plan.resources.len(),
         text.len()
     );
+    breakdown(&args)?;
     if let Some(peak) = peak_rss() {
         println!("  peak memory: {:.0} MiB", peak as f64 / 1048576.0);
     }
@@ -106,6 +107,36 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Where the time of one plan goes.
+fn breakdown(args: &PlanArgs) -> Result<()> {
+    let t = Instant::now();
+    let source = |rev: &str| crate::git::GitSource {
+        repo: args.repo.clone(),
+        revision: Some(rev.into()),
+        path: args.path.clone(),
+        cache_dir: std::env::temp_dir(),
+    };
+    let (_, base) = super::load_desired(&source(&args.base))?;
+    let (_, head) = super::load_desired(&source(&args.head))?;
+    let t_git = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let store = crate::store::open(&args.store)?;
+    let catalog = store.load_catalog()?;
+    let fleet = store.load_fleet()?;
+    let t_store = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let previous = crate::reconcile::Previous::default();
+    let world =
+        crate::git::plan::World { catalog: &catalog, fleet: &fleet, previous: &previous, now: args.now.expect("set") };
+    std::hint::black_box(crate::git::plan::compute(&base, &head, &world));
+    println!(
+        "  of which: both revisions read and checked {t_git:.3} s, catalog and fleet ({} states) loaded {t_store:.3} s, compared {:.3} s",
+        fleet.state_count(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn collection(s: usize) -> String {
