@@ -229,3 +229,21 @@ fn p2_a_changed_collection_shows_every_deployment_whose_machines_change() {
     assert_eq!(ws.phase.as_deref(), Some("Available"));
     assert_eq!(plan.resources.len(), 1, "{:?}", plan.resources);
 }
+
+#[test]
+fn p2_the_plan_is_the_same_from_sqlite_and_from_postgresql() {
+    let (h, sqlite) = setup();
+    let url = std::env::var("PATCHOPS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let schema = format!("patchops_plan_{:016x}", fastrand::u64(..));
+    let mut pg = patchops::store::postgres::PostgresStore::open_in_schema(&url, &schema).unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable at {url}: {e}; start it or set PATCHOPS_TEST_POSTGRES_URL")
+    });
+    seed(&mut pg);
+    let from_pg = plan_of(&h, "main", "dec-patches", &pg);
+    drop(pg);
+    if let Ok(mut c) = postgres::Client::connect(&url, postgres::NoTls) {
+        let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+    }
+    assert_eq!(from_pg, plan_of(&h, "main", "dec-patches", sqlite.as_ref()));
+}

@@ -289,6 +289,12 @@ pub fn catalog() -> Vec<Update> {
 /// last one never scanned) and four workstations (KB300 missing on two).
 pub fn seed_store(path: &Path) -> Box<dyn Store> {
     let mut store = patchops::store::open(&path.display().to_string()).unwrap();
+    seed(store.as_mut());
+    store
+}
+
+/// Fill an empty store of either backend.
+pub fn seed(store: &mut dyn Store) {
     let t = at("2026-11-19T08:00:00Z");
     assert_eq!(store.save_catalog(&catalog(), t).unwrap().version, 1);
     let client = |name: &str, role: &str| ClientInfo {
@@ -315,5 +321,4 @@ pub fn seed_store(path: &Path) -> Box<dyn Store> {
         let scan = StateMessage::ScanCompleted { time: t, catalog_version: 1, agent_version: None, updates };
         store.apply_batch(&StateBatch { client: name, sequence: 1, messages: vec![scan] }, t).unwrap();
     }
-    store
 }
