@@ -247,3 +247,15 @@ fn p2_the_plan_is_the_same_from_sqlite_and_from_postgresql() {
     }
     assert_eq!(from_pg, plan_of(&h, "main", "dec-patches", sqlite.as_ref()));
 }
+
+#[test]
+fn the_table_output_has_one_row_per_changed_deployment_and_lists_the_warnings() {
+    let (h, store) = setup();
+    let text = patchops::git::plan::table(&plan_of(&h, "main", "dec-patches", store.as_ref()));
+    for name in ["dec-servers", "lab-hotfix", "nov-workstations"] {
+        assert!(text.contains(name), "{text}");
+    }
+    assert!(!text.contains("nov-servers"), "{text}");
+    assert!(text.contains("warning: collection lab has no members"), "{text}");
+    assert!(text.contains("UpdateList dec-srv added"), "{text}");
+}
