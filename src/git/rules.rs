@@ -54,6 +54,7 @@ pub enum RulesCommand {
         /// Folder inside the repository holding the resources.
         #[arg(long)]
         path: Option<String>,
+        /// Store with the synced catalog and compliance: a SQLite file path or a postgres:// URL.
         #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
         store: String,
         #[command(flatten)]
