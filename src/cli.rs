@@ -64,18 +64,8 @@ pub enum Command {
         /// Store: a SQLite file path or a postgres:// URL.
         #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
         store: String,
-        /// Address to listen on.
-        #[arg(long, env = "PATCHOPS_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// The shared secret a client presents once to register and get its own token.
-        #[arg(long, env = "PATCHOPS_ENROLL_SECRET", hide_env_values = true)]
-        enroll_secret: String,
-        /// Largest state batch accepted, in bytes.
-        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BATCH_BYTES)]
-        max_batch_bytes: usize,
-        /// Most state messages accepted in one batch.
-        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BATCH_MESSAGES)]
-        max_batch_messages: usize,
+        #[command(flatten)]
+        server: crate::server::ServeArgs,
     },
     /// Show the last reconcile from the store.
     Status {
@@ -95,8 +85,22 @@ pub enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// The Kubernetes operator: reconcile the custom resources of a namespace into the
+    /// store and their status subresources.
+    Controller(crate::kubernetes::ControllerArgs),
     /// Benchmarks of the reconcile core and the store (build with --release).
     Bench(crate::standalone::bench::BenchArgs),
+    /// The client: registers with the management point, polls its policy, scans, downloads
+    /// and installs what mandatory deployments require, and reports state messages.
+    Agent(crate::agent::command::AgentArgs),
+    /// The content library the management point serves to agents.
+    Content {
+        #[command(subcommand)]
+        command: ContentCommand,
+    },
+    /// In-process agents against a management point on loopback, on an accelerated clock,
+    /// ending with the compliance table.
+    Simulate(crate::sim::simulate::SimulateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,6 +157,20 @@ pub enum CatalogCommand {
     Schema,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ContentCommand {
+    /// Copy files into the content library under their sha256 (what the catalog names).
+    Add {
+        /// The library folder (`serve --content-dir`).
+        #[arg(long, env = "PATCHOPS_CONTENT_DIR", default_value = ".patchops/content")]
+        content_dir: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHOPS_LOG")
         .unwrap_or_else(|_| "info,postgres=warn,tokio_postgres=warn".into());
@@ -178,12 +196,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => crate::standalone::run(args),
         Command::Plan(args) => crate::git::plan::run(&args),
         Command::Rules { command } => crate::git::rules::command(command),
-        Command::Serve { store, listen, enroll_secret, max_batch_bytes, max_batch_messages } => {
+        Command::Serve { store, server } => {
             let store = crate::store::open(&store)?;
             let store = std::sync::Arc::new(std::sync::Mutex::new(store));
-            let mut config = crate::server::ServerConfig::new(enroll_secret);
-            config.max_batch_bytes = max_batch_bytes;
-            config.max_batch_messages = max_batch_messages;
+            let listen = server.listen;
+            let config = server.config()?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -225,7 +242,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Catalog { command } => catalog(command),
+        Command::Controller(args) => crate::kubernetes::run(args),
         Command::Bench(args) => crate::standalone::bench::run(args),
+        Command::Agent(args) => crate::agent::command::run(args),
+        Command::Simulate(args) => crate::sim::simulate::run(args),
+        Command::Content { command: ContentCommand::Add { content_dir, files, output } } => {
+            let library = crate::server::content::ContentLibrary::open(&content_dir)?;
+            let added = files.iter().map(|f| library.add_file(f)).collect::<Result<Vec<_>>>()?;
+            match output {
+                OutputFormat::Table => {
+                    for a in &added {
+                        println!("{}  {:>12}  {}", a.sha256, a.size, a.source.display());
+                    }
+                }
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&added).expect("serializes")),
+                OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(&added).expect("serializes")),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

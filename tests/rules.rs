@@ -8,7 +8,7 @@ use std::sync::mpsc;
 
 use git2::{BranchType, Repository};
 use gitfix::*;
-use patchops::git::rules::{AfterSync, Forge, Proposer, RuleRun};
+use patchops::git::rules::{Forge, Proposer, RuleRun};
 use patchops::reconcile::Previous;
 
 struct Setup {
@@ -216,7 +216,7 @@ fn the_reconciler_runs_rules_after_a_catalog_sync_and_records_their_status() {
     let s = setup();
     let store = patchops::store::open(&s.h.dir.path().join("p.db").display().to_string()).unwrap();
     let mut runner = patchops::standalone::Runner::new(source(&s.h, "main"), store, None);
-    runner.rules = Some(AfterSync::new(proposer(&s, None)));
+    runner.propose_rules(proposer(&s, None));
     let (record, _) = runner.reconcile_once(now()).unwrap();
     let status = record.statuses.iter().find(|x| x.kind == "DeploymentRule" && x.name == "server-security").unwrap();
     assert_eq!(status.status["updatesMatched"], 1);
