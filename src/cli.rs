@@ -49,6 +49,13 @@ pub enum Command {
         #[command(flatten)]
         repo: RepoArgs,
     },
+    /// What merging a branch would change (exit 0 no change, 2 change, 1 error).
+    Plan(crate::git::plan::PlanArgs),
+    /// Automatic deployment rules: propose matching updates on a branch.
+    Rules {
+        #[command(subcommand)]
+        command: crate::git::rules::RulesCommand,
+    },
     /// The standalone reconciler: sync git and catalogs, reconcile, persist status, repeat.
     Run(crate::standalone::RunArgs),
     /// The management point: the HTTP API agents register with, fetch policy and the
@@ -187,6 +194,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             validate(&repo)
         }
         Command::Run(args) => crate::standalone::run(args),
+        Command::Plan(args) => crate::git::plan::run(&args),
+        Command::Rules { command } => crate::git::rules::command(command),
         Command::Serve { store, server } => {
             let store = crate::store::open(&store)?;
             let store = std::sync::Arc::new(std::sync::Mutex::new(store));
@@ -254,7 +263,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn open_existing_store(store: &str) -> Result<Box<dyn crate::store::Store>> {
+pub(crate) fn open_existing_store(store: &str) -> Result<Box<dyn crate::store::Store>> {
     let path = store.strip_prefix("sqlite://").unwrap_or(store);
     let is_file = !store.contains("://") || store.starts_with("sqlite://");
     if is_file && !std::path::Path::new(path).exists() {

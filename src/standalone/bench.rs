@@ -24,6 +24,8 @@ pub enum Suite {
     Catalog,
     /// The management point over loopback HTTP: policy fetches, state ingestion.
     Server,
+    /// `patchops plan` on 1,000 resource files and the bench fleet in SQLite.
+    Plan,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -169,6 +171,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     match args.suite {
         Suite::Catalog => return super::bench_catalog::run(),
         Suite::Server => return super::bench_server::run(),
+        Suite::Plan => return super::bench_plan::run(&args),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();

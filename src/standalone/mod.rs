@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_catalog;
+pub mod bench_plan;
 pub mod bench_server;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -51,6 +52,12 @@ pub struct RunArgs {
     pub simulate_fleet: Option<PathBuf>,
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// Run DeploymentRules after each new catalog version: proposals go on branches of
+    /// the (local) repository, never deployed until merged.
+    #[arg(long)]
+    pub propose_rules: bool,
+    #[command(flatten)]
+    pub rules: crate::git::rules::RuleArgs,
     /// The embedded management point agents talk to (not with --once).
     #[command(flatten)]
     pub server: crate::server::ServeArgs,
@@ -68,7 +75,7 @@ pub fn load_desired(source: &GitSource) -> Result<(SourceTree, DesiredState)> {
 }
 
 /// The client settings that apply to clients no collection-specific setting covers.
-fn default_settings(desired: &DesiredState) -> crate::resources::ClientSettingsSpec {
+pub fn default_settings(desired: &DesiredState) -> crate::resources::ClientSettingsSpec {
     desired
         .client_settings
         .values()
@@ -91,6 +98,11 @@ impl Runner {
     pub fn new(source: GitSource, store: Box<dyn Store>, fleet_sim: Option<SimFleet>) -> Self {
         let syncer = Syncer::new(&source.cache_dir.with_file_name("catalog-cache"));
         Runner { source, store, fleet_sim, syncer, written: Written::default() }
+    }
+
+    /// Run the DeploymentRules after catalog syncs (`--propose-rules`).
+    pub fn propose_rules(&mut self, proposer: crate::git::rules::Proposer) {
+        self.written.rules = Some(crate::git::rules::AfterSync::new(proposer));
     }
 
     /// One reconcile. Each step is its own transaction: an invalid revision writes
@@ -122,6 +134,8 @@ impl Runner {
 pub struct Written {
     saved_etags: HashSet<String>,
     saved_assignments: HashMap<String, String>,
+    /// Deployment rules run after catalog syncs, with their last status.
+    pub rules: Option<crate::git::rules::AfterSync>,
 }
 
 impl Written {
@@ -164,6 +178,11 @@ impl Written {
         }
         for (name, s) in &outcome.packages {
             push("DeploymentPackage", ns(&desired.packages[name].metadata.namespace), name, json(s));
+        }
+        if let Some(rules) = self.rules.as_mut() {
+            for (name, s) in rules.run(desired, catalog, &fleet, &previous, now) {
+                push("DeploymentRule", ns(&desired.rules[&name].metadata.namespace), &name, json(&s));
+            }
         }
         statuses.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
         let record = ReconcileRecord {
@@ -215,6 +234,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         info!(clients = s.clients.len(), "simulating clients");
     }
     let mut runner = Runner::new(source, store, sim);
+    if args.propose_rules {
+        let proposer = crate::git::rules::Proposer {
+            repo: args.repo.repo.clone(),
+            base: args.repo.rev.clone(),
+            path: args.repo.path.clone(),
+            push: args.rules.push.clone(),
+            forge: args.rules.forge()?,
+        };
+        runner.propose_rules(proposer);
+    }
     // The store clients are synchronous: reconciles run on this thread, outside the
     // runtime, which serves the management point and waits for the interval or a signal.
     let rt = tokio::runtime::Builder::new_multi_thread()
