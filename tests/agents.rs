@@ -160,7 +160,9 @@ impl World {
         let root = self.repo.workdir().unwrap().to_path_buf();
         std::fs::create_dir_all(root.join("catalog")).unwrap();
         std::fs::write(root.join("resources.yaml"), resources).unwrap();
-        std::fs::write(root.join("catalog/updates.yaml"), catalog_yaml).unwrap();
+        if !catalog_yaml.is_empty() {
+            std::fs::write(root.join("catalog/updates.yaml"), catalog_yaml).unwrap();
+        }
         let mut index = self.repo.index().unwrap();
         index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
         index.write().unwrap();
@@ -691,4 +693,120 @@ fn two_hundred_agents_scan_a_new_catalog_install_a_merged_deployment_in_windows_
     for a in &agents {
         assert_eq!(scans.get(&a.options.name), a.state.history.last_scan.as_ref(), "{}", a.options.name);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The real scanner and the command line.
+
+#[test]
+fn s5_the_dpkg_agent_reports_this_machines_missing_security_updates_through_the_server() {
+    let Some(index) = std::fs::read_dir("/var/lib/apt/lists").ok().and_then(|d| {
+        d.filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.to_string_lossy().contains("security") && p.to_string_lossy().contains("_Packages"))
+    }) else {
+        eprintln!("no bookworm-security index in /var/lib/apt/lists (scripts/test runs apt-get update)");
+        return;
+    };
+    let resources = format!(
+        "apiVersion: patchops.dev/v1alpha1\nkind: UpdateCatalog\nmetadata: {{name: security}}\nspec:\n  \
+         source: {{file: {}}}\n  format: debian-packages\n---\n{}",
+        index.display(),
+        BASE.split("---\n").nth(1).unwrap()
+    );
+    let t0 = at("2026-11-16T08:00:00Z");
+    let mut w = World::new(&resources, "");
+    let machine = patchops::agent::machine::DpkgMachine::new(
+        Path::new("/var/lib/dpkg/status"),
+        true,
+        [("role".to_string(), "server".to_string())].into_iter().collect(),
+    );
+    let options = AgentOptions {
+        name: "this-machine".into(),
+        server: w.base(),
+        enroll_secret: SECRET.into(),
+        state_dir: Some(w.agent_dir("this-machine")),
+        download: Download::Http,
+        agent_version: "2.1.0".into(),
+        seed: 1,
+    };
+    let mut a = Agent::new(options, machine).unwrap();
+    a.tick(t0).unwrap();
+    w.reconcile(t0);
+    a.tick(t0 + SignedDuration::from_mins(5)).unwrap();
+    a.user_trigger(Trigger::UserReevaluation);
+    a.tick(t0 + SignedDuration::from_mins(6)).unwrap();
+    a.tick(t0 + SignedDuration::from_mins(11)).unwrap();
+    // What the agent found is what dpkg says, and it reached the store intact.
+    let catalog = a.catalog().unwrap();
+    let facts = patchops::agent::scanners::dpkg::facts(
+        &patchops::agent::scanners::dpkg::read_status(Path::new("/var/lib/dpkg/status")).unwrap(),
+    );
+    let expected: std::collections::BTreeSet<String> = patchops::agent::scanners::scan(catalog, &facts)
+        .into_iter()
+        .filter(|(_, v)| *v == patchops::catalog::ScanVerdict::Missing)
+        .map(|(i, _)| catalog.updates[i as usize].id.clone())
+        .collect();
+    assert_eq!(a.state.missing, expected);
+    let fleet = w.open_store().load_fleet().unwrap();
+    let client = fleet.clients.iter().find(|c| c.name == "this-machine").unwrap();
+    let stored_missing =
+        client.compliance.states.iter().filter(|s| s.scan() == patchops::compliance::ScanResult::Missing).count();
+    assert_eq!(stored_missing, expected.len());
+    assert_eq!(client.facts.get("role").map(String::as_str), Some("server"));
+    assert!(client.facts.contains_key("os"), "the os fact comes from /etc/os-release");
+}
+
+#[test]
+fn the_agent_command_registers_once_and_a_wrong_enrollment_secret_is_a_clear_error() {
+    let w = World::new(BASE, &catalog(&[catalog_entry("KB200", "2026-11-11", false, 1000)]));
+    let facts = w.dir.path().join("facts.yaml");
+    std::fs::write(&facts, "facts: {os: Windows Server 2022, role: server}\ninstalled: [KB100]\n").unwrap();
+    let run = |secret: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+            .args(["agent", "--once", "--scanner", "rules", "--name", "cli-1"])
+            .arg("--server")
+            .arg(w.base())
+            .arg("--enroll-secret")
+            .arg(secret)
+            .arg("--facts")
+            .arg(&facts)
+            .arg("--state-dir")
+            .arg(w.agent_dir("cli-1"))
+            .output()
+            .unwrap()
+    };
+    let out = run("wrong");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("wrong enrollment secret") && stderr.contains("--enroll-secret"), "{stderr}");
+    let out = run(SECRET);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(w.agent_dir("cli-1").join("state.json")).unwrap()).unwrap();
+    assert!(state["token"].as_str().is_some_and(|t| t.len() >= 32));
+    let fleet = w.open_store().load_fleet().unwrap();
+    assert_eq!(fleet.clients.iter().find(|c| c.name == "cli-1").unwrap().facts["role"], "server");
+}
+
+#[test]
+fn simulate_runs_agents_against_the_embedded_server_and_ends_with_the_compliance_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+        .current_dir(root)
+        .env("PATCHOPS_STATE_DIR", dir.path())
+        .args(["simulate", "--clients", "25", "--duration", "1d", "--path", "examples/repo", "--output", "json"])
+        .arg("--store")
+        .arg(dir.path().join("simulate.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let deployments: Vec<&Value> =
+        record["statuses"].as_array().unwrap().iter().filter(|s| s["kind"] == "UpdateDeployment").collect();
+    assert!(!deployments.is_empty());
+    let compliant: u64 = deployments.iter().map(|d| d["status"]["machines"]["compliant"].as_u64().unwrap()).sum();
+    assert!(compliant > 0, "agents scanned, installed and reported: {deployments:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("installs"), "{stderr}");
 }

@@ -131,6 +131,12 @@ fn drive<M: Machine>(mut agent: Agent<M>, args: &AgentArgs) -> Result<ExitCode> 
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Usage(e.to_string()))?;
     loop {
         let wake = agent.tick(Timestamp::now())?;
+        if let Some(why) = &agent.registration_refused {
+            return Err(Error::Usage(format!(
+                "{why}; check --enroll-secret (PATCHOPS_ENROLL_SECRET) and --server {}",
+                agent.options.server
+            )));
+        }
         if args.once {
             let s = agent.stats;
             info!(scans = s.scans, installs = s.installs, batches_sent = s.batches_sent, "done");

@@ -121,6 +121,9 @@ pub struct Agent<M: Machine> {
     rng: fastrand::Rng,
     /// Whether the management point answered during this tick.
     reachable: bool,
+    /// Why the management point refused to register this client, if it did (a wrong
+    /// enrollment secret is a configuration error, not an outage).
+    pub registration_refused: Option<String>,
     /// The state file's content as last written (unchanged state is not written again).
     saved: std::cell::RefCell<Vec<u8>>,
 }
@@ -180,6 +183,7 @@ impl<M: Machine> Agent<M> {
             server,
             rng,
             reachable: true,
+            registration_refused: None,
             saved: Default::default(),
         })
     }
@@ -221,6 +225,7 @@ impl<M: Machine> Agent<M> {
             &self.options.enroll_secret,
         ) {
             Ok(token) => {
+                self.registration_refused = None;
                 info!(client = %self.options.name, server = %self.options.server, "registered");
                 self.state.token = Some(token.clone());
                 Some(token)
@@ -228,6 +233,7 @@ impl<M: Machine> Agent<M> {
             Err(e) => {
                 if !matches!(e, CallError::Unreachable(_)) {
                     warn!(client = %self.options.name, error = %e, "registration refused");
+                    self.registration_refused = Some(e.to_string());
                 }
                 self.reachable = false;
                 None
