@@ -541,12 +541,12 @@ fn t1_r3_a_suppressed_restart_keeps_the_update_required_with_its_reason() {
 fn s6_the_spool_survives_a_server_outage_and_an_agent_restart_and_is_applied_once() {
     let t0 = at("2026-11-16T08:00:00Z");
     let mut w = World::new(BASE, &catalog(&[catalog_entry("KB200", "2026-11-11", false, 1000)]));
-    w.reconcile(t0);
-    let mut a = w.agent("srv-1", SERVER, &[]);
-    a.tick(t0).unwrap();
+    let mut agents = vec![w.agent("srv-1", SERVER, &[])];
+    enroll(&mut w, &mut agents, t0);
+    let mut a = agents.pop().unwrap();
     w.stop_server();
-    a.user_trigger(Trigger::UserDeploymentEvaluation);
-    let t1 = t0 + SignedDuration::from_mins(1);
+    a.user_trigger(Trigger::UserReevaluation);
+    let t1 = t0 + SignedDuration::from_mins(6);
     // No catalog cached yet and no server: the scan fails; that message is spooled too.
     a.tick(t1).unwrap();
     a.tick(t1 + SignedDuration::from_mins(5)).unwrap();

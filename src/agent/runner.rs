@@ -364,6 +364,14 @@ impl<M: Machine> Agent<M> {
         if due.is_empty() {
             return Ok(());
         }
+        if self.state.policy.is_none() && self.reachable {
+            // Registered, but the reconciler has not assigned a policy (and with it the
+            // catalog version) yet: the scan waits for it.
+            self.state.queued.extend(
+                due.into_iter().filter(|t| !matches!(t, Trigger::GeneralSchedule | Trigger::ReevaluationSchedule)),
+            );
+            return Ok(());
+        }
         let ttl = self.settings().scan_ttl.signed();
         let server_version = self.state.policy.as_ref().filter(|_| self.reachable).map(|p| p.catalog_version);
         let mut scan: Option<(bool, Trigger)> = None;
@@ -744,7 +752,8 @@ impl<M: Machine> Agent<M> {
                 wake.push(w.start.max(add(now, SignedDuration::from_secs(1))));
             }
         }
-        if !self.state.queued.is_empty() {
+        // Queued triggers run at once, or wait for the first policy (its poll is above).
+        if !self.state.queued.is_empty() && self.state.policy.is_some() {
             wake.push(now);
         }
         let soonest = add(now, SignedDuration::from_secs(1));
