@@ -88,6 +88,10 @@ pub enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Who approved or withdrew which update into which deployment, when, in which commit
+    /// and merged pull request, from the branch's history. An update list's criteria are
+    /// reported as one entry (`criteria: …`) approved or withdrawn when they change.
+    Audit(crate::git::audit::AuditArgs),
     /// Benchmarks of the reconcile core and the store (build with --release).
     Bench(crate::standalone::bench::BenchArgs),
 }
@@ -216,6 +220,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Catalog { command } => catalog(command),
+        Command::Audit(args) => crate::git::audit::run(args),
         Command::Bench(args) => crate::standalone::bench::run(args),
     }
 }

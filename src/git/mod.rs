@@ -2,6 +2,9 @@
 //! tree: no checkout, so uncommitted changes in a work tree are never seen. A URL
 //! repository is cloned (bare) into a cache folder once and fetched on every load.
 
+pub mod audit;
+pub mod status;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
