@@ -149,8 +149,13 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// An RFC 3339 date-time, or a date meaning its midnight UTC.
+/// `--since`: an RFC 3339 date-time, or a date meaning its midnight UTC.
 pub fn parse_since(text: &str) -> Result<Timestamp> {
+    parse_date("--since", text)
+}
+
+/// The value of a date flag: an RFC 3339 date-time, or a date meaning its midnight UTC.
+pub fn parse_date(flag: &str, text: &str) -> Result<Timestamp> {
     if let Ok(t) = text.parse::<Timestamp>() {
         return Ok(t);
     }
@@ -159,9 +164,7 @@ pub fn parse_since(text: &str) -> Result<Timestamp> {
     {
         return Ok(t.timestamp());
     }
-    Err(Error::Usage(format!(
-        "--since {text:?}: not an RFC 3339 date (2026-11-01) or date-time (2026-11-01T09:30:00Z)"
-    )))
+    Err(Error::Usage(format!("{flag} {text:?}: not an RFC 3339 date (2026-11-01) or date-time (2026-11-01T09:30:00Z)")))
 }
 
 /// Audit the source's revision (HEAD by default), reading resources under its path.
