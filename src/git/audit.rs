@@ -14,7 +14,7 @@
 //! Speed: a parsed blob is cached by its object id and a folder's resources by its tree id,
 //! so a commit costs only the folders it changed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::process::ExitCode;
 use std::rc::Rc;
 
@@ -316,53 +316,79 @@ impl Parsed {
     }
 }
 
+/// A deployment with the entries of its list.
+#[derive(Debug)]
+struct Deployed {
+    name: Rc<str>,
+    list: Rc<str>,
+    entries: Rc<BTreeSet<String>>,
+}
+
 /// The deployed pairs of one tree.
 #[derive(Debug, Default)]
 struct State {
-    /// Deployment → its update list.
-    deployments: BTreeMap<Rc<str>, Rc<str>>,
-    lists: HashMap<Rc<str>, Rc<BTreeSet<String>>>,
+    /// Sorted by name.
+    deployments: Vec<Deployed>,
     /// Set when the reconciler would reject the revision.
     invalid: Option<String>,
 }
 
-impl State {
-    fn entries(&self, deployment: &str) -> Option<(&Rc<str>, &Rc<BTreeSet<String>>)> {
-        let list = self.deployments.get(deployment)?;
-        Some((list, self.lists.get(list)?))
-    }
-}
-
-/// Approvals and withdrawals from `old` to `new` that the query asks for, sorted.
+/// Approvals and withdrawals from `old` to `new` that the query asks for, sorted. The
+/// deployments are walked side by side (both sorted), and a deployment whose entries are
+/// the same parsed list is skipped without comparing them.
 fn diff(old: &State, new: &State, query: &AuditQuery) -> Vec<Change> {
-    let names: BTreeSet<&Rc<str>> = old.deployments.keys().chain(new.deployments.keys()).collect();
     let mut out = Vec::new();
-    let empty = Rc::new(BTreeSet::new());
-    let none: Rc<str> = Rc::from("");
-    for name in names {
+    let (mut i, mut j) = (0, 0);
+    let empty = BTreeSet::new();
+    loop {
+        let (o, n) = (old.deployments.get(i), new.deployments.get(j));
+        let (name, before, after) = match (o, n) {
+            (None, None) => break,
+            (Some(o), Some(n)) if o.name == n.name => {
+                (i, j) = (i + 1, j + 1);
+                if Rc::ptr_eq(&o.entries, &n.entries) {
+                    continue;
+                }
+                (&n.name, Some(o), Some(n))
+            }
+            (Some(o), Some(n)) if o.name < n.name => {
+                i += 1;
+                (&o.name, Some(o), None)
+            }
+            (Some(o), None) => {
+                i += 1;
+                (&o.name, Some(o), None)
+            }
+            (_, Some(n)) => {
+                j += 1;
+                (&n.name, None, Some(n))
+            }
+        };
         if !query.wants_deployment(name) {
             continue;
         }
-        let (old_list, old_entries) = old.entries(name).unwrap_or((&none, &empty));
-        let (new_list, new_entries) = new.entries(name).unwrap_or((&none, &empty));
-        if Rc::ptr_eq(old_entries, new_entries) {
-            continue;
-        }
-        let mut push = |update: &String, action: Action, list: &Rc<str>| {
+        let (old_entries, new_entries) =
+            (before.map_or(&empty, |d| &*d.entries), after.map_or(&empty, |d| &*d.entries));
+        let list = |d: Option<&Deployed>| d.map_or_else(String::new, |d| d.list.to_string());
+        for update in new_entries.difference(old_entries) {
             if query.wants_update(update) {
                 out.push(Change {
                     deployment: name.to_string(),
                     update: update.clone(),
-                    action,
-                    list: list.to_string(),
+                    action: Action::Approved,
+                    list: list(after),
                 });
             }
-        };
-        for update in new_entries.difference(old_entries) {
-            push(update, Action::Approved, new_list);
         }
         for update in old_entries.difference(new_entries) {
-            push(update, Action::Withdrawn, old_list);
+            if query.wants_update(update) {
+                out.push(Change {
+                    deployment: name.to_string(),
+                    update: update.clone(),
+                    action: Action::Withdrawn,
+                    list: list(before),
+                });
+            }
         }
     }
     out.sort();
@@ -419,26 +445,34 @@ impl<'r> History<'r> {
             return Ok(state.clone());
         }
         let parsed = self.tree(folder)?;
-        let mut state = State::default();
         let mut problems = Vec::new();
+        let mut lists: HashMap<&str, &Rc<BTreeSet<String>>> = HashMap::new();
+        let mut deployments = Vec::new();
         for p in parsed.iter() {
             if let Some(problem) = &p.problem {
                 problems.push(format!("{}: {problem}", self.path_of(folder, p)?));
             }
-            for (name, list) in &p.deployments {
-                if state.deployments.insert(name.clone(), list.clone()).is_some() {
-                    problems.push(format!("duplicate UpdateDeployment {name:?}"));
-                }
-            }
+            deployments.extend(p.deployments.iter());
             for (name, entries) in &p.lists {
-                if state.lists.insert(name.clone(), entries.clone()).is_some() {
+                if lists.insert(name, entries).is_some() {
                     problems.push(format!("duplicate UpdateList {name:?}"));
                 }
             }
         }
-        for (name, list) in &state.deployments {
-            if !state.lists.contains_key(list) {
-                problems.push(format!("UpdateDeployment {name:?}: updateList {list:?} not found"));
+        deployments.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut state = State::default();
+        for (name, list) in deployments {
+            if state.deployments.last().is_some_and(|d| d.name == *name) {
+                problems.push(format!("duplicate UpdateDeployment {name:?}"));
+                continue;
+            }
+            match lists.get(&**list) {
+                Some(entries) => state.deployments.push(Deployed {
+                    name: name.clone(),
+                    list: list.clone(),
+                    entries: Rc::clone(entries),
+                }),
+                None => problems.push(format!("UpdateDeployment {name:?}: updateList {list:?} not found")),
             }
         }
         if !problems.is_empty() {
@@ -552,32 +586,40 @@ impl<'r> History<'r> {
 /// Deployments and lists of one YAML file. Documents of other kinds or API versions are
 /// not read (catalog data files hold no resources).
 fn parse(text: &str) -> Parsed {
-    let mut out = Parsed::default();
-    let documents = match crate::yaml::parse_documents("", text) {
-        Ok(d) => d,
-        Err(p) => {
-            out.problem = Some(format!("line {}: {}", p.line, p.message));
-            return out;
+    // One pass without field positions; only a file with a problem is read again with
+    // them, so that the problem names its line.
+    if let Ok(values) =
+        serde_saphyr::from_multiple_with_options::<serde_json::Value>(text, crate::yaml::options_for(text.len()))
+    {
+        let parsed = read(values.iter().map(|v| (0, v)));
+        if parsed.problem.is_none() {
+            return parsed;
         }
-    };
-    for doc in documents {
-        let v = &doc.value;
+    }
+    match crate::yaml::parse_documents("", text) {
+        Ok(documents) => read(documents.iter().map(|d| (d.line, &d.value))),
+        Err(p) => Parsed { problem: Some(format!("line {}: {}", p.line, p.message)), ..Default::default() },
+    }
+}
+
+/// Deployments and lists of parsed documents, each with the line it starts at.
+fn read<'a>(documents: impl Iterator<Item = (usize, &'a serde_json::Value)>) -> Parsed {
+    let mut out = Parsed::default();
+    for (line, v) in documents {
         if v.get("apiVersion").and_then(|a| a.as_str()) != Some(API_VERSION) {
             continue;
         }
         let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
         let Some(name) = v.pointer("/metadata/name").and_then(|n| n.as_str()) else {
             if kind == "UpdateDeployment" || kind == "UpdateList" {
-                out.problem = Some(format!("line {}: {kind} without metadata.name", doc.line));
+                out.problem = Some(format!("line {line}: {kind} without metadata.name"));
             }
             continue;
         };
         match kind {
             "UpdateDeployment" => match v.pointer("/spec/updateList").and_then(|l| l.as_str()) {
                 Some(list) => out.deployments.push((Rc::from(name), Rc::from(list))),
-                None => {
-                    out.problem = Some(format!("line {}: UpdateDeployment {name:?} without spec.updateList", doc.line))
-                }
+                None => out.problem = Some(format!("line {line}: UpdateDeployment {name:?} without spec.updateList")),
             },
             "UpdateList" => {
                 let mut entries: BTreeSet<String> = v

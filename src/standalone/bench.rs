@@ -24,6 +24,8 @@ pub enum Suite {
     Catalog,
     /// The management point over loopback HTTP: policy fetches, state ingestion.
     Server,
+    /// `audit` of one update over a generated repository of 10,000 commits.
+    Audit,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -169,6 +171,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     match args.suite {
         Suite::Catalog => return super::bench_catalog::run(),
         Suite::Server => return super::bench_server::run(),
+        Suite::Audit => return super::bench_audit::run(),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();

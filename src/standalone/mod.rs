@@ -3,6 +3,7 @@
 //! status and policies, and repeat on an interval. It carries data; it never decides.
 
 pub mod bench;
+pub mod bench_audit;
 pub mod bench_catalog;
 pub mod bench_server;
 
