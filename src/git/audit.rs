@@ -207,7 +207,7 @@ pub fn audit_commits(
     let mut previous: Rc<State> = Rc::new(State::default());
     let commits_walked = chain.len();
     for (commit, reported) in chain.into_iter().rev() {
-        let state = history.state_of(&commit)?;
+        let state = history.state_of(&commit, Some(&previous))?;
         if let Some(reason) = &state.invalid {
             if reported {
                 skipped.push(SkippedCommit { commit: commit.id().to_string(), reason: reason.clone() });
@@ -316,83 +316,131 @@ impl Parsed {
     }
 }
 
-/// A deployment with the entries of its list.
-#[derive(Debug)]
-struct Deployed {
-    name: Rc<str>,
-    list: Rc<str>,
-    entries: Rc<BTreeSet<String>>,
+/// A deployment and the list it names.
+type Ref = (Rc<str>, Rc<str>);
+
+/// Deployments and the lists they name, sorted by deployment. Shared by consecutive
+/// states while no file declaring a deployment changes.
+#[derive(Debug, Default)]
+struct Refs {
+    sorted: Vec<Ref>,
+    /// List → indices into `sorted` of the deployments naming it.
+    by_list: HashMap<Rc<str>, Vec<usize>>,
 }
 
 /// The deployed pairs of one tree.
 #[derive(Debug, Default)]
 struct State {
-    /// Sorted by name.
-    deployments: Vec<Deployed>,
+    /// Files declaring deployments, and files declaring lists, in tree order: compared by
+    /// pointer they tell what changed from one commit to the next.
+    deployment_files: Vec<Rc<Parsed>>,
+    list_files: Vec<Rc<Parsed>>,
+    refs: Rc<Refs>,
     /// Set when the reconciler would reject the revision.
     invalid: Option<String>,
 }
 
-/// Approvals and withdrawals from `old` to `new` that the query asks for, sorted. The
-/// deployments are walked side by side (both sorted), and a deployment whose entries are
-/// the same parsed list is skipped without comparing them.
+impl State {
+    /// Every deployment with its list and the list's entries, sorted by deployment.
+    fn resolved(&self) -> Vec<(&Rc<str>, &Rc<str>, &BTreeSet<String>)> {
+        let lists: HashMap<&str, &BTreeSet<String>> =
+            self.list_files.iter().flat_map(|p| p.lists.iter().map(|(n, e)| (&**n, &**e))).collect();
+        self.refs.sorted.iter().filter_map(|(d, l)| lists.get(&**l).map(|e| (d, l, *e))).collect()
+    }
+
+    /// When only the contents of lists changed from `old` (same deployments, the same files
+    /// declaring the same list names): the (old, new) pairs of changed list files.
+    fn changed_lists<'a>(old: &'a State, new: &'a State) -> Option<Vec<(&'a Parsed, &'a Parsed)>> {
+        if !Rc::ptr_eq(&old.refs, &new.refs) || old.list_files.len() != new.list_files.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for (a, b) in old.list_files.iter().zip(&new.list_files) {
+            if Rc::ptr_eq(a, b) {
+                continue;
+            }
+            if a.lists.len() != b.lists.len() || a.lists.iter().zip(&b.lists).any(|(x, y)| x.0 != y.0) {
+                return None;
+            }
+            out.push((&**a, &**b));
+        }
+        Some(out)
+    }
+}
+
+fn same_files(a: &[Rc<Parsed>], b: &[Rc<Parsed>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Rc::ptr_eq(x, y))
+}
+
+/// Approvals and withdrawals from `old` to `new` that the query asks for, sorted. When only
+/// list contents changed, only the deployments of the changed lists are compared;
+/// otherwise every deployment, side by side (both sorted).
 fn diff(old: &State, new: &State, query: &AuditQuery) -> Vec<Change> {
     let mut out = Vec::new();
-    let (mut i, mut j) = (0, 0);
-    let empty = BTreeSet::new();
-    loop {
-        let (o, n) = (old.deployments.get(i), new.deployments.get(j));
-        let (name, before, after) = match (o, n) {
-            (None, None) => break,
-            (Some(o), Some(n)) if o.name == n.name => {
-                (i, j) = (i + 1, j + 1);
-                if Rc::ptr_eq(&o.entries, &n.entries) {
-                    continue;
+    if let Some(changed) = State::changed_lists(old, new) {
+        for (a, b) in changed {
+            for ((list, before), (_, after)) in a.lists.iter().zip(&b.lists) {
+                for &i in new.refs.by_list.get(list).into_iter().flatten() {
+                    let deployment = &new.refs.sorted[i].0;
+                    changes(deployment, Some((list, before)), Some((list, after)), query, &mut out);
                 }
-                (&n.name, Some(o), Some(n))
             }
-            (Some(o), Some(n)) if o.name < n.name => {
-                i += 1;
-                (&o.name, Some(o), None)
+        }
+        out.sort();
+        return out;
+    }
+    let (old, new) = (old.resolved(), new.resolved());
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (old.get(i), new.get(j)) {
+            (None, None) => break,
+            (Some(o), Some(n)) if o.0 == n.0 => {
+                (i, j) = (i + 1, j + 1);
+                if !std::ptr::eq(o.2, n.2) {
+                    changes(n.0, Some((o.1, o.2)), Some((n.1, n.2)), query, &mut out);
+                }
             }
-            (Some(o), None) => {
+            (Some(o), n) if n.is_none_or(|n| o.0 < n.0) => {
                 i += 1;
-                (&o.name, Some(o), None)
+                changes(o.0, Some((o.1, o.2)), None, query, &mut out);
             }
             (_, Some(n)) => {
                 j += 1;
-                (&n.name, None, Some(n))
+                changes(n.0, None, Some((n.1, n.2)), query, &mut out);
             }
-        };
-        if !query.wants_deployment(name) {
-            continue;
-        }
-        let (old_entries, new_entries) =
-            (before.map_or(&empty, |d| &*d.entries), after.map_or(&empty, |d| &*d.entries));
-        let list = |d: Option<&Deployed>| d.map_or_else(String::new, |d| d.list.to_string());
-        for update in new_entries.difference(old_entries) {
-            if query.wants_update(update) {
-                out.push(Change {
-                    deployment: name.to_string(),
-                    update: update.clone(),
-                    action: Action::Approved,
-                    list: list(after),
-                });
-            }
-        }
-        for update in old_entries.difference(new_entries) {
-            if query.wants_update(update) {
-                out.push(Change {
-                    deployment: name.to_string(),
-                    update: update.clone(),
-                    action: Action::Withdrawn,
-                    list: list(before),
-                });
-            }
+            (Some(_), None) => unreachable!("handled above"),
         }
     }
     out.sort();
     out
+}
+
+/// The changes of one deployment whose (list, entries) went from `before` to `after`.
+fn changes(
+    deployment: &str,
+    before: Option<(&Rc<str>, &BTreeSet<String>)>,
+    after: Option<(&Rc<str>, &BTreeSet<String>)>,
+    query: &AuditQuery,
+    out: &mut Vec<Change>,
+) {
+    if !query.wants_deployment(deployment) {
+        return;
+    }
+    let empty = BTreeSet::new();
+    let (old, new) = (before.map_or(&empty, |b| b.1), after.map_or(&empty, |a| a.1));
+    let list = |side: Option<(&Rc<str>, &BTreeSet<String>)>| side.map_or_else(String::new, |s| s.0.to_string());
+    for (from, to, action, side) in [(old, new, Action::Approved, after), (new, old, Action::Withdrawn, before)] {
+        for update in to.difference(from) {
+            if query.wants_update(update) {
+                out.push(Change {
+                    deployment: deployment.to_string(),
+                    update: update.clone(),
+                    action,
+                    list: list(side),
+                });
+            }
+        }
+    }
 }
 
 /// Reads states of commits with caches by blob, folder and tree id.
@@ -420,7 +468,9 @@ impl<'r> History<'r> {
         }
     }
 
-    fn state_of(&mut self, commit: &git2::Commit) -> Result<Rc<State>, git2::Error> {
+    /// The state of a commit's tree. `previous`, the state of an earlier commit, lets an
+    /// unchanged set of deployments be shared instead of rebuilt.
+    fn state_of(&mut self, commit: &git2::Commit, previous: Option<&Rc<State>>) -> Result<Rc<State>, git2::Error> {
         let root = commit.tree_id();
         let folder = match self.folders.get(&root) {
             Some(f) => *f,
@@ -445,34 +495,57 @@ impl<'r> History<'r> {
             return Ok(state.clone());
         }
         let parsed = self.tree(folder)?;
+        let mut state = State::default();
+        let mut file_problems = false;
+        for p in parsed.iter() {
+            file_problems |= p.problem.is_some();
+            if !p.deployments.is_empty() {
+                state.deployment_files.push(p.clone());
+            }
+            if !p.lists.is_empty() {
+                state.list_files.push(p.clone());
+            }
+        }
+        let previous = previous.filter(|p| p.invalid.is_none());
+        let shared = previous.filter(|p| same_files(&p.deployment_files, &state.deployment_files));
+        if let Some(p) = shared {
+            state.refs = p.refs.clone();
+            // Same deployments, same list names: as valid as the previous state.
+            if !file_problems && State::changed_lists(p, &state).is_some() {
+                let state = Rc::new(state);
+                self.states.insert(folder, state.clone());
+                return Ok(state);
+            }
+        }
         let mut problems = Vec::new();
-        let mut lists: HashMap<&str, &Rc<BTreeSet<String>>> = HashMap::new();
-        let mut deployments = Vec::new();
         for p in parsed.iter() {
             if let Some(problem) = &p.problem {
                 problems.push(format!("{}: {problem}", self.path_of(folder, p)?));
             }
-            deployments.extend(p.deployments.iter());
-            for (name, entries) in &p.lists {
-                if lists.insert(name, entries).is_some() {
-                    problems.push(format!("duplicate UpdateList {name:?}"));
-                }
+        }
+        if shared.is_none() {
+            let mut sorted: Vec<Ref> =
+                state.deployment_files.iter().flat_map(|p| p.deployments.iter().cloned()).collect();
+            sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            for pair in sorted.windows(2).filter(|w| w[0].0 == w[1].0) {
+                problems.push(format!("duplicate UpdateDeployment {:?}", pair[0].0));
+            }
+            sorted.dedup_by(|a, b| a.0 == b.0);
+            let mut by_list: HashMap<Rc<str>, Vec<usize>> = HashMap::new();
+            for (i, (_, list)) in sorted.iter().enumerate() {
+                by_list.entry(list.clone()).or_default().push(i);
+            }
+            state.refs = Rc::new(Refs { sorted, by_list });
+        }
+        let mut names = HashSet::new();
+        for (name, _) in state.list_files.iter().flat_map(|p| p.lists.iter()) {
+            if !names.insert(name.clone()) {
+                problems.push(format!("duplicate UpdateList {name:?}"));
             }
         }
-        deployments.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut state = State::default();
-        for (name, list) in deployments {
-            if state.deployments.last().is_some_and(|d| d.name == *name) {
-                problems.push(format!("duplicate UpdateDeployment {name:?}"));
-                continue;
-            }
-            match lists.get(&**list) {
-                Some(entries) => state.deployments.push(Deployed {
-                    name: name.clone(),
-                    list: list.clone(),
-                    entries: Rc::clone(entries),
-                }),
-                None => problems.push(format!("UpdateDeployment {name:?}: updateList {list:?} not found")),
+        for (name, list) in &state.refs.sorted {
+            if !names.contains(list) {
+                problems.push(format!("UpdateDeployment {name:?}: updateList {list:?} not found"));
             }
         }
         if !problems.is_empty() {
@@ -564,7 +637,8 @@ impl<'r> History<'r> {
             let id = id?;
             let commit = self.repo.find_commit(id)?;
             let Ok(parent) = commit.parent(0) else { continue };
-            let (before, after) = (self.state_of(&parent)?, self.state_of(&commit)?);
+            let before = self.state_of(&parent, None)?;
+            let after = self.state_of(&commit, Some(&before))?;
             if before.invalid.is_some() || after.invalid.is_some() || Rc::ptr_eq(&before, &after) {
                 continue;
             }
@@ -729,6 +803,60 @@ mod test {
         );
         let entries: Vec<&str> = p.lists[0].1.iter().map(String::as_str).collect();
         assert_eq!(entries, ["KB1", "KB2", "criteria: classifications=Security Updates; products=Windows Server 2022"]);
+    }
+
+    fn state(files: &[&Rc<Parsed>], refs: Option<&Rc<Refs>>) -> State {
+        let deployment_files: Vec<Rc<Parsed>> =
+            files.iter().filter(|p| !p.deployments.is_empty()).map(|p| Rc::clone(p)).collect();
+        let list_files = files.iter().filter(|p| !p.lists.is_empty()).map(|p| Rc::clone(p)).collect();
+        let refs = refs.cloned().unwrap_or_else(|| {
+            let mut sorted: Vec<Ref> = deployment_files.iter().flat_map(|p| p.deployments.iter().cloned()).collect();
+            sorted.sort();
+            let mut by_list: HashMap<Rc<str>, Vec<usize>> = HashMap::new();
+            for (i, (_, l)) in sorted.iter().enumerate() {
+                by_list.entry(l.clone()).or_default().push(i);
+            }
+            Rc::new(Refs { sorted, by_list })
+        });
+        State { deployment_files, list_files, refs, invalid: None }
+    }
+
+    #[test]
+    fn the_quick_comparison_of_changed_lists_agrees_with_comparing_every_deployment() {
+        let doc = |kind: &str, name: &str, spec: &str| {
+            format!("apiVersion: patchops.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec: {spec}\n")
+        };
+        let deployments = Rc::new(parse(&format!(
+            "{}---\n{}---\n{}",
+            doc("UpdateDeployment", "a", "{updateList: one}"),
+            doc("UpdateDeployment", "b", "{updateList: one}"),
+            doc("UpdateDeployment", "c", "{updateList: two}")
+        )));
+        let two = Rc::new(parse(&doc("UpdateList", "two", "{updates: [KB9]}")));
+        let one_before = Rc::new(parse(&doc("UpdateList", "one", "{updates: [KB1, KB2]}")));
+        let one_after = Rc::new(parse(&doc("UpdateList", "one", "{updates: [KB2, KB3]}")));
+        let old = state(&[&deployments, &one_before, &two], None);
+        let quick = state(&[&deployments, &one_after, &two], Some(&old.refs));
+        let full = state(&[&deployments, &one_after, &two], None);
+        assert!(State::changed_lists(&old, &quick).is_some() && State::changed_lists(&old, &full).is_none());
+        let all = AuditQuery::default();
+        let got: Vec<(String, String, Action)> = diff(&old, &quick, &all).iter().map(Change::key).collect();
+        let expected = [
+            ("a", "KB3", Action::Approved),
+            ("a", "KB1", Action::Withdrawn),
+            ("b", "KB3", Action::Approved),
+            ("b", "KB1", Action::Withdrawn),
+        ];
+        let mut expected: Vec<(String, String, Action)> =
+            expected.iter().map(|(d, u, a)| (d.to_string(), u.to_string(), *a)).collect();
+        expected.sort();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        assert_eq!(got_sorted, expected);
+        assert_eq!(diff(&old, &quick, &all), diff(&old, &full, &all));
+        let only_b = AuditQuery { deployment: Some("b".into()), updates: vec!["kb1".into()], since: None };
+        assert_eq!(diff(&old, &quick, &only_b), diff(&old, &full, &only_b));
+        assert_eq!(diff(&old, &quick, &only_b).len(), 1);
     }
 
     #[test]
