@@ -207,6 +207,13 @@ fn a_url_repository_keeps_the_status_branch_in_its_cache_clone_and_pushes_it_to_
     let next = publish(&source(&fresh), &record("2025-12-03T08:00:00Z", 9), BRANCH, None).unwrap();
     assert_eq!(origin.find_commit(next.commit()).unwrap().parent_id(0).unwrap(), first.commit());
     assert_eq!(origin.refname_to_id(&format!("refs/heads/{BRANCH}")).unwrap(), next.commit());
+
+    // The first reconciler fetches (as every reconcile does) and builds on the newer
+    // remote status instead of having its push rejected.
+    source(&cache).resolve_revision().unwrap();
+    let later = publish(&source(&cache), &record("2025-12-04T08:00:00Z", 10), BRANCH, None).unwrap();
+    assert_eq!(origin.find_commit(later.commit()).unwrap().parent_id(0).unwrap(), next.commit());
+    assert_eq!(origin.refname_to_id(&format!("refs/heads/{BRANCH}")).unwrap(), later.commit());
 }
 
 #[test]

@@ -273,7 +273,8 @@ pub fn publish_logged(source: &GitSource, record: &ReconcileRecord, branch: &str
 }
 
 /// Commit `snapshot` to `refs/heads/<branch>` when it differs from the branch's tree.
-/// The parent is the local branch, else the fetched `refs/remotes/origin/<branch>`.
+/// The parent is the local branch, or the fetched `refs/remotes/origin/<branch>` when the
+/// local one is missing or behind it (another reconciler pushed a newer status).
 pub fn commit_snapshot(
     repo: &Repository,
     branch: &str,
@@ -281,18 +282,21 @@ pub fn commit_snapshot(
     time: Timestamp,
 ) -> Result<Published, git2::Error> {
     let refname = format!("refs/heads/{branch}");
-    let parent = repo
-        .find_reference(&refname)
-        .or_else(|_| repo.find_reference(&format!("refs/remotes/{REMOTE}/{branch}")))
-        .ok()
-        .map(|r| r.peel_to_commit())
-        .transpose()?;
+    let local = repo.find_reference(&refname).ok().map(|r| r.peel_to_commit()).transpose()?;
+    let fetched =
+        repo.find_reference(&format!("refs/remotes/{REMOTE}/{branch}")).ok().and_then(|r| r.peel_to_commit().ok());
+    let local_id = local.as_ref().map(|c| c.id());
+    let parent = match (local, fetched) {
+        (Some(l), Some(f)) if l.id() != f.id() && repo.graph_descendant_of(f.id(), l.id())? => Some(f),
+        (Some(l), _) => Some(l),
+        (None, f) => f,
+    };
     let tree = write_tree(repo, &snapshot.files())?;
     if let Some(parent) = &parent
         && parent.tree_id() == tree
     {
-        if repo.find_reference(&refname).is_err() {
-            repo.reference(&refname, parent.id(), false, "patchops status: branch from the remote")?;
+        if local_id != Some(parent.id()) {
+            repo.reference(&refname, parent.id(), true, "patchops status: fast-forward to the remote")?;
         }
         return Ok(Published::Unchanged { commit: parent.id() });
     }
@@ -302,8 +306,8 @@ pub fn commit_snapshot(
     let parents: Vec<&git2::Commit> = parent.iter().collect();
     let commit = repo.commit(None, &signature, &signature, &message, &tree, &parents)?;
     // Moves the branch only if nobody else moved it meanwhile.
-    match parent.as_ref().filter(|_| repo.find_reference(&refname).is_ok()) {
-        Some(p) => repo.reference_matching(&refname, commit, true, p.id(), "patchops status")?,
+    match local_id {
+        Some(current) => repo.reference_matching(&refname, commit, true, current, "patchops status")?,
         None => repo.reference(&refname, commit, false, "patchops status")?,
     };
     Ok(Published::Committed { commit, message })
