@@ -374,6 +374,13 @@ fn filters_by_update_deployment_and_since_return_only_the_matching_changes() {
     assert_eq!(since.events.len(), 5);
     assert_eq!(since.commits_walked, 5, "c4 (baseline), c5, m2, c7, c8");
 
+    // From the repair of the broken commit on: the broken one cannot be the baseline, so
+    // the last valid commit before it is, and nothing changed since.
+    let tip = s.book.repo.refname_to_id("refs/heads/main").unwrap();
+    let after_repair = run(&s, &AuditQuery { since: Some(s.book.time(tip)), ..Default::default() });
+    assert!(after_repair.events.is_empty(), "{:#?}", after_repair.events);
+    assert_eq!(after_repair.commits_walked, 3, "c8, c7 (broken), m2 (baseline)");
+
     let nothing = run(&s, &AuditQuery { updates: vec!["KB404".into()], ..Default::default() });
     assert!(nothing.events.is_empty());
 }

@@ -194,12 +194,13 @@ pub fn audit_commits(
     query: &AuditQuery,
 ) -> Result<AuditReport, git2::Error> {
     let mut history = History::new(repo, folder);
-    // Newest to oldest; with --since the first commit before it is the baseline.
+    // Newest to oldest; with --since the first valid commit before it is the baseline.
     let mut chain = Vec::new();
     let mut next = Some(repo.find_commit(tip)?);
     while let Some(commit) = next {
         let before_since = query.since.is_some_and(|s| commit_time(&commit) < s);
-        next = if before_since { None } else { commit.parents().next() };
+        let baseline = before_since && history.state_of(&commit, None)?.invalid.is_none();
+        next = if baseline { None } else { commit.parents().next() };
         chain.push((commit, !before_since));
     }
     let mut events = Vec::new();
