@@ -49,6 +49,13 @@ pub enum Command {
         #[command(flatten)]
         repo: RepoArgs,
     },
+    /// What merging a branch would change (exit 0 no change, 2 change, 1 error).
+    Plan(crate::git::plan::PlanArgs),
+    /// Automatic deployment rules: propose matching updates on a branch.
+    Rules {
+        #[command(subcommand)]
+        command: crate::git::rules::RulesCommand,
+    },
     /// The standalone reconciler: sync git and catalogs, reconcile, persist status, repeat.
     Run(crate::standalone::RunArgs),
     /// The management point: the HTTP API agents register with, fetch policy and the
@@ -57,18 +64,8 @@ pub enum Command {
         /// Store: a SQLite file path or a postgres:// URL.
         #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
         store: String,
-        /// Address to listen on.
-        #[arg(long, env = "PATCHOPS_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// The shared secret a client presents once to register and get its own token.
-        #[arg(long, env = "PATCHOPS_ENROLL_SECRET", hide_env_values = true)]
-        enroll_secret: String,
-        /// Largest state batch accepted, in bytes.
-        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BATCH_BYTES)]
-        max_batch_bytes: usize,
-        /// Most state messages accepted in one batch.
-        #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BATCH_MESSAGES)]
-        max_batch_messages: usize,
+        #[command(flatten)]
+        server: crate::server::ServeArgs,
     },
     /// Show the last reconcile from the store; with --at (or --repo), the compliance
     /// snapshot of the status branch as it was at a date.
@@ -102,8 +99,22 @@ pub enum Command {
     /// and merged pull request, from the branch's history. An update list's criteria are
     /// reported as one entry (`criteria: …`) approved or withdrawn when they change.
     Audit(crate::git::audit::AuditArgs),
+    /// The Kubernetes operator: reconcile the custom resources of a namespace into the
+    /// store and their status subresources.
+    Controller(crate::kubernetes::ControllerArgs),
     /// Benchmarks of the reconcile core and the store (build with --release).
     Bench(crate::standalone::bench::BenchArgs),
+    /// The client: registers with the management point, polls its policy, scans, downloads
+    /// and installs what mandatory deployments require, and reports state messages.
+    Agent(crate::agent::command::AgentArgs),
+    /// The content library the management point serves to agents.
+    Content {
+        #[command(subcommand)]
+        command: ContentCommand,
+    },
+    /// In-process agents against a management point on loopback, on an accelerated clock,
+    /// ending with the compliance table.
+    Simulate(crate::sim::simulate::SimulateArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,6 +171,20 @@ pub enum CatalogCommand {
     Schema,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ContentCommand {
+    /// Copy files into the content library under their sha256 (what the catalog names).
+    Add {
+        /// The library folder (`serve --content-dir`).
+        #[arg(long, env = "PATCHOPS_CONTENT_DIR", default_value = ".patchops/content")]
+        content_dir: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+}
+
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHOPS_LOG")
         .unwrap_or_else(|_| "info,postgres=warn,tokio_postgres=warn".into());
@@ -183,12 +208,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             validate(&repo)
         }
         Command::Run(args) => crate::standalone::run(args),
-        Command::Serve { store, listen, enroll_secret, max_batch_bytes, max_batch_messages } => {
+        Command::Plan(args) => crate::git::plan::run(&args),
+        Command::Rules { command } => crate::git::rules::command(command),
+        Command::Serve { store, server } => {
             let store = crate::store::open(&store)?;
             let store = std::sync::Arc::new(std::sync::Mutex::new(store));
-            let mut config = crate::server::ServerConfig::new(enroll_secret);
-            config.max_batch_bytes = max_batch_bytes;
-            config.max_batch_messages = max_batch_messages;
+            let listen = server.listen;
+            let config = server.config()?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -243,11 +269,28 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Catalog { command } => catalog(command),
         Command::Audit(args) => crate::git::audit::run(args),
+        Command::Controller(args) => crate::kubernetes::run(args),
         Command::Bench(args) => crate::standalone::bench::run(args),
+        Command::Agent(args) => crate::agent::command::run(args),
+        Command::Simulate(args) => crate::sim::simulate::run(args),
+        Command::Content { command: ContentCommand::Add { content_dir, files, output } } => {
+            let library = crate::server::content::ContentLibrary::open(&content_dir)?;
+            let added = files.iter().map(|f| library.add_file(f)).collect::<Result<Vec<_>>>()?;
+            match output {
+                OutputFormat::Table => {
+                    for a in &added {
+                        println!("{}  {:>12}  {}", a.sha256, a.size, a.source.display());
+                    }
+                }
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&added).expect("serializes")),
+                OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(&added).expect("serializes")),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
-fn open_existing_store(store: &str) -> Result<Box<dyn crate::store::Store>> {
+pub(crate) fn open_existing_store(store: &str) -> Result<Box<dyn crate::store::Store>> {
     let path = store.strip_prefix("sqlite://").unwrap_or(store);
     let is_file = !store.contains("://") || store.starts_with("sqlite://");
     if is_file && !std::path::Path::new(path).exists() {

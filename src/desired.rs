@@ -144,6 +144,62 @@ impl DesiredState {
         if problems.is_empty() { Ok(state) } else { Err(problems) }
     }
 
+    /// The desired state of custom resources read from a cluster, checked by the same
+    /// rules as a repository. Each object is a document of its own, named
+    /// `Kind namespace/name` in problems. Unlike [`Self::load`], one wrong object does
+    /// not reject the rest: objects with problems are left out (and so are objects that
+    /// then refer to them, each with its own problem), and every problem is returned
+    /// under the (kind, name) it belongs to.
+    pub fn from_objects(
+        revision: &str,
+        objects: &[serde_json::Value],
+    ) -> (Self, BTreeMap<(String, String), Vec<Problem>>) {
+        let label = |o: &serde_json::Value| -> (String, String, String) {
+            let text = |p: &str| o.pointer(p).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let (kind, name) = (text("/kind"), text("/metadata/name"));
+            (format!("{kind} {}/{name}", text("/metadata/namespace")), kind, name)
+        };
+        // Only what a repository document holds: the server's metadata and the status
+        // are the cluster's, not the user's.
+        let mut files: Vec<(String, String)> = objects
+            .iter()
+            .map(|o| {
+                let meta = &o["metadata"];
+                let mut metadata = serde_json::Map::new();
+                for key in ["name", "namespace", "labels", "annotations"] {
+                    if let Some(v) = meta.get(key).filter(|v| !v.is_null()) {
+                        metadata.insert(key.to_string(), v.clone());
+                    }
+                }
+                let doc = serde_json::json!({
+                    "apiVersion": o["apiVersion"], "kind": o["kind"], "metadata": metadata, "spec": o["spec"],
+                });
+                (label(o).0, serde_json::to_string_pretty(&doc).expect("JSON values serialize"))
+            })
+            .collect();
+        let keys: HashMap<String, (String, String)> = objects.iter().map(label).map(|(f, k, n)| (f, (k, n))).collect();
+        let mut problems: BTreeMap<(String, String), Vec<Problem>> = BTreeMap::new();
+        // Each round leaves out at least one object, so this ends.
+        loop {
+            match Self::load(revision, &files) {
+                Ok(state) => return (state, problems),
+                Err(found) => {
+                    for p in found {
+                        let key = keys.get(&p.file).cloned().unwrap_or_default();
+                        problems.entry(key).or_default().push(p);
+                    }
+                    let bad: BTreeSet<&String> =
+                        keys.iter().filter(|(_, k)| problems.contains_key(*k)).map(|(f, _)| f).collect();
+                    let before = files.len();
+                    files.retain(|(f, _)| !bad.contains(f));
+                    if files.len() == before {
+                        return (DesiredState { revision: revision.to_string(), ..Default::default() }, problems);
+                    }
+                }
+            }
+        }
+    }
+
     fn add(
         &mut self,
         doc: &RawDocument,
@@ -521,6 +577,47 @@ spec:
         let p = load(files).unwrap_err();
         assert_eq!(p.len(), 1, "{p:#?}");
         p.into_iter().next().unwrap()
+    }
+
+    /// The BASE documents as the objects a cluster returns: server metadata and status.
+    fn objects(yaml: &str) -> Vec<serde_json::Value> {
+        parse_documents("base.yaml", yaml)
+            .unwrap()
+            .into_iter()
+            .map(|d| {
+                let mut o = d.value;
+                o["metadata"]["namespace"] = "site".into();
+                o["metadata"]["uid"] = "0d1e".into();
+                o["metadata"]["generation"] = 3.into();
+                o["status"] = serde_json::json!({"conditions": []});
+                o
+            })
+            .collect()
+    }
+
+    #[test]
+    fn custom_resources_from_a_cluster_load_by_the_repository_rules() {
+        let (d, problems) = DesiredState::from_objects("cluster", &objects(BASE));
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert_eq!(d.deployments["pilot"].metadata.namespace.as_deref(), Some("site"));
+        assert_eq!(d.collections.len(), 1);
+    }
+
+    #[test]
+    fn one_wrong_custom_resource_is_left_out_with_its_problem_and_the_rest_loads() {
+        let bad = BASE.replace("Europe/Berlin", "Europe/Atlantis");
+        let (d, problems) = DesiredState::from_objects("cluster", &objects(&bad));
+        let key = ("Collection".to_string(), "servers".to_string());
+        let p = &problems[&key][0];
+        assert_eq!(
+            (p.file.as_str(), p.field.as_str()),
+            ("Collection site/servers", "spec.maintenanceWindows[0].timeZone")
+        );
+        // The deployment targeting it is left out too, and says why.
+        let dep = &problems[&("UpdateDeployment".to_string(), "pilot".to_string())][0];
+        assert!(dep.message.contains("collection \"servers\" not found"), "{dep}");
+        assert!(d.update_lists.contains_key("dec-sec"));
+        assert!(d.deployments.is_empty() && d.collections.is_empty());
     }
 
     #[test]

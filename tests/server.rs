@@ -55,7 +55,7 @@ impl Reply {
 }
 
 fn config() -> ServerConfig {
-    ServerConfig { enroll_secret: SECRET.into(), max_batch_bytes: 64 * 1024, max_batch_messages: 50 }
+    ServerConfig { enroll_secret: SECRET.into(), max_batch_bytes: 64 * 1024, max_batch_messages: 50, content: None }
 }
 
 impl Server {

@@ -1,7 +1,14 @@
-//! The client side: when and how to scan (`schedule`, seed Table 2), scanners that
-//! decide, for each catalog update, whether it applies to this system and whether it is
-//! installed (seed step 2's compliance scan), and installers (seed step 4).
+//! The client side: the agent loop (`runner`) and its conversation with the management
+//! point (`client`), when and how to scan (`schedule`, seed Table 2), scanners that decide
+//! for each catalog update whether it applies and is installed (seed step 2), the managed
+//! system (`machine`) and installers (seed step 4).
 
+pub mod client;
+pub mod command;
 pub mod installers;
+pub mod machine;
+pub mod runner;
 pub mod scanners;
 pub mod schedule;
+
+pub use runner::{Agent, AgentOptions, Download};

@@ -195,11 +195,17 @@ pub fn next_policy_poll(last_poll: Timestamp, interval: SignedDuration) -> Times
 
 /// State messages waiting to be sent (S6). Cached, and sent together once the batch
 /// interval has passed since the first was cached — or at once after an installation (D7).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Spool<M> {
     pub pending: Vec<M>,
     /// When the pending messages are due.
     pub send_at: Option<Timestamp>,
+}
+
+impl<M> Default for Spool<M> {
+    fn default() -> Self {
+        Spool { pending: Vec::new(), send_at: None }
+    }
 }
 
 impl<M> Spool<M> {

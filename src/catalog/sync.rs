@@ -153,7 +153,7 @@ impl Syncer {
             }
             match result {
                 Ok(updates) => {
-                    info!(catalog = %name, updates = updates.len(), "catalog source read");
+                    tracing::debug!(catalog = %name, updates = updates.len(), "catalog source read");
                     statuses.insert(name.clone(), status(&updates, now, None));
                     self.last.insert(name.clone(), (now, updates.clone(), c.spec.clone()));
                     imported.push(updates);

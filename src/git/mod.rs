@@ -3,6 +3,8 @@
 //! repository is cloned (bare) into a cache folder once and fetched on every load.
 
 pub mod audit;
+pub mod plan;
+pub mod rules;
 pub mod status;
 
 use std::collections::HashSet;
@@ -410,7 +412,7 @@ fn set_timeouts() {
 /// fails the fetch instead of looping. SSH: the ssh-agent (if `SSH_AUTH_SOCK` is set), then `~/.ssh/id_ed25519`,
 /// then `~/.ssh/id_rsa` (keys without a passphrase). HTTPS: the token in
 /// `PATCHOPS_GIT_TOKEN` (user "x-access-token") if set, else git's credential helper.
-fn credentials(
+pub(crate) fn credentials(
     tried: &mut HashSet<String>,
     config: Option<&git2::Config>,
     url: &str,

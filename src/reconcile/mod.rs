@@ -269,9 +269,7 @@ impl Plan {
             let settings = timing::effective_settings(&d.spec, template);
             let timing = Timing::of(&d.spec, &settings);
             let list = list_index.get(d.spec.update_list.as_str()).copied();
-            let updates: Vec<u32> = list
-                .map(|l| lists[l].1.updates.iter().copied().filter(|&i| !catalog.updates[i as usize].expired).collect())
-                .unwrap_or_default();
+            let updates: Vec<u32> = list.map(|l| lists[l].1.deployed(catalog)).unwrap_or_default();
             let warnings = list.map(|l| supersedence_warnings(&lists[l].1, catalog)).unwrap_or_default();
             let slots: Vec<Option<usize>> = if d.spec.phases.is_empty() {
                 vec![settings.collection.as_deref().and_then(|c| collections.index_of(c))]
@@ -945,7 +943,7 @@ impl Engine {
 /// What a list names that a deployment of it will not install as written: updates the
 /// list left out as superseded or expired, superseded updates it keeps on purpose, and
 /// expired updates (never deployed).
-fn supersedence_warnings(list: &ResolvedList, catalog: &Catalog) -> Vec<(&'static str, String)> {
+pub fn supersedence_warnings(list: &ResolvedList, catalog: &Catalog) -> Vec<(&'static str, String)> {
     let mut out: Vec<(&'static str, String)> = list
         .excluded
         .iter()

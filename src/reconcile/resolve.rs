@@ -11,6 +11,14 @@ pub struct ResolvedList {
     pub excluded: Vec<ExcludedUpdate>,
 }
 
+impl ResolvedList {
+    /// What a deployment of this list installs: the resolved updates without expired
+    /// ones, which are never deployed even when the list keeps them.
+    pub fn deployed(&self, catalog: &Catalog) -> Vec<u32> {
+        self.updates.iter().copied().filter(|&i| !catalog.updates[i as usize].expired).collect()
+    }
+}
+
 /// Does an update match every given criterion?
 pub fn matches(c: &UpdateCriteria, u: &Update) -> bool {
     let ieq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
@@ -156,5 +164,16 @@ mod test {
         keep.exclude_superseded = false;
         keep.exclude_expired = false;
         assert_eq!(ids(&c, &resolve(&keep, &c)), vec!["KB050-srv", "KB100-w11"]);
+    }
+
+    #[test]
+    fn o_dep_a_list_that_keeps_an_expired_update_never_deploys_it() {
+        let c = catalog();
+        let mut keep = spec(&["KB100", "KB050-srv"], None);
+        keep.exclude_superseded = false;
+        keep.exclude_expired = false;
+        let deployed: Vec<&str> =
+            resolve(&keep, &c).deployed(&c).iter().map(|&i| c.updates[i as usize].id.as_str()).collect();
+        assert_eq!(deployed, vec!["KB100-w11"]);
     }
 }

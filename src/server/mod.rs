@@ -7,6 +7,7 @@
 //! The store is synchronous: it is shared behind a mutex and only called from
 //! `spawn_blocking`, never on a runtime thread.
 
+pub mod content;
 mod metrics;
 
 use std::collections::{BTreeMap, HashMap};
@@ -58,6 +59,8 @@ pub struct ServerConfig {
     pub max_batch_bytes: usize,
     /// Most state messages in one batch (default 10 000); more get 413.
     pub max_batch_messages: usize,
+    /// The content library served at `/v1/content/{sha256}`; None serves no content.
+    pub content: Option<content::ContentLibrary>,
 }
 
 impl ServerConfig {
@@ -67,7 +70,39 @@ impl ServerConfig {
             enroll_secret: enroll_secret.into(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
+            content: None,
         }
+    }
+}
+
+/// The management point's command-line options (`serve`, and `run` which embeds it).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address the management point listens on.
+    #[arg(long, env = "PATCHOPS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The shared secret a client presents once to register and get its own token
+    /// (without one, registration is refused).
+    #[arg(long, env = "PATCHOPS_ENROLL_SECRET", hide_env_values = true)]
+    pub enroll_secret: Option<String>,
+    /// Largest state batch accepted, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES)]
+    pub max_batch_bytes: usize,
+    /// Most state messages accepted in one batch.
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_MESSAGES)]
+    pub max_batch_messages: usize,
+    /// Content library served to clients (files named by sha256; `patchops content add`).
+    #[arg(long, env = "PATCHOPS_CONTENT_DIR")]
+    pub content_dir: Option<std::path::PathBuf>,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> crate::Result<ServerConfig> {
+        let mut config = ServerConfig::new(self.enroll_secret.clone().unwrap_or_default());
+        config.max_batch_bytes = self.max_batch_bytes;
+        config.max_batch_messages = self.max_batch_messages;
+        config.content = self.content_dir.as_deref().map(content::ContentLibrary::open).transpose()?;
+        Ok(config)
     }
 }
 
@@ -77,6 +112,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("enroll_secret", &if self.enroll_secret.is_empty() { "(none)" } else { "(set)" })
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("max_batch_messages", &self.max_batch_messages)
+            .field("content", &self.content.as_ref().map(|c| c.dir().to_path_buf()))
             .finish()
     }
 }
@@ -99,6 +135,7 @@ pub fn router(store: SharedStore, config: ServerConfig) -> Router {
         .route("/v1/policy", get(policy))
         .route("/v1/catalog", get(catalog))
         .route("/v1/states", post(states))
+        .route("/v1/content/{sha256}", get(content_file))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -446,6 +483,46 @@ async fn catalog(
 
 /// `POST /v1/states`: apply a batch of the caller's state messages (S6); answered only
 /// after the store committed it.
+/// `GET /v1/content/{sha256}`: one content file of the library, by the sha256 the catalog
+/// names (D5: clients fetch single files, never a whole package). Range requests resume
+/// an interrupted download; the ETag is the sha256, so a client can check what it got.
+async fn content_file(
+    State(state): State<Shared>,
+    axum::extract::Path(sha256): axum::extract::Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    authenticate(&state, request.headers()).await?;
+    if !content::is_sha256(&sha256) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("{sha256:?} is not a sha256; ask for a file by the 64 lower-case hex digits the catalog lists"),
+        ));
+    }
+    let Some(library) = &state.config.content else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this management point serves no content; start it with --content-dir or download from the update's URL",
+        ));
+    };
+    if !library.contains(&sha256) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("content {sha256} is not in the content library; the operator adds it with `patchops content add`"),
+        ));
+    }
+    use tower::ServiceExt;
+    let mut response = tower_http::services::ServeFile::new(library.path(&sha256))
+        .oneshot(request)
+        .await
+        .map_err(|_| ApiError::internal("cannot read the content file"))?
+        .map(Body::new);
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{sha256}\"")) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    Ok(response)
+}
+
 async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     let client = authenticate(&state, &headers).await?;
     let limit = state.config.max_batch_bytes;
@@ -572,7 +649,7 @@ async fn not_found(request: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "no such endpoint: {} {}; the API is /v1/register, /v1/policy, /v1/catalog, /v1/states",
+            "no such endpoint: {} {}; the API is /v1/register, /v1/policy, /v1/catalog, /v1/states, /v1/content/{{sha256}} (openapi/patchops-v1.yaml)",
             request.method(),
             request.uri().path()
         ),
@@ -585,4 +662,64 @@ async fn count_requests(State(state): State<Shared>, request: Request, next: Nex
     let response = next.run(request).await;
     state.metrics.request(route.as_deref().unwrap_or("unmatched"), response.status().as_u16());
     response
+}
+
+/// A management point on its own runtime thread (`simulate`, tests): started on an
+/// address (port 0 picks one), stopped gracefully, restartable on the same address.
+pub struct BackgroundServer {
+    pub base: String,
+    pub addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<crate::Result<()>>>,
+}
+
+impl BackgroundServer {
+    pub fn start(
+        addr: SocketAddr,
+        store: &str,
+        secret: &str,
+        content_dir: Option<std::path::PathBuf>,
+    ) -> crate::Result<Self> {
+        let shared: SharedStore = Arc::new(Mutex::new(crate::store::open(store)?));
+        let mut config = ServerConfig::new(secret);
+        config.content = content_dir.as_deref().map(content::ContentLibrary::open).transpose()?;
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|_| l))
+            .map_err(|e| crate::Error::Usage(format!("cannot listen on {addr}: {e}")))?;
+        let addr = listener.local_addr().map_err(|e| crate::Error::Usage(e.to_string()))?;
+        let base = format!("http://{addr}");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| crate::Error::Usage(e.to_string()))?;
+            let keep = shared.clone();
+            let served = rt.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::from_std(listener).map_err(|e| crate::Error::Usage(e.to_string()))?;
+                serve_listener(listener, shared, config, async move {
+                    let _ = rx.await;
+                })
+                .await
+            });
+            drop(rt);
+            drop(keep);
+            served
+        });
+        Ok(BackgroundServer { base, addr, shutdown: Some(tx), thread: Some(thread) })
+    }
+
+    /// Stop accepting, finish the requests in flight, close the store.
+    pub fn stop(mut self) -> crate::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(crate::Error::Usage("the management point thread panicked".into())),
+            None => Ok(()),
+        }
+    }
 }

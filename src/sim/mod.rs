@@ -1,7 +1,10 @@
 //! Simulated clients for demos and tests: a fleet described by groups (counts, fact
 //! mixes, patch levels, failure rates) is generated deterministically; each client
 //! "scans" by evaluating the catalog's applicability rules against its facts and
-//! reports through the store's state-message path, as a real agent would.
+//! reports through the store's state-message path, as a real agent would. `simulate`
+//! runs the same clients as in-process agents against a management point instead.
+
+pub mod simulate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -159,7 +162,46 @@ impl SimFleet {
     }
 }
 
+impl SimFleet {
+    /// The fleet with its group sizes scaled so it has `n` clients (at least one per
+    /// group while n allows), keeping the mix of the description.
+    pub fn generate_scaled(spec: &FleetSpec, n: usize) -> Self {
+        let total: usize = spec.groups.iter().map(|g| g.count).sum::<usize>().max(1);
+        let mut spec = spec.clone();
+        let mut left = n;
+        let groups = spec.groups.len();
+        for (i, g) in spec.groups.iter_mut().enumerate() {
+            let share = if i + 1 == groups { left } else { (g.count * n).div_ceil(total).min(left) };
+            g.count = share;
+            left -= share;
+        }
+        Self::generate(&spec)
+    }
+}
+
 impl SimClient {
+    /// This client as a machine an in-process agent manages: its facts and patch level,
+    /// installs that take up to 10 minutes and fail at the group's rate, scans that fail
+    /// for the clients whose scans fail.
+    pub fn machine(&self, seed: u64) -> crate::agent::machine::FactsMachine {
+        use crate::agent::installers::simulated::Simulated;
+        let installer = Simulated::new(seed, SignedDuration::from_mins(10), self.install_failure_rate, 0.0);
+        let mut m = crate::agent::machine::FactsMachine::new(
+            crate::agent::machine::FactsDocument { facts: self.facts.values.clone(), ..Default::default() },
+            installer,
+        );
+        m.patched_through = Some(self.patched_through);
+        if self.fails_scans {
+            m.scan_error = Some("0x8024402C: the update source could not be reached".into());
+        }
+        m
+    }
+
+    /// Whether this client never scans (its agent is broken): it stays Unknown.
+    pub fn never_scans(&self) -> bool {
+        self.never_scans
+    }
+
     /// One scan: the catalog's applicability rules over this client's facts.
     pub fn scan(&self, catalog: &Catalog, time: Timestamp, seed: u64) -> StateBatch {
         let mut rng = fastrand::Rng::with_seed(seed);
@@ -175,16 +217,8 @@ impl SimClient {
                 }],
             };
         }
-        // What is installed: every update for this OS released by the patch level.
         let mut facts = self.facts.clone();
-        for u in &catalog.updates {
-            if u.released <= self.patched_through && u.products.iter().any(|p| Some(p) == facts.values.get("os")) {
-                facts.installed.insert(u.id.to_ascii_uppercase());
-                if let Some(kb) = &u.kb {
-                    facts.installed.insert(kb.to_ascii_uppercase());
-                }
-            }
-        }
+        mark_patched(&mut facts, catalog, self.patched_through);
         let mut updates = Vec::new();
         for u in &catalog.updates {
             let (result, enforcement) = match u.applicability.evaluate(&facts) {
@@ -209,6 +243,20 @@ impl SimClient {
                 agent_version: self.info.agent_version.clone(),
                 updates,
             }],
+        }
+    }
+}
+
+/// A simulated patch level: every update for the machine's `os` fact released on or
+/// before `through` counts as installed.
+pub fn mark_patched(facts: &mut Facts, catalog: &Catalog, through: jiff::civil::Date) {
+    let os = facts.values.get("os").cloned();
+    for u in &catalog.updates {
+        if u.released <= through && u.products.iter().any(|p| Some(p) == os.as_ref()) {
+            facts.installed.insert(u.id.to_ascii_uppercase());
+            if let Some(kb) = &u.kb {
+                facts.installed.insert(kb.to_ascii_uppercase());
+            }
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum Suite {
     Server,
     /// `audit` of one update over a generated repository of 10,000 commits.
     Audit,
+    /// `patchops plan` on 1,000 resource files and the bench fleet in SQLite.
+    Plan,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -172,6 +174,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         Suite::Catalog => return super::bench_catalog::run(),
         Suite::Server => return super::bench_server::run(),
         Suite::Audit => return super::bench_audit::run(),
+        Suite::Plan => return super::bench_plan::run(&args),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();

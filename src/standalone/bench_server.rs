@@ -106,63 +106,100 @@ pub fn run() -> Result<ExitCode> {
         lat.len()
     );
 
-    // Ingestion: every client sends 4 batches of 500 state messages, 32 at a time.
-    let batches: Vec<(usize, String)> = (0..4)
-        .flat_map(|round| (0..CLIENTS).map(move |c| (c, round)))
-        .map(|(c, round)| {
-            let reports = (0..BATCH)
-                .map(|u| UpdateReport {
-                    id: updates[(c * 7 + u * 3 + round) % updates.len()].id.clone(),
-                    result: if u % 5 == 0 { ScanResult::Missing } else { ScanResult::Installed },
-                    enforcement: Enforcement::None,
+    // Ingestion: 1,000 clients at once, each on its own connection (its own thread),
+    // each sending 4 batches of 500 state messages, one after the other, as an agent does.
+    let batches: Vec<Vec<String>> = (0..CLIENTS)
+        .map(|c| {
+            (0..4)
+                .map(|round| {
+                    let reports = (0..BATCH)
+                        .map(|u| UpdateReport {
+                            id: updates[(c * 7 + u * 3 + round) % updates.len()].id.clone(),
+                            result: if u % 5 == 0 { ScanResult::Missing } else { ScanResult::Installed },
+                            enforcement: Enforcement::None,
+                        })
+                        .collect(); // u * 3 < 2,000: distinct updates
+                    let batch = StateBatch {
+                        client: format!("host-{c:05}"),
+                        sequence: round as u64 + 1,
+                        messages: vec![StateMessage::ScanCompleted {
+                            time: now + jiff::SignedDuration::from_secs(round as i64),
+                            catalog_version: 1,
+                            agent_version: None,
+                            updates: reports,
+                        }],
+                    };
+                    serde_json::to_string(&batch).expect("batches serialize")
                 })
-                .collect(); // u * 3 < 2,000: distinct updates
-            let batch = StateBatch {
-                client: format!("host-{c:05}"),
-                sequence: round as u64 + 1,
-                messages: vec![StateMessage::ScanCompleted {
-                    time: now + jiff::SignedDuration::from_secs(round as i64),
-                    catalog_version: 1,
-                    agent_version: None,
-                    updates: reports,
-                }],
-            };
-            (c, serde_json::to_string(&batch).expect("batches serialize"))
+                .collect()
         })
         .collect();
-    let messages: usize = batches.len() * BATCH;
-    let next = AtomicUsize::new(0);
+    let batch_count: usize = batches.iter().map(Vec::len).sum();
+    let messages: usize = batch_count * BATCH;
     let failures = AtomicUsize::new(0);
-    let started = Instant::now();
+    let retries = AtomicUsize::new(0);
+    let connected = std::sync::Barrier::new(CLIENTS + 1);
+    let mut started = Instant::now();
     std::thread::scope(|s| {
-        for _ in 0..32 {
-            let (agent, base, tokens, batches, next, failures) =
-                (agent.clone(), &base, &tokens, &batches, &next, &failures);
-            s.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((c, body)) = batches.get(i) else { break };
-                    let ok = agent
-                        .post(format!("{base}/v1/states"))
-                        .header("Authorization", format!("Bearer {}", tokens[*c]))
-                        .header("Content-Type", "application/json")
-                        .send(body.as_str())
-                        .is_ok_and(|r| r.status().as_u16() == 200);
-                    if !ok {
-                        failures.fetch_add(1, Ordering::Relaxed);
+        for (c, client_batches) in batches.iter().enumerate() {
+            let (base, tokens, failures, retries, connected) = (&base, &tokens, &failures, &retries, &connected);
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn_scoped(s, move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .max_idle_connections_per_host(1)
+                        .build()
+                        .into();
+                    // Open the connection first, so all 1,000 are connected when the clock starts.
+                    for _ in 0..20 {
+                        if agent.get(format!("{base}/healthz")).call().is_ok() {
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(50));
                     }
-                }
-            });
+                    connected.wait();
+                    for body in client_batches {
+                        // As an agent does: a batch whose connection broke is sent again
+                        // (same sequence, so it is applied once).
+                        let mut attempts = 0;
+                        loop {
+                            attempts += 1;
+                            let answer = agent
+                                .post(format!("{base}/v1/states"))
+                                .header("Authorization", format!("Bearer {}", tokens[c]))
+                                .header("Content-Type", "application/json")
+                                .send(body.as_str());
+                            match answer {
+                                Ok(r) if r.status().as_u16() == 200 => break,
+                                Err(ureq::Error::Io(_)) if attempts < 5 => {
+                                    retries.fetch_add(1, Ordering::Relaxed);
+                                    std::thread::sleep(std::time::Duration::from_millis(20));
+                                }
+                                other => {
+                                    if failures.fetch_add(1, Ordering::Relaxed) < 3 {
+                                        eprintln!("  a batch failed: {:?}", other.map(|r| r.status()));
+                                    }
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                })
+                .expect("client thread");
         }
+        connected.wait();
+        started = Instant::now();
     });
     let ingest = started.elapsed().as_secs_f64();
     let ingest_rate = messages as f64 / ingest;
     println!(
-        "  state ingestion through HTTP into SQLite: {messages} messages in {} batches of {BATCH} from {CLIENTS} clients: {:.2} s = {:.0} messages/s ({} failed)",
-        batches.len(),
+        "  state ingestion through HTTP into SQLite: {messages} messages in {} batches of {BATCH} from {CLIENTS} concurrent clients (one connection each): {:.2} s = {:.0} messages/s ({} failed, {} resent after a connection reset)",
+        batch_count,
         ingest,
         ingest_rate,
-        failures.load(Ordering::Relaxed)
+        failures.load(Ordering::Relaxed),
+        retries.load(Ordering::Relaxed)
     );
     let _ = stop_tx.send(());
     let _ = rt.block_on(server);

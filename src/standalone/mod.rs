@@ -5,9 +5,10 @@
 pub mod bench;
 pub mod bench_audit;
 pub mod bench_catalog;
+pub mod bench_plan;
 pub mod bench_server;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ use crate::desired::DesiredState;
 use crate::git::{GitSource, SourceTree};
 use crate::output::OutputFormat;
 use crate::reconcile::{Inputs, Outcome, previous_from, reconcile};
+use crate::resources::UpdateCatalogStatus;
 use crate::sim::SimFleet;
 use crate::store::{ReconcileRecord, ResourceStatus, Store};
 use crate::time::Duration;
@@ -60,6 +62,18 @@ pub struct RunArgs {
     /// A URL repository pushes to its own URL without this flag.
     #[arg(long, value_name = "REMOTE", requires = "status_branch")]
     pub status_push: Option<String>,
+    /// Run DeploymentRules after each new catalog version: proposals go on branches of
+    /// the (local) repository, never deployed until merged.
+    #[arg(long)]
+    pub propose_rules: bool,
+    #[command(flatten)]
+    pub rules: crate::git::rules::RuleArgs,
+    /// The embedded management point agents talk to (not with --once).
+    #[command(flatten)]
+    pub server: crate::server::ServeArgs,
+    /// Do not embed the management point (another `patchops serve` shares the store).
+    #[arg(long)]
+    pub no_serve: bool,
 }
 
 /// Read and check the desired state at the source's revision.
@@ -71,7 +85,7 @@ pub fn load_desired(source: &GitSource) -> Result<(SourceTree, DesiredState)> {
 }
 
 /// The client settings that apply to clients no collection-specific setting covers.
-fn default_settings(desired: &DesiredState) -> crate::resources::ClientSettingsSpec {
+pub fn default_settings(desired: &DesiredState) -> crate::resources::ClientSettingsSpec {
     desired
         .client_settings
         .values()
@@ -87,14 +101,18 @@ pub struct Runner {
     pub store: Box<dyn Store>,
     pub fleet_sim: Option<SimFleet>,
     syncer: Syncer,
-    saved_etags: HashSet<String>,
-    saved_assignments: HashMap<String, String>,
+    written: Written,
 }
 
 impl Runner {
     pub fn new(source: GitSource, store: Box<dyn Store>, fleet_sim: Option<SimFleet>) -> Self {
         let syncer = Syncer::new(&source.cache_dir.with_file_name("catalog-cache"));
-        Runner { source, store, fleet_sim, syncer, saved_etags: HashSet::new(), saved_assignments: HashMap::new() }
+        Runner { source, store, fleet_sim, syncer, written: Written::default() }
+    }
+
+    /// Run the DeploymentRules after catalog syncs (`--propose-rules`).
+    pub fn propose_rules(&mut self, proposer: crate::git::rules::Proposer) {
+        self.written.rules = Some(crate::git::rules::AfterSync::new(proposer));
     }
 
     /// One reconcile. Each step is its own transaction: an invalid revision writes
@@ -116,13 +134,37 @@ impl Runner {
                 info!(scans, "simulated clients reported scans");
             }
         }
-        let defaults = default_settings(&desired);
-        self.store.set_setting("scan_ttl_seconds", &defaults.scan_ttl.as_secs().to_string())?;
-        let fleet = self.store.load_fleet()?;
-        let last = self.store.last_reconcile()?;
+        self.written.reconcile_and_save(self.store.as_mut(), &desired, &catalog, &catalog_status, now)
+    }
+}
+
+/// The policies and assignments already in the store, so each reconcile writes only
+/// what changed. Shared by every driver that reconciles into a store.
+#[derive(Default)]
+pub struct Written {
+    saved_etags: HashSet<String>,
+    saved_assignments: HashMap<String, String>,
+    /// Deployment rules run after catalog syncs, with their last status.
+    pub rules: Option<crate::git::rules::AfterSync>,
+}
+
+impl Written {
+    /// Read the fleet and the previous status from the store, call the reconcile core,
+    /// and save the status of every resource and the client policies that changed.
+    pub fn reconcile_and_save(
+        &mut self,
+        store: &mut dyn Store,
+        desired: &DesiredState,
+        catalog: &Catalog,
+        catalog_status: &BTreeMap<String, UpdateCatalogStatus>,
+        now: Timestamp,
+    ) -> Result<(ReconcileRecord, Outcome)> {
+        let defaults = default_settings(desired);
+        store.set_setting("scan_ttl_seconds", &defaults.scan_ttl.as_secs().to_string())?;
+        let fleet = store.load_fleet()?;
+        let last = store.last_reconcile()?;
         let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
-        let outcome =
-            reconcile(&Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now });
+        let outcome = reconcile(&Inputs { desired, catalog, fleet: &fleet, previous: &previous, now });
         for e in &outcome.events {
             info!(kind = %e.kind, name = %e.name, reason = %e.reason, "{}", e.message);
         }
@@ -132,7 +174,7 @@ impl Runner {
         let mut push = |kind: &str, namespace: String, name: &str, v: serde_json::Value| {
             statuses.push(ResourceStatus { kind: kind.into(), namespace, name: name.into(), status: v });
         };
-        for (name, s) in &catalog_status {
+        for (name, s) in catalog_status {
             push("UpdateCatalog", ns(&desired.catalogs[name].metadata.namespace), name, json(s));
         }
         for (name, s) in &outcome.collections {
@@ -147,9 +189,18 @@ impl Runner {
         for (name, s) in &outcome.packages {
             push("DeploymentPackage", ns(&desired.packages[name].metadata.namespace), name, json(s));
         }
+        if let Some(rules) = self.rules.as_mut() {
+            for (name, s) in rules.run(desired, catalog, &fleet, &previous, now) {
+                push("DeploymentRule", ns(&desired.rules[&name].metadata.namespace), &name, json(&s));
+            }
+        }
         statuses.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
-        let record =
-            ReconcileRecord { time: now, revision: tree.revision.clone(), catalog_version: catalog.version, statuses };
+        let record = ReconcileRecord {
+            time: now,
+            revision: desired.revision.clone(),
+            catalog_version: catalog.version,
+            statuses,
+        };
 
         let policies: HashMap<String, serde_json::Value> = outcome
             .policies
@@ -165,7 +216,7 @@ impl Runner {
             .filter(|(c, etag)| self.saved_assignments.get(&c.name).map(String::as_str) != Some(*etag))
             .map(|(c, etag)| crate::store::PolicyAssignment { client: c.name.clone(), etag: etag.to_string() })
             .collect();
-        self.store.save_reconcile(&record, &policies, &assignments)?;
+        store.save_reconcile(&record, &policies, &assignments)?;
         self.saved_etags.extend(policies.into_keys());
         for a in assignments {
             self.saved_assignments.insert(a.client, a.etag);
@@ -193,10 +244,61 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         info!(clients = s.clients.len(), "simulating clients");
     }
     let mut runner = Runner::new(source, store, sim);
+    if args.propose_rules {
+        let proposer = crate::git::rules::Proposer {
+            repo: args.repo.repo.clone(),
+            base: args.repo.rev.clone(),
+            path: args.repo.path.clone(),
+            push: args.rules.push.clone(),
+            forge: args.rules.forge()?,
+        };
+        runner.propose_rules(proposer);
+    }
     // The store clients are synchronous: reconciles run on this thread, outside the
-    // runtime, which only waits for the interval or a shutdown signal.
-    let rt =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Usage(e.to_string()))?;
+    // runtime, which serves the management point and waits for the interval or a signal.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let mut keep_store = None;
+    let (stop_server, server) = if args.once || args.no_serve {
+        (None, None)
+    } else {
+        // The management point has its own store connection: SQLite in WAL mode (or
+        // PostgreSQL) lets it take state messages while a reconcile reads.
+        let shared: crate::server::SharedStore =
+            std::sync::Arc::new(std::sync::Mutex::new(crate::store::open(&args.store)?));
+        let config = args.server.config()?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind(args.server.listen)).map_err(|e| {
+            Error::Usage(format!(
+                "cannot listen on {}: {e}; choose another --listen address or pass --no-serve",
+                args.server.listen
+            ))
+        })?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        // The last handle is dropped on this thread: the PostgreSQL client must not be
+        // dropped on a runtime thread.
+        keep_store = Some(shared.clone());
+        let handle = rt.spawn(crate::server::serve_listener(listener, shared, config, async move {
+            let _ = rx.await;
+        }));
+        (Some(tx), Some(handle))
+    };
+    let result = reconcile_loop(&mut runner, &args, &rt);
+    if let Some(tx) = stop_server {
+        let _ = tx.send(());
+    }
+    if let Some(handle) = server
+        && let Ok(Err(e)) = rt.block_on(handle)
+    {
+        error!(error = %e, "the management point failed");
+    }
+    drop(keep_store);
+    result
+}
+
+fn reconcile_loop(runner: &mut Runner, args: &RunArgs, rt: &tokio::runtime::Runtime) -> Result<ExitCode> {
     loop {
         let started = std::time::Instant::now();
         match runner.reconcile_once(Timestamp::now()) {

@@ -1,0 +1,159 @@
+//! `patchops agent`: one agent on this machine, on the wall clock, until SIGINT/SIGTERM.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::ValueEnum;
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use super::installers::simulated::Simulated;
+use super::machine::{DpkgMachine, FactsDocument, FactsMachine, Machine};
+use super::runner::{Agent, AgentOptions, Download};
+use super::schedule::Trigger;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScannerKind {
+    /// This Debian/Ubuntu machine's dpkg status file.
+    Dpkg,
+    /// Applicability rules over a facts document (--facts).
+    Rules,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum InstallerKind {
+    /// apt-get: a dry run (`-s`) unless --apply.
+    Apt,
+    /// Simulated installs (Windows-like catalogs, demos).
+    Simulated,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Management point base URL, e.g. http://patchops.example.org:8080.
+    #[arg(long, env = "PATCHOPS_SERVER")]
+    pub server: String,
+    /// The enrollment secret (used once, to get this client's own token).
+    #[arg(long, env = "PATCHOPS_ENROLL_SECRET", hide_env_values = true)]
+    pub enroll_secret: String,
+    /// Client name (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where the agent keeps its token, spool, cached catalog and downloads.
+    #[arg(long, env = "PATCHOPS_AGENT_DIR", default_value = ".patchops/agent")]
+    pub state_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = ScannerKind::Dpkg)]
+    pub scanner: ScannerKind,
+    /// The dpkg status file (scanner dpkg).
+    #[arg(long, default_value = "/var/lib/dpkg/status")]
+    pub dpkg_status: PathBuf,
+    /// Facts document (scanner rules): `facts`, `installed`, `packages`.
+    #[arg(long)]
+    pub facts: Option<PathBuf>,
+    /// Extra facts collections select on, e.g. --fact role=server --fact site=BER.
+    #[arg(long = "fact", value_parser = parse_fact)]
+    pub extra_facts: Vec<(String, String)>,
+    /// Installer (default: apt for dpkg, simulated for rules).
+    #[arg(long, value_enum)]
+    pub installer: Option<InstallerKind>,
+    /// Let apt really install (without it apt only simulates: `apt-get -s`).
+    #[arg(long)]
+    pub apply: bool,
+    /// Start with a user-requested re-evaluation (T2.5: forced, online).
+    #[arg(long)]
+    pub scan_now: bool,
+    /// Do what is due now once, then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn parse_fact(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{s:?} is not name=value"))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+pub fn run(args: AgentArgs) -> Result<ExitCode> {
+    let extra: BTreeMap<String, String> = args.extra_facts.iter().cloned().collect();
+    let options = AgentOptions {
+        name: args.name.clone().unwrap_or_else(host_name),
+        server: args.server.clone(),
+        enroll_secret: args.enroll_secret.clone(),
+        state_dir: Some(args.state_dir.clone()),
+        download: Download::Http,
+        agent_version: super::runner::AGENT_VERSION.to_string(),
+        seed: fastrand::u64(..),
+    };
+    match args.scanner {
+        ScannerKind::Dpkg => {
+            if args.installer == Some(InstallerKind::Simulated) {
+                return Err(Error::Usage("the dpkg scanner installs with apt; use --installer apt".into()));
+            }
+            let machine = DpkgMachine::new(&args.dpkg_status, !args.apply, extra);
+            drive(Agent::new(options, machine)?, &args)
+        }
+        ScannerKind::Rules => {
+            let Some(path) = &args.facts else {
+                return Err(Error::Usage("the rules scanner needs --facts FILE (a facts document)".into()));
+            };
+            if args.installer == Some(InstallerKind::Apt) {
+                return Err(Error::Usage("the rules scanner installs with the simulated installer".into()));
+            }
+            let mut doc = FactsDocument::load(path)?;
+            doc.facts.extend(extra);
+            let machine = FactsMachine::new(
+                doc,
+                Simulated::new(fastrand::u64(..), jiff::SignedDuration::from_mins(10), 0.0, 0.0),
+            );
+            drive(Agent::new(options, machine)?, &args)
+        }
+    }
+}
+
+fn drive<M: Machine>(mut agent: Agent<M>, args: &AgentArgs) -> Result<ExitCode> {
+    if args.scan_now {
+        agent.user_trigger(Trigger::UserReevaluation);
+    }
+    info!(client = %agent.options.name, server = %agent.options.server, state_dir = %args.state_dir.display(), "agent started");
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Usage(e.to_string()))?;
+    loop {
+        let wake = agent.tick(Timestamp::now())?;
+        if let Some(why) = &agent.registration_refused {
+            return Err(Error::Usage(format!(
+                "{why}; check --enroll-secret (PATCHOPS_ENROLL_SECRET) and --server {}",
+                agent.options.server
+            )));
+        }
+        if args.once {
+            let s = agent.stats;
+            info!(scans = s.scans, installs = s.installs, batches_sent = s.batches_sent, "done");
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Wake at the next due moment, at least once a minute (the clock may jump).
+        let wait =
+            Timestamp::now().duration_until(wake).clamp(jiff::SignedDuration::ZERO, jiff::SignedDuration::from_mins(1));
+        let stop = rt.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(wait.unsigned_abs()) => false,
+                _ = crate::standalone::shutdown_signal() => true,
+            }
+        });
+        if stop {
+            warn!("agent stopping; its spool is on disk");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}

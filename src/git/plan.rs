@@ -1,0 +1,869 @@
+//! `patchops plan`: what merging a branch would change. Both revisions go through the
+//! same reconcile core against the current catalog and compliance, and the outcomes are
+//! compared per deployment: updates added and removed, machines that newly receive each
+//! update (with how many of them require it), deadlines against maintenance windows, and
+//! warnings. Exit code 0 no change, 2 change, 1 error, so CI can gate on it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use jiff::{SignedDuration, Timestamp};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::catalog::Catalog;
+use crate::compliance::{ComplianceState, Fleet, classify, client_unknown_reason};
+use crate::desired::DesiredState;
+use crate::reconcile::targeting::Collections;
+use crate::reconcile::timing::{Timing, effective_settings};
+use crate::reconcile::{Inputs, Previous, previous_from, reconcile, resolve, supersedence_warnings, windows};
+use crate::{Error, Result};
+
+/// How a plan is printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// A pull-request comment.
+    Markdown,
+    Json,
+    Table,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlanArgs {
+    /// Git repository: a local path or a URL.
+    #[arg(long, default_value = ".")]
+    pub repo: String,
+    /// The revision merged into (branch, tag or commit).
+    #[arg(long, default_value = "main")]
+    pub base: String,
+    /// The revision proposed (the pull request's branch).
+    #[arg(long)]
+    pub head: String,
+    /// Folder inside the repository holding the resources.
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Store with the current catalog and compliance: a SQLite file path or a postgres:// URL.
+    #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+    pub store: String,
+    #[arg(long, short, value_enum, default_value_t = PlanFormat::Markdown)]
+    pub output: PlanFormat,
+    /// Evaluate at this time (RFC 3339) instead of now, for reproducible plans.
+    #[arg(long)]
+    pub now: Option<Timestamp>,
+}
+
+/// What merging head into base changes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub base_revision: String,
+    pub head_revision: String,
+    pub catalog_version: u64,
+    pub clients: u64,
+    pub now: Timestamp,
+    /// Deployments that are added, removed or changed (unchanged ones are left out).
+    pub deployments: Vec<DeploymentPlan>,
+    /// How many deployments merging leaves as they are.
+    pub unchanged_deployments: u64,
+    /// Other resources added, removed or changed.
+    pub resources: Vec<ResourceChange>,
+    /// Warnings about the plan as a whole (e.g. no catalog in the store).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Change {
+    Added,
+    Removed,
+    Changed,
+}
+
+impl Change {
+    fn word(self) -> &'static str {
+        match self {
+            Change::Added => "added",
+            Change::Removed => "removed",
+            Change::Changed => "changed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceChange {
+    pub kind: String,
+    pub name: String,
+    pub change: Change,
+}
+
+/// One deployment's change.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentPlan {
+    pub name: String,
+    pub change: Change,
+    /// Deployed update ids after the merge (empty when removed).
+    pub updates: Vec<String>,
+    pub updates_added: Vec<String>,
+    pub updates_removed: Vec<String>,
+    /// The deployment's phase as the reconcile core gives it (Pending, Available,
+    /// PastDeadline, Halted) after and before the merge; None where it does not exist.
+    pub phase: Option<String>,
+    pub phase_before: Option<String>,
+    /// Machines targeted (every phase) before and after the merge.
+    pub targeted_before: u64,
+    pub targeted_after: u64,
+    pub available_time: Option<Timestamp>,
+    pub deadline: Option<Timestamp>,
+    pub deadline_before: Option<Timestamp>,
+    /// Longest max run time of the deployed updates, what a window must leave free.
+    pub max_run_time: String,
+    /// Each target collection and its maintenance windows against the deadline.
+    pub collections: Vec<CollectionFit>,
+    /// Per update and target collection: machines that receive the update only after
+    /// the merge, and how many of them require it now.
+    pub new_receipts: Vec<Receipt>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionFit {
+    /// The target collection (the deployment's, or a phase's).
+    pub name: String,
+    pub members: u64,
+    /// The collection whose maintenance windows these targeted machines get (a machine
+    /// gets the windows of every collection it is in); None: machines in no collection
+    /// with windows, which install as soon as the updates are available.
+    pub windows_of: Option<String>,
+    /// Targeted machines this row speaks for.
+    pub machines: u64,
+    /// First window at or after the available time that leaves the max run time free.
+    pub next_window: Option<Timestamp>,
+    /// That window starts early enough to finish before the deadline (true when there
+    /// is no deadline).
+    pub fits_before_deadline: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Receipt {
+    pub update: String,
+    pub collection: String,
+    pub machines: u64,
+    pub required: u64,
+}
+
+impl Plan {
+    /// Whether merging changes anything.
+    pub fn changes(&self) -> bool {
+        !self.deployments.is_empty() || !self.resources.is_empty()
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        if self.changes() { ExitCode::from(2) } else { ExitCode::SUCCESS }
+    }
+}
+
+/// Everything both sides are evaluated against.
+pub struct World<'a> {
+    pub catalog: &'a Catalog,
+    pub fleet: &'a Fleet,
+    pub previous: &'a Previous,
+    pub now: Timestamp,
+}
+
+/// `patchops plan`: print the plan; the exit code says whether merging changes anything.
+pub fn run(args: &PlanArgs) -> Result<ExitCode> {
+    let plan = make(args)?;
+    match args.output {
+        PlanFormat::Markdown => print!("{}", markdown(&plan)),
+        PlanFormat::Json => println!("{}", serde_json::to_string_pretty(&plan).expect("plans serialize")),
+        PlanFormat::Table => print!("{}", table(&plan)),
+    }
+    Ok(plan.exit_code())
+}
+
+/// Read both revisions and the store, and compute the plan.
+pub fn make(args: &PlanArgs) -> Result<Plan> {
+    let state = crate::standalone::state_dir();
+    let source = |rev: &str| crate::git::GitSource {
+        repo: args.repo.clone(),
+        revision: Some(rev.to_string()),
+        path: args.path.clone(),
+        cache_dir: state.join("git-cache"),
+    };
+    let (_, base) = crate::standalone::load_desired(&source(&args.base)).inspect_err(|e| {
+        if matches!(e, Error::InvalidDesiredState(_)) {
+            eprintln!("error: the base revision {:?} is invalid; fix it first", args.base);
+        }
+    })?;
+    let (_, head) = crate::standalone::load_desired(&source(&args.head)).inspect_err(|e| {
+        if matches!(e, Error::InvalidDesiredState(_)) {
+            eprintln!("error: the head revision {:?} is invalid; merging it would be rejected", args.head);
+        }
+    })?;
+    let store = crate::cli::open_existing_store(&args.store)?;
+    let catalog = store.load_catalog()?;
+    let fleet = store.load_fleet()?;
+    let last = store.last_reconcile()?;
+    let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
+    let world =
+        World { catalog: &catalog, fleet: &fleet, previous: &previous, now: args.now.unwrap_or_else(Timestamp::now) };
+    Ok(compute(&base, &head, &world))
+}
+
+/// One side, prepared: each deployment's updates and targets.
+struct Side {
+    collections: Collections,
+    /// Per deployment (desired order): deployed catalog indices, target collection per slot.
+    deployments: Vec<(String, Vec<u32>, Vec<Option<usize>>)>,
+    /// Per deployment: what its list names that it will not deploy as written.
+    warnings: Vec<Vec<String>>,
+}
+
+impl Side {
+    fn new(desired: &DesiredState, world: &World<'_>) -> Self {
+        let collections = Collections::new(&desired.collections);
+        let mut warnings = Vec::new();
+        let deployments = desired
+            .deployments
+            .iter()
+            .map(|(name, d)| {
+                let resolved =
+                    desired.update_lists.get(&d.spec.update_list).map(|l| resolve::resolve(&l.spec, world.catalog));
+                let updates = resolved.as_ref().map(|r| r.deployed(world.catalog)).unwrap_or_default();
+                warnings.push(
+                    resolved
+                        .iter()
+                        .flat_map(|r| {
+                            let not_in_catalog = r.excluded.iter().filter(|e| e.reason == "NotInCatalog");
+                            supersedence_warnings(r, world.catalog)
+                                .into_iter()
+                                .map(|(_, m)| m)
+                                .chain(not_in_catalog.map(|e| e.message.clone()))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect(),
+                );
+                let settings = settings_of(desired, name);
+                let slots = if d.spec.phases.is_empty() {
+                    vec![settings.collection.as_deref().and_then(|c| collections.index_of(c))]
+                } else {
+                    d.spec.phases.iter().map(|p| collections.index_of(&p.collection)).collect()
+                };
+                (name.clone(), updates, slots)
+            })
+            .collect();
+        Side { collections, deployments, warnings }
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.deployments.iter().position(|(n, _, _)| n == name)
+    }
+}
+
+fn settings_of(desired: &DesiredState, deployment: &str) -> crate::resources::DeploymentSettings {
+    let d = &desired.deployments[deployment];
+    let template = d.spec.template.as_ref().and_then(|t| desired.templates.get(t)).map(|t| t.spec.settings());
+    effective_settings(&d.spec, template)
+}
+
+fn member(row: &[u64], collection: Option<usize>) -> bool {
+    collection.is_some_and(|i| row[i / 64] >> (i % 64) & 1 == 1)
+}
+
+/// Per-client counters, summed over the fleet.
+#[derive(Clone, Default)]
+struct Tally {
+    /// Per base deployment, per head deployment: machines targeted.
+    targeted_base: Vec<u64>,
+    targeted_head: Vec<u64>,
+    /// (head deployment, update position, slot) → [machines, required].
+    receipts: HashMap<(usize, usize, usize), [u64; 2]>,
+    /// (changed head deployment, slot) → [machines, machines in a collection with windows].
+    slot_machines: HashMap<(usize, usize), [u64; 2]>,
+    /// (changed head deployment, slot, collection with windows) → machines.
+    window_machines: HashMap<(usize, usize, usize), u64>,
+}
+
+impl Tally {
+    fn merge(mut self, o: Tally) -> Tally {
+        self.targeted_base.iter_mut().zip(&o.targeted_base).for_each(|(a, b)| *a += b);
+        self.targeted_head.iter_mut().zip(&o.targeted_head).for_each(|(a, b)| *a += b);
+        for (k, v) in o.receipts {
+            let e = self.receipts.entry(k).or_default();
+            e[0] += v[0];
+            e[1] += v[1];
+        }
+        for (k, v) in o.slot_machines {
+            let e = self.slot_machines.entry(k).or_default();
+            e[0] += v[0];
+            e[1] += v[1];
+        }
+        for (k, v) in o.window_machines {
+            *self.window_machines.entry(k).or_default() += v;
+        }
+        self
+    }
+}
+
+/// Compare two desired states against the same catalog, fleet and time.
+pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> Plan {
+    let catalog = world.catalog;
+    let (b, h) = (Side::new(base, world), Side::new(head, world));
+    let spec_json = |d: &DesiredState, name: &str| serde_json::to_value(&d.deployments[name].spec).ok();
+
+    // Head deployments whose machines may newly receive updates: new ones, changed ones,
+    // and, when any collection changed, every one (its members may have).
+    let ids = |side: &Side, di: usize| -> Vec<String> {
+        side.deployments[di].1.iter().map(|&i| catalog.updates[i as usize].id.clone()).collect()
+    };
+    let collection_json = |d: &DesiredState| {
+        d.collections.iter().map(|(n, c)| (n.clone(), serde_json::to_value(&c.spec).ok())).collect::<Vec<_>>()
+    };
+    let collections_changed = collection_json(base) != collection_json(head);
+    let changed_spec: Vec<usize> = (0..h.deployments.len())
+        .filter(|&hi| {
+            let name = &h.deployments[hi].0;
+            match b.index(name) {
+                None => true,
+                Some(bi) => {
+                    spec_json(base, name) != spec_json(head, name)
+                        || settings_of(base, name) != settings_of(head, name)
+                        || ids(&b, bi) != ids(&h, hi)
+                }
+            }
+        })
+        .collect();
+    let changed_head: Vec<usize> =
+        if collections_changed { (0..h.deployments.len()).collect() } else { changed_spec.clone() };
+    // For each update a changed head deployment deploys: the base deployments that
+    // already deploy it (a machine they target receives it already).
+    let mut base_with: HashMap<u32, Vec<usize>> = HashMap::new();
+    for &hi in &changed_head {
+        for &u in &h.deployments[hi].1 {
+            base_with.entry(u).or_insert_with(|| {
+                (0..b.deployments.len()).filter(|&bi| b.deployments[bi].1.binary_search(&u).is_ok()).collect()
+            });
+        }
+    }
+    let defaults = crate::standalone::default_settings(head);
+    let windowed: Vec<usize> =
+        (0..h.collections.len()).filter(|&c| !h.collections.spec(c).maintenance_windows.is_empty()).collect();
+    let tally = world
+        .fleet
+        .clients
+        .par_iter()
+        .fold(
+            || Tally {
+                targeted_base: vec![0; b.deployments.len()],
+                targeted_head: vec![0; h.deployments.len()],
+                receipts: HashMap::new(),
+                slot_machines: HashMap::new(),
+                window_machines: HashMap::new(),
+            },
+            |mut t, client| {
+                let mut brow = vec![0u64; b.collections.len().div_ceil(64).max(1)];
+                let mut hrow = vec![0u64; h.collections.len().div_ceil(64).max(1)];
+                b.collections.evaluate(client, &mut brow);
+                h.collections.evaluate(client, &mut hrow);
+                let base_targets: Vec<bool> =
+                    b.deployments.iter().map(|(_, _, slots)| slots.iter().any(|&c| member(&brow, c))).collect();
+                for (i, &x) in base_targets.iter().enumerate() {
+                    t.targeted_base[i] += x as u64;
+                }
+                for (i, (_, _, slots)) in h.deployments.iter().enumerate() {
+                    t.targeted_head[i] += slots.iter().any(|&c| member(&hrow, c)) as u64;
+                }
+                let c = &client.compliance;
+                let usable = client_unknown_reason(
+                    c,
+                    defaults.scan_ttl.signed(),
+                    defaults.minimum_agent_version.as_deref(),
+                    world.now,
+                )
+                .is_none();
+                let scanned = c.last_scan.as_ref().map_or(0, |s| s.catalog_version);
+                for &hi in &changed_head {
+                    let (_, updates, slots) = &h.deployments[hi];
+                    let Some(slot) = slots.iter().position(|&col| member(&hrow, col)) else { continue };
+                    let mut any_window = false;
+                    for &ci in windowed.iter().filter(|&&ci| member(&hrow, Some(ci))) {
+                        *t.window_machines.entry((hi, slot, ci)).or_default() += 1;
+                        any_window = true;
+                    }
+                    let e = t.slot_machines.entry((hi, slot)).or_default();
+                    e[0] += 1;
+                    e[1] += any_window as u64;
+                    for (p, u) in updates.iter().enumerate() {
+                        if base_with[u].iter().any(|&bi| base_targets[bi]) {
+                            continue;
+                        }
+                        let required = usable && {
+                            let key = catalog.keys[*u as usize];
+                            let reported = c.states.binary_search_by_key(&key, |s| s.key()).ok().map(|i| c.states[i]);
+                            classify(reported, true, catalog.since_version[*u as usize], scanned).state()
+                                == ComplianceState::Required
+                        };
+                        let e = t.receipts.entry((hi, p, slot)).or_default();
+                        e[0] += 1;
+                        e[1] += required as u64;
+                    }
+                }
+                t
+            },
+        )
+        .reduce(
+            || Tally {
+                targeted_base: vec![0; b.deployments.len()],
+                targeted_head: vec![0; h.deployments.len()],
+                receipts: HashMap::new(),
+                slot_machines: HashMap::new(),
+                window_machines: HashMap::new(),
+            },
+            Tally::merge,
+        );
+
+    // What merging changes, by name; the core reconciles just those on both sides.
+    let changed: Vec<bool> = (0..h.deployments.len())
+        .map(|hi| {
+            changed_spec.contains(&hi)
+                || b.index(&h.deployments[hi].0).map_or(0, |bi| tally.targeted_base[bi]) != tally.targeted_head[hi]
+                || tally.receipts.keys().any(|k| k.0 == hi)
+        })
+        .collect();
+    let mut names: HashSet<&str> =
+        h.deployments.iter().zip(&changed).filter(|(_, c)| **c).map(|(d, _)| d.0.as_str()).collect();
+    names.extend(b.deployments.iter().map(|d| d.0.as_str()).filter(|n| h.index(n).is_none()));
+    let only = |d: &DesiredState| {
+        let mut d = d.clone();
+        d.deployments.retain(|n, _| names.contains(n.as_str()));
+        d
+    };
+    let (only_base, only_head) = (only(base), only(head));
+    let run = |desired: &DesiredState| {
+        reconcile(&Inputs {
+            desired,
+            catalog: world.catalog,
+            fleet: world.fleet,
+            previous: world.previous,
+            now: world.now,
+        })
+    };
+    let (b_out, h_out) = rayon::join(|| run(&only_base), || run(&only_head));
+
+    let mut deployments = Vec::new();
+    let mut unchanged = 0;
+    for (hi, (name, updates, slots)) in h.deployments.iter().enumerate() {
+        let bi = b.index(name);
+        let before: Vec<String> = bi.map(|bi| ids(&b, bi)).unwrap_or_default();
+        let after = ids(&h, hi);
+        let targeted_before = bi.map_or(0, |bi| tally.targeted_base[bi]);
+        let timing = Timing::of(&head.deployments[name].spec, &settings_of(head, name));
+        let timing_before = bi.map(|_| Timing::of(&base.deployments[name].spec, &settings_of(base, name)));
+        if !changed[hi] {
+            unchanged += 1;
+            continue;
+        }
+        let max_run = updates
+            .iter()
+            .map(|&i| catalog.updates[i as usize].max_run_time.signed())
+            .max()
+            .unwrap_or(SignedDuration::ZERO);
+        let mut warnings = h.warnings[hi].clone();
+        if let Some(deadline) = timing.deadline
+            && deadline < world.now
+        {
+            warnings.push(format!(
+                "the deadline {deadline} is in the past: mandatory updates install at once on merge, outside maintenance windows"
+            ));
+        }
+        let mut collections = Vec::new();
+        let mut seen = HashSet::new();
+        let from = timing.available.max(world.now);
+        let honor = settings_of(head, name).honor_maintenance_windows_at_deadline.unwrap_or(false);
+        for (slot, &target) in slots.iter().enumerate() {
+            let Some(ci) = target else { continue };
+            if !seen.insert(ci) {
+                continue;
+            }
+            let cname = h.collections.names[ci].clone();
+            let members = h_out.collections.get(&cname).map_or(0, |s| s.member_count);
+            if members == 0 {
+                warnings.push(format!("collection {cname} has no members: the deployment reaches no machine there"));
+            }
+            let [machines, with_windows] = tally.slot_machines.get(&(hi, slot)).copied().unwrap_or_default();
+            for &wi in &windowed {
+                let Some(&n) = tally.window_machines.get(&(hi, slot, wi)) else { continue };
+                let wname = h.collections.names[wi].clone();
+                let next = windows::next_window(&h.collections.spec(wi).maintenance_windows, from, max_run);
+                let fits = match (next, timing.deadline) {
+                    (_, None) => true,
+                    (Some(w), Some(deadline)) => crate::time::add(w.start.max(from), max_run) <= deadline,
+                    (None, Some(_)) => false,
+                };
+                if !fits {
+                    warnings.push(format!(
+                        "{n} machine(s) of {cname} get the windows of {wname}, and none before the deadline fits {}: they install at the deadline{}",
+                        human(max_run),
+                        if honor { " only if a window opens (honorMaintenanceWindowsAtDeadline)" } else { ", outside any window" }
+                    ));
+                }
+                collections.push(CollectionFit {
+                    name: cname.clone(),
+                    members,
+                    windows_of: Some(wname),
+                    machines: n,
+                    next_window: next.map(|w| w.start),
+                    fits_before_deadline: fits,
+                });
+            }
+            if machines == with_windows && machines > 0 {
+                continue;
+            }
+            collections.push(CollectionFit {
+                name: cname,
+                members,
+                windows_of: None,
+                machines: machines - with_windows,
+                next_window: None,
+                fits_before_deadline: true,
+            });
+        }
+        let mut receipts: Vec<((usize, usize), Receipt)> = tally
+            .receipts
+            .iter()
+            .filter(|((d, _, _), _)| *d == hi)
+            .map(|(&(_, p, slot), &[machines, required])| {
+                let collection = slots[slot].map(|c| h.collections.names[c].clone()).unwrap_or_default();
+                ((p, slot), Receipt { update: after[p].clone(), collection, machines, required })
+            })
+            .collect();
+        receipts.sort_by_key(|(k, _)| *k);
+        deployments.push(DeploymentPlan {
+            name: name.clone(),
+            change: if bi.is_some() { Change::Changed } else { Change::Added },
+            updates_added: after.iter().filter(|u| !before.contains(u)).cloned().collect(),
+            updates_removed: before.iter().filter(|u| !after.contains(u)).cloned().collect(),
+            updates: after,
+            phase: h_out.deployments.get(name).map(|s| s.phase.clone()),
+            phase_before: b_out.deployments.get(name).map(|s| s.phase.clone()),
+            targeted_before,
+            targeted_after: tally.targeted_head[hi],
+            available_time: Some(timing.available),
+            deadline: timing.deadline,
+            deadline_before: timing_before.and_then(|t| t.deadline),
+            max_run_time: human(max_run),
+            collections,
+            new_receipts: receipts.into_iter().map(|(_, r)| r).collect(),
+            warnings,
+        });
+    }
+    for (bi, (name, _, _)) in b.deployments.iter().enumerate() {
+        if h.index(name).is_some() {
+            continue;
+        }
+        let timing = Timing::of(&base.deployments[name].spec, &settings_of(base, name));
+        deployments.push(DeploymentPlan {
+            name: name.clone(),
+            change: Change::Removed,
+            updates: vec![],
+            updates_added: vec![],
+            updates_removed: ids(&b, bi),
+            phase: None,
+            phase_before: b_out.deployments.get(name).map(|s| s.phase.clone()),
+            targeted_before: tally.targeted_base[bi],
+            targeted_after: 0,
+            available_time: None,
+            deadline: None,
+            deadline_before: timing.deadline,
+            max_run_time: human(SignedDuration::ZERO),
+            collections: vec![],
+            new_receipts: vec![],
+            warnings: vec![],
+        });
+    }
+    deployments.sort_by(|a, b| a.name.cmp(&b.name));
+
+    let mut warnings = Vec::new();
+    if catalog.version == 0 {
+        warnings.push(
+            "the store holds no catalog: no update resolves; run `patchops catalog sync` (or `patchops run`) first"
+                .to_string(),
+        );
+    }
+    Plan {
+        base_revision: base.revision.clone(),
+        head_revision: head.revision.clone(),
+        catalog_version: catalog.version,
+        clients: world.fleet.clients.len() as u64,
+        now: world.now,
+        deployments,
+        unchanged_deployments: unchanged,
+        resources: resource_changes(base, head),
+        warnings,
+    }
+}
+
+/// Every resource but deployments, as (kind, name) → spec JSON.
+fn specs(d: &DesiredState) -> BTreeMap<(&'static str, String), serde_json::Value> {
+    fn add<T: Serialize>(
+        out: &mut BTreeMap<(&'static str, String), serde_json::Value>,
+        kind: &'static str,
+        map: &BTreeMap<String, T>,
+        spec: impl Fn(&T) -> serde_json::Value,
+    ) {
+        for (name, r) in map {
+            out.insert((kind, name.clone()), spec(r));
+        }
+    }
+    fn j<T: Serialize>(spec: &T) -> serde_json::Value {
+        serde_json::to_value(spec).expect("specs serialize")
+    }
+    let mut out = BTreeMap::new();
+    add(&mut out, "UpdateCatalog", &d.catalogs, |r| j(&r.spec));
+    add(&mut out, "Collection", &d.collections, |r| j(&r.spec));
+    add(&mut out, "ClientSettings", &d.client_settings, |r| j(&r.spec));
+    add(&mut out, "UpdateList", &d.update_lists, |r| j(&r.spec));
+    add(&mut out, "DeploymentTemplate", &d.templates, |r| j(&r.spec));
+    add(&mut out, "DeploymentPackage", &d.packages, |r| j(&r.spec));
+    add(&mut out, "DeploymentRule", &d.rules, |r| j(&r.spec));
+    out
+}
+
+fn resource_changes(base: &DesiredState, head: &DesiredState) -> Vec<ResourceChange> {
+    let (b, h) = (specs(base), specs(head));
+    let mut out = Vec::new();
+    for (key, spec) in &h {
+        let change = match b.get(key) {
+            None => Change::Added,
+            Some(old) if old != spec => Change::Changed,
+            Some(_) => continue,
+        };
+        out.push(ResourceChange { kind: key.0.to_string(), name: key.1.clone(), change });
+    }
+    for key in b.keys().filter(|k| !h.contains_key(*k)) {
+        out.push(ResourceChange { kind: key.0.to_string(), name: key.1.clone(), change: Change::Removed });
+    }
+    out.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+    out
+}
+
+/// A duration as people write it: 1h30m, 45m, 0s.
+fn human(d: SignedDuration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        let _ = write!(out, "{h}h");
+    }
+    if m > 0 {
+        let _ = write!(out, "{m}m");
+    }
+    if s > 0 || out.is_empty() {
+        let _ = write!(out, "{s}s");
+    }
+    out
+}
+
+fn short(revision: &str) -> String {
+    match revision.split_once("sha1:") {
+        Some((name, hex)) => format!("{name}sha1:{}", &hex[..hex.len().min(12)]),
+        None => revision.to_string(),
+    }
+}
+
+fn or_dash(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "-".to_string(), |t| t.to_string())
+}
+
+/// Receipt rows shown per deployment in markdown (JSON has them all).
+const MARKDOWN_RECEIPTS: usize = 50;
+
+/// The plan as a pull-request comment.
+pub fn markdown(plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "## patchops plan\n");
+    let _ = writeln!(
+        s,
+        "Merging `{}` into `{}`, against catalog version {} and {} clients, as of {}.\n",
+        short(&plan.head_revision),
+        short(&plan.base_revision),
+        plan.catalog_version,
+        plan.clients,
+        plan.now
+    );
+    for w in &plan.warnings {
+        let _ = writeln!(s, "> **Warning:** {w}\n");
+    }
+    if !plan.changes() {
+        let _ = writeln!(s, "**No change.** {} deployments stay as they are.", plan.unchanged_deployments);
+        return s;
+    }
+    let count = |c: Change| plan.deployments.iter().filter(|d| d.change == c).count();
+    let _ = writeln!(
+        s,
+        "**{} deployment(s) change**: {} added, {} changed, {} removed; {} unchanged. {} other resource(s) change.\n",
+        plan.deployments.len(),
+        count(Change::Added),
+        count(Change::Changed),
+        count(Change::Removed),
+        plan.unchanged_deployments,
+        plan.resources.len()
+    );
+    for d in &plan.deployments {
+        let _ = writeln!(s, "### UpdateDeployment `{}` ({})\n", d.name, d.change.word());
+        if d.change == Change::Removed {
+            let _ = writeln!(
+                s,
+                "- Withdrawn: {} update(s) no longer deployed to {} machine(s): {}\n",
+                d.updates_removed.len(),
+                d.targeted_before,
+                codes(&d.updates_removed)
+            );
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "- Updates: {} deployed; added {}; removed {}",
+            d.updates.len(),
+            codes(&d.updates_added),
+            codes(&d.updates_removed)
+        );
+        match d.change {
+            Change::Changed => {
+                let _ = writeln!(s, "- Machines targeted: {} (before: {})", d.targeted_after, d.targeted_before);
+            }
+            _ => {
+                let _ = writeln!(s, "- Machines targeted: {}", d.targeted_after);
+            }
+        }
+        let deadline = match (d.deadline, d.deadline_before) {
+            (a, b) if d.change == Change::Changed && a != b => format!("{} (before: {})", or_dash(a), or_dash(b)),
+            (a, _) => or_dash(a),
+        };
+        let _ = writeln!(s, "- Available: {}; deadline: {deadline}", or_dash(d.available_time));
+        let phase = |p: &Option<String>| p.clone().unwrap_or_else(|| "-".into());
+        let _ = match d.change {
+            Change::Changed => writeln!(s, "- Phase: {} (before: {})", phase(&d.phase), phase(&d.phase_before)),
+            _ => writeln!(s, "- Phase: {}", phase(&d.phase)),
+        };
+        let _ = writeln!(s, "- Longest max run time: {}\n", d.max_run_time);
+        if !d.collections.is_empty() {
+            let _ = writeln!(
+                s,
+                "| Target collection | Members | Windows of | Machines | Next window that fits | Before the deadline |"
+            );
+            let _ = writeln!(s, "|---|---:|---|---:|---|---|");
+            for c in &d.collections {
+                let (from, window, fits) = match &c.windows_of {
+                    None => ("-", "none: installs when available".to_string(), "yes"),
+                    Some(w) => {
+                        (w.as_str(), or_dash(c.next_window), if c.fits_before_deadline { "yes" } else { "**no**" })
+                    }
+                };
+                let _ = writeln!(s, "| {} | {} | {from} | {} | {window} | {fits} |", c.name, c.members, c.machines);
+            }
+            let _ = writeln!(s);
+        }
+        if d.new_receipts.is_empty() {
+            let _ = writeln!(s, "No machine newly receives an update.\n");
+        } else {
+            let _ = writeln!(s, "Machines that newly receive each update (and how many of them require it now):\n");
+            let _ = writeln!(s, "| Update | Collection | Machines | Required |");
+            let _ = writeln!(s, "|---|---|---:|---:|");
+            for r in d.new_receipts.iter().take(MARKDOWN_RECEIPTS) {
+                let _ = writeln!(s, "| {} | {} | {} | {} |", r.update, r.collection, r.machines, r.required);
+            }
+            if d.new_receipts.len() > MARKDOWN_RECEIPTS {
+                let _ = writeln!(
+                    s,
+                    "\n…and {} more rows (`--output json` lists them all).",
+                    d.new_receipts.len() - MARKDOWN_RECEIPTS
+                );
+            }
+            let _ = writeln!(s);
+        }
+        for w in &d.warnings {
+            let _ = writeln!(s, "> **Warning:** {w}\n");
+        }
+    }
+    if !plan.resources.is_empty() {
+        let _ = writeln!(s, "### Other resources\n");
+        let _ = writeln!(s, "| Kind | Name | Change |");
+        let _ = writeln!(s, "|---|---|---|");
+        for r in &plan.resources {
+            let _ = writeln!(s, "| {} | {} | {} |", r.kind, r.name, r.change.word());
+        }
+    }
+    s
+}
+
+fn codes(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".to_string()
+    } else {
+        ids.iter().map(|i| format!("`{i}`")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The plan as a terminal table.
+pub fn table(plan: &Plan) -> String {
+    use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "DEPLOYMENT",
+        "CHANGE",
+        "UPDATES +",
+        "UPDATES -",
+        "TARGETED",
+        "NEWLY RECEIVING",
+        "REQUIRED",
+        "DEADLINE",
+        "WARNINGS",
+    ]);
+    for d in &plan.deployments {
+        let machines: u64 = d.new_receipts.iter().map(|r| r.machines).sum();
+        let required: u64 = d.new_receipts.iter().map(|r| r.required).sum();
+        t.add_row([
+            d.name.clone(),
+            d.change.word().to_string(),
+            d.updates_added.len().to_string(),
+            d.updates_removed.len().to_string(),
+            format!("{} → {}", d.targeted_before, d.targeted_after),
+            machines.to_string(),
+            required.to_string(),
+            or_dash(d.deadline),
+            d.warnings.len().to_string(),
+        ]);
+    }
+    let mut s = format!("{} → {}\n{t}\n", short(&plan.base_revision), short(&plan.head_revision));
+    for r in &plan.resources {
+        let _ = writeln!(s, "{} {} {}", r.kind, r.name, r.change.word());
+    }
+    for w in plan.warnings.iter().chain(plan.deployments.iter().flat_map(|d| &d.warnings)) {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn run_times_are_written_as_people_write_them() {
+        assert_eq!(human(SignedDuration::from_mins(90)), "1h30m");
+        assert_eq!(human(SignedDuration::from_mins(45)), "45m");
+        assert_eq!(human(SignedDuration::ZERO), "0s");
+    }
+
+    #[test]
+    fn revisions_are_shortened_to_twelve_hex_digits() {
+        assert_eq!(short("main@sha1:0123456789abcdef0123"), "main@sha1:0123456789ab");
+        assert_eq!(short("v1.2"), "v1.2");
+    }
+}

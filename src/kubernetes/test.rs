@@ -1,0 +1,402 @@
+//! The controller against a scripted API server (`tower_test::mock`): each test plays the
+//! requests the API server receives, in order, and asserts their method, URI and body.
+//! The store is a real SQLite file.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, store::Writer};
+use kube::runtime::watcher;
+use kube::{Client, Resource};
+use serde_json::{Value, json};
+
+use super::context::{Caches, Context, Pipeline};
+use super::reconciler::{FINALIZER, error_policy, reconcile};
+use super::{Error, rbac};
+use crate::resources::*;
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+const NS: &str = "site";
+
+fn object<K: serde::de::DeserializeOwned>(kind: &str, name: &str, spec: Value, extra: Value) -> K {
+    let mut o = json!({
+        "apiVersion": "patchops.dev/v1alpha1", "kind": kind,
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-{name}"), "generation": 2, "resourceVersion": "7"},
+        "spec": spec,
+    });
+    if let (Some(o), Some(extra)) = (o.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            if k == "metadata" {
+                for (mk, mv) in v.as_object().unwrap() {
+                    o.get_mut("metadata").unwrap()[mk] = mv.clone();
+                }
+            } else {
+                o.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::from_value(o).unwrap()
+}
+
+fn filled<K: kube::Resource<DynamicType = ()> + Clone>(objects: &[K]) -> reflector::Store<K> {
+    let mut w = Writer::<K>::default();
+    let reader = w.as_reader();
+    w.apply_watcher_event(&watcher::Event::Init);
+    for o in objects {
+        w.apply_watcher_event(&watcher::Event::InitApply(o.clone()));
+    }
+    w.apply_watcher_event(&watcher::Event::InitDone);
+    reader
+}
+
+/// A site: one collection, one list, one template, and the given deployments.
+struct Site {
+    collections: Vec<Collection>,
+    lists: Vec<UpdateList>,
+    deployments: Vec<UpdateDeployment>,
+}
+
+impl Site {
+    fn new() -> Self {
+        let collection = object(
+            "Collection",
+            "servers",
+            json!({"selector": {"matchFacts": {"role": "server"}},
+                   "maintenanceWindows": [{"name": "sat", "start": "02:00", "duration": "4h", "timeZone": "Europe/Berlin",
+                                           "recurrence": "Weekly", "daysOfWeek": ["Saturday"]}]}),
+            json!({}),
+        );
+        let list = object("UpdateList", "dec-sec", json!({"updates": ["KB1"]}), json!({}));
+        Site { collections: vec![collection], lists: vec![list], deployments: vec![] }
+    }
+
+    fn deployment(mut self, spec: Value, extra: Value) -> Self {
+        self.deployments.push(object("UpdateDeployment", "pilot", spec, extra));
+        self
+    }
+
+    fn context(&self, dir: &tempfile::TempDir) -> (Arc<Context>, Handle) {
+        let store = crate::store::open(dir.path().join("patchops.db").to_str().unwrap()).unwrap();
+        self.context_on(store, dir)
+    }
+
+    fn context_on(&self, store: Box<dyn crate::store::Store>, dir: &tempfile::TempDir) -> (Arc<Context>, Handle) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, NS);
+        let caches = Caches {
+            catalogs: filled(&[]),
+            collections: filled(&self.collections),
+            client_settings: filled(&[]),
+            update_lists: filled(&self.lists),
+            templates: filled(&[]),
+            deployments: filled(&self.deployments),
+            packages: filled(&[]),
+            rules: filled(&[]),
+        };
+        let pipeline = Pipeline::new(store, &dir.path().join("cache"));
+        (Arc::new(Context::new(client, NS, caches, pipeline, Default::default())), handle)
+    }
+}
+
+/// Started yesterday, due in a month (the controller reads the clock).
+fn valid_spec() -> Value {
+    let now = jiff::Timestamp::now();
+    let day = jiff::SignedDuration::from_hours(24);
+    json!({"updateList": "dec-sec", "collection": "servers", "startTime": (now - day).to_string(),
+           "deadline": (now + day * 30).to_string()})
+}
+
+fn with_finalizer() -> Value {
+    json!({"metadata": {"finalizers": [FINALIZER]}})
+}
+
+/// Answer the next request after checking its method and path; returns its query and body.
+async fn next(handle: &mut Handle, method: &str, path: &str, status: u16, reply: Value) -> (String, Value) {
+    let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .unwrap_or_else(|_| panic!("no request came; expected {method} {path}"))
+        .expect("the client is alive");
+    assert_eq!(request.method().as_str(), method, "{}", request.uri());
+    assert_eq!(request.uri().path(), path);
+    let query = request.uri().query().unwrap_or_default().to_string();
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+    let reply = if status < 400 && reply == json!({}) {
+        // What the API server answers: the created event, or the patched object.
+        if method == "POST" {
+            body.clone()
+        } else {
+            serde_json::to_value(object::<UpdateDeployment>("UpdateDeployment", "pilot", valid_spec(), json!({})))
+                .unwrap()
+        }
+    } else if status >= 400 {
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reply.as_str().unwrap_or("no"),
+               "reason": "Failure", "code": status})
+    } else {
+        reply
+    };
+    send.send_response(
+        Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+    );
+    (query, body)
+}
+
+const STATUS_PATH: &str = "/apis/patchops.dev/v1alpha1/namespaces/site/updatedeployments/pilot/status";
+const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/site/events";
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap_or(&Value::Null)
+}
+
+#[tokio::test]
+async fn a_valid_deployment_gets_its_status_by_server_side_apply_and_an_activation_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new().deployment(valid_spec(), with_finalizer());
+    let (ctx, mut handle) = site.context(&dir);
+    let obj = Arc::new(site.deployments[0].clone());
+    let server = tokio::spawn(async move {
+        let (query, body) = next(&mut handle, "PATCH", STATUS_PATH, 200, json!({})).await;
+        assert!(query.contains("fieldManager=patchops-controller") && query.contains("force=true"), "{query}");
+        assert_eq!(body["apiVersion"], "patchops.dev/v1alpha1");
+        assert_eq!(body["kind"], "UpdateDeployment");
+        let ready = condition(&body["status"], "Ready");
+        assert_eq!(ready["status"], "True", "{body:#}");
+        assert_eq!(ready["observedGeneration"], 2);
+        let (_, event) = next(&mut handle, "POST", EVENTS_PATH, 201, json!({})).await;
+        assert_eq!(event["reason"], "DeploymentActivated", "{event:#}");
+        assert_eq!(event["regarding"]["name"], "pilot");
+        assert_eq!(event["reportingController"], "patchops-controller");
+    });
+    let action = reconcile(obj, ctx).await.unwrap();
+    server.await.unwrap();
+    assert_ne!(action, Action::await_change(), "a healthy deployment is looked at again");
+}
+
+#[tokio::test]
+async fn a_new_deployment_first_gets_the_finalizer_that_withdraws_its_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new().deployment(valid_spec(), json!({}));
+    let (ctx, mut handle) = site.context(&dir);
+    let obj = Arc::new(site.deployments[0].clone());
+    let server = tokio::spawn(async move {
+        let path = "/apis/patchops.dev/v1alpha1/namespaces/site/updatedeployments/pilot";
+        let (_, patch) = next(&mut handle, "PATCH", path, 200, json!({})).await;
+        let ops = patch.as_array().unwrap();
+        assert!(ops.iter().any(|op| op["op"] == "add" && op["path"] == "/metadata/finalizers"), "{patch:#}");
+        assert!(patch.to_string().contains(FINALIZER));
+    });
+    // The finalizer patch makes a watch event; that next reconcile applies the status.
+    assert_eq!(reconcile(obj, ctx).await.unwrap(), Action::await_change());
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deleted_deployment_is_withdrawn_then_its_finalizer_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new().deployment(
+        valid_spec(),
+        json!({"metadata": {"finalizers": [FINALIZER], "deletionTimestamp": "2026-02-01T00:00:00Z"}}),
+    );
+    let (ctx, mut handle) = site.context(&dir);
+    let obj = Arc::new(site.deployments[0].clone());
+    let server = tokio::spawn(async move {
+        let (_, event) = next(&mut handle, "POST", EVENTS_PATH, 201, json!({})).await;
+        assert_eq!(event["reason"], "PoliciesWithdrawn");
+        let path = "/apis/patchops.dev/v1alpha1/namespaces/site/updatedeployments/pilot";
+        let (_, patch) = next(&mut handle, "PATCH", path, 200, json!({})).await;
+        assert!(patch.as_array().unwrap().iter().any(|op| op["op"] == "remove"), "{patch:#}");
+    });
+    reconcile(obj, ctx.clone()).await.unwrap();
+    server.await.unwrap();
+    // The reconcile without it was saved: the store's last status has no such deployment.
+    let last = ctx.pipeline.lock().unwrap().store.last_reconcile().unwrap().unwrap();
+    assert!(!last.statuses.iter().any(|s| s.kind == "UpdateDeployment"), "{last:?}");
+}
+
+#[tokio::test]
+async fn a_conflict_on_the_status_is_retried_with_a_growing_per_object_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new().deployment(valid_spec(), with_finalizer());
+    let (ctx, mut handle) = site.context(&dir);
+    let obj = Arc::new(site.deployments[0].clone());
+    let server = tokio::spawn(async move {
+        next(&mut handle, "PATCH", STATUS_PATH, 409, json!("the object has been modified")).await;
+    });
+    let err = reconcile(obj.clone(), ctx.clone()).await.unwrap_err();
+    server.await.unwrap();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    assert_eq!(error_policy(obj.clone(), &err, ctx.clone()), Action::requeue(Duration::from_millis(750)));
+    assert_eq!(error_policy(obj.clone(), &err, ctx.clone()), Action::requeue(Duration::from_millis(1500)));
+    assert!(ctx.metrics.encode().contains(r#"error="conflict"} 2"#));
+    assert_eq!(super::reconciler::backoff(30), Duration::from_secs(15 * 60));
+}
+
+#[tokio::test]
+async fn a_forbidden_status_patch_names_the_missing_rbac_verb() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new().deployment(valid_spec(), with_finalizer());
+    let (ctx, mut handle) = site.context(&dir);
+    let obj = Arc::new(site.deployments[0].clone());
+    let server = tokio::spawn(async move {
+        next(&mut handle, "PATCH", STATUS_PATH, 403, json!("cannot patch resource")).await;
+    });
+    let err = reconcile(obj, ctx).await.unwrap_err();
+    server.await.unwrap();
+    let text = err.to_string();
+    assert!(
+        text.contains("may not patch updatedeployments/status (API group patchops.dev) in namespace site"),
+        "{text}"
+    );
+    assert!(text.contains("--print-rbac"), "{text}");
+    assert!(rbac::calls().contains(&rbac::PATCH_STATUS[3]));
+}
+
+#[tokio::test]
+async fn a_watch_that_expired_with_410_gone_lists_again() {
+    use futures::StreamExt;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let api: kube::Api<UpdateList> = kube::Api::namespaced(client, NS);
+    let list = |rv: &str, items: Value| {
+        json!({"apiVersion": "patchops.dev/v1alpha1", "kind": "UpdateListList",
+                                               "metadata": {"resourceVersion": rv}, "items": items})
+    };
+    let item =
+        serde_json::to_value(object::<UpdateList>("UpdateList", "dec-sec", json!({"updates": ["KB1"]}), json!({})))
+            .unwrap();
+    let server = tokio::spawn(async move {
+        let path = "/apis/patchops.dev/v1alpha1/namespaces/site/updatelists";
+        next(&mut handle, "GET", path, 200, list("10", json!([]))).await;
+        let (request, send) = handle.next_request().await.unwrap();
+        assert!(request.uri().query().unwrap().contains("watch=true"), "{}", request.uri());
+        let gone = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                          "message": "too old resource version", "reason": "Expired", "code": 410}});
+        send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&gone).unwrap())).unwrap());
+        // The relist: the object created meanwhile arrives.
+        let (query, _) = next(&mut handle, "GET", path, 200, list("12", json!([item]))).await;
+        assert!(!query.contains("watch=true"), "{query}");
+    });
+    let mut stream = Box::pin(
+        kube::runtime::WatchStreamExt::applied_objects(watcher::watcher(api, watcher::Config::default()))
+            .filter_map(|r| futures::future::ready(r.ok())),
+    );
+    let got = tokio::time::timeout(Duration::from_secs(20), stream.next()).await.unwrap().unwrap();
+    assert_eq!(got.meta().name.as_deref(), Some("dec-sec"));
+    server.await.unwrap();
+}
+
+/// Bad input: the spec passes the schema but cannot be applied → Stalled with a reason
+/// and a message saying what to fix, a Warning event, and no retry until it changes.
+async fn stalls(site: Site, reason: &str, message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut handle) = site.context(&dir);
+    let obj = Arc::new(site.deployments[0].clone());
+    let (reason_, message_) = (reason.to_string(), message.to_string());
+    let server = tokio::spawn(async move {
+        let (_, body) = next(&mut handle, "PATCH", STATUS_PATH, 200, json!({})).await;
+        let stalled = condition(&body["status"], "Stalled");
+        assert_eq!(stalled["status"], "True", "{body:#}");
+        assert_eq!(stalled["reason"], reason_.as_str());
+        assert!(stalled["message"].as_str().unwrap().contains(&message_), "{body:#}");
+        assert_eq!(condition(&body["status"], "Ready")["status"], "False");
+        assert_eq!(body["status"]["phase"], "Invalid");
+        let (_, event) = next(&mut handle, "POST", EVENTS_PATH, 201, json!({})).await;
+        assert_eq!((event["type"].as_str(), event["reason"].as_str()), (Some("Warning"), Some(reason_.as_str())));
+    });
+    assert_eq!(reconcile(obj, ctx).await.unwrap(), Action::await_change());
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_deployment_naming_a_missing_update_list_is_stalled_saying_which_lists_exist() {
+    let mut spec = valid_spec();
+    spec["updateList"] = "nov-sec".into();
+    let site = Site::new().deployment(spec, with_finalizer());
+    stalls(
+        site,
+        "UpdateListNotFound",
+        "spec.updateList: UpdateDeployment \"pilot\": updateList \"nov-sec\" not found; known lists: dec-sec",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_deadline_before_the_available_time_is_stalled_asking_to_move_it() {
+    let mut spec = valid_spec();
+    spec["deadline"] = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(48)).to_string().into();
+    let site = Site::new().deployment(spec, with_finalizer());
+    stalls(site, "InvalidDeadline", "move the deadline later").await;
+}
+
+#[tokio::test]
+async fn a_window_with_an_unknown_time_zone_stalls_its_collection_and_the_deployment_on_it() {
+    let mut site = Site::new().deployment(valid_spec(), with_finalizer());
+    let mut c = serde_json::to_value(&site.collections[0]).unwrap();
+    c["spec"]["maintenanceWindows"][0]["timeZone"] = "Europe/Atlantis".into();
+    site.collections[0] = serde_json::from_value(c).unwrap();
+    // The collection itself says which field to fix.
+    let (ctx, _handle) = site.context(&tempfile::tempdir().unwrap());
+    let problems = &ctx.desired().problems[&("Collection".to_string(), "servers".to_string())];
+    let (reason, message) = super::reconciler::reason_and_message(problems);
+    assert_eq!(reason, "UnknownTimeZone");
+    assert!(message.starts_with("spec.maintenanceWindows[0].timeZone: "), "{message}");
+    stalls(site, "CollectionNotFound", "collection \"servers\" not found").await;
+}
+
+#[tokio::test]
+async fn an_unchanged_stalled_object_is_not_written_again() {
+    let mut spec = valid_spec();
+    spec["updateList"] = "nov-sec".into();
+    let site = Site::new().deployment(spec.clone(), with_finalizer());
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, _handle) = site.context(&dir);
+    let problems = ctx.desired().problems[&("UpdateDeployment".to_string(), "pilot".to_string())].clone();
+    let status = super::reconciler::stalled("UpdateDeployment", &problems, Some(2), &json!({}));
+    let mut extra = with_finalizer();
+    extra["status"] = status;
+    let site = Site::new().deployment(spec, extra);
+    let (ctx, _handle) = site.context(&dir);
+    // No request may come: the mock handle would otherwise be awaited forever.
+    let action = tokio::time::timeout(Duration::from_secs(10), reconcile(Arc::new(site.deployments[0].clone()), ctx))
+        .await
+        .expect("no API call made")
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+}
+
+#[test]
+fn the_controller_saves_status_and_policies_in_postgresql_for_the_management_point() {
+    let url = std::env::var("PATCHOPS_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("patchops_operator_{:016x}", fastrand::u64(..));
+    let store = crate::store::postgres::PostgresStore::open_in_schema(&url, &schema)
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} (scripts/test starts it): {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new().deployment(valid_spec(), with_finalizer());
+    let obj = Arc::new(site.deployments[0].clone());
+    // The PostgreSQL client is synchronous: it is opened and dropped outside the runtime.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ctx = rt.block_on(async {
+        let (ctx, mut handle) = site.context_on(Box::new(store), &dir);
+        let server = tokio::spawn(async move {
+            next(&mut handle, "PATCH", STATUS_PATH, 200, json!({})).await;
+            next(&mut handle, "POST", EVENTS_PATH, 201, json!({})).await;
+        });
+        reconcile(obj, ctx.clone()).await.unwrap();
+        server.await.unwrap();
+        ctx
+    });
+    drop(rt);
+    let pipeline = ctx.pipeline.lock().unwrap();
+    let last = pipeline.store.last_reconcile().unwrap().expect("a reconcile was saved");
+    let pilot = last.statuses.iter().find(|s| s.kind == "UpdateDeployment" && s.name == "pilot").unwrap();
+    assert_eq!(pilot.namespace, NS);
+    assert_eq!(pilot.status["phase"], "Available");
+    assert_eq!(last.revision, "kubernetes/site");
+    drop(pipeline);
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).unwrap();
+}
