@@ -67,13 +67,23 @@ pub enum Command {
         #[command(flatten)]
         server: crate::server::ServeArgs,
     },
-    /// Show the last reconcile from the store.
+    /// Show the last reconcile from the store; with --at (or --repo), the compliance
+    /// snapshot of the status branch as it was at a date.
     Status {
         /// Store: a SQLite file path or a postgres:// URL.
         #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
         store: String,
         #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
+        /// Read the status branch of this repository (path or URL) instead of the store.
+        #[arg(long)]
+        repo: Option<String>,
+        /// The status branch `patchops run --status-branch` writes.
+        #[arg(long, default_value = crate::git::status::DEFAULT_BRANCH)]
+        status_branch: String,
+        /// The last status commit at or before this RFC 3339 date or date-time (default: now).
+        #[arg(long, value_name = "DATE")]
+        at: Option<String>,
     },
     /// Print the CustomResourceDefinitions (or write one file per CRD with --dir).
     Crds {
@@ -85,6 +95,10 @@ pub enum Command {
         #[command(subcommand)]
         command: CatalogCommand,
     },
+    /// Who approved or withdrew which update into which deployment, when, in which commit
+    /// and merged pull request, from the branch's history. An update list's criteria are
+    /// reported as one entry (`criteria: …`) approved or withdrawn when they change.
+    Audit(crate::git::audit::AuditArgs),
     /// The Kubernetes operator: reconcile the custom resources of a namespace into the
     /// store and their status subresources.
     Controller(crate::kubernetes::ControllerArgs),
@@ -214,7 +228,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             served?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { store, output } => {
+        Command::Status { repo, status_branch, at, output, .. } if repo.is_some() || at.is_some() => {
+            let repo = RepoArgs { repo: repo.unwrap_or_else(|| ".".into()), rev: None, path: None };
+            let at =
+                at.map(|a| crate::git::audit::parse_date("--at", &a)).transpose()?.unwrap_or_else(jiff::Timestamp::now);
+            let status = crate::git::status::snapshot_at(
+                &git_source(&repo, &crate::standalone::state_dir()),
+                &status_branch,
+                at,
+            )?;
+            crate::git::status::print(&status, output);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { store, output, .. } => {
             let store = open_existing_store(&store)?;
             match store.last_reconcile()? {
                 Some(record) => {
@@ -242,6 +268,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Catalog { command } => catalog(command),
+        Command::Audit(args) => crate::git::audit::run(args),
         Command::Controller(args) => crate::kubernetes::run(args),
         Command::Bench(args) => crate::standalone::bench::run(args),
         Command::Agent(args) => crate::agent::command::run(args),

@@ -2,8 +2,10 @@
 //! tree: no checkout, so uncommitted changes in a work tree are never seen. A URL
 //! repository is cloned (bare) into a cache folder once and fetched on every load.
 
+pub mod audit;
 pub mod plan;
 pub mod rules;
+pub mod status;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -24,6 +24,8 @@ pub enum Suite {
     Catalog,
     /// The management point over loopback HTTP: policy fetches, state ingestion.
     Server,
+    /// `audit` of one update over a generated repository of 10,000 commits.
+    Audit,
     /// `patchops plan` on 1,000 resource files and the bench fleet in SQLite.
     Plan,
 }
@@ -171,6 +173,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     match args.suite {
         Suite::Catalog => return super::bench_catalog::run(),
         Suite::Server => return super::bench_server::run(),
+        Suite::Audit => return super::bench_audit::run(),
         Suite::Plan => return super::bench_plan::run(&args),
         Suite::Reconcile => {}
     }

@@ -3,6 +3,7 @@
 //! status and policies, and repeat on an interval. It carries data; it never decides.
 
 pub mod bench;
+pub mod bench_audit;
 pub mod bench_catalog;
 pub mod bench_plan;
 pub mod bench_server;
@@ -52,6 +53,15 @@ pub struct RunArgs {
     pub simulate_fleet: Option<PathBuf>,
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// After each reconcile, commit a compliance snapshot to this branch of the desired-state
+    /// repository (e.g. patchops/status), only when it changed. A failing status commit is
+    /// logged and does not fail the reconcile.
+    #[arg(long, value_name = "BRANCH")]
+    pub status_branch: Option<String>,
+    /// Push the status branch to this remote (a remote name of the repository or a URL).
+    /// A URL repository pushes to its own URL without this flag.
+    #[arg(long, value_name = "REMOTE", requires = "status_branch")]
+    pub status_push: Option<String>,
     /// Run DeploymentRules after each new catalog version: proposals go on branches of
     /// the (local) repository, never deployed until merged.
     #[arg(long)]
@@ -295,6 +305,9 @@ fn reconcile_loop(runner: &mut Runner, args: &RunArgs, rt: &tokio::runtime::Runt
             Ok((record, _)) => {
                 info!(revision = %record.revision, catalog_version = record.catalog_version, elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
                 crate::output::print_record(&record, args.output);
+                if let Some(branch) = &args.status_branch {
+                    crate::git::status::publish_logged(&runner.source, &record, branch, args.status_push.as_deref());
+                }
             }
             Err(e) if args.once => return Err(e),
             Err(e) => error!(error = %e, "reconcile failed; the last good status is kept"),
