@@ -124,6 +124,9 @@ macro_rules! both {
 }
 
 both! {
+    a_fleet_loaded_for_some_updates_has_every_client_and_only_their_states:
+        sqlite_a_fleet_loaded_for_some_updates_has_every_client_and_only_their_states,
+        postgres_a_fleet_loaded_for_some_updates_has_every_client_and_only_their_states;
     catalog_versions_only_when_content_changes:
         sqlite_catalog_versions_only_when_content_changes,
         postgres_catalog_versions_only_when_content_changes;
@@ -383,6 +386,23 @@ fn catalog_versions_only_when_content_changes(b: &Backend) {
     assert_eq!(key1(&c4, "KB1-a"), k1);
     assert_eq!(c4.since_version[c4.index_of("KB1-a").unwrap() as usize], 1);
     assert_eq!(one(&*s, "SELECT COUNT(*) FROM updates"), "3", "keys are never reused");
+}
+
+fn a_fleet_loaded_for_some_updates_has_every_client_and_only_their_states(b: &Backend) {
+    let mut s = seeded(b);
+    s.upsert_client(&client("db-01", "lyon", "db", None), at(T0)).unwrap();
+    let states = [("KB1-a", Missing, E::None), ("KB2-a", Installed, E::None), ("KB3-a", Missing, E::Downloaded)];
+    s.apply_batch(&batch("web-01", 1, vec![scan(at(T1), 1, &states)]), at(T1)).unwrap();
+    let whole = s.load_fleet().unwrap();
+    let web = whole.clients.iter().find(|c| c.name == "web-01").unwrap();
+    let keys: Vec<u32> = web.compliance.states.iter().map(|st| st.key()).collect();
+    assert_eq!(keys.len(), 3);
+    let some = s.load_fleet_for(&[keys[0], keys[2]]).unwrap();
+    assert_eq!(some.clients.len(), whole.clients.len());
+    let web_some = some.clients.iter().find(|c| c.name == "web-01").unwrap();
+    assert_eq!(web_some.compliance.states, vec![web.compliance.states[0], web.compliance.states[2]]);
+    assert_eq!(web_some.compliance.last_scan, web.compliance.last_scan);
+    assert!(s.load_fleet_for(&[]).unwrap().clients.iter().all(|c| c.compliance.states.is_empty()));
 }
 
 fn s6_batch_states_are_stored_and_loaded(b: &Backend) {

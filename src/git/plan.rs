@@ -206,7 +206,8 @@ pub fn make(args: &PlanArgs) -> Result<Plan> {
     })?;
     let store = crate::cli::open_existing_store(&args.store)?;
     let catalog = store.load_catalog()?;
-    let fleet = store.load_fleet()?;
+    // Only the compliance of the updates the change touches is read.
+    let fleet = store.load_fleet_for(&needed_update_keys(&base, &head, &catalog))?;
     let last = store.last_reconcile()?;
     let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
     let world =
@@ -309,14 +310,16 @@ impl Tally {
     }
 }
 
-/// Compare two desired states against the same catalog, fleet and time.
-pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> Plan {
-    let catalog = world.catalog;
-    let (b, h) = (Side::new(base, world), Side::new(head, world));
+/// Head deployments a merge may change: new ones and changed ones (`.0`), and, when any
+/// collection changed, every one — its members may have (`.1`).
+fn touched(
+    base: &DesiredState,
+    head: &DesiredState,
+    b: &Side,
+    h: &Side,
+    catalog: &Catalog,
+) -> (Vec<usize>, Vec<usize>) {
     let spec_json = |d: &DesiredState, name: &str| serde_json::to_value(&d.deployments[name].spec).ok();
-
-    // Head deployments whose machines may newly receive updates: new ones, changed ones,
-    // and, when any collection changed, every one (its members may have).
     let ids = |side: &Side, di: usize| -> Vec<String> {
         side.deployments[di].1.iter().map(|&i| catalog.updates[i as usize].id.clone()).collect()
     };
@@ -332,13 +335,46 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
                 Some(bi) => {
                     spec_json(base, name) != spec_json(head, name)
                         || settings_of(base, name) != settings_of(head, name)
-                        || ids(&b, bi) != ids(&h, hi)
+                        || ids(b, bi) != ids(h, hi)
                 }
             }
         })
         .collect();
-    let changed_head: Vec<usize> =
-        if collections_changed { (0..h.deployments.len()).collect() } else { changed_spec.clone() };
+    let changed_head = if collections_changed { (0..h.deployments.len()).collect() } else { changed_spec.clone() };
+    (changed_spec, changed_head)
+}
+
+/// The stable keys of the updates whose compliance a plan reads: those of the head
+/// deployments it may change and of the base deployments of the same names or removed.
+pub fn needed_update_keys(base: &DesiredState, head: &DesiredState, catalog: &Catalog) -> Vec<u32> {
+    let world = World { catalog, fleet: &Fleet::default(), previous: &Previous::default(), now: Timestamp::UNIX_EPOCH };
+    let (b, h) = (Side::new(base, &world), Side::new(head, &world));
+    let (_, changed_head) = touched(base, head, &b, &h, catalog);
+    let names: HashSet<&str> = changed_head.iter().map(|&hi| h.deployments[hi].0.as_str()).collect();
+    let mut keys: Vec<u32> = changed_head
+        .iter()
+        .flat_map(|&hi| h.deployments[hi].1.iter())
+        .chain(
+            b.deployments
+                .iter()
+                .filter(|d| names.contains(d.0.as_str()) || h.index(&d.0).is_none())
+                .flat_map(|d| d.1.iter()),
+        )
+        .map(|&i| catalog.keys[i as usize])
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Compare two desired states against the same catalog, fleet and time.
+pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> Plan {
+    let catalog = world.catalog;
+    let (b, h) = (Side::new(base, world), Side::new(head, world));
+    let ids = |side: &Side, di: usize| -> Vec<String> {
+        side.deployments[di].1.iter().map(|&i| catalog.updates[i as usize].id.clone()).collect()
+    };
+    let (changed_spec, changed_head) = touched(base, head, &b, &h, catalog);
     // For each update a changed head deployment deploys: the base deployments that
     // already deploy it (a machine they target receives it already).
     let mut base_with: HashMap<u32, Vec<usize>> = HashMap::new();

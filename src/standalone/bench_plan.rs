@@ -124,7 +124,8 @@ fn breakdown(args: &PlanArgs) -> Result<()> {
     let t = Instant::now();
     let store = crate::store::open(&args.store)?;
     let catalog = store.load_catalog()?;
-    let fleet = store.load_fleet()?;
+    let keys = crate::git::plan::needed_update_keys(&base, &head, &catalog);
+    let fleet = store.load_fleet_for(&keys)?;
     let t_store = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let previous = crate::reconcile::Previous::default();
@@ -132,7 +133,8 @@ fn breakdown(args: &PlanArgs) -> Result<()> {
         crate::git::plan::World { catalog: &catalog, fleet: &fleet, previous: &previous, now: args.now.expect("set") };
     std::hint::black_box(crate::git::plan::compute(&base, &head, &world));
     println!(
-        "  of which: both revisions read and checked {t_git:.3} s, catalog and fleet ({} states) loaded {t_store:.3} s, compared {:.3} s",
+        "  of which: both revisions read and checked {t_git:.3} s, catalog and the states of the {} updates the change touches ({} states) loaded {t_store:.3} s, compared {:.3} s",
+        keys.len(),
         fleet.state_count(),
         t.elapsed().as_secs_f64()
     );

@@ -118,6 +118,17 @@ pub trait Store: Send {
     /// Every client with facts and compliance: the reconcile core's input.
     fn load_fleet(&self) -> Result<Fleet>;
 
+    /// Every client, with only its states for these update keys (`plan` reads just the
+    /// updates a change touches). The default filters a whole load.
+    fn load_fleet_for(&self, update_keys: &[u32]) -> Result<Fleet> {
+        let wanted: std::collections::HashSet<u32> = update_keys.iter().copied().collect();
+        let mut fleet = self.load_fleet()?;
+        for c in &mut fleet.clients {
+            c.compliance.states.retain(|s| wanted.contains(&s.key()));
+        }
+        Ok(fleet)
+    }
+
     /// Persist a reconcile: the status of every resource (history rows only for
     /// resources whose status changed) and the policy assignments that changed.
     fn save_reconcile(

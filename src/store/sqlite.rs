@@ -216,7 +216,15 @@ impl SqliteStore {
         Error::store(self.location(), message, e)
     }
 
-    fn read_fleet(&self) -> rusqlite::Result<std::result::Result<Vec<Client>, String>> {
+    fn fleet(&self, only: Option<&[u32]>) -> Result<Fleet> {
+        self.read_fleet(only)
+            .map_err(|e| sql_err(&self.location(), "cannot load the fleet", e))?
+            .map(Fleet::new)
+            .map_err(|message| Error::Store { location: self.location(), message, source: None })
+    }
+
+    /// Clients and their states; with `only`, just the states of those update keys.
+    fn read_fleet(&self, only: Option<&[u32]>) -> rusqlite::Result<std::result::Result<Vec<Client>, String>> {
         // One read transaction: clients and their states from the same snapshot.
         let tx = self.conn.unchecked_transaction()?;
         let mut keys: Vec<i64> = Vec::new();
@@ -250,9 +258,16 @@ impl SqliteStore {
         // Every state in one scan of the primary key (no sort): rows arrive grouped by
         // client in key order, so a merge with the clients (also in key order) maps
         // them; each client's states are copied once into an exactly sized vector.
-        let mut stmt = tx.prepare(
-            "SELECT client_key, update_key, scan_result, enforcement FROM compliance ORDER BY client_key, update_key",
-        )?;
+        // Keys are integers: inlined, they let SQLite test each row against an in-memory
+        // set without returning the rows a plan does not need.
+        let filter = only.map(|keys| {
+            let list: Vec<String> = keys.iter().map(u32::to_string).collect();
+            format!("WHERE update_key IN ({})", if list.is_empty() { "NULL".to_string() } else { list.join(",") })
+        });
+        let mut stmt = tx.prepare(&format!(
+            "SELECT client_key, update_key, scan_result, enforcement FROM compliance {} ORDER BY client_key, update_key",
+            filter.unwrap_or_default()
+        ))?;
         let mut rows = stmt.query([])?;
         let mut group = StateGrouper::new(keys);
         while let Some(r) = rows.next()? {
@@ -644,12 +659,11 @@ impl Store for SqliteStore {
     }
 
     fn load_fleet(&self) -> Result<Fleet> {
-        let location = self.location();
-        match self.read_fleet() {
-            Ok(Ok(clients)) => Ok(Fleet::new(clients)),
-            Ok(Err(message)) => Err(Error::Store { location, message, source: None }),
-            Err(e) => Err(sql_err(&location, "cannot load the fleet", e)),
-        }
+        self.fleet(None)
+    }
+
+    fn load_fleet_for(&self, update_keys: &[u32]) -> Result<Fleet> {
+        self.fleet(Some(update_keys))
     }
 
     fn save_reconcile(
