@@ -125,7 +125,7 @@ fn a_push_that_fails_leaves_no_branch_so_the_next_run_tries_again() {
     let runs = run(&s, None);
     let c = &runs[0].status.conditions[0];
     assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "ProposalFailed"));
-    assert!(c.message.contains("cannot push patchops/rule-server-security-1 to origin"), "{}", c.message);
+    assert!(c.message.contains("cannot push to origin"), "{}", c.message);
     assert!(s.h.repo.find_branch(BRANCH, BranchType::Local).is_err());
 }
 

@@ -452,33 +452,11 @@ impl<'r> TreeEdit<'r> {
 
 /// Push a branch to a remote of the repository.
 fn push(repo: &Repository, remote: &str, branch: &str) -> Result<()> {
-    let shown = repo.path().display().to_string();
-    let mut r = repo
-        .find_remote(remote)
-        .map_err(|e| Error::git(&shown, format!("remote {remote:?} not found; add it or fix --rules-push"), e))?;
-    let config = repo.config().ok();
-    let mut tried = HashSet::new();
-    let mut rejected: Option<String> = None;
-    let mut callbacks = git2::RemoteCallbacks::new();
-    callbacks.credentials(move |url, username, allowed| {
-        super::credentials(&mut tried, config.as_ref(), url, username, allowed)
-    });
-    callbacks.push_update_reference(|_, status| {
-        if let Some(s) = status {
-            rejected = Some(s.to_string());
-        }
-        Ok(())
-    });
-    let mut options = git2::PushOptions::new();
-    options.remote_callbacks(callbacks);
-    let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
-    r.push(&[refspec.as_str()], Some(&mut options))
-        .map_err(|e| Error::git(&shown, format!("cannot push {branch} to {remote}: {}", e.message()), e))?;
-    drop(options);
-    if let Some(why) = rejected {
-        return Err(Error::Git { repo: shown, message: format!("{remote} rejected {branch}: {why}"), source: None });
-    }
-    Ok(())
+    super::push_branch(repo, remote, branch, "--rules-push").map_err(|message| Error::Git {
+        repo: repo.path().display().to_string(),
+        message,
+        source: None,
+    })
 }
 
 /// Runs the rules from the standalone reconciler after each catalog sync: once per

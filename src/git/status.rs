@@ -9,15 +9,15 @@
 //! commit's diff shows exactly which deployments moved. Reconcile times and conditions are
 //! left out of the files (they change every time); the commit time is the reconcile time.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use git2::{FileMode, Oid, PushOptions, RemoteCallbacks, Repository, Signature, Time};
+use git2::{FileMode, Oid, Repository, Signature, Time};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
-use super::{GitSource, Kind, REMOTE, credentials, set_timeouts};
+use super::{GitSource, Kind, REMOTE};
 use crate::output::OutputFormat;
 use crate::resources::{CollectionStatus, MachineCounts, PhaseStatus, StateCounts, UpdateDeploymentStatus};
 use crate::store::ReconcileRecord;
@@ -251,7 +251,7 @@ pub fn publish(source: &GitSource, record: &ReconcileRecord, branch: &str, push:
     if let Some(remote) = remote {
         let tracking = repo.refname_to_id(&format!("refs/remotes/{remote}/{branch}")).ok();
         if matches!(published, Published::Committed { .. }) || tracking != Some(published.commit()) {
-            push_branch(&repo, remote, branch).map_err(|message| Error::Git {
+            super::push_branch(&repo, remote, branch, "--status-push").map_err(|message| Error::Git {
                 repo: source.shown_repo(),
                 message: format!("status branch {branch:?}: {message}"),
                 source: None,
@@ -331,56 +331,6 @@ fn write_tree(repo: &Repository, files: &BTreeMap<String, String>) -> Result<Oid
         builder.insert(folder, write_tree(repo, &inner)?, FileMode::Tree.into())?;
     }
     builder.write()
-}
-
-/// Push `refs/heads/<branch>` to a remote (a name of the repository, or a URL), without force.
-fn push_branch(repo: &Repository, remote: &str, branch: &str) -> Result<(), String> {
-    set_timeouts();
-    let mut handle = match repo.find_remote(remote) {
-        Ok(r) => r,
-        Err(_) if super::is_url(remote) || Path::new(remote).exists() => {
-            repo.remote_anonymous(remote).map_err(|e| format!("cannot use remote {remote:?}: {}", e.message()))?
-        }
-        Err(_) => {
-            let names = repo.remotes().map(|r| r.iter().flatten().flatten().map(str::to_string).collect::<Vec<_>>());
-            let names = names.unwrap_or_default();
-            let known = if names.is_empty() { "none configured".to_string() } else { names.join(", ") };
-            return Err(format!(
-                "remote {remote:?} not found; pass --status-push with a remote of the repository ({known}) or a URL"
-            ));
-        }
-    };
-    let config = repo.config().ok();
-    let mut tried = HashSet::new();
-    let mut rejected = None;
-    {
-        let mut callbacks = RemoteCallbacks::new();
-        callbacks.credentials(move |url, username, allowed| {
-            credentials(&mut tried, config.as_ref(), url, username, allowed)
-        });
-        callbacks.push_update_reference(|refname, status| {
-            if let Some(status) = status {
-                rejected = Some(format!("{refname}: {status}"));
-            }
-            Ok(())
-        });
-        let mut options = PushOptions::new();
-        options.remote_callbacks(callbacks);
-        let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
-        handle.push(&[refspec.as_str()], Some(&mut options)).map_err(|e| {
-            format!(
-                "cannot push to {}: {}; check the remote, the network and the credentials",
-                super::redact(remote),
-                e.message()
-            )
-        })?;
-    }
-    match rejected {
-        Some(why) => Err(format!(
-            "the remote rejected the push ({why}); the remote branch moved — fetch it or remove the local branch"
-        )),
-        None => Ok(()),
-    }
 }
 
 /// A snapshot read back from the status branch.
