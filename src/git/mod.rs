@@ -605,6 +605,57 @@ fn cache_name(url: &str) -> String {
     format!("{}-{}", readable.trim_matches(['_', '.']), &hex::encode(hash)[..12])
 }
 
+/// Push `refs/heads/<branch>` to a remote (a name of the repository, a URL or a path),
+/// without force. `flag` is the option that named the remote, for the error message.
+pub(crate) fn push_branch(repo: &Repository, remote: &str, branch: &str, flag: &str) -> Result<(), String> {
+    set_timeouts();
+    let mut handle = match repo.find_remote(remote) {
+        Ok(r) => r,
+        Err(_) if is_url(remote) || std::path::Path::new(remote).exists() => {
+            repo.remote_anonymous(remote).map_err(|e| format!("cannot use remote {remote:?}: {}", e.message()))?
+        }
+        Err(_) => {
+            let names = repo.remotes().map(|r| r.iter().flatten().flatten().map(str::to_string).collect::<Vec<_>>());
+            let names = names.unwrap_or_default();
+            let known = if names.is_empty() { "none configured".to_string() } else { names.join(", ") };
+            return Err(format!(
+                "remote {remote:?} not found; pass {flag} with a remote of the repository ({known}) or a URL"
+            ));
+        }
+    };
+    let config = repo.config().ok();
+    let mut tried = std::collections::HashSet::new();
+    let mut rejected = None;
+    {
+        let mut callbacks = git2::RemoteCallbacks::new();
+        callbacks.credentials(move |url, username, allowed| {
+            credentials(&mut tried, config.as_ref(), url, username, allowed)
+        });
+        callbacks.push_update_reference(|refname, status| {
+            if let Some(status) = status {
+                rejected = Some(format!("{refname}: {status}"));
+            }
+            Ok(())
+        });
+        let mut options = git2::PushOptions::new();
+        options.remote_callbacks(callbacks);
+        let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
+        handle.push(&[refspec.as_str()], Some(&mut options)).map_err(|e| {
+            format!(
+                "cannot push to {}: {}; check the remote, the network and the credentials",
+                redact(remote),
+                e.message()
+            )
+        })?;
+    }
+    match rejected {
+        Some(why) => Err(format!(
+            "the remote rejected the push ({why}); the remote branch moved — fetch it or remove the local branch"
+        )),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -912,56 +963,5 @@ mod test {
         assert_eq!(name, cache_name("https://github.com/o/r.git"));
         assert_ne!(name, cache_name("https://github.com/o/r2.git"));
         assert!(cache_name("git@github.com:o/r.git").starts_with("github.com_o_r.git-"));
-    }
-}
-
-/// Push `refs/heads/<branch>` to a remote (a name of the repository, a URL or a path),
-/// without force. `flag` is the option that named the remote, for the error message.
-pub(crate) fn push_branch(repo: &Repository, remote: &str, branch: &str, flag: &str) -> Result<(), String> {
-    set_timeouts();
-    let mut handle = match repo.find_remote(remote) {
-        Ok(r) => r,
-        Err(_) if is_url(remote) || std::path::Path::new(remote).exists() => {
-            repo.remote_anonymous(remote).map_err(|e| format!("cannot use remote {remote:?}: {}", e.message()))?
-        }
-        Err(_) => {
-            let names = repo.remotes().map(|r| r.iter().flatten().flatten().map(str::to_string).collect::<Vec<_>>());
-            let names = names.unwrap_or_default();
-            let known = if names.is_empty() { "none configured".to_string() } else { names.join(", ") };
-            return Err(format!(
-                "remote {remote:?} not found; pass {flag} with a remote of the repository ({known}) or a URL"
-            ));
-        }
-    };
-    let config = repo.config().ok();
-    let mut tried = std::collections::HashSet::new();
-    let mut rejected = None;
-    {
-        let mut callbacks = git2::RemoteCallbacks::new();
-        callbacks.credentials(move |url, username, allowed| {
-            credentials(&mut tried, config.as_ref(), url, username, allowed)
-        });
-        callbacks.push_update_reference(|refname, status| {
-            if let Some(status) = status {
-                rejected = Some(format!("{refname}: {status}"));
-            }
-            Ok(())
-        });
-        let mut options = git2::PushOptions::new();
-        options.remote_callbacks(callbacks);
-        let refspec = format!("refs/heads/{branch}:refs/heads/{branch}");
-        handle.push(&[refspec.as_str()], Some(&mut options)).map_err(|e| {
-            format!(
-                "cannot push to {}: {}; check the remote, the network and the credentials",
-                redact(remote),
-                e.message()
-            )
-        })?;
-    }
-    match rejected {
-        Some(why) => Err(format!(
-            "the remote rejected the push ({why}); the remote branch moved — fetch it or remove the local branch"
-        )),
-        None => Ok(()),
     }
 }
