@@ -217,6 +217,7 @@ impl World {
             state_dir: Some(self.agent_dir(name)),
             download: Download::Http,
             agent_version: "2.1.0".into(),
+            catalogs: None,
             seed,
         };
         Agent::new(options, machine).unwrap()
@@ -727,6 +728,7 @@ fn s5_the_dpkg_agent_reports_this_machines_missing_security_updates_through_the_
         state_dir: Some(w.agent_dir("this-machine")),
         download: Download::Http,
         agent_version: "2.1.0".into(),
+        catalogs: None,
         seed: 1,
     };
     let mut a = Agent::new(options, machine).unwrap();

@@ -94,6 +94,7 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
         state_dir: Some(args.state_dir.clone()),
         download: Download::Http,
         agent_version: super::runner::AGENT_VERSION.to_string(),
+        catalogs: None,
         seed: fastrand::u64(..),
     };
     match args.scanner {

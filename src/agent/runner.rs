@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,9 @@ pub enum Download {
     Simulated,
 }
 
+/// Catalog versions held once for many in-process agents.
+pub type CatalogCache = std::sync::Mutex<HashMap<u64, Arc<Catalog>>>;
+
 /// Settings of one agent.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {
@@ -61,6 +65,9 @@ pub struct AgentOptions {
     /// Version reported at registration and with each scan (S7); `AGENT_VERSION` for a
     /// real agent, the simulated client's for in-process agents.
     pub agent_version: String,
+    /// Catalogs shared by in-process agents of one management point (`simulate`): the same
+    /// version is held once. None: the agent keeps its own.
+    pub catalogs: Option<Arc<CatalogCache>>,
     /// Seed for the random scan times (S2).
     pub seed: u64,
 }
@@ -116,7 +123,7 @@ pub struct Agent<M: Machine> {
     pub state: AgentState,
     pub machine: M,
     pub stats: AgentStats,
-    catalog: Option<Catalog>,
+    catalog: Option<Arc<Catalog>>,
     server: ManagementPoint,
     rng: fastrand::Rng,
     /// Whether the management point answered during this tick.
@@ -163,7 +170,7 @@ impl<M: Machine> Agent<M> {
             if path.exists() {
                 let text = std::fs::read_to_string(&path).map_err(|source| Error::Io { path: path.clone(), source })?;
                 match serde_json::from_str::<CachedCatalog>(&text) {
-                    Ok(c) => catalog = Some(Catalog::new(c.version, c.updates, &HashMap::new())),
+                    Ok(c) => catalog = Some(Arc::new(Catalog::new(c.version, c.updates, &HashMap::new()))),
                     // A damaged cache is only a cache: the next scan fetches the catalog.
                     Err(e) => {
                         warn!(path = %path.display(), error = %e, "cached catalog unreadable; it will be fetched again");
@@ -194,7 +201,7 @@ impl<M: Machine> Agent<M> {
     }
 
     pub fn catalog(&self) -> Option<&Catalog> {
-        self.catalog.as_ref()
+        self.catalog.as_deref()
     }
 
     /// A user started a re-evaluation (T2.5) or a deployment evaluation (T2.6).
@@ -428,7 +435,15 @@ impl<M: Machine> Agent<M> {
                     serde_json::to_vec(&CachedCatalog { version, updates: updates.clone() }).expect("serializes");
                 let _ = write_atomic(&dir.join(CATALOG_FILE), &body);
             }
-            self.catalog = Some(Catalog::new(version, updates, &HashMap::new()));
+            let shared = self.options.catalogs.as_ref().map(|c| c.lock().unwrap_or_else(|p| p.into_inner()));
+            self.catalog = Some(match shared {
+                // In-process agents of one server share each version's catalog in memory.
+                Some(mut cache) => cache
+                    .entry(version)
+                    .or_insert_with(|| Arc::new(Catalog::new(version, updates, &HashMap::new())))
+                    .clone(),
+                None => Arc::new(Catalog::new(version, updates, &HashMap::new())),
+            });
         }
         self.state.history.cached_version = Some(version);
         Ok(())

@@ -131,6 +131,7 @@ pub fn fleet_agents(
     state_root: Option<&std::path::Path>,
 ) -> Result<Vec<Agent<FactsMachine>>> {
     let mut agents = Vec::new();
+    let catalogs = std::sync::Arc::new(crate::agent::runner::CatalogCache::default());
     for (i, c) in fleet.clients.iter().enumerate() {
         if c.never_scans() {
             continue;
@@ -143,6 +144,7 @@ pub fn fleet_agents(
             state_dir: state_root.map(|r| r.join(&c.info.name)),
             download,
             agent_version: c.info.agent_version.clone().unwrap_or_else(|| crate::agent::runner::AGENT_VERSION.into()),
+            catalogs: Some(catalogs.clone()),
             seed,
         };
         agents.push(Agent::new(options, c.machine(seed))?);
