@@ -812,3 +812,53 @@ fn simulate_runs_agents_against_the_embedded_server_and_ends_with_the_compliance
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("installs"), "{stderr}");
 }
+
+#[test]
+fn run_embeds_the_management_point_so_an_agent_gets_its_policy_from_the_reconciler() {
+    let w = World::new(BASE, &catalog(&[catalog_entry("KB200", "2026-11-11", false, 1000)]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+        .arg("run")
+        .arg("--repo")
+        .arg(w.repo.workdir().unwrap())
+        .arg("--store")
+        .arg(w.dir.path().join("run.db"))
+        .args(["--interval", "1s", "--listen", &format!("127.0.0.1:{port}"), "--enroll-secret", SECRET])
+        .env("PATCHOPS_STATE_DIR", w.dir.path().join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let doc = FactsDocument {
+        facts: SERVER.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
+    let options = AgentOptions {
+        name: "srv-run".into(),
+        server: format!("http://127.0.0.1:{port}"),
+        enroll_secret: SECRET.into(),
+        state_dir: None,
+        download: Download::Http,
+        agent_version: "2.1.0".into(),
+        catalogs: None,
+        seed: 3,
+    };
+    let mut a = Agent::new(options, FactsMachine::new(doc, FactsMachine::default_installer(3))).unwrap();
+    // Registered once the server listens; the policy arrives after the next reconcile
+    // (a client without one asks again after the batch interval).
+    let started = std::time::Instant::now();
+    let mut t = Timestamp::now();
+    while a.state.policy.is_none() && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        t += SignedDuration::from_mins(5);
+        a.tick(t).unwrap();
+    }
+    let policy = a.state.policy.as_ref().expect("a policy from the embedded management point");
+    assert_eq!(policy.catalog_version, 1);
+    assert!(policy.revision.contains("@sha1:"), "{}", policy.revision);
+    // SIGTERM stops the reconciler and the management point cleanly.
+    std::process::Command::new("kill").arg("-TERM").arg(run.id().to_string()).status().unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("management point stopped"));
+}
