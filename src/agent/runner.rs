@@ -118,6 +118,19 @@ pub struct AgentStats {
     pub send_failures: u64,
 }
 
+impl std::ops::AddAssign for AgentStats {
+    fn add_assign(&mut self, s: AgentStats) {
+        self.scans += s.scans;
+        self.scans_skipped += s.scans_skipped;
+        self.downloads += s.downloads;
+        self.bytes_downloaded += s.bytes_downloaded;
+        self.installs += s.installs;
+        self.install_failures += s.install_failures;
+        self.batches_sent += s.batches_sent;
+        self.send_failures += s.send_failures;
+    }
+}
+
 pub struct Agent<M: Machine> {
     pub options: AgentOptions,
     pub state: AgentState,

@@ -388,79 +388,68 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
     let defaults = crate::standalone::default_settings(head);
     let windowed: Vec<usize> =
         (0..h.collections.len()).filter(|&c| !h.collections.spec(c).maintenance_windows.is_empty()).collect();
+    let empty = || Tally {
+        targeted_base: vec![0; b.deployments.len()],
+        targeted_head: vec![0; h.deployments.len()],
+        receipts: HashMap::new(),
+        slot_machines: HashMap::new(),
+        window_machines: HashMap::new(),
+    };
     let tally = world
         .fleet
         .clients
         .par_iter()
-        .fold(
-            || Tally {
-                targeted_base: vec![0; b.deployments.len()],
-                targeted_head: vec![0; h.deployments.len()],
-                receipts: HashMap::new(),
-                slot_machines: HashMap::new(),
-                window_machines: HashMap::new(),
-            },
-            |mut t, client| {
-                let mut brow = vec![0u64; b.collections.len().div_ceil(64).max(1)];
-                let mut hrow = vec![0u64; h.collections.len().div_ceil(64).max(1)];
-                b.collections.evaluate(client, &mut brow);
-                h.collections.evaluate(client, &mut hrow);
-                let base_targets: Vec<bool> =
-                    b.deployments.iter().map(|(_, _, slots)| slots.iter().any(|&c| member(&brow, c))).collect();
-                for (i, &x) in base_targets.iter().enumerate() {
-                    t.targeted_base[i] += x as u64;
+        .fold(empty, |mut t, client| {
+            let mut brow = vec![0u64; b.collections.len().div_ceil(64).max(1)];
+            let mut hrow = vec![0u64; h.collections.len().div_ceil(64).max(1)];
+            b.collections.evaluate(client, &mut brow);
+            h.collections.evaluate(client, &mut hrow);
+            let base_targets: Vec<bool> =
+                b.deployments.iter().map(|(_, _, slots)| slots.iter().any(|&c| member(&brow, c))).collect();
+            for (i, &x) in base_targets.iter().enumerate() {
+                t.targeted_base[i] += x as u64;
+            }
+            for (i, (_, _, slots)) in h.deployments.iter().enumerate() {
+                t.targeted_head[i] += slots.iter().any(|&c| member(&hrow, c)) as u64;
+            }
+            let c = &client.compliance;
+            let usable = client_unknown_reason(
+                c,
+                defaults.scan_ttl.signed(),
+                defaults.minimum_agent_version.as_deref(),
+                world.now,
+            )
+            .is_none();
+            let scanned = c.last_scan.as_ref().map_or(0, |s| s.catalog_version);
+            for &hi in &changed_head {
+                let (_, updates, slots) = &h.deployments[hi];
+                let Some(slot) = slots.iter().position(|&col| member(&hrow, col)) else { continue };
+                let mut any_window = false;
+                for &ci in windowed.iter().filter(|&&ci| member(&hrow, Some(ci))) {
+                    *t.window_machines.entry((hi, slot, ci)).or_default() += 1;
+                    any_window = true;
                 }
-                for (i, (_, _, slots)) in h.deployments.iter().enumerate() {
-                    t.targeted_head[i] += slots.iter().any(|&c| member(&hrow, c)) as u64;
-                }
-                let c = &client.compliance;
-                let usable = client_unknown_reason(
-                    c,
-                    defaults.scan_ttl.signed(),
-                    defaults.minimum_agent_version.as_deref(),
-                    world.now,
-                )
-                .is_none();
-                let scanned = c.last_scan.as_ref().map_or(0, |s| s.catalog_version);
-                for &hi in &changed_head {
-                    let (_, updates, slots) = &h.deployments[hi];
-                    let Some(slot) = slots.iter().position(|&col| member(&hrow, col)) else { continue };
-                    let mut any_window = false;
-                    for &ci in windowed.iter().filter(|&&ci| member(&hrow, Some(ci))) {
-                        *t.window_machines.entry((hi, slot, ci)).or_default() += 1;
-                        any_window = true;
+                let e = t.slot_machines.entry((hi, slot)).or_default();
+                e[0] += 1;
+                e[1] += any_window as u64;
+                for (p, u) in updates.iter().enumerate() {
+                    if base_with[u].iter().any(|&bi| base_targets[bi]) {
+                        continue;
                     }
-                    let e = t.slot_machines.entry((hi, slot)).or_default();
+                    let required = usable && {
+                        let key = catalog.keys[*u as usize];
+                        let reported = c.states.binary_search_by_key(&key, |s| s.key()).ok().map(|i| c.states[i]);
+                        classify(reported, true, catalog.since_version[*u as usize], scanned).state()
+                            == ComplianceState::Required
+                    };
+                    let e = t.receipts.entry((hi, p, slot)).or_default();
                     e[0] += 1;
-                    e[1] += any_window as u64;
-                    for (p, u) in updates.iter().enumerate() {
-                        if base_with[u].iter().any(|&bi| base_targets[bi]) {
-                            continue;
-                        }
-                        let required = usable && {
-                            let key = catalog.keys[*u as usize];
-                            let reported = c.states.binary_search_by_key(&key, |s| s.key()).ok().map(|i| c.states[i]);
-                            classify(reported, true, catalog.since_version[*u as usize], scanned).state()
-                                == ComplianceState::Required
-                        };
-                        let e = t.receipts.entry((hi, p, slot)).or_default();
-                        e[0] += 1;
-                        e[1] += required as u64;
-                    }
+                    e[1] += required as u64;
                 }
-                t
-            },
-        )
-        .reduce(
-            || Tally {
-                targeted_base: vec![0; b.deployments.len()],
-                targeted_head: vec![0; h.deployments.len()],
-                receipts: HashMap::new(),
-                slot_machines: HashMap::new(),
-                window_machines: HashMap::new(),
-            },
-            Tally::merge,
-        );
+            }
+            t
+        })
+        .reduce(empty, Tally::merge);
 
     // What merging changes, by name; the core reconciles just those on both sides.
     let changed: Vec<bool> = (0..h.deployments.len())

@@ -107,15 +107,7 @@ impl VirtualFleet {
     pub fn stats(&self) -> AgentStats {
         let mut total = AgentStats::default();
         for a in &self.agents {
-            let s = a.lock().unwrap_or_else(|p| p.into_inner()).stats;
-            total.scans += s.scans;
-            total.scans_skipped += s.scans_skipped;
-            total.downloads += s.downloads;
-            total.bytes_downloaded += s.bytes_downloaded;
-            total.installs += s.installs;
-            total.install_failures += s.install_failures;
-            total.batches_sent += s.batches_sent;
-            total.send_failures += s.send_failures;
+            total += a.lock().unwrap_or_else(|p| p.into_inner()).stats;
         }
         total
     }

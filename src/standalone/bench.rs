@@ -242,6 +242,49 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A SQLite store holding the catalog and the fleet's states, every client scanned
+/// against version 1 an hour before `now` (the reconcile and plan benchmarks).
+pub(super) fn write_store(path: &std::path::Path, catalog: &Catalog, fleet: &Fleet, now: Timestamp) -> Result<u64> {
+    use crate::store::Store;
+    let mut store = crate::store::sqlite::SqliteStore::open(path)?;
+    store.save_catalog(&catalog.updates, now)?;
+    let stored = store.load_catalog()?;
+    let infos: Vec<crate::store::ClientInfo> = fleet
+        .clients
+        .iter()
+        .map(|c| crate::store::ClientInfo {
+            name: c.name.clone(),
+            facts: c.facts.clone(),
+            agent_version: c.compliance.agent_version.clone(),
+        })
+        .collect();
+    store.upsert_clients(&infos, now)?;
+    let keys = store.client_keys()?;
+    let key_of: std::collections::HashMap<u32, u32> = catalog
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (*k, stored.keys[stored.index_of(&catalog.updates[i].id).expect("same ids") as usize]))
+        .collect();
+    let (key_of, keys) = (&key_of, &keys);
+    let rows = fleet.clients.iter().flat_map(|c| {
+        let ck = keys[&c.name];
+        c.compliance
+            .states
+            .iter()
+            .map(move |s| (ck, PackedState::new(key_of[&s.key()], s.scan(), s.enforcement()), now))
+    });
+    let n = store.bulk_load_states(rows)?;
+    drop(store);
+    // Every bench client scanned against version 1 an hour ago.
+    let conn =
+        rusqlite::Connection::open(path).map_err(|e| Error::store(path.display().to_string(), "cannot open", e))?;
+    let scanned = now - SignedDuration::from_hours(1);
+    conn.execute("UPDATE clients SET scan_time = ?1, scan_catalog_version = 1", [scanned.as_second()])
+        .map_err(|e| Error::store(path.display().to_string(), "cannot mark scans", e))?;
+    Ok(n)
+}
+
 fn cold_start(
     path: &std::path::Path,
     args: &BenchArgs,
@@ -254,43 +297,7 @@ fn cold_start(
     let _ = args;
     if !path.exists() {
         let t = Instant::now();
-        let mut store = crate::store::sqlite::SqliteStore::open(path)?;
-        store.save_catalog(&catalog.updates, now)?;
-        let stored = store.load_catalog()?;
-        let infos: Vec<crate::store::ClientInfo> = fleet
-            .clients
-            .iter()
-            .map(|c| crate::store::ClientInfo {
-                name: c.name.clone(),
-                facts: c.facts.clone(),
-                agent_version: c.compliance.agent_version.clone(),
-            })
-            .collect();
-        store.upsert_clients(&infos, now)?;
-        let keys = store.client_keys()?;
-        // Same update ids, possibly other keys: map through the ids.
-        let key_of: HashMap<u32, u32> = catalog
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (*k, stored.keys[stored.index_of(&catalog.updates[i].id).unwrap() as usize]))
-            .collect();
-        let key_of = &key_of;
-        let keys = &keys;
-        let rows = fleet.clients.iter().flat_map(|c| {
-            let ck = keys[&c.name];
-            c.compliance
-                .states
-                .iter()
-                .map(move |s| (ck, PackedState::new(key_of[&s.key()], s.scan(), s.enforcement()), now))
-        });
-        let n = store.bulk_load_states(rows)?;
-        drop(store);
-        // The benchmark's clients all scanned against version 1 within the TTL.
-        let conn =
-            rusqlite::Connection::open(path).map_err(|e| Error::store(path.display().to_string(), "cannot open", e))?;
-        conn.execute("UPDATE clients SET scan_time = ?1, scan_catalog_version = 1", [now.as_second() - 3600])
-            .map_err(|e| Error::store(path.display().to_string(), "cannot mark scans", e))?;
+        let n = write_store(path, catalog, fleet, now)?;
         println!("  wrote the SQLite store {} ({n} states) in {:.1} s", path.display(), t.elapsed().as_secs_f64());
     }
     let t = Instant::now();

@@ -6,13 +6,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use git2::{Oid, Repository, Signature};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use super::bench::{BenchArgs, peak_rss, synthetic};
 use crate::catalog::Catalog;
-use crate::compliance::{Fleet, PackedState};
 use crate::git::plan::{PlanArgs, PlanFormat, make, markdown};
-use crate::store::Store;
 use crate::{Error, Result};
 
 const SITES: usize = 10;
@@ -40,7 +38,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let store_path = args.sqlite.clone().unwrap_or_else(|| dir.path().join("plan.db"));
     if !store_path.exists() {
         let t = Instant::now();
-        let n = write_store(&store_path, &catalog, &fleet, now)?;
+        let n = super::bench::write_store(&store_path, &catalog, &fleet, now)?;
         println!(
             "  wrote the SQLite store {} ({n} states) in {:.1} s",
             store_path.display(),
@@ -238,44 +236,4 @@ fn commit_changes(
     let id = tree.commit(&signature()?, "change")?;
     repo.reference(&format!("refs/heads/{branch}"), id, true, "bench")?;
     Ok(id)
-}
-
-fn write_store(path: &std::path::Path, catalog: &Catalog, fleet: &Fleet, now: Timestamp) -> Result<u64> {
-    let mut store = crate::store::sqlite::SqliteStore::open(path)?;
-    store.save_catalog(&catalog.updates, now)?;
-    let stored = store.load_catalog()?;
-    let infos: Vec<crate::store::ClientInfo> = fleet
-        .clients
-        .iter()
-        .map(|c| crate::store::ClientInfo {
-            name: c.name.clone(),
-            facts: c.facts.clone(),
-            agent_version: c.compliance.agent_version.clone(),
-        })
-        .collect();
-    store.upsert_clients(&infos, now)?;
-    let keys = store.client_keys()?;
-    let key_of: std::collections::HashMap<u32, u32> = catalog
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (*k, stored.keys[stored.index_of(&catalog.updates[i].id).expect("same ids") as usize]))
-        .collect();
-    let (key_of, keys) = (&key_of, &keys);
-    let rows = fleet.clients.iter().flat_map(|c| {
-        let ck = keys[&c.name];
-        c.compliance
-            .states
-            .iter()
-            .map(move |s| (ck, PackedState::new(key_of[&s.key()], s.scan(), s.enforcement()), now))
-    });
-    let n = store.bulk_load_states(rows)?;
-    drop(store);
-    // Every bench client scanned against version 1 an hour ago.
-    let conn =
-        rusqlite::Connection::open(path).map_err(|e| Error::store(path.display().to_string(), "cannot open", e))?;
-    let scanned = now - SignedDuration::from_hours(1);
-    conn.execute("UPDATE clients SET scan_time = ?1, scan_catalog_version = 1", [scanned.as_second()])
-        .map_err(|e| Error::store(path.display().to_string(), "cannot mark scans", e))?;
-    Ok(n)
 }
