@@ -167,6 +167,7 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
     };
     let started = std::time::Instant::now();
     let mut all = Vec::new();
+    let mut documents: Vec<(String, Vec<u8>)> = Vec::new();
     let bar = std::io::IsTerminal::is_terminal(&std::io::stderr()).then(|| {
         let bar = indicatif::ProgressBar::new(args.files.len() as u64);
         bar.set_style(
@@ -190,7 +191,16 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
         } else {
             syncer.fetcher.fetch_file(std::path::Path::new(f))?
         };
+        if args.format == CatalogFormat::MsrcCvrf {
+            // Monthly documents are merged KB by KB (see `msrc_cvrf::parse_many`).
+            documents.push((fetched.name.clone(), super::sync::decompress(&fetched.name, &fetched.bytes)?));
+            continue;
+        }
         all.push(import(&spec, &fetched, &previous, now)?);
+    }
+    if !documents.is_empty() {
+        let docs: Vec<(&str, &[u8])> = documents.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        all.push(super::sync::filter(&spec, super::msrc_cvrf::parse_many(&docs)?));
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -95,6 +95,61 @@ fn default_max_run_time() -> crate::time::Duration {
     crate::time::Duration::from_mins(10)
 }
 
+impl Update {
+    /// The same update as two sources (or two vendor documents) describe it, merged so
+    /// that nothing either says is lost and the result does not depend on which came
+    /// first: products, CVEs, supersedence and files are unions, the severity the highest,
+    /// the release date the first, restart and expiry when either says so. What cannot be
+    /// unioned (title, classification, a non-list applicability rule) comes from the copy
+    /// released last (ties broken by content, never by order).
+    pub fn merge(a: Update, b: Update) -> Update {
+        if a == b {
+            return a;
+        }
+        let key = |u: &Update| {
+            (u.released, u.title.clone(), u.classification.clone(), serde_json::to_string(u).unwrap_or_default())
+        };
+        let (mut primary, other) = if key(&a) >= key(&b) { (a, b) } else { (b, a) };
+        let union = |mine: &mut Vec<String>, theirs: Vec<String>| {
+            mine.extend(theirs);
+            mine.sort();
+            mine.dedup();
+        };
+        union(&mut primary.products, other.products);
+        union(&mut primary.cves, other.cves);
+        union(&mut primary.supersedes, other.supersedes);
+        let own = [Some(primary.id.clone()), primary.kb.clone()];
+        primary.supersedes.retain(|s| !own.iter().flatten().any(|o| o.eq_ignore_ascii_case(s)));
+        primary.severity = primary.severity.max(other.severity);
+        primary.released = primary.released.min(other.released);
+        primary.reboot_required |= other.reboot_required;
+        primary.expired |= other.expired;
+        primary.max_run_time = primary.max_run_time.max(other.max_run_time);
+        primary.files.extend(other.files);
+        primary.files.sort_by(|x, y| (&x.sha256, &x.name).cmp(&(&y.sha256, &y.name)));
+        primary.files.dedup();
+        // A product list (`os in [...]`, as MSRC updates have) is the union of both lists.
+        if let (Rule::Fact(mine), Rule::Fact(theirs)) =
+            (&mut primary.applicability.is_installable, &other.applicability.is_installable)
+        {
+            let values = |t: &FactTest| t.in_.clone().or_else(|| t.equals.clone().map(|v| vec![v]));
+            let bare = |t: &FactTest| FactTest { in_: None, equals: None, ..t.clone() };
+            if bare(mine) == bare(theirs)
+                && let (Some(mut list), Some(more)) = (values(mine), values(theirs))
+            {
+                list.extend(more);
+                list.sort();
+                list.dedup();
+                if list.len() > 1 {
+                    mine.equals = None;
+                    mine.in_ = Some(list);
+                }
+            }
+        }
+        primary
+    }
+}
+
 /// One catalog snapshot: the updates, which update supersedes which, the version.
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {

@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use crate::catalog::applicability::compare_dotted;
 use crate::catalog::{Applicability, FactTest, Rule, Severity, Update};
+use sha2::{Digest, Sha256};
+
 use crate::{Error, Result};
 
 /// Maintenance-window time an update needs (ConfigMgr's default for updates).
@@ -22,27 +24,47 @@ const NO_FAMILY: &str = "Other";
 /// Parse one MSRC CVRF document (XML, or the JSON form the MSRC API serves with
 /// `Accept: application/json`) into updates. `source` names the input in errors.
 pub fn parse(source: &str, bytes: &[u8]) -> Result<Vec<Update>> {
-    Ok(import(source, bytes)?.updates)
+    Ok(finish(import(source, bytes)?.drafts))
 }
 
-/// Merge several monthly documents into one list: the same update id in a later
-/// document (by DocumentTracking CurrentReleaseDate / revision) replaces the earlier one.
+/// Merge several documents into one list. A KB listed by several documents (a re-issued
+/// or revised month, or consecutive months that both list it) keeps everything each says:
+/// products, CVEs and supersedence are unions, the severity is the highest, the release
+/// date the first; a title MSRC gives comes from the latest document (by CurrentReleaseDate,
+/// then revision). The result does not depend on the order of `docs`.
 pub fn parse_many(docs: &[(&str, &[u8])]) -> Result<Vec<Update>> {
-    let mut imported = docs.iter().map(|(source, bytes)| import(source, bytes)).collect::<Result<Vec<_>>>()?;
-    // Stable: documents with the same date and revision keep their input order.
-    imported.sort_by(|a, b| a.current.cmp(&b.current).then_with(|| compare_dotted(&a.revision, &b.revision)));
-    let mut merged = BTreeMap::new();
-    for doc in imported {
-        for u in doc.updates {
-            merged.insert(u.id.clone(), u);
+    let mut imported = docs
+        .iter()
+        .map(|(source, bytes)| Ok((import(source, bytes)?, Sha256::digest(bytes))))
+        .collect::<Result<Vec<_>>>()?;
+    // A total order, so that equal dates and revisions do not fall back on input order.
+    imported.sort_by(|(a, da), (b, db)| {
+        a.current.cmp(&b.current).then_with(|| compare_dotted(&a.revision, &b.revision)).then_with(|| da.cmp(db))
+    });
+    let mut merged: BTreeMap<String, Draft> = BTreeMap::new();
+    let mut in_several = 0usize;
+    for (doc, _) in imported {
+        for (id, draft) in doc.drafts {
+            match merged.get_mut(&id) {
+                Some(earlier) => {
+                    in_several += 1;
+                    earlier.absorb(draft);
+                }
+                None => {
+                    merged.insert(id, draft);
+                }
+            }
         }
     }
-    Ok(merged.into_values().collect())
+    if in_several > 0 {
+        tracing::info!(in_several, "msrc-cvrf: KBs listed by several documents were merged");
+    }
+    Ok(finish(merged))
 }
 
-/// One document's updates, with what orders it among other documents.
+/// One document's updates before they are finished, with what orders it among others.
 struct Imported {
-    updates: Vec<Update>,
+    drafts: BTreeMap<String, Draft>,
     /// DocumentTracking/CurrentReleaseDate (InitialReleaseDate when absent).
     current: DateTime,
     /// Highest DocumentTracking revision number (Version when there is none).
@@ -67,7 +89,7 @@ fn import(source: &str, bytes: &[u8]) -> Result<Imported> {
     let imported = build(source, &text, doc)?;
     tracing::debug!(
         source,
-        updates = imported.updates.len(),
+        updates = imported.drafts.len(),
         skipped = imported.skipped.values().sum::<usize>(),
         skipped_by_description = ?imported.skipped,
         "msrc-cvrf: vendor fixes without a KB number were skipped"
@@ -688,15 +710,40 @@ fn summarize(products: &[String]) -> String {
 }
 
 /// Everything one (KB, product family) update collects from the vendor fixes naming it.
-struct Acc {
+/// What one or more documents say about one KB in one product family.
+struct Draft {
+    kb: String,
+    family_slug: String,
+    /// "April 2016": the month of the document that first released it, for a title.
+    month: String,
     products: BTreeSet<String>,
     cves: BTreeSet<String>,
     severity: Severity,
     sub_types: BTreeSet<String>,
+    /// The title MSRC gives, when the remediation has one rather than a bare number.
     title: Option<String>,
     supersedes: BTreeSet<String>,
     reboot: bool,
     released: Date,
+}
+
+impl Draft {
+    /// Add what a later document says about the same KB and family.
+    fn absorb(&mut self, later: Draft) {
+        self.products.extend(later.products);
+        self.cves.extend(later.cves);
+        self.severity = self.severity.max(later.severity);
+        self.sub_types.extend(later.sub_types);
+        if later.title.is_some() {
+            self.title = later.title;
+        }
+        self.supersedes.extend(later.supersedes);
+        self.reboot |= later.reboot;
+        if later.released < self.released {
+            self.released = later.released;
+            self.month = later.month;
+        }
+    }
 }
 
 fn build(source: &str, text: &str, doc: Doc) -> Result<Imported> {
@@ -720,10 +767,16 @@ fn build(source: &str, text: &str, doc: Doc) -> Result<Imported> {
         None => initial,
     };
     let initial = initial.date();
+    let month = doc
+        .title
+        .trim()
+        .strip_suffix("Security Updates")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| initial.strftime("%B %Y").to_string(), str::to_string);
 
-    let mut acc: BTreeMap<(String, String), Acc> = BTreeMap::new();
+    let mut drafts: BTreeMap<String, Draft> = BTreeMap::new();
     let mut skipped: BTreeMap<String, usize> = BTreeMap::new();
-    let mut odd_supersedence = 0usize;
     for vuln in &doc.vulns {
         // A vulnerability dates its fixes by its latest revision (never before the month);
         // an update keeps the earliest date over its vulnerabilities. So KB4093112, added
@@ -776,16 +829,20 @@ fn build(source: &str, text: &str, doc: Doc) -> Result<Imported> {
                     ),
                 ));
             }
-            let mut supersedes = BTreeSet::new();
-            for token in fix.supercedence.split(|c: char| c == ';' || c == ',' || c.is_whitespace()) {
-                match bare_kb(token) {
-                    Some(old) if old != kb => {
-                        supersedes.insert(format!("KB{old}"));
-                    }
-                    Some(_) => {}
-                    None if token.is_empty() => {}
-                    None => odd_supersedence += 1,
-                }
+            let (supersedes, odd) = supersedence(&fix.supercedence, &kb);
+            if !odd.is_empty() {
+                let products: Vec<&str> =
+                    ids.iter().filter_map(|id| doc.products.get(*id).map(|p| p.name.as_str())).collect();
+                tracing::warn!(
+                    source,
+                    vulnerability = cve,
+                    kb = %format!("KB{kb}"),
+                    products = ?products,
+                    supercedence = %fix.supercedence,
+                    not_kb_numbers = ?odd,
+                    "msrc-cvrf: Supercedence entries that are not KB numbers were ignored; the KB numbers \
+                     around them were kept. Check what this update replaces in the MSRC document"
+                );
             }
             let reboot = !fix.restart.trim().eq_ignore_ascii_case("no");
             for id in ids {
@@ -798,8 +855,11 @@ fn build(source: &str, text: &str, doc: Doc) -> Result<Imported> {
                         ),
                     )
                 })?;
-                let family = product.family.as_deref().unwrap_or(NO_FAMILY);
-                let a = acc.entry((kb.clone(), slug(family))).or_insert_with(|| Acc {
+                let family_slug = slug(product.family.as_deref().unwrap_or(NO_FAMILY));
+                let a = drafts.entry(format!("KB{kb}-{family_slug}")).or_insert_with(|| Draft {
+                    kb: kb.clone(),
+                    family_slug,
+                    month: month.clone(),
                     products: BTreeSet::new(),
                     cves: BTreeSet::new(),
                     severity: Severity::Unspecified,
@@ -825,27 +885,54 @@ fn build(source: &str, text: &str, doc: Doc) -> Result<Imported> {
             }
         }
     }
-    if odd_supersedence > 0 {
-        tracing::debug!(source, odd_supersedence, "msrc-cvrf: Supercedence entries that are not KB numbers ignored");
-    }
+    Ok(Imported { drafts, current, revision: doc.revision, skipped })
+}
 
-    let month = doc
-        .title
-        .trim()
-        .strip_suffix("Security Updates")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map_or_else(|| initial.strftime("%B %Y").to_string(), str::to_string);
-    let mut updates: Vec<Update> = acc
+/// The KB numbers a `Supercedence` value names, and the entries that are not KB numbers.
+/// Any separator is accepted — `;`, `,`, spaces, and the HTML line breaks some documents
+/// write (`4022179<br><br>4018392`, escaped in the XML) — and the update's own KB is left out.
+fn supersedence(value: &str, own_kb: &str) -> (BTreeSet<String>, Vec<String>) {
+    let mut text = String::with_capacity(value.len());
+    let mut in_tag = false;
+    for c in value.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                text.push(' ');
+            }
+            _ if in_tag => {}
+            c => text.push(c),
+        }
+    }
+    let mut kbs = BTreeSet::new();
+    let mut odd = Vec::new();
+    for token in text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|t| !t.is_empty()) {
+        match bare_kb(token) {
+            Some(kb) if kb == own_kb => {}
+            Some(kb) => {
+                kbs.insert(format!("KB{kb}"));
+            }
+            None => odd.push(token.to_string()),
+        }
+    }
+    (kbs, odd)
+}
+
+/// Drafts become updates: one per KB and product family, sorted by id.
+fn finish(drafts: BTreeMap<String, Draft>) -> Vec<Update> {
+    drafts
         .into_iter()
-        .map(|((kb, family_slug), a)| {
+        .map(|(id, a)| {
+            let kb = a.kb;
             let products: Vec<String> = a.products.into_iter().collect();
             let (classification, cumulative) = classify(&a.sub_types, a.title.as_deref(), &products);
             let kind = a.sub_types.iter().next().map_or("Security Update", String::as_str);
-            let title = a.title.unwrap_or_else(|| format!("{month} {kind} for {} (KB{kb})", summarize(&products)));
+            let title = a.title.unwrap_or_else(|| format!("{} {kind} for {} (KB{kb})", a.month, summarize(&products)));
             let run_time = if cumulative { CUMULATIVE_RUN_TIME_MINS } else { DEFAULT_RUN_TIME_MINS };
+            debug_assert_eq!(id, format!("KB{kb}-{}", a.family_slug));
             Update {
-                id: format!("KB{kb}-{family_slug}"),
+                id,
                 kb: Some(format!("KB{kb}")),
                 title,
                 classification: classification.to_string(),
@@ -871,10 +958,7 @@ fn build(source: &str, text: &str, doc: Doc) -> Result<Imported> {
                 products,
             }
         })
-        .collect();
-    updates.sort_by(|a, b| a.id.cmp(&b.id));
-    updates.dedup_by(|a, b| a.id == b.id);
-    Ok(Imported { updates, current, revision: doc.revision, skipped })
+        .collect()
 }
 
 #[cfg(test)]
@@ -942,10 +1026,12 @@ mod test {
             took_both - took_apr,
             took_both
         );
-        assert_eq!((apr.updates.len(), jan.updates.len()), (60, 39));
+        let (apr_skipped, jan_skipped) = (apr.skipped, jan.skipped);
+        let (apr_updates, jan_updates) = (finish(apr.drafts), finish(jan.drafts));
+        assert_eq!((apr_updates.len(), jan_updates.len()), (60, 39));
 
         // April 2016: the Windows 10 cumulative update, split by product family as WSUS does.
-        let u = find(&apr.updates, "KB3147461-windows");
+        let u = find(&apr_updates, "KB3147461-windows");
         assert_eq!(u.kb.as_deref(), Some("KB3147461"));
         assert_eq!(u.products, strings(&["Windows 10 for 32-bit Systems", "Windows 10 for x64-based Systems"]));
         assert_eq!((u.severity, u.cves.len()), (Severity::Critical, 11));
@@ -960,53 +1046,53 @@ mod test {
         );
         assert_eq!(u.released, jiff::civil::date(2016, 4, 12));
         assert!(u.reboot_required && !u.expired && u.files.is_empty());
-        assert_eq!(find(&apr.updates, "KB3147461-browser").cves.len(), 7);
-        assert_eq!(find(&apr.updates, "KB3147461-developer-tools").cves, strings(&["CVE-2016-0145"]));
-        let u = find(&apr.updates, "KB3135456-windows");
+        assert_eq!(find(&apr_updates, "KB3147461-browser").cves.len(), 7);
+        assert_eq!(find(&apr_updates, "KB3147461-developer-tools").cves, strings(&["CVE-2016-0145"]));
+        let u = find(&apr_updates, "KB3135456-windows");
         assert_eq!((u.products.len(), u.severity, u.cves.len()), (5, Severity::Important, 3));
         assert_eq!(
             (u.supersedes.clone(), u.max_run_time),
             (strings(&["KB3087088"]), crate::time::Duration::from_mins(10))
         );
         // Later additions to the April 2016 document carry their vulnerability's revision date.
-        let u = find(&apr.updates, "KB4015549-browser");
+        let u = find(&apr_updates, "KB4015549-browser");
         assert_eq!((u.classification.as_str(), u.severity), ("Monthly Rollup", Severity::Moderate));
         assert_eq!((u.released, u.supersedes.clone()), (jiff::civil::date(2017, 4, 11), strings(&["KB4012215"])));
-        assert_eq!(find(&apr.updates, "KB4093112-windows").released, jiff::civil::date(2018, 4, 10));
+        assert_eq!(find(&apr_updates, "KB4093112-windows").released, jiff::civil::date(2018, 4, 10));
 
         // January 2023.
-        let u = find(&jan.updates, "KB5022282-windows");
+        let u = find(&jan_updates, "KB5022282-windows");
         assert_eq!(u.products.len(), 9);
         assert_eq!(u.products[0], "Windows 10 Version 20H2 for 32-bit Systems");
         assert_eq!((u.severity, u.cves.len()), (Severity::Critical, 63));
         assert_eq!(u.supersedes, strings(&["KB5021233"]));
         assert_eq!(u.max_run_time, crate::time::Duration::from_mins(60));
-        let u = find(&jan.updates, "KB5022352-windows");
+        let u = find(&jan_updates, "KB5022352-windows");
         assert_eq!((u.classification.as_str(), u.products.len(), u.cves.len()), ("Monthly Rollup", 4, 48));
         assert_eq!(u.supersedes, strings(&["KB5021294"]));
-        let u = find(&jan.updates, "KB5022346-windows");
+        let u = find(&jan_updates, "KB5022346-windows");
         assert_eq!((u.classification.as_str(), u.products.len(), u.cves.len()), ("Security Only", 5, 48));
         assert!(u.supersedes.is_empty());
         assert_eq!(u.max_run_time, crate::time::Duration::from_mins(10));
-        let u = find(&jan.updates, "KB5022338-esu");
+        let u = find(&jan_updates, "KB5022338-esu");
         assert_eq!((u.classification.as_str(), u.severity, u.cves.len()), ("Monthly Rollup", Severity::Critical, 40));
         assert_eq!(u.released, jiff::civil::date(2023, 1, 10));
 
         // The classifications in the data: SubTypes Security Update, Monthly Rollup,
         // Security Only, IE Cumulative, Cumulative Update, Security Hotpatch Update.
         let classes = |u: &[Update]| u.iter().map(|u| u.classification.clone()).collect::<BTreeSet<_>>();
-        assert_eq!(classes(&apr.updates), BTreeSet::from(["Monthly Rollup".into(), "Security Updates".into()]));
+        assert_eq!(classes(&apr_updates), BTreeSet::from(["Monthly Rollup".into(), "Security Updates".into()]));
         assert_eq!(
-            classes(&jan.updates),
+            classes(&jan_updates),
             BTreeSet::from(["Monthly Rollup".into(), "Security Only".into(), "Security Updates".into()])
         );
 
         // Vendor fixes without a KB number (Edge and Office "Release Notes", store apps'
         // "More Information", "Click to Run", CBL-Mariner packages) are counted, not imported.
-        assert_eq!(apr.skipped.values().sum::<usize>(), 0);
-        assert_eq!(jan.skipped.values().sum::<usize>(), 60);
-        assert_eq!(jan.skipped["Release Notes"], 32);
-        assert_eq!(jan.skipped["curl"], 1);
+        assert_eq!(apr_skipped.values().sum::<usize>(), 0);
+        assert_eq!(jan_skipped.values().sum::<usize>(), 60);
+        assert_eq!(jan_skipped["Release Notes"], 32);
+        assert_eq!(jan_skipped["curl"], 1);
     }
 
     #[test]
@@ -1072,6 +1158,71 @@ mod test {
         );
         let merged = parse_many(&[("same-day", same_day.as_bytes()), ("jan", &jan)]).unwrap();
         assert_eq!(find(&merged, "KB5022282-windows").title, title);
+    }
+
+    /// The January subset re-dated as an older month that MSRC revised later and that lists
+    /// KB5022282 for one more product (Windows Server 2022) at a lower severity, with other supersedence.
+    fn older_revised_month_listing_kb5022282_for_one_more_product() -> String {
+        let text = fixture("2023-Jan-subset.xml")
+            .replacen("January 2023 Security Updates", "December 2022 Security Updates", 1)
+            .replacen(
+                "<cvrf:InitialReleaseDate>2023-01-10T08:00:00<",
+                "<cvrf:InitialReleaseDate>2022-12-13T08:00:00<",
+                1,
+            )
+            .replacen(
+                "<cvrf:CurrentReleaseDate>2023-01-27T08:00:00<",
+                "<cvrf:CurrentReleaseDate>2023-02-01T08:00:00<",
+                1,
+            )
+            .replace("<vuln:Description>Important</vuln:Description>", "<vuln:Description>Moderate</vuln:Description>")
+            .replace("<vuln:Description>Critical</vuln:Description>", "<vuln:Description>Moderate</vuln:Description>");
+        let anchor = "<vuln:Description>5022282</vuln:Description>";
+        let text = replace_product_after(&text, anchor, "<vuln:ProductID>11923</vuln:ProductID>");
+        let at = text.find(anchor).unwrap();
+        let (head, tail) = text.split_at(at);
+        format!("{head}{}", tail.replacen("<vuln:Supercedence>5021233<", "<vuln:Supercedence>5020953<", 1))
+    }
+
+    #[test]
+    fn a_kb_in_several_documents_keeps_every_product_cve_and_supersedence_whatever_the_order() {
+        let jan = fixture("2023-Jan-subset.xml");
+        let dec = older_revised_month_listing_kb5022282_for_one_more_product();
+        let (a, b) = (parse("jan", jan.as_bytes()).unwrap(), parse("dec", dec.as_bytes()).unwrap());
+        let (ua, ub) = (find(&a, "KB5022282-windows"), find(&b, "KB5022282-windows"));
+        let server = "Windows Server 2022";
+        assert!(ub.products.iter().any(|p| p == server) && !ua.products.iter().any(|p| p == server));
+        assert!(ub.severity < ua.severity, "{:?} {:?}", ub.severity, ua.severity);
+
+        let forward = parse_many(&[("jan", jan.as_bytes()), ("dec", dec.as_bytes())]).unwrap();
+        let backward = parse_many(&[("dec", dec.as_bytes()), ("jan", jan.as_bytes())]).unwrap();
+        assert_eq!(forward, backward, "the merge does not depend on the order of the documents");
+        let u = find(&forward, "KB5022282-windows");
+        let union = |x: &[String], y: &[String]| x.iter().chain(y).cloned().collect::<BTreeSet<_>>();
+        assert_eq!(u.products.iter().cloned().collect::<BTreeSet<_>>(), union(&ua.products, &ub.products));
+        assert_eq!(u.cves.iter().cloned().collect::<BTreeSet<_>>(), union(&ua.cves, &ub.cves));
+        assert_eq!(u.supersedes, strings(&["KB5020953", "KB5021233"]));
+        assert_eq!(u.severity, ua.severity, "the highest severity of the two");
+        assert_eq!(u.released, ua.released.min(ub.released));
+        // Offered to Windows Server 2022 in either order.
+        let facts = Facts::from_pairs(&[("os", server)], &[]);
+        for merged in [&forward, &backward] {
+            assert_eq!(find(merged, "KB5022282-windows").applicability.evaluate(&facts), ScanVerdict::Missing);
+        }
+        // The same merge through the catalog's source merge (several UpdateCatalogs).
+        let by_source = crate::catalog::sync::merge(vec![a.clone(), b.clone()]);
+        assert_eq!(by_source, crate::catalog::sync::merge(vec![b, a]));
+        let u = find(&by_source, "KB5022282-windows");
+        assert_eq!(u.applicability.evaluate(&facts), ScanVerdict::Missing);
+        assert_eq!(u.supersedes, strings(&["KB5020953", "KB5021233"]));
+    }
+
+    #[test]
+    fn an_identical_re_issue_of_a_document_changes_nothing() {
+        let jan = real("2023-Jan");
+        let once = parse("jan", &jan).unwrap();
+        assert_eq!(parse_many(&[("jan", &jan), ("jan-again", &jan)]).unwrap(), once);
+        assert_eq!(crate::catalog::sync::merge(vec![once.clone(), once.clone()]), once);
     }
 
     #[test]
@@ -1191,6 +1342,28 @@ mod test {
         );
         let updates = parse("subset.xml", xml.as_bytes()).unwrap();
         assert_eq!(find(&updates, "KB5022282-windows").supersedes, strings(&["KB5019999", "KB5020000", "KB5021233"]));
+    }
+
+    /// Some MSRC documents separate supersedence entries with HTML line breaks (escaped in
+    /// the XML); the excerpt below is the January subset's KB5022282 remediation written so.
+    #[test]
+    fn supercedence_separated_by_html_line_breaks_keeps_every_kb() {
+        let xml = fixture("2023-Jan-subset.xml").replacen(
+            "<vuln:Supercedence>5021233</vuln:Supercedence>",
+            "<vuln:Supercedence>4022179&lt;br&gt;&lt;br&gt;5021233&lt;br/&gt;KB4018392</vuln:Supercedence>",
+            1,
+        );
+        let updates = parse("subset.xml", xml.as_bytes()).unwrap();
+        assert_eq!(find(&updates, "KB5022282-windows").supersedes, strings(&["KB4018392", "KB4022179", "KB5021233"]));
+    }
+
+    #[test]
+    fn a_supercedence_entry_that_is_no_kb_number_is_reported_and_the_numbers_kept() {
+        let (kbs, odd) = supersedence("4022179 / MS16-039;KB4018392", "5022282");
+        assert_eq!(kbs.into_iter().collect::<Vec<_>>(), strings(&["KB4018392", "KB4022179"]));
+        assert_eq!(odd, strings(&["MS16", "039"]));
+        let (kbs, odd) = supersedence("5022282, 5021233", "5022282");
+        assert_eq!((kbs.into_iter().collect::<Vec<_>>(), odd), (strings(&["KB5021233"]), vec![]));
     }
 
     #[test]

@@ -72,19 +72,26 @@ pub fn filter(spec: &UpdateCatalogSpec, updates: Vec<Update>) -> Vec<Update> {
         .collect()
 }
 
-/// Merge the updates of several sources: one update per id; when two sources carry the
-/// same id the later release wins (a re-released update), then the later source by name.
+/// Merge the updates of several sources: one update per id; when several sources carry
+/// the same id, [`Update::merge`] keeps what each says, whatever the order of the sources.
 pub fn merge(sources: Vec<Vec<Update>>) -> Vec<Update> {
     let mut by_id: BTreeMap<String, Update> = BTreeMap::new();
+    let mut merged = 0usize;
     for updates in sources {
         for u in updates {
-            match by_id.get(&u.id) {
-                Some(existing) if existing.released > u.released => {}
-                _ => {
+            match by_id.remove(&u.id) {
+                Some(existing) => {
+                    merged += 1;
+                    by_id.insert(u.id.clone(), Update::merge(existing, u));
+                }
+                None => {
                     by_id.insert(u.id.clone(), u);
                 }
             }
         }
+    }
+    if merged > 0 {
+        info!(merged, "updates listed by several sources were merged (products, CVEs and supersedence combined)");
     }
     by_id.into_values().collect()
 }
