@@ -321,11 +321,28 @@ impl GitSource {
             return self.resolve_head(repo, kind);
         };
 
+        if wanted == "HEAD" || wanted == "@" {
+            return self.resolve_head(repo, kind);
+        }
+        // A local repository resolves revisions exactly as `git rev-parse` does: its
+        // ref rules (refs/X, tags, then branches, then remote branches), short ids,
+        // `@{upstream}`, `HEAD~2`. Only when git finds nothing, a branch of origin with
+        // that name is taken (as `git checkout` would).
+        if kind == Kind::Local
+            && let Ok((object, reference)) = repo.revparse_ext(wanted)
+        {
+            let commit = object
+                .peel_to_commit()
+                .map_err(|e| Error::git(self.shown_repo(), format!("revision {wanted:?} does not point to a commit"), e))?;
+            let name = reference.and_then(|r| r.shorthand().ok().map(str::to_string));
+            return Ok((name, commit));
+        }
+        // A URL's cache clone holds origin's branches under refs/remotes/origin/.
         let candidates = [
-            format!("refs/heads/{wanted}"),
             format!("refs/remotes/{REMOTE}/{wanted}"),
-            format!("refs/remotes/{wanted}"),
+            format!("refs/heads/{wanted}"),
             format!("refs/tags/{wanted}"),
+            format!("refs/remotes/{wanted}"),
         ];
         for name in &candidates {
             if let Ok(reference) = repo.find_reference(name) {
@@ -788,6 +805,93 @@ mod test {
             assert_eq!(by_id.commit, full);
             assert_eq!(by_id.files[0].1, "v: 1\n");
         }
+    }
+
+    /// `git rev-parse` in `dir`, as the oracle for revision forms.
+    fn rev_parse(dir: &Path, revision: &str) -> String {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["rev-parse", "--verify", "--quiet", &format!("{revision}^{{commit}}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git rev-parse {revision}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A CI checkout: a clone whose HEAD is detached at a pull request's commit, while
+    /// origin/HEAD (origin/main) is elsewhere. Every revision form resolves to the commit
+    /// `git rev-parse` names, and HEAD is the checked-out commit, not origin's HEAD.
+    #[test]
+    fn revisions_resolve_in_a_clone_with_a_detached_head_exactly_as_git_rev_parse_does() {
+        let origin_dir = TempDir::new().unwrap();
+        let origin = new_repo(origin_dir.path());
+        let base = commit(&origin, &[("a.yaml", Some("v: 1\n"))], "one");
+        annotated_tag(&origin, "v1", base);
+        let main = commit(&origin, &[("a.yaml", Some("v: 2\n"))], "two");
+        origin.branch("feature", &origin.find_commit(base).unwrap(), false).unwrap();
+        origin.set_head("refs/heads/feature").unwrap();
+        origin.checkout_head(Some(git2::build::CheckoutBuilder::new().force())).unwrap();
+        let pr = commit(&origin, &[("a.yaml", Some("v: 3\n"))], "pull request");
+        origin.set_head("refs/heads/main").unwrap();
+
+        let clone_dir = TempDir::new().unwrap();
+        let clone = clone_dir.path().join("checkout");
+        let status = std::process::Command::new("git")
+            .args(["clone", "-q", origin_dir.path().to_str().unwrap()])
+            .arg(&clone)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        git(&clone, &["checkout", "-q", "--detach", &pr.to_string()]);
+        let at = |revision: &str| {
+            source(clone.to_str().unwrap(), Some(revision), None, &clone_dir.path().join("cache"))
+                .resolve_revision()
+                .unwrap()
+        };
+
+        let (revision, commit_id) = at("HEAD");
+        assert_eq!((revision, commit_id.clone()), (format!("HEAD@sha1:{pr}"), pr.to_string()));
+        assert_eq!(commit_id, rev_parse(&clone, "HEAD"));
+        // Without --rev, the same commit.
+        let plain = source(clone.to_str().unwrap(), None, None, &clone_dir.path().join("cache")).resolve_revision();
+        assert_eq!(plain.unwrap().1, pr.to_string());
+
+        let short = &main.to_string()[..8];
+        let pr_parent = format!("{pr}~1");
+        for (form, name) in [
+            ("origin/main", Some("origin/main")),
+            ("origin/feature", Some("origin/feature")),
+            // A symbolic ref is named by the branch it points to (git rev-parse --symbolic-full-name).
+            ("origin/HEAD", Some("origin/main")),
+            ("v1", Some("v1")),
+            ("main", Some("main")),
+            (short, None),
+            (pr_parent.as_str(), None),
+        ] {
+            let (revision, commit_id) = at(form);
+            assert_eq!(commit_id, rev_parse(&clone, form), "{form}");
+            match name {
+                Some(name) => assert_eq!(revision, format!("{name}@sha1:{commit_id}"), "{form}"),
+                None => assert_eq!(revision, format!("sha1:{commit_id}"), "{form}"),
+            }
+        }
+        // @{upstream} needs a branch: on main (tracking origin/main), after origin moved on.
+        git(&clone, &["checkout", "-q", "main"]);
+        git(&clone, &["reset", "-q", "--hard", &base.to_string()]);
+        let (revision, commit_id) = at("@{upstream}");
+        assert_eq!(commit_id, rev_parse(&clone, "@{upstream}"));
+        assert_eq!(commit_id, main.to_string());
+        assert!(revision.starts_with("origin/main@sha1:"), "{revision}");
+        // A tag and a branch with one name: git takes the tag, and so does patchops.
+        git(&clone, &["branch", "v1", &pr.to_string()]);
+        assert_eq!(at("v1").1, rev_parse(&clone, "v1"));
+        assert_eq!(at("v1").1, base.to_string());
     }
 
     #[test]
