@@ -485,3 +485,81 @@ fn the_audit_command_prints_json_or_a_table_and_exits_1_with_a_clear_message_on_
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--since \"yesterday\""));
 }
+
+/// Nest every file of `files` under `folder`.
+fn under(folder: &str, files: &Files) -> Files {
+    files.iter().map(|(p, t)| (format!("{folder}/{p}"), t.clone())).collect()
+}
+
+/// The desired-state folder is moved (`examples/repo` → `fleet/examples/repo`) after a
+/// pull request approved KB9; later it is rebuilt from scratch under a new name.
+#[test]
+fn audit_follows_the_desired_state_folder_across_a_move_and_says_where_history_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Book::new(dir.path());
+    let v1 = files(&[
+        ("lists/dec.yaml", list("dec", &["KB1"])),
+        ("deployments/pilot.yaml", deployment("pilot", "dec")),
+        ("collections.yaml", "# collections\n".to_string()),
+    ]);
+    let c1 = b.commit("main", &[], &under("examples/repo", &v1), &ALICE, &ALICE, "Pilot");
+    let mut v2 = v1.clone();
+    v2.insert("lists/dec.yaml".into(), list("dec", &["KB1", "KB9"]));
+    let c2 = b.commit("feature", &[c1], &under("examples/repo", &v2), &BOB, &BOB, "Add KB9");
+    let m = b.commit(
+        "main",
+        &[c1, c2],
+        &under("examples/repo", &v2),
+        &CAROL,
+        &GITHUB,
+        "Merge pull request #42 from acme/kb9\n\nAdd KB9",
+    );
+    // Dave moves the folder, and edits one file on the way (a similar, not exact, rename).
+    let mut v3 = v2.clone();
+    v3.insert("collections.yaml".into(), "# collections of the fleet\n".into());
+    let mut moved = under("fleet/examples/repo", &v3);
+    moved.insert("README.md".into(), "moved\n".into());
+    let c3 = b.commit("main", &[m], &moved, &DAVE, &DAVE, "Move the desired state under fleet/");
+
+    let at = |path: &str| {
+        let source = GitSource {
+            repo: dir.path().display().to_string(),
+            revision: Some("main".into()),
+            path: Some(path.into()),
+            cache_dir: dir.path().join("cache"),
+        };
+        audit(&source, &AuditQuery { updates: vec!["KB9".into()], ..Default::default() }).unwrap()
+    };
+    let report = at("fleet/examples/repo");
+    assert_eq!(
+        rows(&report),
+        [row(Action::Approved, "KB9", "pilot", m, Some("#42"), (&CAROL, &GITHUB), Some((c2, &BOB)))],
+        "the approval stays the merge of PR #42, not the move"
+    );
+    assert_eq!(report.folder_history.len(), 1, "{:#?}", report.folder_history);
+    let followed = &report.folder_history[0];
+    assert_eq!(followed.commit, c3.to_string());
+    assert_eq!(followed.from.as_deref(), Some("examples/repo"));
+    assert_eq!(followed.to, "fleet/examples/repo");
+
+    // Erin starts a second site from a hand-written copy, leaving fleet/ as it is: nothing
+    // was renamed, so the history cannot be followed; the output says where and why, and
+    // the approval is hers.
+    let v4 = files(&[
+        ("all.yaml", format!("{}---\n{}", list("dec", &["KB1", "KB9"]), deployment("pilot", "dec"))),
+        ("notes.txt", "rebuilt by hand\n".to_string()),
+    ]);
+    let mut both = moved.clone();
+    both.extend(under("sites/eu", &v4));
+    let c4 = b.commit("main", &[c3], &both, &ERIN, &ERIN, "Start sites/eu");
+    let report = at("sites/eu");
+    assert_eq!(rows(&report), [row(Action::Approved, "KB9", "pilot", c4, None, (&ERIN, &ERIN), None)]);
+    assert_eq!(report.folder_history.len(), 1, "{:#?}", report.folder_history);
+    let stop = &report.folder_history[0];
+    assert_eq!((stop.commit.as_str(), stop.from.as_deref()), (c4.to_string().as_str(), None));
+    assert!(stop.reason.contains("history starts here"), "{}", stop.reason);
+
+    let out = patchops(&["audit", "--repo", &dir.path().display().to_string(), "--path", "sites/eu"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("history of sites/eu starts at"), "{text}");
+}

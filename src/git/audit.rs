@@ -121,6 +121,19 @@ pub struct SkippedCommit {
     pub reason: String,
 }
 
+/// Where the folder `--path` names changes its name in history: its resources are read
+/// from `from` before `commit` and from `to` from it on (as `git log --follow` follows a
+/// file), or the history of the folder starts at `commit` and says why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FolderMove {
+    pub commit: String,
+    /// The folder before the commit; None where the history cannot be followed further.
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: String,
+}
+
 /// The answer to an audit.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -134,6 +147,9 @@ pub struct AuditReport {
     pub events: Vec<AuditEvent>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<SkippedCommit>,
+    /// The folder's renames followed, newest first, and where its history stops.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub folder_history: Vec<FolderMove>,
 }
 
 /// `patchops audit`.
@@ -195,19 +211,36 @@ pub fn audit_commits(
 ) -> Result<AuditReport, git2::Error> {
     let mut history = History::new(repo, folder);
     // Newest to oldest; with --since the first valid commit before it is the baseline.
+    // The folder is followed across renames: a commit where it appears, moved from
+    // another folder, reads the older commits at the old name.
     let mut chain = Vec::new();
+    let mut folder_history = Vec::new();
+    let mut at = folder.to_string();
     let mut next = Some(repo.find_commit(tip)?);
     while let Some(commit) = next {
+        history.folder.clone_from(&at);
         let before_since = query.since.is_some_and(|s| commit_time(&commit) < s);
         let baseline = before_since && history.state_of(&commit, None)?.invalid.is_none();
         next = if baseline { None } else { commit.parents().next() };
-        chain.push((commit, !before_since));
+        chain.push((commit.clone(), !before_since, at.clone()));
+        if let Some(parent) = &next
+            && !at.is_empty()
+            && history.folder_tree(&commit)?.is_some()
+            && history.folder_tree(parent)?.is_none()
+        {
+            let moved = moved_from(repo, parent, &commit, &at)?;
+            if let Some(from) = &moved.from {
+                at.clone_from(from);
+            }
+            folder_history.push(FolderMove { commit: commit.id().to_string(), ..moved });
+        }
     }
     let mut events = Vec::new();
     let mut skipped = Vec::new();
     let mut previous: Rc<State> = Rc::new(State::default());
     let commits_walked = chain.len();
-    for (commit, reported) in chain.into_iter().rev() {
+    for (commit, reported, folder) in chain.into_iter().rev() {
+        history.folder = folder;
         let state = history.state_of(&commit, Some(&previous))?;
         if let Some(reason) = &state.invalid {
             if reported {
@@ -248,6 +281,68 @@ pub fn audit_commits(
         blobs_parsed: history.blobs_parsed,
         events,
         skipped,
+        folder_history,
+    })
+}
+
+/// Where `folder`, present in `commit` but not in `parent`, came from: the folder in the
+/// parent that most of its files were renamed from (rename detection as `git log
+/// --follow` does it, exact or similar content), or None with the reason.
+fn moved_from(
+    repo: &Repository,
+    parent: &git2::Commit,
+    commit: &git2::Commit,
+    folder: &str,
+) -> Result<FolderMove, git2::Error> {
+    let mut diff = repo.diff_tree_to_tree(Some(&parent.tree()?), Some(&commit.tree()?), None)?;
+    diff.find_similar(Some(git2::DiffFindOptions::new().renames(true)))?;
+    let prefix = format!("{folder}/");
+    let mut origins: HashMap<String, usize> = HashMap::new();
+    let mut added = 0usize;
+    for delta in diff.deltas() {
+        let Some(new) = delta.new_file().path().and_then(|p| p.to_str()) else { continue };
+        let Some(relative) = new.strip_prefix(&prefix) else { continue };
+        match delta.status() {
+            git2::Delta::Renamed => {
+                let old = delta.old_file().path().and_then(|p| p.to_str()).unwrap_or_default();
+                let origin = match old.strip_suffix(relative) {
+                    Some(o) => o.trim_end_matches('/').to_string(),
+                    // Renamed and moved: the old file's folder.
+                    None => old.rsplit_once('/').map_or_else(String::new, |(d, _)| d.to_string()),
+                };
+                *origins.entry(origin).or_default() += 1;
+            }
+            git2::Delta::Added | git2::Delta::Copied => added += 1,
+            _ => {}
+        }
+    }
+    let mut ranked: Vec<(String, usize)> = origins.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let to = folder.to_string();
+    Ok(match ranked.first() {
+        Some((from, n)) => {
+            let mut reason = format!("{n} file(s) renamed from {}", if from.is_empty() { "the root" } else { from });
+            if ranked.len() > 1 {
+                let others: Vec<&str> = ranked[1..].iter().map(|(o, _)| o.as_str()).collect();
+                reason.push_str(&format!(
+                    "; files also came from {} — their earlier history is not read (audit --path there)",
+                    others.join(", ")
+                ));
+            }
+            if added > 0 {
+                reason.push_str(&format!("; {added} file(s) new in this commit"));
+            }
+            FolderMove { commit: String::new(), from: Some(from.clone()), to, reason }
+        }
+        None => FolderMove {
+            commit: String::new(),
+            from: None,
+            to,
+            reason: format!(
+                "the folder first appears here with {added} new file(s), none renamed from another folder, so its \
+                 history starts here; if it was copied from elsewhere, audit that folder with --path"
+            ),
+        },
     })
 }
 
@@ -452,7 +547,7 @@ struct History<'r> {
     trees: HashMap<Oid, Rc<Vec<Rc<Parsed>>>>,
     states: HashMap<Oid, Rc<State>>,
     /// Root tree → the folder's tree (None: the folder is absent).
-    folders: HashMap<Oid, Option<Oid>>,
+    folders: HashMap<(Oid, String), Option<Oid>>,
     blobs_parsed: usize,
 }
 
@@ -469,26 +564,30 @@ impl<'r> History<'r> {
         }
     }
 
+    /// The tree of the folder in a commit (None: the folder is absent).
+    fn folder_tree(&mut self, commit: &git2::Commit) -> Result<Option<Oid>, git2::Error> {
+        let root = commit.tree_id();
+        let key = (root, self.folder.clone());
+        if let Some(f) = self.folders.get(&key) {
+            return Ok(*f);
+        }
+        let f = if self.folder.is_empty() {
+            Some(root)
+        } else {
+            let tree = self.repo.find_tree(root)?;
+            tree.get_path(std::path::Path::new(&self.folder))
+                .ok()
+                .filter(|e| e.kind() == Some(ObjectType::Tree))
+                .map(|e| e.id())
+        };
+        self.folders.insert(key, f);
+        Ok(f)
+    }
+
     /// The state of a commit's tree. `previous`, the state of an earlier commit, lets an
     /// unchanged set of deployments be shared instead of rebuilt.
     fn state_of(&mut self, commit: &git2::Commit, previous: Option<&Rc<State>>) -> Result<Rc<State>, git2::Error> {
-        let root = commit.tree_id();
-        let folder = match self.folders.get(&root) {
-            Some(f) => *f,
-            None => {
-                let f = if self.folder.is_empty() {
-                    Some(root)
-                } else {
-                    let tree = self.repo.find_tree(root)?;
-                    tree.get_path(std::path::Path::new(&self.folder))
-                        .ok()
-                        .filter(|e| e.kind() == Some(ObjectType::Tree))
-                        .map(|e| e.id())
-                };
-                self.folders.insert(root, f);
-                f
-            }
-        };
+        let folder = self.folder_tree(commit)?;
         let Some(folder) = folder else {
             return Ok(self.states.entry(Oid::ZERO_SHA1).or_default().clone());
         };
@@ -766,6 +865,12 @@ pub fn print(report: &AuditReport, format: OutputFormat) {
             println!("{t}");
             for s in &report.skipped {
                 println!("skipped {}: the reconciler rejects it ({})", &s.commit[..12], s.reason);
+            }
+            for m in &report.folder_history {
+                match &m.from {
+                    Some(from) => println!("followed {} back to {from} at {} ({})", m.to, &m.commit[..12], m.reason),
+                    None => println!("history of {} starts at {}: {}", m.to, &m.commit[..12], m.reason),
+                }
             }
         }
     }

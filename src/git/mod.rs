@@ -331,9 +331,9 @@ impl GitSource {
         if kind == Kind::Local
             && let Ok((object, reference)) = repo.revparse_ext(wanted)
         {
-            let commit = object
-                .peel_to_commit()
-                .map_err(|e| Error::git(self.shown_repo(), format!("revision {wanted:?} does not point to a commit"), e))?;
+            let commit = object.peel_to_commit().map_err(|e| {
+                Error::git(self.shown_repo(), format!("revision {wanted:?} does not point to a commit"), e)
+            })?;
             let name = reference.and_then(|r| r.shorthand().ok().map(str::to_string));
             return Ok((name, commit));
         }
