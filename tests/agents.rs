@@ -758,6 +758,81 @@ fn s5_the_dpkg_agent_reports_this_machines_missing_security_updates_through_the_
     assert!(client.facts.contains_key("os"), "the os fact comes from /etc/os-release");
 }
 
+/// D5 with a package manager: apt fetches the .deb files from the machine's own mirrors,
+/// so the agent never asks the management point for them (which holds none) and reports
+/// what apt says. apt runs in simulation (`-s`), so nothing on this machine changes.
+#[test]
+fn d5_the_dpkg_agent_lets_apt_fetch_the_packages_instead_of_the_management_point() {
+    let Some(index) = std::fs::read_dir("/var/lib/apt/lists").ok().and_then(|d| {
+        d.filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.to_string_lossy().contains("security") && p.to_string_lossy().contains("_Packages"))
+    }) else {
+        eprintln!("no bookworm-security index in /var/lib/apt/lists (scripts/test runs apt-get update)");
+        return;
+    };
+    let catalog_resource = format!(
+        "apiVersion: patchops.dev/v1alpha1\nkind: UpdateCatalog\nmetadata: {{name: security}}\nspec:\n  \
+         source: {{file: {}}}\n  format: debian-packages\n---\n{}",
+        index.display(),
+        BASE.split("---\n").nth(1).unwrap()
+    );
+    let t0 = at("2026-11-16T08:00:00Z");
+    let mut w = World::new(&catalog_resource, "");
+    let status = Path::new("/var/lib/dpkg/status");
+    let before = patchops::agent::scanners::dpkg::read_status(status).unwrap();
+    let machine = patchops::agent::machine::DpkgMachine::new(
+        status,
+        true,
+        [("role".to_string(), "server".to_string())].into_iter().collect(),
+    );
+    let options = AgentOptions {
+        name: "this-machine".into(),
+        server: w.base(),
+        enroll_secret: SECRET.into(),
+        state_dir: Some(w.agent_dir("this-machine")),
+        download: Download::Http,
+        agent_version: "2.1.0".into(),
+        catalogs: None,
+        seed: 1,
+    };
+    let mut a = Agent::new(options, machine).unwrap();
+    a.tick(t0).unwrap();
+    w.reconcile(t0);
+    a.tick(t0 + SignedDuration::from_mins(5)).unwrap();
+    a.user_trigger(Trigger::UserReevaluation);
+    a.tick(t0 + SignedDuration::from_mins(6)).unwrap();
+    let missing: Vec<String> = a.state.missing.iter().take(2).cloned().collect();
+    if missing.is_empty() {
+        eprintln!("this machine has no pending security update to deploy; skipped");
+        return;
+    }
+    // Deploy two of the updates this machine needs.
+    let resources = format!(
+        "{catalog_resource}---\napiVersion: patchops.dev/v1alpha1\nkind: UpdateList\nmetadata: {{name: needed}}\n\
+         spec:\n  updates: [{}]\n---\napiVersion: patchops.dev/v1alpha1\nkind: UpdateDeployment\n\
+         metadata: {{name: needed-servers}}\nspec:\n  updateList: needed\n  collection: servers\n  \
+         startTime: 2026-11-16T00:00:00Z\n  deadline: 2026-11-30T00:00:00Z\n",
+        missing.join(", ")
+    );
+    w.commit(&resources, "");
+    let t1 = t0 + SignedDuration::from_mins(10);
+    w.reconcile(t1);
+    let poll = a.state.last_poll.unwrap() + SignedDuration::from_mins(60);
+    a.tick(poll).unwrap();
+
+    for id in &missing {
+        let state = a.state.enforcement.get(id).copied();
+        assert_ne!(state, Some(patchops::compliance::Enforcement::DownloadFailed), "{id}");
+        assert!(state.is_some(), "{id}: the deployment was enforced");
+    }
+    assert_eq!(a.stats.bytes_downloaded, 0, "nothing came from the management point");
+    assert_eq!(a.stats.downloads, missing.len() as u64, "apt fetched each update's packages");
+    assert_eq!(a.stats.installs, missing.len() as u64, "{:?}", a.state.enforcement);
+    let content = w.agent_dir("this-machine").join("content");
+    assert_eq!(std::fs::read_dir(&content).map(|d| d.count()).unwrap_or(0), 0, "no file in the agent's content folder");
+    assert_eq!(patchops::agent::scanners::dpkg::read_status(status).unwrap(), before, "a simulation changes nothing");
+}
+
 #[test]
 fn the_agent_command_registers_once_and_a_wrong_enrollment_secret_is_a_clear_error() {
     let w = World::new(BASE, &catalog(&[catalog_entry("KB200", "2026-11-11", false, 1000)]));

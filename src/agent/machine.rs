@@ -23,6 +23,15 @@ pub trait Machine: Send {
     fn facts(&mut self, catalog: &Catalog) -> Result<Facts>;
     /// Install one update from its checked files.
     fn install(&mut self, update: &Update, files: &[PathBuf]) -> InstallOutcome;
+    /// The installer's package manager fetches the content from its own sources, so the
+    /// agent asks it to ([`Machine::prefetch`]) instead of the management point.
+    fn fetches_own_content(&self) -> bool {
+        false
+    }
+    /// Have the package manager download an update's content; Err: its message.
+    fn prefetch(&mut self, _update: &Update) -> std::result::Result<(), String> {
+        Ok(())
+    }
     /// Restart after installations that need one (T1.R3 ends here).
     fn restart(&mut self);
     /// Facts sent at registration (collections select on them).
@@ -65,6 +74,14 @@ impl Machine for DpkgMachine {
 
     fn install(&mut self, update: &Update, files: &[PathBuf]) -> InstallOutcome {
         self.apt.install(update, files)
+    }
+
+    fn fetches_own_content(&self) -> bool {
+        self.apt.fetches_own_content()
+    }
+
+    fn prefetch(&mut self, update: &Update) -> std::result::Result<(), String> {
+        self.apt.prefetch(update)
     }
 
     /// A real machine is never restarted by the agent: the pending restart is reported

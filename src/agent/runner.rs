@@ -648,21 +648,30 @@ impl<M: Machine> Agent<M> {
     }
 
     fn content_paths(&self, update: &Update) -> Vec<PathBuf> {
+        if self.machine.fetches_own_content() {
+            return Vec::new();
+        }
         update.files.iter().filter_map(|f| self.content_path(&f.sha256)).collect()
     }
 
-    /// D5: only this update's files, each checked against its sha256.
-    fn download(&mut self, update: &Update) -> std::result::Result<Vec<PathBuf>, CallError> {
+    /// D5: only this update's files, each checked against its sha256. Where the machine's
+    /// package manager fetches from its own mirrors (apt, dnf, zypper), it downloads them.
+    fn download(&mut self, update: &Update) -> std::result::Result<Vec<PathBuf>, String> {
+        if self.machine.fetches_own_content() {
+            self.machine.prefetch(update)?;
+            self.stats.downloads += 1;
+            return Ok(Vec::new());
+        }
         if self.options.download == Download::Simulated || self.options.state_dir.is_none() {
             self.stats.downloads += update.files.len() as u64;
             return Ok(Vec::new());
         }
-        let token = self.state.token.clone().ok_or_else(|| CallError::Unreachable("not registered".into()))?;
+        let token = self.state.token.clone().ok_or_else(|| "not registered with the management point".to_string())?;
         let mut paths = Vec::new();
         for f in &update.files {
             let dest = self.content_path(&f.sha256).expect("a state dir");
             if !(dest.exists() && super::client::file_sha256(&dest).as_deref() == Some(f.sha256.as_str())) {
-                let size = self.server.download(&token, &f.sha256, &dest)?;
+                let size = self.server.download(&token, &f.sha256, &dest).map_err(|e| e.to_string())?;
                 self.stats.downloads += 1;
                 self.stats.bytes_downloaded += size;
             }

@@ -65,6 +65,25 @@ impl Apt {
         cmd.args(targets);
         cmd
     }
+
+    /// The targets of an update on this system, or why there are none.
+    fn targets_now(&self, update: &Update) -> Result<Vec<String>, String> {
+        let installed = read_status(&self.status).map_err(|e| e.to_string())?;
+        let targets = self.targets(update, &installed);
+        if targets.is_empty() {
+            return Err(format!(
+                "{}: no installed package of this update is below its fixed version; re-scan",
+                update.id
+            ));
+        }
+        Ok(targets)
+    }
+}
+
+/// The last non-empty line apt wrote to stderr: its reason.
+fn apt_reason(stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("apt-get failed").to_string()
 }
 
 /// Package tests with an upper bound, as (name, fixed version).
@@ -85,32 +104,39 @@ impl Installer for Apt {
     fn install(&mut self, update: &Update, _files: &[PathBuf]) -> InstallOutcome {
         let started = Instant::now();
         let took = || SignedDuration::try_from(started.elapsed()).unwrap_or(SignedDuration::MAX);
-        let installed = match read_status(&self.status) {
-            Ok(p) => p,
-            Err(e) => return InstallOutcome::Failed { error: e.to_string(), took: took() },
+        let targets = match self.targets_now(update) {
+            Ok(t) => t,
+            Err(error) => return InstallOutcome::Failed { error, took: took() },
         };
-        let targets = self.targets(update, &installed);
-        if targets.is_empty() {
-            return InstallOutcome::Failed {
-                error: format!(
-                    "{}: no installed package of this update is below its fixed version; re-scan",
-                    update.id
-                ),
-                took: took(),
-            };
-        }
         match self.command(&targets).output() {
             Ok(out) if out.status.success() => {
                 let reboot = update.reboot_required
                     || (!self.dry_run && std::path::Path::new("/var/run/reboot-required").exists());
                 InstallOutcome::Installed { reboot_required: reboot, took: took() }
             }
-            Ok(out) => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("apt-get failed").to_string();
-                InstallOutcome::Failed { error: format!("apt-get {}: {last}", targets.join(" ")), took: took() }
-            }
+            Ok(out) => InstallOutcome::Failed {
+                error: format!("apt-get {}: {}", targets.join(" "), apt_reason(&out.stderr)),
+                took: took(),
+            },
             Err(e) => InstallOutcome::Failed { error: format!("cannot run apt-get: {e}"), took: took() },
+        }
+    }
+
+    /// apt fetches the .deb files from the machine's configured mirrors.
+    fn fetches_own_content(&self) -> bool {
+        true
+    }
+
+    /// `apt-get install --download-only` of the update's targets into apt's cache (with
+    /// `dry_run`, simulated: apt still checks that its sources have those versions).
+    fn prefetch(&mut self, update: &Update) -> Result<(), String> {
+        let targets = self.targets_now(update)?;
+        let mut cmd = self.command(&targets);
+        cmd.arg("--download-only");
+        match cmd.output() {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!("apt-get --download-only {}: {}", targets.join(" "), apt_reason(&out.stderr))),
+            Err(e) => Err(format!("cannot run apt-get: {e}")),
         }
     }
 }
@@ -177,5 +203,12 @@ mod test {
             }
             other => panic!("{other:?}"),
         }
+        // The download step asks apt too, and fails with apt's reason (DownloadFailed).
+        assert!(apt.fetches_own_content());
+        let error = apt.prefetch(&update).unwrap_err();
+        assert!(
+            error.contains("--download-only") && error.contains("99:1.0") && error.contains("not found"),
+            "{error}"
+        );
     }
 }

@@ -21,4 +21,17 @@ pub enum InstallOutcome {
 /// checked (installers that fetch from a package repository ignore them).
 pub trait Installer {
     fn install(&mut self, update: &Update, files: &[std::path::PathBuf]) -> InstallOutcome;
+
+    /// The package manager fetches from its own configured mirrors (apt, dnf, zypper):
+    /// the agent does not download the update's files from the management point.
+    fn fetches_own_content(&self) -> bool {
+        false
+    }
+
+    /// Download what `install` will need without installing it (for example
+    /// `apt-get --download-only`); an error carries the tool's message and is reported as
+    /// DownloadFailed. Only called when [`Installer::fetches_own_content`] is true.
+    fn prefetch(&mut self, _update: &Update) -> Result<(), String> {
+        Ok(())
+    }
 }
