@@ -699,14 +699,16 @@ fn two_hundred_agents_scan_a_new_catalog_install_a_merged_deployment_in_windows_
 // ---------------------------------------------------------------------------------------
 // The real scanner and the command line.
 
-#[test]
-fn s5_the_dpkg_agent_reports_this_machines_missing_security_updates_through_the_server() {
+/// This machine's dpkg agent (apt in simulation) against a server whose catalog is the
+/// machine's bookworm-security index, registered and scanned once at 2026-11-16T08:06Z;
+/// None when the machine has no apt lists. Also the catalog resource, for later commits.
+fn this_machine_scanned() -> Option<(World, String, Agent<patchops::agent::machine::DpkgMachine>)> {
     let Some(index) = std::fs::read_dir("/var/lib/apt/lists").ok().and_then(|d| {
         d.filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.to_string_lossy().contains("security") && p.to_string_lossy().contains("_Packages"))
     }) else {
         eprintln!("no bookworm-security index in /var/lib/apt/lists (scripts/test runs apt-get update)");
-        return;
+        return None;
     };
     let resources = format!(
         "apiVersion: patchops.dev/v1alpha1\nkind: UpdateCatalog\nmetadata: {{name: security}}\nspec:\n  \
@@ -737,6 +739,13 @@ fn s5_the_dpkg_agent_reports_this_machines_missing_security_updates_through_the_
     a.tick(t0 + SignedDuration::from_mins(5)).unwrap();
     a.user_trigger(Trigger::UserReevaluation);
     a.tick(t0 + SignedDuration::from_mins(6)).unwrap();
+    Some((w, resources, a))
+}
+
+#[test]
+fn s5_the_dpkg_agent_reports_this_machines_missing_security_updates_through_the_server() {
+    let Some((w, _, mut a)) = this_machine_scanned() else { return };
+    let t0 = at("2026-11-16T08:00:00Z");
     a.tick(t0 + SignedDuration::from_mins(11)).unwrap();
     // What the agent found is what dpkg says, and it reached the store intact.
     let catalog = a.catalog().unwrap();
@@ -763,44 +772,10 @@ fn s5_the_dpkg_agent_reports_this_machines_missing_security_updates_through_the_
 /// what apt says. apt runs in simulation (`-s`), so nothing on this machine changes.
 #[test]
 fn d5_the_dpkg_agent_lets_apt_fetch_the_packages_instead_of_the_management_point() {
-    let Some(index) = std::fs::read_dir("/var/lib/apt/lists").ok().and_then(|d| {
-        d.filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.to_string_lossy().contains("security") && p.to_string_lossy().contains("_Packages"))
-    }) else {
-        eprintln!("no bookworm-security index in /var/lib/apt/lists (scripts/test runs apt-get update)");
-        return;
-    };
-    let catalog_resource = format!(
-        "apiVersion: patchops.dev/v1alpha1\nkind: UpdateCatalog\nmetadata: {{name: security}}\nspec:\n  \
-         source: {{file: {}}}\n  format: debian-packages\n---\n{}",
-        index.display(),
-        BASE.split("---\n").nth(1).unwrap()
-    );
-    let t0 = at("2026-11-16T08:00:00Z");
-    let mut w = World::new(&catalog_resource, "");
     let status = Path::new("/var/lib/dpkg/status");
     let before = patchops::agent::scanners::dpkg::read_status(status).unwrap();
-    let machine = patchops::agent::machine::DpkgMachine::new(
-        status,
-        true,
-        [("role".to_string(), "server".to_string())].into_iter().collect(),
-    );
-    let options = AgentOptions {
-        name: "this-machine".into(),
-        server: w.base(),
-        enroll_secret: SECRET.into(),
-        state_dir: Some(w.agent_dir("this-machine")),
-        download: Download::Http,
-        agent_version: "2.1.0".into(),
-        catalogs: None,
-        seed: 1,
-    };
-    let mut a = Agent::new(options, machine).unwrap();
-    a.tick(t0).unwrap();
-    w.reconcile(t0);
-    a.tick(t0 + SignedDuration::from_mins(5)).unwrap();
-    a.user_trigger(Trigger::UserReevaluation);
-    a.tick(t0 + SignedDuration::from_mins(6)).unwrap();
+    let Some((mut w, catalog_resource, mut a)) = this_machine_scanned() else { return };
+    let t0 = at("2026-11-16T08:00:00Z");
     let missing: Vec<String> = a.state.missing.iter().take(2).cloned().collect();
     if missing.is_empty() {
         eprintln!("this machine has no pending security update to deploy; skipped");
