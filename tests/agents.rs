@@ -466,7 +466,7 @@ fn d1_d2_d5_a_new_mandatory_deployment_scans_at_once_and_downloads_only_the_requ
 }
 
 #[test]
-fn d3_installation_waits_for_the_maintenance_window_and_d6_d7_the_new_state_is_sent_within_two_minutes() {
+fn d3_d6_d7_installation_waits_for_the_maintenance_window_and_the_new_state_is_sent_within_two_minutes() {
     let t0 = at("2026-11-16T08:00:00Z");
     let resources = format!(
         "{CATALOG_RESOURCE}---\n{SERVERS_WITH_WINDOW}---\n{}",
