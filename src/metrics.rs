@@ -176,7 +176,11 @@ impl Default for Metrics {
             "Machines with a deployed update Required",
             m.required.clone(),
         );
-        r.register("patchops_deployment_machines_unknown", "Machines with a deployed update Unknown", m.unknown.clone());
+        r.register(
+            "patchops_deployment_machines_unknown",
+            "Machines with a deployed update Unknown",
+            m.unknown.clone(),
+        );
         r.register(
             "patchops_deployment_machines_failed",
             "Machines where a deployed update failed to download or install",
@@ -240,7 +244,8 @@ impl Metrics {
         self.failed.get_or_create(&l).set(s.machines.failed as i64);
         self.targeted.get_or_create(&l).set(s.targeted as i64);
         for phase in DEPLOYMENT_PHASES {
-            let p = PhaseLabels { namespace: l.namespace.clone(), deployment: l.deployment.clone(), phase: phase.into() };
+            let p =
+                PhaseLabels { namespace: l.namespace.clone(), deployment: l.deployment.clone(), phase: phase.into() };
             self.phase.get_or_create(&p).set(i64::from(s.phase == phase));
         }
     }
@@ -469,11 +474,8 @@ mod test {
             },
         };
         let never = Client { name: "new".into(), facts: Default::default(), compliance: Default::default() };
-        let fleet = Fleet::new(vec![
-            scanned("fresh", "2026-12-01T10:00:00Z"),
-            scanned("old", "2026-11-29T10:00:00Z"),
-            never,
-        ]);
+        let fleet =
+            Fleet::new(vec![scanned("fresh", "2026-12-01T10:00:00Z"), scanned("old", "2026-11-29T10:00:00Z"), never]);
         let now = at("2026-12-01T12:00:00Z");
         let facts = SiteFacts::of(&fleet, SignedDuration::from_hours(24), Some(at("2026-12-01T11:00:00Z")), now);
         assert_eq!((facts.clients, facts.stale, facts.pending_messages), (3, 2, 4));

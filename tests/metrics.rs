@@ -80,10 +80,11 @@ fn run_serves_the_per_deployment_and_site_gauges_of_the_controller_on_metrics_li
     }
     let of = |metric: &'static str| samples(&scrape, metric);
     // One ratio series per UpdateDeployment of the examples (one file each).
-    let expected: BTreeSet<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/repo/deployments"))
-        .unwrap()
-        .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let expected: BTreeSet<String> =
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/repo/deployments"))
+            .unwrap()
+            .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
     let ratios: BTreeSet<String> =
         of("patchops_deployment_compliance_ratio").map(|s| s.labels.get("deployment").unwrap().to_string()).collect();
     assert_eq!(ratios, expected, "{text}");

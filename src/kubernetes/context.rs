@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 
 use super::Error;
 use crate::catalog::sync::Syncer;
-use crate::metrics::{Metrics, SiteFacts};
 use crate::desired::{DesiredState, Problem};
+use crate::metrics::{Metrics, SiteFacts};
 use crate::resources::*;
 use crate::standalone::Written;
 use crate::store::{ReconcileRecord, Store};

@@ -219,7 +219,9 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn connect() -> Result<Client, String> {
     Client::try_default().await.map_err(|e| {
-        format!("cannot reach the Kubernetes API ({e}); run in a cluster (the chart's ServiceAccount) or set KUBECONFIG")
+        format!(
+            "cannot reach the Kubernetes API ({e}); run in a cluster (the chart's ServiceAccount) or set KUBECONFIG"
+        )
     })
 }
 

@@ -163,7 +163,6 @@ fn rules_of(calls: Vec<Call>) -> serde_json::Value {
         .collect()
 }
 
-
 #[cfg(test)]
 mod test {
     use super::*;

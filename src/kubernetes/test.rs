@@ -491,7 +491,10 @@ async fn a_forbidden_finalizer_removal_names_the_namespace_and_the_missing_verb(
     });
     let err = super::remove_finalizers(client, &["berlin".to_string()]).await.unwrap_err();
     server.await.unwrap();
-    assert!(err.to_string().contains("may not list updatedeployments (API group patchops.dev) in namespace berlin"), "{err}");
+    assert!(
+        err.to_string().contains("may not list updatedeployments (API group patchops.dev) in namespace berlin"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
