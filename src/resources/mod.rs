@@ -120,6 +120,28 @@ mod test {
         assert!(missing.is_empty(), "fields without a doc comment (kubectl explain text): {missing:#?}");
     }
 
+    /// kubectl prints `<invalid>` for a future time in a `date` column (it shows ages), so
+    /// only times that are always past may be `date`; deadlines and windows are strings.
+    #[test]
+    fn only_past_times_are_date_columns() {
+        let past = [".metadata.creationTimestamp", ".status.lastSyncTime", ".status.lastRunTime"];
+        let mut future_dates = Vec::new();
+        for (_, crd) in crds() {
+            for v in &crd.spec.versions {
+                for c in v.additional_printer_columns.iter().flatten() {
+                    if c.type_ == "date" && !past.contains(&c.json_path.as_str()) {
+                        future_dates.push(format!("{} {}", crd.spec.names.kind, c.name));
+                    }
+                }
+            }
+        }
+        assert!(future_dates.is_empty(), "date columns that can be in the future: {future_dates:?}");
+        let deployment = UpdateDeployment::crd();
+        let columns = deployment.spec.versions[0].additional_printer_columns.clone().unwrap();
+        let deadline = columns.iter().find(|c| c.name == "Deadline").unwrap();
+        assert_eq!(deadline.type_, "string");
+    }
+
     #[test]
     fn client_settings_defaults_are_the_seeds() {
         let s = ClientSettingsSpec::default();
