@@ -12,6 +12,7 @@ pub mod compliance;
 pub mod desired;
 pub mod git;
 pub mod kubernetes;
+pub mod metrics;
 pub mod output;
 pub mod reconcile;
 pub mod resources;

@@ -15,9 +15,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Error;
-use super::metrics::Metrics;
 use crate::catalog::sync::Syncer;
 use crate::desired::{DesiredState, Problem};
+use crate::metrics::{Metrics, SiteFacts};
 use crate::resources::*;
 use crate::standalone::Written;
 use crate::store::{ReconcileRecord, Store};
@@ -122,6 +122,8 @@ pub struct Applied {
     pub valid_until: Option<Timestamp>,
     /// A new catalog version was saved.
     pub catalog_changed: bool,
+    /// The site's clients and catalog, for the metrics.
+    pub site: SiteFacts,
 }
 
 impl Applied {
@@ -146,6 +148,7 @@ impl Pipeline {
             events: outcome.events,
             valid_until: outcome.valid_until,
             catalog_changed: synced.changed,
+            site: self.written.site.clone(),
         })
     }
 }
@@ -180,6 +183,12 @@ impl Context {
         }
     }
 
+    /// Share one registry between the sites of a multi-namespace controller.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
     /// The namespace's desired state from the caches. Objects being deleted are left
     /// out: their finalizer's cleanup is a reconcile without them.
     pub fn desired(&self) -> Desired {
@@ -204,6 +213,10 @@ impl Context {
         .await
         .map_err(|e| Error::Task(e.to_string()))?
         .map_err(Error::Core)
+        .inspect(|applied| {
+            self.metrics.record(&self.namespace, &applied.record);
+            self.metrics.site(&self.namespace, &applied.site);
+        })
     }
 
     /// Re-queue an object of another kind.

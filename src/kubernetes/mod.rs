@@ -3,11 +3,12 @@
 //! apply, Events, one active replica through a Lease. It carries data; the decisions are
 //! the reconcile core's, and the store writes are the standalone driver's.
 //!
-//! One controller manages one namespace: the store holds one fleet and one set of client
-//! policies, so a namespace is one site.
+//! A namespace is one site: the store holds one fleet and one set of client policies. One
+//! controller may manage several namespaces (`--namespace` repeated), each with its own
+//! store (`{namespace}` in the store URL) and Role; one Lease keeps one replica active.
 
 pub mod context;
-pub mod metrics;
+
 pub mod rbac;
 pub mod reconciler;
 
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::resources::*;
 use context::{Caches, Context, Pipeline, Triggers};
+pub use reconciler::FINALIZER;
 use reconciler::Managed;
 
 /// What went wrong talking to the cluster or the store. Every error here is retried
@@ -96,12 +98,19 @@ impl Error {
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControllerArgs {
     /// Store holding the catalog, compliance and policies (the management point's): a
-    /// postgres:// URL (or a SQLite path for a single pod).
-    #[arg(long, env = "PATCHOPS_STORE", required_unless_present = "print_rbac")]
+    /// postgres:// URL (or a SQLite path for a single pod). With several namespaces each
+    /// is a site with its own store: write `{namespace}` where the namespace goes, e.g.
+    /// postgres://patchops@db/patchops_{namespace}.
+    #[arg(long, env = "PATCHOPS_STORE", required_unless_present_any = ["print_rbac", "remove_finalizers"])]
     pub store: Option<String>,
-    /// Namespace whose resources this controller manages.
-    #[arg(long, env = "PATCHOPS_NAMESPACE", default_value = "default")]
-    pub namespace: String,
+    /// Namespace whose resources this controller manages, each a site. Repeat the flag
+    /// (or separate by commas in PATCHOPS_NAMESPACE) to manage several.
+    #[arg(long = "namespace", env = "PATCHOPS_NAMESPACE", value_delimiter = ',', default_value = "default")]
+    pub namespaces: Vec<String>,
+    /// Namespace of the Lease that keeps one replica active. Default: the first
+    /// --namespace (the chart sets the release namespace).
+    #[arg(long, env = "PATCHOPS_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// Address of `/metrics` and `/healthz`.
     #[arg(long, env = "PATCHOPS_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: std::net::SocketAddr,
@@ -111,46 +120,148 @@ pub struct ControllerArgs {
     /// How often new compliance and catalog versions in the store are looked for.
     #[arg(long, default_value = "30s")]
     pub resync: crate::time::Duration,
-    /// Print the Role rules the controller needs (every API call it makes) and exit.
+    /// Print the Roles the controller needs in each namespace (every API call it makes)
+    /// and exit; with --remove-finalizers, the Roles that needs.
     #[arg(long)]
     pub print_rbac: bool,
+    /// Remove the patchops finalizer from every UpdateDeployment in the namespaces and
+    /// exit: the way out once the controller is gone for good, so namespace deletion is
+    /// not blocked. Their client policies are not withdrawn (the store keeps them).
+    #[arg(long)]
+    pub remove_finalizers: bool,
+}
+
+impl ControllerArgs {
+    fn lease_namespace(&self) -> &str {
+        self.lease_namespace.as_deref().unwrap_or(&self.namespaces[0])
+    }
+
+    /// The namespaces, once each, checked as Kubernetes names.
+    fn namespaces(&self) -> crate::Result<Vec<String>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for ns in &self.namespaces {
+            let valid = !ns.is_empty()
+                && ns.len() <= 63
+                && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !ns.starts_with('-')
+                && !ns.ends_with('-');
+            if !valid {
+                return Err(crate::Error::Usage(format!(
+                    "--namespace {ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+                )));
+            }
+            if seen.insert(ns.clone()) {
+                out.push(ns.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The store of one namespace: `{namespace}` in the URL replaced. Several namespaces
+/// need it, so that no two sites share a fleet.
+pub fn store_url(template: &str, namespace: &str, several: bool) -> crate::Result<String> {
+    if template.contains("{namespace}") {
+        Ok(template.replace("{namespace}", namespace))
+    } else if several {
+        Err(crate::Error::Usage(
+            "several --namespace values need a store each: write {namespace} in --store / PATCHOPS_STORE, e.g. \
+             postgres://patchops@db/patchops_{namespace} (a database per namespace) or /var/lib/patchops/{namespace}.db"
+                .into(),
+        ))
+    } else {
+        Ok(template.to_string())
+    }
 }
 
 /// `patchops controller`.
-pub fn run(args: ControllerArgs) -> crate::Result<std::process::ExitCode> {
+pub fn run(mut args: ControllerArgs) -> crate::Result<std::process::ExitCode> {
+    args.namespaces = args.namespaces()?;
     if args.print_rbac {
-        print!("{}", rbac::role_rules_yaml());
+        let roles = if args.remove_finalizers {
+            rbac::remove_finalizer_roles(&args.namespaces)
+        } else {
+            rbac::controller_roles(&args.namespaces, args.lease_namespace())
+        };
+        print!("{}", rbac::roles_yaml(&roles));
         return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if let Some(template) = &args.store {
+        for ns in &args.namespaces {
+            store_url(template, ns, args.namespaces.len() > 1)?;
+        }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| crate::Error::Usage(format!("cannot start the runtime: {e}")))?;
-    // The pipeline comes back out so the store is dropped outside the runtime: the
+    if args.remove_finalizers {
+        let removed = rt.block_on(async {
+            let client = connect().await?;
+            remove_finalizers(client, &args.namespaces).await.map_err(|e| e.to_string())
+        });
+        let removed = removed.map_err(crate::Error::Usage)?;
+        info!(removed = removed.len(), namespaces = ?args.namespaces, "finalizers removed");
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    // The pipelines come back out so the stores are dropped outside the runtime: the
     // PostgreSQL client closes its connection synchronously.
-    let (result, pipeline) = rt.block_on(run_async(args));
+    let (result, pipelines) = rt.block_on(run_async(args));
     drop(rt);
-    drop(pipeline);
+    drop(pipelines);
     result.map_err(|e| crate::Error::Usage(e.to_string()))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-type Pipe = Option<Arc<std::sync::Mutex<Pipeline>>>;
+type Pipes = Vec<Arc<std::sync::Mutex<Pipeline>>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-async fn run_async(args: ControllerArgs) -> (Result<(), BoxError>, Pipe) {
-    let mut pipeline = None;
-    let result = run_until_stopped(args, &mut pipeline).await;
-    (result, pipeline)
-}
-
-async fn run_until_stopped(args: ControllerArgs, keep: &mut Pipe) -> Result<(), BoxError> {
-    let client = Client::try_default().await.map_err(|e| {
+async fn connect() -> Result<Client, String> {
+    Client::try_default().await.map_err(|e| {
         format!(
             "cannot reach the Kubernetes API ({e}); run in a cluster (the chart's ServiceAccount) or set KUBECONFIG"
         )
-    })?;
-    let ns = args.namespace.clone();
+    })
+}
+
+async fn run_async(args: ControllerArgs) -> (Result<(), BoxError>, Pipes) {
+    let mut pipelines = Vec::new();
+    let result = run_until_stopped(args, &mut pipelines).await;
+    (result, pipelines)
+}
+
+/// Take the patchops finalizer off every UpdateDeployment of the namespaces (a merge
+/// patch carrying the resourceVersion, so a concurrent change fails rather than being
+/// overwritten). Returns the (namespace, name) of each object changed.
+pub async fn remove_finalizers(client: Client, namespaces: &[String]) -> Result<Vec<(String, String)>, Error> {
+    let mut removed = Vec::new();
+    for ns in namespaces {
+        let api: Api<UpdateDeployment> = Api::namespaced(client.clone(), ns);
+        let list = rbac::list("updatedeployments");
+        let deployments = reconciler::call(list, ns, api.list(&kube::api::ListParams::default())).await?;
+        for d in deployments {
+            let finalizers = d.metadata.finalizers.clone().unwrap_or_default();
+            if !finalizers.iter().any(|f| f == reconciler::FINALIZER) {
+                continue;
+            }
+            let name = d.metadata.name.clone().unwrap_or_default();
+            let kept: Vec<&String> = finalizers.iter().filter(|f| *f != reconciler::FINALIZER).collect();
+            let patch = serde_json::json!({
+                "metadata": {"finalizers": kept, "resourceVersion": d.metadata.resource_version}
+            });
+            let params = kube::api::PatchParams::default();
+            let patch = kube::api::Patch::Merge(&patch);
+            reconciler::call(rbac::PATCH_FINALIZER, ns, api.patch(&name, &params, &patch)).await?;
+            warn!(namespace = %ns, %name, "finalizer removed; the deployment's client policies stay in the store");
+            removed.push((ns.clone(), name));
+        }
+    }
+    Ok(removed)
+}
+
+async fn run_until_stopped(args: ControllerArgs, keep: &mut Pipes) -> Result<(), BoxError> {
+    let client = connect().await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
         let mut rx = stop_rx.clone();
@@ -163,17 +274,84 @@ async fn run_until_stopped(args: ControllerArgs, keep: &mut Pipe) -> Result<(), 
         let _ = stop_tx.send(true);
     });
 
+    // A store per namespace (one site each), opened before leading so a bad URL fails
+    // at once.
+    let several = args.namespaces.len() > 1;
+    let template = args.store.clone().unwrap_or_default();
+    let state = crate::standalone::state_dir();
+    let mut pipelines = Vec::new();
+    for ns in &args.namespaces {
+        let url = store_url(&template, ns, several)?;
+        let store = tokio::task::spawn_blocking(move || crate::store::open(&url)).await??;
+        pipelines.push((ns.clone(), Pipeline::new(store, &state.join("catalog-cache").join(ns))));
+    }
+
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let listener = crate::metrics::bind(args.metrics_listen).await?;
+    let metrics_task = tokio::spawn(crate::metrics::serve(listener, metrics.clone(), stopped()));
+
+    // One active replica: wait for the Lease; losing it stops this one (the pod restarts
+    // and waits as a standby).
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("patchops-{}", std::process::id()));
+    let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(args.lease_namespace())
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await?;
+    let (mut leader, lease_task) = lease.watch().await;
+    info!(%identity, lease = %args.lease_name, "waiting to lead");
+    tokio::select! {
+        _ = leader.wait_for(|l| *l) => {}
+        _ = stopped() => { return Ok(()); }
+    }
+    info!(namespaces = ?args.namespaces, "leading: controllers start");
+    let lost = {
+        let mut leader = leader.clone();
+        async move {
+            let _ = leader.wait_for(|l| !*l).await;
+            warn!("lost the lease: stopping");
+        }
+    };
+    let shutdown = futures::future::select(Box::pin(stopped()), Box::pin(lost)).map(|_| ()).boxed().shared();
+
+    let every = std::time::Duration::from_secs(args.resync.as_secs().max(1) as u64);
+    let mut sites = Vec::new();
+    for (ns, pipeline) in pipelines {
+        let (ctx, site) = run_site(client.clone(), &ns, pipeline, metrics.clone(), every, shutdown.clone());
+        keep.push(ctx.pipeline.clone());
+        sites.push(site);
+    }
+    futures::future::join_all(sites).await;
+    lease_task.abort();
+    let _ = metrics_task.await;
+    info!("controller stopped");
+    Ok(())
+}
+
+/// One namespace as a site: a controller per kind with a status, reflectors for the
+/// rest, and the resync task, all on the namespace's own store. Returns the site's
+/// context and the future that runs it until `shutdown`.
+pub fn run_site(
+    client: Client,
+    ns: &str,
+    pipeline: Pipeline,
+    metrics: Arc<crate::metrics::Metrics>,
+    resync: std::time::Duration,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+) -> (Arc<Context>, futures::future::BoxFuture<'static, ()>) {
     // The controllers' own caches for the kinds with a status; reflectors for the rest.
     let wc = watcher::Config::default();
-    let catalogs_c = Controller::new(Api::<UpdateCatalog>::namespaced(client.clone(), &ns), wc.clone());
-    let collections_c = Controller::new(Api::<Collection>::namespaced(client.clone(), &ns), wc.clone());
-    let lists_c = Controller::new(Api::<UpdateList>::namespaced(client.clone(), &ns), wc.clone());
-    let deployments_c = Controller::new(Api::<UpdateDeployment>::namespaced(client.clone(), &ns), wc.clone());
-    let packages_c = Controller::new(Api::<DeploymentPackage>::namespaced(client.clone(), &ns), wc.clone());
+    let catalogs_c = Controller::new(Api::<UpdateCatalog>::namespaced(client.clone(), ns), wc.clone());
+    let collections_c = Controller::new(Api::<Collection>::namespaced(client.clone(), ns), wc.clone());
+    let lists_c = Controller::new(Api::<UpdateList>::namespaced(client.clone(), ns), wc.clone());
+    let deployments_c = Controller::new(Api::<UpdateDeployment>::namespaced(client.clone(), ns), wc.clone());
+    let packages_c = Controller::new(Api::<DeploymentPackage>::namespaced(client.clone(), ns), wc.clone());
     macro_rules! cache {
         ($k:ty) => {{
             let (reader, writer) = reflector::store::<$k>();
-            let api: Api<$k> = Api::namespaced(client.clone(), &ns);
+            let api: Api<$k> = Api::namespaced(client.clone(), ns);
             let stream = reflector::reflector(writer, watcher(api, wc.clone())).default_backoff();
             (reader, stream)
         }};
@@ -199,76 +377,7 @@ async fn run_until_stopped(args: ControllerArgs, keep: &mut Pipe) -> Result<(), 
         triggers.insert(kind, tx);
         receivers.insert(kind, rx);
     }
-    let store_url = args.store.clone().unwrap_or_default();
-    let store = tokio::task::spawn_blocking(move || crate::store::open(&store_url)).await??;
-    let state = crate::standalone::state_dir();
-    let pipeline = Pipeline::new(store, &state.join("catalog-cache"));
-    let ctx = Arc::new(Context::new(client.clone(), &ns, caches.clone(), pipeline, triggers));
-    *keep = Some(ctx.pipeline.clone());
-
-    let metrics = tokio::spawn(metrics::serve(args.metrics_listen, ctx.metrics.clone(), stopped()));
-
-    // One active replica: wait for the Lease; losing it stops this one (the pod restarts
-    // and waits as a standby).
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("patchops-{}", std::process::id()));
-    let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&ns)
-        .with_identity(&identity)
-        .with_duration(15)
-        .with_grace(5)
-        .build()
-        .await?;
-    let (mut leader, lease_task) = lease.watch().await;
-    info!(%identity, lease = %args.lease_name, "waiting to lead");
-    tokio::select! {
-        _ = leader.wait_for(|l| *l) => {}
-        _ = stopped() => { return Ok(()); }
-    }
-    info!(namespace = %ns, "leading: controllers start");
-    let lost = {
-        let mut leader = leader.clone();
-        async move {
-            let _ = leader.wait_for(|l| !*l).await;
-            warn!("lost the lease: stopping");
-        }
-    };
-    let shutdown = futures::future::select(Box::pin(stopped()), Box::pin(lost)).map(|_| ()).shared();
-
-    // Status-less kinds: a change re-runs the pipeline through the resync task.
-    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
-    macro_rules! drain {
-        ($s:expr) => {{
-            let tx = changed_tx.clone();
-            tokio::spawn($s.applied_objects().for_each(move |_| {
-                let _ = tx.try_send(());
-                futures::future::ready(())
-            }))
-        }};
-    }
-    drain!(settings_s);
-    drain!(templates_s);
-    drain!(rules_s);
-    let resync_ctx = ctx.clone();
-    let every = std::time::Duration::from_secs(args.resync.as_secs().max(1) as u64);
-    let resync_stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        let stop = resync_stop;
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = changed_rx.recv() => {}
-                _ = &mut stop => return,
-            }
-            resync_ctx.caches.wait_ready().await;
-            let desired = resync_ctx.desired();
-            match resync_ctx.apply(desired.state).await {
-                Ok(applied) => reconciler::fan_out(&resync_ctx, &applied, &desired.problems, &desired.objects, None),
-                Err(e) => warn!("resync failed: {e}"),
-            }
-        }
-    });
+    let ctx = Arc::new(Context::new(client, ns, caches, pipeline, triggers).with_metrics(metrics));
 
     fn run_one<K: Managed>(
         c: Controller<K>,
@@ -284,18 +393,62 @@ async fn run_until_stopped(args: ControllerArgs, keep: &mut Pipe) -> Result<(), 
             .boxed()
     }
     let mut rx = |k: &str| receivers.remove(k).expect("a trigger per managed kind");
-    futures::future::join_all([
+    let ns = ns.to_string();
+    let controllers = futures::future::join_all([
         run_one(catalogs_c, rx("UpdateCatalog"), ns.clone(), shutdown.clone(), ctx.clone()),
         run_one(collections_c, rx("Collection"), ns.clone(), shutdown.clone(), ctx.clone()),
         run_one(lists_c, rx("UpdateList"), ns.clone(), shutdown.clone(), ctx.clone()),
         run_one(deployments_c, rx("UpdateDeployment"), ns.clone(), shutdown.clone(), ctx.clone()),
         run_one(packages_c, rx("DeploymentPackage"), ns.clone(), shutdown.clone(), ctx.clone()),
-    ])
-    .await;
-    lease_task.abort();
-    let _ = metrics.await;
-    info!("controller stopped");
-    Ok(())
+    ]);
+
+    let site_ctx = ctx.clone();
+    let site = async move {
+        // Status-less kinds: a change re-runs the pipeline through the resync task.
+        let (changed_tx, mut changed_rx) = tokio::sync::mpsc::channel::<()>(1);
+        macro_rules! drain {
+            ($s:expr) => {{
+                let tx = changed_tx.clone();
+                tokio::spawn($s.applied_objects().for_each(move |_| {
+                    let _ = tx.try_send(());
+                    futures::future::ready(())
+                }))
+            }};
+        }
+        let drains = [drain!(settings_s), drain!(templates_s), drain!(rules_s)];
+        let resync_ctx = site_ctx.clone();
+        let resync_stop = shutdown.clone();
+        let resync_task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(resync);
+            let stop = resync_stop;
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = changed_rx.recv() => {}
+                    _ = &mut stop => return,
+                }
+                tokio::select! {
+                    _ = resync_ctx.caches.wait_ready() => {}
+                    _ = &mut stop => return,
+                }
+                let desired = resync_ctx.desired();
+                match resync_ctx.apply(desired.state).await {
+                    Ok(applied) => {
+                        reconciler::fan_out(&resync_ctx, &applied, &desired.problems, &desired.objects, None)
+                    }
+                    Err(e) => warn!(namespace = %resync_ctx.namespace, "resync failed: {e}"),
+                }
+            }
+        });
+        controllers.await;
+        let _ = resync_task.await;
+        for d in drains {
+            d.abort();
+        }
+    }
+    .boxed();
+    (ctx, site)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Every Kubernetes API call the controller makes, as (API group, resource, verb). The
 //! calls go through [`Call`], so this table is the code's own list; `patchops controller
-//! --print-rbac` prints it as the Role the Helm chart must grant (a test compares them).
+//! --print-rbac` prints it as the Roles the Helm chart must grant in each namespace (a
+//! test compares them, in single- and multi-namespace mode).
 
 use std::collections::BTreeMap;
 
@@ -56,21 +57,99 @@ pub const WATCHED: [&str; 8] = [
     "deploymentrules",
 ];
 
-/// Every call, deduplicated and sorted.
-pub fn calls() -> Vec<Call> {
+/// The calls in each managed namespace (the Lease is in one namespace only).
+pub fn site_calls() -> Vec<Call> {
     let mut all: Vec<Call> = WATCHED.iter().flat_map(|r| [list(r), watch(r)]).collect();
     all.extend(PATCH_STATUS);
     all.extend([PATCH_FINALIZER, CREATE_EVENT, PATCH_EVENT]);
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// Every call, deduplicated and sorted.
+pub fn calls() -> Vec<Call> {
+    let mut all = site_calls();
     all.extend(LEASE);
     all.sort();
     all.dedup();
     all
 }
 
-/// The Role rules the calls need: per API group, resources with the same verbs together.
+/// `--remove-finalizers`: list the UpdateDeployments and patch each.
+pub fn remove_finalizer_calls() -> Vec<Call> {
+    vec![list("updatedeployments"), PATCH_FINALIZER]
+}
+
+/// A Role: its namespace and rules.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Role {
+    pub name: &'static str,
+    pub namespace: String,
+    pub rules: serde_json::Value,
+}
+
+/// The controller's Roles: in each managed namespace the site's calls, and the Lease's
+/// calls in the lease namespace (in the same Role when it is a managed one).
+pub fn controller_roles(namespaces: &[String], lease_namespace: &str) -> Vec<Role> {
+    let mut roles: Vec<Role> = namespaces
+        .iter()
+        .map(|ns| {
+            let mut calls = site_calls();
+            if ns == lease_namespace {
+                calls.extend(LEASE);
+            }
+            Role { name: "patchops-controller", namespace: ns.clone(), rules: rules_of(calls) }
+        })
+        .collect();
+    if !namespaces.iter().any(|ns| ns == lease_namespace) {
+        roles.push(Role {
+            name: "patchops-controller",
+            namespace: lease_namespace.to_string(),
+            rules: rules_of(LEASE.to_vec()),
+        });
+    }
+    roles
+}
+
+/// The Roles `--remove-finalizers` needs, one per namespace.
+pub fn remove_finalizer_roles(namespaces: &[String]) -> Vec<Role> {
+    namespaces
+        .iter()
+        .map(|ns| Role {
+            name: "patchops-remove-finalizers",
+            namespace: ns.clone(),
+            rules: rules_of(remove_finalizer_calls()),
+        })
+        .collect()
+}
+
+/// `--print-rbac`: the Roles as a multi-document YAML stream.
+pub fn roles_yaml(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|r| {
+            let doc = serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": r.name, "namespace": r.namespace},
+                "rules": r.rules,
+            });
+            serde_saphyr::to_string(&doc).expect("roles serialize")
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// The Role rules of every call (one namespace managed, the Lease beside it).
 pub fn role_rules() -> serde_json::Value {
+    rules_of(calls())
+}
+
+/// Role rules for calls: per API group, resources with the same verbs together.
+fn rules_of(calls: Vec<Call>) -> serde_json::Value {
     let mut by_resource: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
-    for c in calls() {
+    for c in calls {
         by_resource.entry((c.group, c.resource)).or_default().push(c.verb);
     }
     let mut rules: BTreeMap<(&str, Vec<&str>), Vec<&str>> = BTreeMap::new();
@@ -82,11 +161,6 @@ pub fn role_rules() -> serde_json::Value {
         .into_iter()
         .map(|((group, verbs), resources)| serde_json::json!({"apiGroups": [group], "resources": resources, "verbs": verbs}))
         .collect()
-}
-
-/// `--print-rbac`: the rules as YAML.
-pub fn role_rules_yaml() -> String {
-    serde_saphyr::to_string(&role_rules()).expect("rules serialize")
 }
 
 #[cfg(test)]
@@ -108,5 +182,29 @@ mod test {
             .collect();
         assert_eq!(spec_patches, [&serde_json::json!("updatedeployments")]);
         assert!(!text.contains("delete") && !text.contains("update\""), "{text}");
+    }
+
+    #[test]
+    fn several_namespaces_get_a_role_each_and_the_lease_only_where_it_lives() {
+        let ns = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let single = controller_roles(&ns(&["site"]), "site");
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0].rules, role_rules());
+
+        let roles = controller_roles(&ns(&["berlin", "paris"]), "patchops");
+        let names: Vec<&str> = roles.iter().map(|r| r.namespace.as_str()).collect();
+        assert_eq!(names, ["berlin", "paris", "patchops"]);
+        let leases = |r: &Role| r.rules.to_string().contains("leases");
+        assert!(!leases(&roles[0]) && !leases(&roles[1]) && leases(&roles[2]));
+        assert_eq!(roles[0].rules, rules_of(site_calls()));
+        assert!(!roles[2].rules.to_string().contains("patchops.dev"), "{}", roles[2].rules);
+
+        let text = roles_yaml(&roles);
+        assert_eq!(text.matches("kind: Role").count(), 3, "{text}");
+        let removal = remove_finalizer_roles(&ns(&["berlin"]));
+        assert_eq!(
+            removal[0].rules,
+            serde_json::json!([{"apiGroups": ["patchops.dev"], "resources": ["updatedeployments"], "verbs": ["list", "patch"]}])
+        );
     }
 }

@@ -20,7 +20,7 @@ use super::Error;
 use super::context::{Applied, Cached, Context, FIELD_MANAGER, Key};
 use super::rbac::{self, Call};
 use crate::desired::Problem;
-use crate::resources::{Condition, UpdateDeploymentStatus};
+use crate::resources::Condition;
 
 /// The finalizer UpdateDeployments carry.
 pub const FINALIZER: &str = "patchops.dev/withdraw-policies";
@@ -132,11 +132,6 @@ async fn apply<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     stamp(&mut status, generation, &current);
     if status != current {
         patch_status::<K>(ctx, &key.1, &status).await?;
-    }
-    if key.0 == "UpdateDeployment"
-        && let Ok(s) = serde_json::from_value::<UpdateDeploymentStatus>(status.clone())
-    {
-        ctx.metrics.deployment(&ctx.namespace, &key.1, &s);
     }
     publish_outcome(ctx, &applied, &desired.objects).await?;
     fan_out(ctx, &applied, &desired.problems, &desired.objects, Some(&key));

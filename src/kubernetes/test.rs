@@ -400,3 +400,181 @@ fn the_controller_saves_status_and_policies_in_postgresql_for_the_management_poi
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).unwrap();
 }
+
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.samples.iter().find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v))).map(
+        |s| match s.value {
+            prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        },
+    )
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_serves_the_deployment_and_site_gauges_as_prometheus_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::new().deployment(valid_spec(), with_finalizer());
+    let (ctx, mut handle) = site.context(&dir);
+    let server = tokio::spawn(async move {
+        next(&mut handle, "PATCH", STATUS_PATH, 200, json!({})).await;
+        next(&mut handle, "POST", EVENTS_PATH, 201, json!({})).await;
+    });
+    reconcile(Arc::new(site.deployments[0].clone()), ctx.clone()).await.unwrap();
+    server.await.unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(crate::metrics::serve(listener, ctx.metrics.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let text = tokio::task::spawn_blocking(move || {
+        ureq::get(format!("http://{addr}/metrics")).call().unwrap().body_mut().read_to_string().unwrap()
+    })
+    .await
+    .unwrap();
+    let _ = stop.send(());
+    serving.await.unwrap().unwrap();
+
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let pilot = [("namespace", NS), ("deployment", "pilot")];
+    let ratio = sample(&scrape, "patchops_deployment_compliance_ratio", &pilot).expect("the ratio gauge");
+    assert!((0.0..=1.0).contains(&ratio), "{text}");
+    assert_eq!(sample(&scrape, "patchops_deployment_machines_targeted", &pilot), Some(0.0), "no clients yet");
+    let phase = [("deployment", "pilot"), ("phase", "Available")];
+    assert_eq!(sample(&scrape, "patchops_deployment_phase", &phase), Some(1.0), "{text}");
+    assert_eq!(sample(&scrape, "patchops_clients", &[("namespace", NS)]), Some(0.0), "{text}");
+    assert_eq!(sample(&scrape, "patchops_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+}
+
+#[tokio::test]
+async fn remove_finalizers_takes_only_the_patchops_finalizer_off_in_every_namespace() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let list = |items: Value| {
+        json!({"apiVersion": "patchops.dev/v1alpha1", "kind": "UpdateDeploymentList",
+               "metadata": {"resourceVersion": "9"}, "items": items})
+    };
+    let held = object::<UpdateDeployment>(
+        "UpdateDeployment",
+        "pilot",
+        valid_spec(),
+        json!({"metadata": {"finalizers": ["example.com/keep", FINALIZER], "deletionTimestamp": "2026-02-01T00:00:00Z"}}),
+    );
+    let free = object::<UpdateDeployment>("UpdateDeployment", "broad", valid_spec(), json!({}));
+    let items = json!([held, free]);
+    let server = tokio::spawn(async move {
+        let berlin = "/apis/patchops.dev/v1alpha1/namespaces/berlin/updatedeployments";
+        next(&mut handle, "GET", berlin, 200, list(items)).await;
+        let (_, patch) = next(&mut handle, "PATCH", &format!("{berlin}/pilot"), 200, json!({})).await;
+        // Other finalizers stay; the resourceVersion makes a concurrent change fail.
+        assert_eq!(patch, json!({"metadata": {"finalizers": ["example.com/keep"], "resourceVersion": "7"}}));
+        let paris = "/apis/patchops.dev/v1alpha1/namespaces/paris/updatedeployments";
+        next(&mut handle, "GET", paris, 200, list(json!([]))).await;
+    });
+    let namespaces = ["berlin".to_string(), "paris".to_string()];
+    let removed = super::remove_finalizers(client, &namespaces).await.unwrap();
+    server.await.unwrap();
+    assert_eq!(removed, [("berlin".to_string(), "pilot".to_string())]);
+    for call in rbac::remove_finalizer_calls() {
+        assert!(rbac::site_calls().contains(&call), "the controller's Role covers {call:?} too");
+    }
+}
+
+#[tokio::test]
+async fn a_forbidden_finalizer_removal_names_the_namespace_and_the_missing_verb() {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let server = tokio::spawn(async move {
+        let path = "/apis/patchops.dev/v1alpha1/namespaces/berlin/updatedeployments";
+        next(&mut handle, "GET", path, 403, json!("cannot list resource")).await;
+    });
+    let err = super::remove_finalizers(client, &["berlin".to_string()]).await.unwrap_err();
+    server.await.unwrap();
+    assert!(
+        err.to_string().contains("may not list updatedeployments (API group patchops.dev) in namespace berlin"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn two_namespaces_are_two_sites_each_watched_in_its_namespace_and_saved_in_its_store() {
+    use futures::FutureExt;
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, NS);
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    }
+    .boxed()
+    .shared();
+    let dir = tempfile::tempdir().unwrap();
+    let mut contexts = Vec::new();
+    let mut sites = Vec::new();
+    for ns in ["berlin", "paris"] {
+        let store = crate::store::open(dir.path().join(format!("{ns}.db")).to_str().unwrap()).unwrap();
+        let pipeline = Pipeline::new(store, &dir.path().join("cache").join(ns));
+        let (ctx, site) =
+            super::run_site(client.clone(), ns, pipeline, metrics.clone(), Duration::from_secs(3600), shutdown.clone());
+        contexts.push(ctx);
+        sites.push(tokio::spawn(site));
+    }
+    // The API server: every list answered empty, every watch held open.
+    let mut listed = std::collections::BTreeSet::new();
+    let mut watches = Vec::new();
+    let expected: std::collections::BTreeSet<String> = ["berlin", "paris"]
+        .iter()
+        .flat_map(|ns| rbac::WATCHED.iter().map(move |r| format!("/apis/patchops.dev/v1alpha1/namespaces/{ns}/{r}")))
+        .collect();
+    while listed != expected {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("lists so far: {listed:#?}"))
+            .unwrap();
+        assert_eq!(request.method(), "GET");
+        let path = request.uri().path().to_string();
+        assert!(expected.contains(&path), "a request outside the managed namespaces: {path}");
+        if request.uri().query().unwrap_or_default().contains("watch=true") {
+            watches.push(send);
+            continue;
+        }
+        let kind = format!("{}List", path.rsplit('/').next().unwrap());
+        let empty = json!({"apiVersion": "patchops.dev/v1alpha1", "kind": kind, "metadata": {"resourceVersion": "1"}, "items": []});
+        send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&empty).unwrap())).unwrap());
+        listed.insert(path);
+    }
+    // Each site's resync reconciled its namespace into its own store.
+    for ctx in &contexts {
+        let revision = format!("kubernetes/{}", ctx.namespace);
+        let saved = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let last = ctx.pipeline.lock().unwrap().store.last_reconcile().unwrap();
+                if let Some(r) = last {
+                    return r.revision;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the site reconciled");
+        assert_eq!(saved, revision);
+    }
+    let text = metrics.encode();
+    assert!(text.contains(r#"patchops_clients{namespace="berlin"} 0"#), "{text}");
+    assert!(text.contains(r#"patchops_clients{namespace="paris"} 0"#), "{text}");
+    let _ = stop.send(());
+    for s in sites {
+        tokio::time::timeout(Duration::from_secs(10), s).await.expect("the site stops on shutdown").unwrap();
+    }
+    drop(watches);
+}
+
+#[test]
+fn several_namespaces_need_a_namespace_placeholder_in_the_store_url() {
+    let url = "postgres://patchops@db/patchops_{namespace}";
+    assert_eq!(super::store_url(url, "berlin", true).unwrap(), "postgres://patchops@db/patchops_berlin");
+    assert_eq!(super::store_url("/data/one.db", "berlin", false).unwrap(), "/data/one.db");
+    let err = super::store_url("postgres://patchops@db/patchops", "berlin", true).unwrap_err().to_string();
+    assert!(err.contains("write {namespace} in --store"), "{err}");
+}

@@ -14,6 +14,7 @@ use crate::time::Duration;
     group = "patchops.dev",
     version = "v1alpha1",
     kind = "ClientSettings",
+    doc = "Agent timing for the clients of a site (policy poll, scan schedule and TTL, state-message batching): ConfigMgr's Client Settings. Settings without a collection apply to every client; with one, to its members, the highest priority winning.",
     plural = "clientsettings",
     namespaced,
     shortname = "cset",

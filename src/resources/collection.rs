@@ -17,13 +17,14 @@ use crate::time::Duration;
     group = "patchops.dev",
     version = "v1alpha1",
     kind = "Collection",
+    doc = "A set of machines (a ConfigMgr device collection) chosen by a selector over client facts, explicit names and other collections, with the maintenance windows in which updates may install. Its status gives the member count and the next window.",
     namespaced,
     status = "CollectionStatus",
     shortname = "coll",
     category = "patchops",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".status.memberCount"}"#,
-    printcolumn = r#"{"name":"Next Window","type":"date","jsonPath":".status.nextWindow"}"#,
+    printcolumn = r#"{"name":"Next Window","type":"string","jsonPath":".status.nextWindow"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

@@ -14,6 +14,7 @@ use super::Condition;
     group = "patchops.dev",
     version = "v1alpha1",
     kind = "DeploymentPackage",
+    doc = "Update content (files with sha256 and size) the management point serves as a distribution point. Clients download only the files of updates their scan found Required.",
     namespaced,
     status = "DeploymentPackageStatus",
     shortname = "dpkg",

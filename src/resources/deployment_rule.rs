@@ -15,6 +15,7 @@ use super::{Condition, UpdateCriteria};
     group = "patchops.dev",
     version = "v1alpha1",
     kind = "DeploymentRule",
+    doc = "An automatic deployment rule: after each catalog sync, updates matching its criteria are proposed as a new UpdateList and UpdateDeployment on a branch of the desired-state repository, deployed only once merged.",
     namespaced,
     status = "DeploymentRuleStatus",
     shortname = "drule",

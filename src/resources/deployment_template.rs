@@ -65,6 +65,7 @@ with_deployment_settings! {
         group = "patchops.dev",
         version = "v1alpha1",
         kind = "DeploymentTemplate",
+        doc = "Deployment settings (target collection, availability and deadline offsets, mandatory, restart suppression, maintenance windows at the deadline) an UpdateDeployment inherits and may override.",
         namespaced,
         shortname = "dtmpl",
         category = "patchops",

@@ -86,8 +86,9 @@ mod test {
         }
     }
 
+    /// `kubectl explain <kind>` and `kubectl explain <kind>.spec` show these texts.
     #[test]
-    fn every_spec_and_status_field_has_a_description() {
+    fn every_kind_spec_and_status_field_has_a_real_description() {
         fn walk(path: &str, v: &serde_json::Value, missing: &mut Vec<String>) {
             if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
                 for (name, schema) in props {
@@ -107,10 +108,38 @@ mod test {
         for (_, crd) in crds() {
             for v in &crd.spec.versions {
                 let schema = serde_json::to_value(&v.schema).unwrap();
-                walk(&crd.spec.names.kind, &schema["openAPIV3Schema"], &mut missing);
+                let root = &schema["openAPIV3Schema"];
+                let kind = &crd.spec.names.kind;
+                match root.get("description").and_then(|d| d.as_str()) {
+                    Some(d) if !d.contains("Auto-generated") && d.len() > 40 => {}
+                    other => missing.push(format!("{kind} (the kind itself, now {other:?}): add #[kube(doc = ...)]")),
+                }
+                walk(kind, root, &mut missing);
             }
         }
         assert!(missing.is_empty(), "fields without a doc comment (kubectl explain text): {missing:#?}");
+    }
+
+    /// kubectl prints `<invalid>` for a future time in a `date` column (it shows ages), so
+    /// only times that are always past may be `date`; deadlines and windows are strings.
+    #[test]
+    fn only_past_times_are_date_columns() {
+        let past = [".metadata.creationTimestamp", ".status.lastSyncTime", ".status.lastRunTime"];
+        let mut future_dates = Vec::new();
+        for (_, crd) in crds() {
+            for v in &crd.spec.versions {
+                for c in v.additional_printer_columns.iter().flatten() {
+                    if c.type_ == "date" && !past.contains(&c.json_path.as_str()) {
+                        future_dates.push(format!("{} {}", crd.spec.names.kind, c.name));
+                    }
+                }
+            }
+        }
+        assert!(future_dates.is_empty(), "date columns that can be in the future: {future_dates:?}");
+        let deployment = UpdateDeployment::crd();
+        let columns = deployment.spec.versions[0].additional_printer_columns.clone().unwrap();
+        let deadline = columns.iter().find(|c| c.name == "Deadline").unwrap();
+        assert_eq!(deadline.type_, "string");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::time::Duration;
     group = "patchops.dev",
     version = "v1alpha1",
     kind = "UpdateCatalog",
+    doc = "A source of update metadata (MSRC CVRF, Debian, OSV or the native format; from a file, a URL, a git repository or the desired-state repository) synchronized into the site's catalog on an interval. Its status gives the catalog version, update count and last sync.",
     namespaced,
     status = "UpdateCatalogStatus",
     shortname = "ucat",

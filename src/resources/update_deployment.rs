@@ -16,6 +16,7 @@ super::with_deployment_settings! {
     group = "patchops.dev",
     version = "v1alpha1",
     kind = "UpdateDeployment",
+    doc = "Deploys an UpdateList's updates to a collection, or to ordered rollout phases, with the settings of a DeploymentTemplate: when they become available, the installation deadline, restart and maintenance-window behaviour, and a failure budget. Its status gives the rollout phase and the compliance of the targeted machines.",
     namespaced,
     status = "UpdateDeploymentStatus",
     shortname = "udep",
@@ -25,7 +26,7 @@ super::with_deployment_settings! {
     printcolumn = r#"{"name":"Compliant %","type":"number","jsonPath":".status.compliancePercent"}"#,
     printcolumn = r#"{"name":"Required","type":"integer","jsonPath":".status.machines.required"}"#,
     printcolumn = r#"{"name":"Unknown","type":"integer","jsonPath":".status.machines.unknown"}"#,
-    printcolumn = r#"{"name":"Deadline","type":"date","jsonPath":".status.deadline"}"#,
+    printcolumn = r#"{"name":"Deadline","type":"string","jsonPath":".status.deadline"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

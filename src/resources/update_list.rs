@@ -14,6 +14,7 @@ use super::{Condition, UpdateCriteria};
     group = "patchops.dev",
     version = "v1alpha1",
     kind = "UpdateList",
+    doc = "A set of updates chosen by id and/or by criteria (ConfigMgr's software update group). Its status gives, for every update, how many machines require it.",
     namespaced,
     status = "UpdateListStatus",
     shortname = "ulist",

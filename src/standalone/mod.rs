@@ -74,7 +74,15 @@ pub struct RunArgs {
     /// Do not embed the management point (another `patchops serve` shares the store).
     #[arg(long)]
     pub no_serve: bool,
+    /// Serve Prometheus `/metrics` (the controller's per-deployment and site gauges) and
+    /// `/healthz` on this address, e.g. 0.0.0.0:9090 (not with --once).
+    #[arg(long, env = "PATCHOPS_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
+
+/// The `namespace` label of the site gauges of `patchops run` (one site; resources
+/// without a namespace are in `default`).
+pub const RUN_SITE: &str = "default";
 
 /// Read and check the desired state at the source's revision.
 pub fn load_desired(source: &GitSource) -> Result<(SourceTree, DesiredState)> {
@@ -108,6 +116,11 @@ impl Runner {
     pub fn new(source: GitSource, store: Box<dyn Store>, fleet_sim: Option<SimFleet>) -> Self {
         let syncer = Syncer::new(&source.cache_dir.with_file_name("catalog-cache"));
         Runner { source, store, fleet_sim, syncer, written: Written::default() }
+    }
+
+    /// The site's clients and catalog as of the last reconcile.
+    pub fn site(&self) -> &crate::metrics::SiteFacts {
+        &self.written.site
     }
 
     /// Run the DeploymentRules after catalog syncs (`--propose-rules`).
@@ -146,6 +159,8 @@ pub struct Written {
     saved_assignments: HashMap<String, String>,
     /// Deployment rules run after catalog syncs, with their last status.
     pub rules: Option<crate::git::rules::AfterSync>,
+    /// The site's clients and catalog as of the last reconcile, for the metrics.
+    pub site: crate::metrics::SiteFacts,
 }
 
 impl Written {
@@ -165,6 +180,8 @@ impl Written {
         let last = store.last_reconcile()?;
         let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
         let outcome = reconcile(&Inputs { desired, catalog, fleet: &fleet, previous: &previous, now });
+        let catalog_saved = store.catalog_versions()?.last().map(|v| v.created_at);
+        self.site = crate::metrics::SiteFacts::of(&fleet, defaults.scan_ttl.signed(), catalog_saved, now);
         for e in &outcome.events {
             info!(kind = %e.kind, name = %e.name, reason = %e.reason, "{}", e.message);
         }
@@ -285,7 +302,27 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }));
         (Some(tx), Some(handle))
     };
-    let result = reconcile_loop(&mut runner, &args, &rt);
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    let (stop_metrics, metrics_server) = match args.metrics_listen {
+        Some(listen) if !args.once => {
+            let listener = rt.block_on(crate::metrics::bind(listen)).map_err(Error::Usage)?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let handle = rt.spawn(crate::metrics::serve(listener, metrics.clone(), async move {
+                let _ = rx.await;
+            }));
+            (Some(tx), Some(handle))
+        }
+        _ => (None, None),
+    };
+    let result = reconcile_loop(&mut runner, &args, &rt, &metrics);
+    if let Some(tx) = stop_metrics {
+        let _ = tx.send(());
+    }
+    if let Some(handle) = metrics_server
+        && let Ok(Err(e)) = rt.block_on(handle)
+    {
+        error!(error = %e, "the metrics listener failed");
+    }
     if let Some(tx) = stop_server {
         let _ = tx.send(());
     }
@@ -298,11 +335,20 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     result
 }
 
-fn reconcile_loop(runner: &mut Runner, args: &RunArgs, rt: &tokio::runtime::Runtime) -> Result<ExitCode> {
+fn reconcile_loop(
+    runner: &mut Runner,
+    args: &RunArgs,
+    rt: &tokio::runtime::Runtime,
+    metrics: &crate::metrics::Metrics,
+) -> Result<ExitCode> {
     loop {
         let started = std::time::Instant::now();
-        match runner.reconcile_once(Timestamp::now()) {
+        let result = runner.reconcile_once(Timestamp::now());
+        metrics.observe("Run", started.elapsed().as_secs_f64());
+        match result {
             Ok((record, _)) => {
+                metrics.record(RUN_SITE, &record);
+                metrics.site(RUN_SITE, runner.site());
                 info!(revision = %record.revision, catalog_version = record.catalog_version, elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
                 crate::output::print_record(&record, args.output);
                 if let Some(branch) = &args.status_branch {
@@ -310,7 +356,10 @@ fn reconcile_loop(runner: &mut Runner, args: &RunArgs, rt: &tokio::runtime::Runt
                 }
             }
             Err(e) if args.once => return Err(e),
-            Err(e) => error!(error = %e, "reconcile failed; the last good status is kept"),
+            Err(e) => {
+                metrics.error("Run", e.metric_label());
+                error!(error = %e, "reconcile failed; the last good status is kept")
+            }
         }
         if args.once {
             return Ok(ExitCode::SUCCESS);
