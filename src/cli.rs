@@ -112,6 +112,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ContentCommand,
     },
+    /// Registered clients: revoke a token, release a name.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// In-process agents against a management point on loopback, on an accelerated clock,
     /// ending with the compliance table.
     Simulate(crate::sim::simulate::SimulateArgs),
@@ -183,6 +188,45 @@ pub enum ContentCommand {
         #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Revoke a client's token at once (every management point sharing the store) and
+    /// keep the name from registering again until it is released.
+    Revoke {
+        name: String,
+        /// Store: a SQLite file path or a postgres:// URL.
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
+    },
+    /// Free a client's name: its token stops working and the next host registering under
+    /// the name (with the enrollment secret) gets it, e.g. after a reinstall.
+    Release {
+        name: String,
+        /// Store: a SQLite file path or a postgres:// URL.
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
+    },
+}
+
+fn client(command: ClientCommand) -> Result<ExitCode> {
+    let (name, store, revoke) = match command {
+        ClientCommand::Revoke { name, store } => (name, store, true),
+        ClientCommand::Release { name, store } => (name, store, false),
+    };
+    let mut store = open_existing_store(&store)?;
+    let found =
+        if revoke { store.revoke_client(&name, jiff::Timestamp::now())? } else { store.release_client(&name)? };
+    if !found {
+        return Err(Error::Usage(format!("no client named {name:?} in {}; check the name", store.location())));
+    }
+    if revoke {
+        println!("client {name}: token revoked; the name cannot register until `patchops client release {name}`");
+    } else {
+        println!("client {name}: released; the next host registering as {name} gets the name");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn init_logging(format: LogFormat) {
@@ -273,6 +317,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => crate::standalone::bench::run(args),
         Command::Agent(args) => crate::agent::command::run(args),
         Command::Simulate(args) => crate::sim::simulate::run(args),
+        Command::Client { command } => client(command),
         Command::Content { command: ContentCommand::Add { content_dir, files, output } } => {
             let library = crate::server::content::ContentLibrary::open(&content_dir)?;
             let added = files.iter().map(|f| library.add_file(f)).collect::<Result<Vec<_>>>()?;

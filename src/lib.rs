@@ -15,6 +15,7 @@ pub mod kubernetes;
 pub mod output;
 pub mod reconcile;
 pub mod resources;
+pub mod secrets;
 pub mod server;
 pub mod sim;
 pub mod standalone;
