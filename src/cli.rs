@@ -132,6 +132,10 @@ pub enum CatalogCommand {
         /// Store: a SQLite file path or a postgres:// URL.
         #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
         store: String,
+        /// Accept a sync that drops more than a source's allowed share of its updates (or
+        /// all of them); without it such a sync is refused and the catalog stays.
+        #[arg(long)]
+        allow_shrink: bool,
     },
     /// Import vendor data (MSRC CVRF, Debian Packages or DSA list, OSV, native).
     Import {
@@ -351,12 +355,13 @@ fn catalog(command: CatalogCommand) -> Result<ExitCode> {
             print!("{}", crate::catalog::native::schema_json());
             Ok(ExitCode::SUCCESS)
         }
-        CatalogCommand::Sync { repo, store } => {
+        CatalogCommand::Sync { repo, store, allow_shrink } => {
             let state = crate::standalone::state_dir();
             let source = git_source(&repo, &state);
             let (tree, desired) = crate::standalone::load_desired(&source)?;
             let mut store = crate::store::open(&store)?;
             let mut syncer = crate::catalog::sync::Syncer::new(&state.join("catalog-cache"));
+            syncer.allow_shrink = allow_shrink;
             let outcome = syncer.sync(
                 store.as_mut(),
                 &desired,

@@ -30,6 +30,8 @@ fn spec(format: CatalogFormat, source: CatalogSource) -> UpdateCatalogSpec {
         product: None,
         products: vec![],
         classifications: vec![],
+        max_shrink_percent: None,
+        allow_shrink: false,
     }
 }
 
