@@ -19,7 +19,8 @@ use patchops::compliance::{Enforcement, Fleet, ScanResult};
 use patchops::server::{ServerConfig, SharedStore, serve_listener};
 use patchops::store::sqlite::SqliteStore;
 use patchops::store::{
-    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, PolicyAssignment, ReconcileRecord, Store,
+    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, PolicyAssignment, ReconcileRecord, Store,
+    TokenOwner,
 };
 use serde_json::{Value, json};
 
@@ -55,7 +56,7 @@ impl Reply {
 }
 
 fn config() -> ServerConfig {
-    ServerConfig { enroll_secret: SECRET.into(), max_batch_bytes: 64 * 1024, max_batch_messages: 50, content: None }
+    ServerConfig { max_batch_bytes: 64 * 1024, max_batch_messages: 50, ..ServerConfig::new(SECRET) }
 }
 
 impl Server {
@@ -538,7 +539,7 @@ impl Store for BrokenStore {
     fn upsert_client(&mut self, _: &ClientInfo, _: Timestamp) -> patchops::Result<()> {
         down()
     }
-    fn apply_batch(&mut self, _: &StateBatch, _: Timestamp) -> patchops::Result<BatchOutcome> {
+    fn apply_batch_checked(&mut self, _: &StateBatch, _: Option<u64>, _: Timestamp) -> patchops::Result<BatchOutcome> {
         down()
     }
     fn record_rejected(&mut self, _: &str, _: &str, _: &str, _: Timestamp) -> patchops::Result<()> {
@@ -558,13 +559,31 @@ impl Store for BrokenStore {
     fn last_reconcile(&self) -> patchops::Result<Option<ReconcileRecord>> {
         down()
     }
-    fn enroll_client(&mut self, _: &ClientInfo, _: &str, _: Timestamp) -> patchops::Result<()> {
+    fn enroll_client(
+        &mut self,
+        _: &ClientInfo,
+        _: &str,
+        _: Option<&str>,
+        _: Timestamp,
+    ) -> patchops::Result<Enrollment> {
         down()
     }
-    fn client_for_token(&self, token_sha256: &str) -> patchops::Result<Option<String>> {
+    fn client_for_token(&self, token_sha256: &str) -> patchops::Result<Option<TokenOwner>> {
         use sha2::Digest;
         let known = hex::encode(sha2::Sha256::digest(b"web-01-token"));
-        Ok((token_sha256 == known).then(|| "web-01".to_string()))
+        Ok((token_sha256 == known).then(|| TokenOwner { client: "web-01".to_string(), generation: 1 }))
+    }
+    fn rotate_token(&mut self, _: &str, _: &str, _: &str) -> patchops::Result<bool> {
+        down()
+    }
+    fn revoke_client(&mut self, _: &str, _: Timestamp) -> patchops::Result<bool> {
+        down()
+    }
+    fn release_client(&mut self, _: &str) -> patchops::Result<bool> {
+        down()
+    }
+    fn setting(&self, _: &str) -> patchops::Result<Option<String>> {
+        down()
     }
     fn client_policy(&self, _: &str) -> patchops::Result<Option<(String, Value)>> {
         down()
