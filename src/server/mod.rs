@@ -470,6 +470,9 @@ struct RegisterRequest {
 /// presenting a wrong secret is slowed down (429 with Retry-After).
 async fn register(State(state): State<Shared>, request: Request) -> Result<Response, ApiError> {
     let address = listen::peer(request.extensions()).map(|p| p.ip());
+    let presented = bearer_hash(request.headers())?;
+    // The (bounded) body is read before any answer, so the connection stays usable.
+    let raw = read_body(request.into_body(), MAX_REGISTER_BYTES, state.config.body_timeout, "registration").await?;
     if let Some(wait) = address.and_then(|a| enroll_wait(&state, a)) {
         state.metrics.enrollment_failure("throttled");
         let seconds = wait.as_secs().max(1) as u32;
@@ -481,8 +484,6 @@ async fn register(State(state): State<Shared>, request: Request) -> Result<Respo
             )
         });
     }
-    let presented = bearer_hash(request.headers())?;
-    let raw = read_body(request.into_body(), MAX_REGISTER_BYTES, state.config.body_timeout, "registration").await?;
     let request: RegisterRequest = serde_json::from_slice(&raw).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
