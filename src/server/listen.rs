@@ -12,7 +12,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -77,8 +77,10 @@ pub(super) async fn serve_bounded(
         });
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
+            // The header timer also runs while a keep-alive connection is idle, so an idle
+            // connection is closed after the same time and frees its slot.
             let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
+            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
             let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             let mut connection = std::pin::pin!(connection);
             let mut stopping = false;

@@ -588,7 +588,9 @@ fn enroll_failed(state: &Shared, address: Option<IpAddr>, name: &str, reason: &'
 
 /// `POST /v1/rotate`: a new token for the caller; the one it authenticated with stops
 /// working (on every management point sharing the store).
-async fn rotate(State(state): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn rotate(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    // Read the (empty) body before answering, so the connection stays usable.
+    read_body(body, MAX_REGISTER_BYTES, state.config.body_timeout, "rotation request").await?;
     let (owner, old) = authenticate(&state, &headers).await?;
     let token = new_token().map_err(|e| {
         tracing::error!(error = %e, "cannot read /dev/urandom for a token");
