@@ -57,7 +57,7 @@ pub enum Command {
         command: crate::git::rules::RulesCommand,
     },
     /// The standalone reconciler: sync git and catalogs, reconcile, persist status, repeat.
-    Run(crate::standalone::RunArgs),
+    Run(Box<crate::standalone::RunArgs>),
     /// The management point: the HTTP API agents register with, fetch policy and the
     /// catalog from, and send state messages to.
     Serve {
@@ -255,7 +255,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             validate(&repo)
         }
-        Command::Run(args) => crate::standalone::run(args),
+        Command::Run(args) => crate::standalone::run(*args),
         Command::Plan(args) => crate::git::plan::run(&args),
         Command::Rules { command } => crate::git::rules::command(command),
         Command::Serve { store, server } => {

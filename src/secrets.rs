@@ -49,7 +49,9 @@ pub fn warn_about_passwords_in_argv() {
 fn url_has_password(arg: &str) -> bool {
     let Some((_, rest)) = arg.split_once("://") else { return false };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.split_once(':').is_some_and(|(_, pw)| !pw.is_empty()))
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.split_once(':').is_some_and(|(_, pw)| !pw.is_empty()))
 }
 
 #[cfg(unix)]
@@ -95,7 +97,10 @@ mod test {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, "let-me-in\nignored\n").unwrap();
-        assert_eq!(secret("the enrollment secret", None, "--enroll-secret", Some(&path)).unwrap().as_deref(), Some("let-me-in"));
+        assert_eq!(
+            secret("the enrollment secret", None, "--enroll-secret", Some(&path)).unwrap().as_deref(),
+            Some("let-me-in")
+        );
         std::fs::write(&path, "\n").unwrap();
         let e = secret("the enrollment secret", None, "--enroll-secret", Some(&path)).unwrap_err().to_string();
         assert!(e.contains("the file is empty"), "{e}");

@@ -279,7 +279,11 @@ fn a_source_that_empties_or_halves_after_a_good_sync_is_refused_unless_confirmed
             assert_eq!((out.catalog.version, out.catalog.len()), (1, 4), "{what}: the catalog stays");
             let ready = &out.statuses["vendor"].conditions[0];
             assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ShrinkRefused"), "{what}");
-            assert!(ready.message.contains("--allow-shrink") && ready.message.contains("allowShrink"), "{}", ready.message);
+            assert!(
+                ready.message.contains("--allow-shrink") && ready.message.contains("allowShrink"),
+                "{}",
+                ready.message
+            );
         }
     }
     assert_eq!(store.load_catalog().unwrap().len(), 4);

@@ -116,7 +116,7 @@ fn batch(client: &str, sequence: u64) -> StateBatch {
             catalog_version: 1,
             agent_version: None,
             updates: vec![UpdateReport {
-                id: if sequence % 2 == 0 { "KB1-a" } else { "KB2-a" }.into(),
+                id: if sequence.is_multiple_of(2) { "KB1-a" } else { "KB2-a" }.into(),
                 result: ScanResult::Missing,
                 enforcement: Enforcement::None,
             }],

@@ -290,7 +290,10 @@ fn a_taken_name_is_registered_again_only_with_its_token_and_revoke_release_contr
     assert_eq!(owner(&*s, "hash-a").as_deref(), Some("web-02"), "the holder keeps its token");
     assert_eq!(owner(&*s, "hash-evil"), None);
     // A client known from facts only (no token yet) registers freely.
-    assert_eq!(s.enroll_client(&client("web-01", "paris", "web", None), "hash-w1", None, at(T1)).unwrap(), Enrollment::Enrolled);
+    assert_eq!(
+        s.enroll_client(&client("web-01", "paris", "web", None), "hash-w1", None, at(T1)).unwrap(),
+        Enrollment::Enrolled
+    );
 
     assert!(s.rotate_token("web-02", "hash-a", "hash-b").unwrap());
     assert!(!s.rotate_token("web-02", "hash-a", "hash-c").unwrap(), "a rotated token cannot rotate again");
@@ -1167,7 +1170,10 @@ fn postgres_migration_3_turns_sequence_0_into_never_seen_and_keeps_applied_seque
         s.rows("SELECT name, COALESCE(last_sequence::text, 'none') FROM clients ORDER BY name"),
         [vec!["new-01".to_string(), "none".to_string()], vec!["old-01".to_string(), "5".to_string()]]
     );
-    assert_eq!(s.rows("SELECT length(raw), size FROM rejected_messages"), [vec!["4096".to_string(), "100000".to_string()]]);
+    assert_eq!(
+        s.rows("SELECT length(raw), size FROM rejected_messages"),
+        [vec!["4096".to_string(), "100000".to_string()]]
+    );
     let zero = batch("new-01", 0, vec![scan(at(T1), 1, &[("KB1-a", Missing, E::None)])]);
     assert_eq!(s.apply_batch(&zero, at(T1)).unwrap(), BatchOutcome::Applied);
     assert_eq!(s.apply_batch(&batch("old-01", 5, vec![]), at(T1)).unwrap(), BatchOutcome::Duplicate);

@@ -8,9 +8,9 @@ use clap::ValueEnum;
 use jiff::Timestamp;
 use tracing::{info, warn};
 
+use super::client::CallError;
 use super::installers::simulated::Simulated;
 use super::machine::{DpkgMachine, FactsDocument, FactsMachine, Machine};
-use super::client::CallError;
 use super::runner::{Agent, AgentOptions, Download};
 use super::schedule::Trigger;
 use crate::{Error, Result};
@@ -38,7 +38,12 @@ pub struct AgentArgs {
     pub server: String,
     /// The enrollment secret (used once, to get this client's own token). Prefer
     /// --enroll-secret-file or the environment variable: an argument shows in `ps`.
-    #[arg(long, env = "PATCHOPS_ENROLL_SECRET", hide_env_values = true, required_unless_present = "enroll_secret_file")]
+    #[arg(
+        long,
+        env = "PATCHOPS_ENROLL_SECRET",
+        hide_env_values = true,
+        required_unless_present = "enroll_secret_file"
+    )]
     pub enroll_secret: Option<String>,
     /// A file holding the enrollment secret (its first line).
     #[arg(long, env = "PATCHOPS_ENROLL_SECRET_FILE", conflicts_with = "enroll_secret")]
@@ -110,9 +115,9 @@ pub fn run(mut args: AgentArgs) -> Result<ExitCode> {
         args.enroll_secret_file.as_deref(),
     )?
     .unwrap_or_default();
-    let state_dir = args.state_dir.get_or_insert_with(|| {
-        PathBuf::from(if is_root() { SYSTEM_STATE_DIR } else { ".patchops/agent" })
-    });
+    let state_dir = args
+        .state_dir
+        .get_or_insert_with(|| PathBuf::from(if is_root() { SYSTEM_STATE_DIR } else { ".patchops/agent" }));
     let options = AgentOptions {
         name: args.name.clone().unwrap_or_else(host_name),
         server: args.server.clone(),
@@ -167,10 +172,9 @@ fn drive<M: Machine>(mut agent: Agent<M>, args: &AgentArgs) -> Result<ExitCode> 
                         .to_string()
                 }
                 CallError::Rejected { status: 403, .. } => "the operator revoked this client".to_string(),
-                _ => format!(
-                    "check --enroll-secret-file (PATCHOPS_ENROLL_SECRET) and --server {}",
-                    agent.options.server
-                ),
+                _ => {
+                    format!("check --enroll-secret-file (PATCHOPS_ENROLL_SECRET) and --server {}", agent.options.server)
+                }
             };
             return Err(Error::Usage(format!("{why}; {hint}")));
         }

@@ -365,13 +365,17 @@ mod test {
         let lz4 = lz4.finish().unwrap();
         let zst = ruzstd::encoding::compress_to_vec(&text[..], ruzstd::encoding::CompressionLevel::Fastest);
         for (name, data) in [("gz", gzip(&text)), ("xz", xz), ("lz4", lz4), ("zst", zst)] {
-            assert_eq!(detect(&data).is_some(), true, "{name} is recognised");
+            assert!(detect(&data).is_some(), "{name} is recognised");
             let out = decompress_with(name, &data, &Limits::all_mib(64)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(out, text, "{name}");
             let e = message(decompress_with(name, &data, &Limits::all_mib(1)).unwrap_err());
             assert!(e.contains("larger than the 1 MiB limit"), "{name}: {e}");
         }
-        assert_eq!(decompress_with("plain", &text, &Limits::all_mib(1)).unwrap(), text, "plain data is not capped here");
+        assert_eq!(
+            decompress_with("plain", &text, &Limits::all_mib(1)).unwrap(),
+            text,
+            "plain data is not capped here"
+        );
     }
 
     #[test]

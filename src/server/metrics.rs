@@ -72,8 +72,21 @@ impl Metrics {
             rejected_batches.clone(),
         );
         let rejected_bytes = Counter::default();
-        registry.register("patchops_rejected_batch_bytes", "Bytes received in rejected state batches", rejected_bytes.clone());
-        Metrics { registry, requests, messages, batches, policy_fetches, enrollment_failures, rejected_batches, rejected_bytes }
+        registry.register(
+            "patchops_rejected_batch_bytes",
+            "Bytes received in rejected state batches",
+            rejected_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            messages,
+            batches,
+            policy_fetches,
+            enrollment_failures,
+            rejected_batches,
+            rejected_bytes,
+        }
     }
 
     pub(super) fn request(&self, route: &str, status: u16) {

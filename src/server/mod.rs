@@ -568,13 +568,13 @@ fn enroll_failed(state: &Shared, address: Option<IpAddr>, name: &str, reason: &'
         return;
     };
     let mut failures = state.enroll_failures.lock().unwrap_or_else(|p| p.into_inner());
-    if failures.len() >= MAX_TRACKED_ADDRESSES && !failures.contains_key(&address) {
-        if let Some(oldest) = failures.iter().min_by_key(|(_, f)| f.last).map(|(a, _)| *a) {
-            failures.remove(&oldest);
-        }
+    if failures.len() >= MAX_TRACKED_ADDRESSES
+        && !failures.contains_key(&address)
+        && let Some(oldest) = failures.iter().min_by_key(|(_, f)| f.last).map(|(a, _)| *a)
+    {
+        failures.remove(&oldest);
     }
-    let entry =
-        failures.entry(address).or_insert(EnrollFailures { count: 0, last: Instant::now(), logged: None });
+    let entry = failures.entry(address).or_insert(EnrollFailures { count: 0, last: Instant::now(), logged: None });
     entry.count += 1;
     entry.last = Instant::now();
     if entry.logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
@@ -744,9 +744,9 @@ async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> 
         state.metrics.batch("too_large");
         return Err(too_large_bytes(length, limit));
     }
-    let raw = read_body(body, limit, state.config.body_timeout, "state batch")
-        .await
-        .inspect_err(|e| state.metrics.batch(if e.status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "unread" }))?;
+    let raw = read_body(body, limit, state.config.body_timeout, "state batch").await.inspect_err(|e| {
+        state.metrics.batch(if e.status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "unread" })
+    })?;
     let batch: StateBatch = match serde_json::from_slice(&raw) {
         Ok(b) => b,
         Err(e) => {

@@ -337,11 +337,9 @@ impl Store for SqliteStore {
 
     fn client_for_token(&self, token_sha256: &str) -> Result<Option<TokenOwner>> {
         self.conn
-            .query_row(
-                "SELECT name, token_generation FROM clients WHERE token_sha256 = ?1",
-                [token_sha256],
-                |r| Ok(TokenOwner { client: r.get(0)?, generation: r.get::<_, i64>(1)? as u64 }),
-            )
+            .query_row("SELECT name, token_generation FROM clients WHERE token_sha256 = ?1", [token_sha256], |r| {
+                Ok(TokenOwner { client: r.get(0)?, generation: r.get::<_, i64>(1)? as u64 })
+            })
             .optional()
             .map_err(|e| sql_err(&self.location(), "cannot look up the token", e))
     }
@@ -939,11 +937,16 @@ pub(super) mod common {
     ) -> crate::Result<Option<Enrollment>> {
         match held {
             Some((_, Some(at))) => {
-                let at = from_secs(at)
-                    .map_err(|m| Error::Store { location: location.to_string(), message: m, source: None })?;
+                let at = from_secs(at).map_err(|m| Error::Store {
+                    location: location.to_string(),
+                    message: m,
+                    source: None,
+                })?;
                 Ok(Some(Enrollment::Revoked { at }))
             }
-            Some((Some(current), None)) if presented_sha256 != Some(current.as_str()) => Ok(Some(Enrollment::NameTaken)),
+            Some((Some(current), None)) if presented_sha256 != Some(current.as_str()) => {
+                Ok(Some(Enrollment::NameTaken))
+            }
             _ => Ok(None),
         }
     }
