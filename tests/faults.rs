@@ -587,3 +587,29 @@ fn the_agent_keeps_its_token_in_a_private_folder_and_file() {
     assert!(std::fs::read_to_string(dir.path().join("agent/state.json")).unwrap().contains("\"token\""));
     assert!(!stderr.contains("shows in `ps`"), "a secret file draws no warning: {stderr}");
 }
+
+/// Item 9: `--enroll-secret` and a password in a `postgres://` URL show in `ps`;
+/// patchops warns and names the alternatives.
+#[test]
+fn a_secret_or_a_store_password_on_the_command_line_draws_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let out = Command::new(BIN)
+        .args(["agent", "--once", "--scanner", "rules", "--server", &closed, "--enroll-secret", "s3cret"])
+        .arg("--facts")
+        .arg(dir.path().join("missing.yaml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("agent"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--enroll-secret") && stderr.contains("shows in `ps`"), "{stderr}");
+    assert!(stderr.contains("--enroll-secret-file"), "names the alternative: {stderr}");
+    assert!(!stderr.contains("s3cret"), "the secret itself is not logged: {stderr}");
+
+    let url = format!("postgres://patchops:hunter2@127.0.0.1:{}/patchops", free_port());
+    let out = Command::new(BIN).args(["client", "release", "web-01", "--store", &url]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "the store cannot be reached: {stderr}");
+    assert!(stderr.contains("store URL with a password") && stderr.contains("PATCHOPS_STORE"), "{stderr}");
+}

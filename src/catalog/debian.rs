@@ -1325,8 +1325,10 @@ mod test {
         let gz = encoder.finish().unwrap();
         let m = message(parse_packages("test", &gz, &PackagesOptions::default()));
         assert!(m.contains("gzip-compressed; pass it through decompress first"), "{m}");
+        let m = message(decompress("test", b"BZh91AY&SY\0\0"));
+        assert!(m.starts_with("byte offset 0: bzip2 data is not supported"), "{m}");
         let m = message(decompress("test", &[0x28, 0xb5, 0x2f, 0xfd, 0, 0]));
-        assert!(m.starts_with("byte offset 0: zstd data is not supported"), "{m}");
+        assert!(m.contains("the zstd data is truncated or corrupt"), "zstd is read, a broken one refused: {m}");
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl Metrics {
         registry.register(
             "patchops_state_batches",
             "State batches by outcome (applied, duplicate, malformed, forbidden, too_large, unknown_update, \
-             invalid, store_error)",
+             invalid, store_error, unread = the body did not arrive whole or in time)",
             batches.clone(),
         );
         registry.register(
