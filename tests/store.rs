@@ -28,7 +28,7 @@ use patchops::store::postgres::PostgresStore;
 use patchops::store::sqlite::SqliteStore;
 use patchops::store::{
     BatchOutcome, CatalogSaved, ClientInfo, Enrollment, PolicyAssignment, REJECTED_PER_CLIENT, REJECTED_PREFIX_BYTES,
-    ReconcileRecord, ResourceStatus, Store,
+    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store,
 };
 use serde_json::json;
 
@@ -1140,6 +1140,23 @@ fn bench_load_fleet<S: Store>(
     );
     assert_eq!(states, clients * per_client);
     assert!(fleet.clients.iter().all(|c| c.compliance.states.len() == per_client));
+}
+
+/// Item 4: the rejected batches of many clients together stay within the total cap,
+/// the oldest dropped first.
+#[test]
+fn sqlite_rejected_batches_of_many_clients_stay_within_the_total_cap() {
+    let b = Backend::sqlite();
+    let mut s = b.open();
+    let per_client = REJECTED_PER_CLIENT as usize;
+    let clients = REJECTED_TOTAL as usize / per_client + 3;
+    for c in 0..clients {
+        for i in 0..per_client {
+            s.record_rejected(&format!("client-{c:04}"), "{", &format!("error {i}"), at(T1)).unwrap();
+        }
+    }
+    assert_eq!(one(&*s, "SELECT COUNT(*) FROM rejected_messages"), REJECTED_TOTAL.to_string());
+    assert_eq!(one(&*s, "SELECT MIN(client) FROM rejected_messages"), "client-0003", "the oldest are dropped");
 }
 
 /// A store at schema version 2 (before "never seen" was told apart from sequence 0):
