@@ -57,7 +57,7 @@ pub enum Command {
         command: crate::git::rules::RulesCommand,
     },
     /// The standalone reconciler: sync git and catalogs, reconcile, persist status, repeat.
-    Run(crate::standalone::RunArgs),
+    Run(Box<crate::standalone::RunArgs>),
     /// The management point: the HTTP API agents register with, fetch policy and the
     /// catalog from, and send state messages to.
     Serve {
@@ -112,6 +112,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ContentCommand,
     },
+    /// Registered clients: revoke a token, release a name.
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// In-process agents against a management point on loopback, on an accelerated clock,
     /// ending with the compliance table.
     Simulate(crate::sim::simulate::SimulateArgs),
@@ -127,6 +132,10 @@ pub enum CatalogCommand {
         /// Store: a SQLite file path or a postgres:// URL.
         #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
         store: String,
+        /// Accept a sync that drops more than a source's allowed share of its updates (or
+        /// all of them); without it such a sync is refused and the catalog stays.
+        #[arg(long)]
+        allow_shrink: bool,
     },
     /// Import vendor data (MSRC CVRF, Debian Packages or DSA list, OSV, native).
     Import {
@@ -185,6 +194,45 @@ pub enum ContentCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Revoke a client's token at once (every management point sharing the store) and
+    /// keep the name from registering again until it is released.
+    Revoke {
+        name: String,
+        /// Store: a SQLite file path or a postgres:// URL.
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
+    },
+    /// Free a client's name: its token stops working and the next host registering under
+    /// the name (with the enrollment secret) gets it, e.g. after a reinstall.
+    Release {
+        name: String,
+        /// Store: a SQLite file path or a postgres:// URL.
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
+    },
+}
+
+fn client(command: ClientCommand) -> Result<ExitCode> {
+    let (name, store, revoke) = match command {
+        ClientCommand::Revoke { name, store } => (name, store, true),
+        ClientCommand::Release { name, store } => (name, store, false),
+    };
+    let mut store = open_existing_store(&store)?;
+    let found =
+        if revoke { store.revoke_client(&name, jiff::Timestamp::now())? } else { store.release_client(&name)? };
+    if !found {
+        return Err(Error::Usage(format!("no client named {name:?} in {}; check the name", store.location())));
+    }
+    if revoke {
+        println!("client {name}: token revoked; the name cannot register until `patchops client release {name}`");
+    } else {
+        println!("client {name}: released; the next host registering as {name} gets the name");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHOPS_LOG")
         .unwrap_or_else(|_| "info,postgres=warn,tokio_postgres=warn".into());
@@ -207,7 +255,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             }
             validate(&repo)
         }
-        Command::Run(args) => crate::standalone::run(args),
+        Command::Run(args) => crate::standalone::run(*args),
         Command::Plan(args) => crate::git::plan::run(&args),
         Command::Rules { command } => crate::git::rules::command(command),
         Command::Serve { store, server } => {
@@ -273,6 +321,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => crate::standalone::bench::run(args),
         Command::Agent(args) => crate::agent::command::run(args),
         Command::Simulate(args) => crate::sim::simulate::run(args),
+        Command::Client { command } => client(command),
         Command::Content { command: ContentCommand::Add { content_dir, files, output } } => {
             let library = crate::server::content::ContentLibrary::open(&content_dir)?;
             let added = files.iter().map(|f| library.add_file(f)).collect::<Result<Vec<_>>>()?;
@@ -306,12 +355,13 @@ fn catalog(command: CatalogCommand) -> Result<ExitCode> {
             print!("{}", crate::catalog::native::schema_json());
             Ok(ExitCode::SUCCESS)
         }
-        CatalogCommand::Sync { repo, store } => {
+        CatalogCommand::Sync { repo, store, allow_shrink } => {
             let state = crate::standalone::state_dir();
             let source = git_source(&repo, &state);
             let (tree, desired) = crate::standalone::load_desired(&source)?;
             let mut store = crate::store::open(&store)?;
             let mut syncer = crate::catalog::sync::Syncer::new(&state.join("catalog-cache"));
+            syncer.allow_shrink = allow_shrink;
             let outcome = syncer.sync(
                 store.as_mut(),
                 &desired,

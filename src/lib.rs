@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod output;
 pub mod reconcile;
 pub mod resources;
+pub mod secrets;
 pub mod server;
 pub mod sim;
 pub mod standalone;

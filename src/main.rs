@@ -7,6 +7,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = patchops::cli::Cli::parse();
     patchops::cli::init_logging(cli.log_format);
+    patchops::secrets::warn_about_passwords_in_argv();
     match patchops::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

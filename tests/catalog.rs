@@ -30,6 +30,8 @@ fn spec(format: CatalogFormat, source: CatalogSource) -> UpdateCatalogSpec {
         product: None,
         products: vec![],
         classifications: vec![],
+        max_shrink_percent: None,
+        allow_shrink: false,
     }
 }
 
@@ -237,4 +239,101 @@ fn sup_filters_keep_only_the_products_and_classifications_asked_for() {
     let out = syncer.sync(store.as_mut(), &desired(&[("msrc", s)]), None, now(), true).unwrap();
     assert!(!out.catalog.is_empty());
     assert!(out.catalog.updates.iter().all(|u| u.classification == "Monthly Rollup"));
+}
+
+/// A native catalog of `n` updates.
+fn native(n: usize) -> Vec<u8> {
+    let mut text = "format: patchops.dev/native-catalog/v1\nupdates:\n".to_string();
+    if n == 0 {
+        text.push_str("  []\n");
+    }
+    for i in 1..=n {
+        text.push_str(&format!(
+            "  - id: KB{i}-a\n    kb: KB{i}\n    title: Update {i}\n    classification: Security Updates\n    \
+             products: [P]\n    released: 2026-11-11\n    \
+             applicability: {{isInstallable: {{fact: {{name: os, equals: P}}}}, isInstalled: {{installed: KB{i}}}}}\n"
+        ));
+    }
+    text.into_bytes()
+}
+
+/// Hardening item 5: a URL answering an empty 200 after a good sync removed every update.
+/// A sync that would empty a source, or drop more than half of it, is refused (the
+/// catalog stays and the UpdateCatalog says why), also after a restart, unless confirmed.
+#[test]
+fn a_source_that_empties_or_halves_after_a_good_sync_is_refused_unless_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, mut syncer, http) = (store(dir.path()), syncer(dir.path()), server());
+    let mut s = spec(CatalogFormat::Native, url(&http.url));
+    *http.answer.lock().unwrap() = (200, native(4), None);
+    let first = syncer.sync(store.as_mut(), &desired(&[("vendor", s.clone())]), None, now(), true).unwrap();
+    assert_eq!((first.catalog.version, first.catalog.len()), (1, 4));
+
+    for (body, what) in [(Vec::new(), "empty 200"), (native(0), "no updates"), (native(1), "lost 3 of 4")] {
+        *http.answer.lock().unwrap() = (200, body, None);
+        // A fresh syncer, as after a restart: the last count comes from the store.
+        let mut restarted = self::syncer(dir.path());
+        for syncer in [&mut syncer, &mut restarted] {
+            let out = syncer.sync(store.as_mut(), &desired(&[("vendor", s.clone())]), None, now(), true).unwrap();
+            assert_eq!(out.failed, vec!["vendor".to_string()], "{what}");
+            assert_eq!((out.catalog.version, out.catalog.len()), (1, 4), "{what}: the catalog stays");
+            let ready = &out.statuses["vendor"].conditions[0];
+            assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ShrinkRefused"), "{what}");
+            assert!(
+                ready.message.contains("--allow-shrink") && ready.message.contains("allowShrink"),
+                "{}",
+                ready.message
+            );
+        }
+    }
+    assert_eq!(store.load_catalog().unwrap().len(), 4);
+
+    // Losing a quarter is within the default 50 %.
+    *http.answer.lock().unwrap() = (200, native(3), None);
+    let out = syncer.sync(store.as_mut(), &desired(&[("vendor", s.clone())]), None, now(), true).unwrap();
+    assert_eq!((out.catalog.version, out.catalog.len()), (2, 3));
+    // Confirmed in the spec: the shrink to one is applied.
+    *http.answer.lock().unwrap() = (200, native(1), None);
+    s.allow_shrink = true;
+    let out = syncer.sync(store.as_mut(), &desired(&[("vendor", s.clone())]), None, now(), true).unwrap();
+    assert_eq!((out.catalog.version, out.catalog.len()), (3, 1));
+    // A stricter share in the spec: losing 1 of 1… and from 1 to 0 stays refused by default.
+    s.allow_shrink = false;
+    *http.answer.lock().unwrap() = (200, native(0), None);
+    let out = syncer.sync(store.as_mut(), &desired(&[("vendor", s.clone())]), None, now(), true).unwrap();
+    assert_eq!(out.failed.len(), 1);
+    // --allow-shrink on the syncer confirms it too.
+    syncer.allow_shrink = true;
+    let out = syncer.sync(store.as_mut(), &desired(&[("vendor", s)]), None, now(), true).unwrap();
+    assert_eq!((out.catalog.version, out.catalog.len()), (4, 0));
+}
+
+/// Hardening item 5: `catalog import --store` of an empty Packages file saved a version
+/// with no updates; it is refused unless --allow-shrink.
+#[test]
+fn importing_an_empty_source_into_a_store_with_a_catalog_is_refused_unless_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("p.db").display().to_string();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, native(4)).unwrap();
+    let empty = dir.path().join("Packages");
+    std::fs::write(&empty, "").unwrap();
+    let import = |format: &str, file: &Path, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+            .args(["catalog", "import", "--format", format, "--store", &db])
+            .args(extra)
+            .arg(file)
+            .env("PATCHOPS_STATE_DIR", dir.path())
+            .output()
+            .unwrap()
+    };
+    assert!(import("native", &good, &[]).status.success());
+    let out = import("debian-packages", &empty, &["--product", "Debian 12"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("from 4 updates to none") && stderr.contains("--allow-shrink"), "{stderr}");
+    assert_eq!(patchops::store::open(&db).unwrap().load_catalog().unwrap().len(), 4, "nothing saved");
+    let out = import("debian-packages", &empty, &["--product", "Debian 12", "--allow-shrink"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(patchops::store::open(&db).unwrap().load_catalog().unwrap().len(), 0);
 }

@@ -19,7 +19,8 @@ use patchops::compliance::{Enforcement, Fleet, ScanResult};
 use patchops::server::{ServerConfig, SharedStore, serve_listener};
 use patchops::store::sqlite::SqliteStore;
 use patchops::store::{
-    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, PolicyAssignment, ReconcileRecord, Store,
+    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, PolicyAssignment, ReconcileRecord, Store,
+    TokenOwner,
 };
 use serde_json::{Value, json};
 
@@ -55,7 +56,7 @@ impl Reply {
 }
 
 fn config() -> ServerConfig {
-    ServerConfig { enroll_secret: SECRET.into(), max_batch_bytes: 64 * 1024, max_batch_messages: 50, content: None }
+    ServerConfig { max_batch_bytes: 64 * 1024, max_batch_messages: 50, ..ServerConfig::new(SECRET) }
 }
 
 impl Server {
@@ -124,6 +125,14 @@ impl Server {
         let body = json!({"name": name, "facts": {"os": "Windows Server 2022", "role": "web"},
                           "agentVersion": "1.2.0", "enrollSecret": SECRET});
         let reply = self.post("/v1/register", None, &body.to_string());
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.json()["token"].as_str().unwrap().to_string()
+    }
+
+    fn register_with(&self, token: &str, name: &str) -> String {
+        let body = json!({"name": name, "facts": {"os": "Windows Server 2022", "role": "web"},
+                          "agentVersion": "1.2.0", "enrollSecret": SECRET});
+        let reply = self.post("/v1/register", Some(token), &body.to_string());
         assert_eq!(reply.status, 201, "{}", reply.body);
         reply.json()["token"].as_str().unwrap().to_string()
     }
@@ -219,11 +228,98 @@ fn register_with_a_wrong_secret_is_refused_and_with_the_right_one_returns_a_toke
     let client = client_of(&fleet, "web-01");
     assert_eq!(client.facts.get("role").map(String::as_str), Some("web"));
 
-    // Registering again replaces the token: the old one stops working.
-    let again = server.register("web-01");
+    // Registering again with the current token replaces it: the old one stops working.
+    let again = server.register_with(&token, "web-01");
     assert_ne!(again, token);
     assert_eq!(server.get("/v1/catalog", Some(&token), &[]).status, 401);
     assert_eq!(server.get("/v1/catalog", Some(&again), &[]).status, 200);
+}
+
+/// Hardening item 2: a second host with the same name (or anyone holding only the
+/// enrollment secret) used to get a new token and evict the holder; now it gets 409.
+#[test]
+fn registering_a_taken_name_without_its_token_is_refused_and_the_holder_keeps_working() {
+    let server = Server::start();
+    let token = server.register("web-01");
+    let body = json!({"name": "web-01", "facts": {"role": "attacker"}, "enrollSecret": SECRET}).to_string();
+    let reply = server.post("/v1/register", None, &body);
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert!(reply.error().contains("already registered") && reply.error().contains("patchops client release web-01"));
+    let reply = server.post("/v1/register", Some("a-guessed-token"), &body);
+    assert_eq!(reply.status, 409, "a wrong token does not help: {}", reply.body);
+    assert_eq!(server.get("/v1/catalog", Some(&token), &[]).status, 200, "the holder is not evicted");
+    assert_eq!(client_of(&server.fleet(), "web-01").facts["role"], "web", "its facts are not overwritten");
+
+    // The operator revokes it: the token stops at once for writes (reads within the
+    // token cache time) and the name stays refused…
+    server.store.lock().unwrap().revoke_client("web-01", at("2026-11-24T00:00:00Z")).unwrap();
+    assert_eq!(server.post_batch(&token, &scan_batch("web-01", 1, &[])).status, 401);
+    let reply = server.post("/v1/register", None, &body);
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert!(reply.error().contains("revoked"), "{}", reply.body);
+    // …until released: then the next host registering gets the name.
+    server.store.lock().unwrap().release_client("web-01").unwrap();
+    let fresh = server.register("web-01");
+    assert_eq!(server.get("/v1/catalog", Some(&fresh), &[]).status, 200);
+}
+
+/// Hardening item 2: `/v1/rotate` gives a new token and the old one stops working.
+#[test]
+fn a_rotated_token_replaces_the_old_one() {
+    let server = Server::start();
+    let token = server.register("web-01");
+    let reply = server.post("/v1/rotate", Some(&token), "");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let new = reply.json()["token"].as_str().unwrap().to_string();
+    assert_ne!(new, token);
+    assert_eq!(server.get("/v1/catalog", Some(&token), &[]).status, 401);
+    assert_eq!(server.get("/v1/catalog", Some(&new), &[]).status, 200);
+    assert_eq!(server.post("/v1/rotate", None, "").status, 401);
+}
+
+/// Hardening item 3: management points sharing a store cached a token for 60 s, so a
+/// token rotated on one kept working on the other. Writes now confirm the token's
+/// generation in their transaction (refused at once); reads within the short cache time.
+#[test]
+fn a_token_rotated_on_one_management_point_stops_working_on_another_sharing_the_store() {
+    let a = Server::start();
+    let path = a.path.clone().unwrap();
+    let b = Server::on(
+        Box::new(SqliteStore::open(&path).unwrap()),
+        ServerConfig { token_cache_ttl: std::time::Duration::from_millis(500), ..config() },
+    );
+    let token = a.register("web-01");
+    assert_eq!(b.get("/v1/catalog", Some(&token), &[]).status, 200, "b checks the token and caches it");
+    let rotated = a.post("/v1/rotate", Some(&token), "");
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    let reply = b.post_batch(&token, &scan_batch("web-01", 1, &[("KB1-a", ScanResult::Missing)]));
+    assert_eq!(reply.status, 401, "a write with the old token is refused at once: {}", reply.body);
+    assert!(client_of(&a.fleet(), "web-01").compliance.states.is_empty(), "nothing applied");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert_eq!(b.get("/v1/catalog", Some(&token), &[]).status, 401, "reads stop after the cache time");
+    let new = rotated.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(b.get("/v1/catalog", Some(&new), &[]).status, 200);
+}
+
+/// Hardening item 9: wrong enrollment secrets are counted, and an address that keeps
+/// failing is answered 429 with Retry-After instead of being heard.
+#[test]
+fn an_address_that_keeps_presenting_a_wrong_secret_is_slowed_down_and_counted() {
+    let server = Server::start();
+    let wrong = json!({"name": "web-01", "enrollSecret": "guess"}).to_string();
+    for attempt in 1..=5 {
+        assert_eq!(server.post("/v1/register", None, &wrong).status, 401, "attempt {attempt}");
+    }
+    let reply = server.post("/v1/register", None, &json!({"name": "web-01", "enrollSecret": SECRET}).to_string());
+    assert_eq!(reply.status, 429, "{}", reply.body);
+    assert!(reply.retry_after.as_deref().is_some_and(|s| s.parse::<u32>().unwrap() >= 1), "{:?}", reply.retry_after);
+    assert!(reply.error().contains("too many failed enrollments"), "{}", reply.body);
+    let metrics = server.get("/metrics", None, &[]).body;
+    assert!(metrics.contains("patchops_enrollment_failures_total{reason=\"wrong_secret\"} 5"), "{metrics}");
+    assert!(metrics.contains("patchops_enrollment_failures_total{reason=\"throttled\"} 1"), "{metrics}");
+    // After the wait the address is heard again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    server.register("web-01");
 }
 
 #[test]
@@ -322,6 +418,39 @@ fn s6_a_state_batch_is_applied_once_and_its_replay_is_a_duplicate() {
     // The next sequence is applied.
     assert_eq!(server.post_batch(&token, &scan_batch("web-01", 2, &[])).json(), json!({"outcome": "applied"}));
     assert!(client_of(&server.fleet(), "web-01").compliance.states.is_empty());
+}
+
+/// Hardening item 1: a new client's batch numbered 0 used to be answered "duplicate" and
+/// dropped: acknowledged and lost.
+#[test]
+fn a_new_clients_batch_numbered_0_is_applied_not_acknowledged_and_dropped() {
+    let server = Server::start();
+    let token = server.register("web-01");
+    let zero = scan_batch("web-01", 0, &[("KB1-a", ScanResult::Missing)]);
+    assert_eq!(server.post_batch(&token, &zero).json(), json!({"outcome": "applied"}));
+    assert_eq!(client_of(&server.fleet(), "web-01").compliance.states.len(), 1, "stored");
+    assert_eq!(server.post_batch(&token, &zero).json(), json!({"outcome": "duplicate"}));
+}
+
+/// Hardening item 4: a malformed batch keeps its size, the error and a bounded prefix,
+/// and is counted.
+#[test]
+fn a_malformed_batch_is_kept_as_a_bounded_prefix_and_counted() {
+    let server = Server::start();
+    let token = server.register("web-01");
+    let raw = format!("{{\"client\": \"web-01\", \"junk\": \"{}", "x".repeat(60_000));
+    for _ in 0..3 {
+        assert_eq!(server.post("/v1/states", Some(&token), &raw).status, 400);
+    }
+    let reader = SqliteStore::open(server.path.as_ref().unwrap()).unwrap();
+    let rows = reader.query_rows("SELECT length(raw), size FROM rejected_messages").unwrap();
+    assert_eq!(rows.len(), 3);
+    for row in rows {
+        assert_eq!(row, vec![patchops::store::REJECTED_PREFIX_BYTES.to_string(), raw.len().to_string()]);
+    }
+    let metrics = server.get("/metrics", None, &[]).body;
+    assert!(metrics.contains("patchops_rejected_batches_total 3"), "{metrics}");
+    assert!(metrics.contains(&format!("patchops_rejected_batch_bytes_total {}", 3 * raw.len())), "{metrics}");
 }
 
 #[test]
@@ -538,7 +667,7 @@ impl Store for BrokenStore {
     fn upsert_client(&mut self, _: &ClientInfo, _: Timestamp) -> patchops::Result<()> {
         down()
     }
-    fn apply_batch(&mut self, _: &StateBatch, _: Timestamp) -> patchops::Result<BatchOutcome> {
+    fn apply_batch_checked(&mut self, _: &StateBatch, _: Option<u64>, _: Timestamp) -> patchops::Result<BatchOutcome> {
         down()
     }
     fn record_rejected(&mut self, _: &str, _: &str, _: &str, _: Timestamp) -> patchops::Result<()> {
@@ -558,13 +687,31 @@ impl Store for BrokenStore {
     fn last_reconcile(&self) -> patchops::Result<Option<ReconcileRecord>> {
         down()
     }
-    fn enroll_client(&mut self, _: &ClientInfo, _: &str, _: Timestamp) -> patchops::Result<()> {
+    fn enroll_client(
+        &mut self,
+        _: &ClientInfo,
+        _: &str,
+        _: Option<&str>,
+        _: Timestamp,
+    ) -> patchops::Result<Enrollment> {
         down()
     }
-    fn client_for_token(&self, token_sha256: &str) -> patchops::Result<Option<String>> {
+    fn client_for_token(&self, token_sha256: &str) -> patchops::Result<Option<TokenOwner>> {
         use sha2::Digest;
         let known = hex::encode(sha2::Sha256::digest(b"web-01-token"));
-        Ok((token_sha256 == known).then(|| "web-01".to_string()))
+        Ok((token_sha256 == known).then(|| TokenOwner { client: "web-01".to_string(), generation: 1 }))
+    }
+    fn rotate_token(&mut self, _: &str, _: &str, _: &str) -> patchops::Result<bool> {
+        down()
+    }
+    fn revoke_client(&mut self, _: &str, _: Timestamp) -> patchops::Result<bool> {
+        down()
+    }
+    fn release_client(&mut self, _: &str) -> patchops::Result<bool> {
+        down()
+    }
+    fn setting(&self, _: &str) -> patchops::Result<Option<String>> {
+        down()
     }
     fn client_policy(&self, _: &str) -> patchops::Result<Option<(String, Value)>> {
         down()

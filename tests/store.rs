@@ -27,7 +27,8 @@ use patchops::compliance::{
 use patchops::store::postgres::PostgresStore;
 use patchops::store::sqlite::SqliteStore;
 use patchops::store::{
-    BatchOutcome, CatalogSaved, ClientInfo, PolicyAssignment, ReconcileRecord, ResourceStatus, Store,
+    BatchOutcome, CatalogSaved, ClientInfo, Enrollment, PolicyAssignment, REJECTED_PER_CLIENT, REJECTED_PREFIX_BYTES,
+    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store,
 };
 use serde_json::json;
 
@@ -124,6 +125,18 @@ macro_rules! both {
 }
 
 both! {
+    a_first_batch_numbered_0_is_applied_and_only_its_replay_is_a_duplicate:
+        sqlite_a_first_batch_numbered_0_is_applied_and_only_its_replay_is_a_duplicate,
+        postgres_a_first_batch_numbered_0_is_applied_and_only_its_replay_is_a_duplicate;
+    a_taken_name_is_registered_again_only_with_its_token_and_revoke_release_control_it:
+        sqlite_a_taken_name_is_registered_again_only_with_its_token_and_revoke_release_control_it,
+        postgres_a_taken_name_is_registered_again_only_with_its_token_and_revoke_release_control_it;
+    a_batch_sent_with_a_replaced_token_generation_is_not_applied:
+        sqlite_a_batch_sent_with_a_replaced_token_generation_is_not_applied,
+        postgres_a_batch_sent_with_a_replaced_token_generation_is_not_applied;
+    rejected_batches_keep_size_and_a_bounded_prefix_and_are_capped_per_client:
+        sqlite_rejected_batches_keep_size_and_a_bounded_prefix_and_are_capped_per_client,
+        postgres_rejected_batches_keep_size_and_a_bounded_prefix_and_are_capped_per_client;
     a_fleet_loaded_for_some_updates_has_every_client_and_only_their_states:
         sqlite_a_fleet_loaded_for_some_updates_has_every_client_and_only_their_states,
         postgres_a_fleet_loaded_for_some_updates_has_every_client_and_only_their_states;
@@ -253,16 +266,103 @@ fn seeded(b: &Backend) -> Box<dyn TestStore> {
 // ---------------------------------------------------------------------------------------
 // Cases.
 
+/// Item 1 of the hardening issue: "never seen" is not sequence 0, so a new client's batch 0
+/// is stored (it used to be acknowledged as a duplicate and dropped).
+fn a_first_batch_numbered_0_is_applied_and_only_its_replay_is_a_duplicate(b: &Backend) {
+    let mut s = seeded(b);
+    let first = batch("web-01", 0, vec![scan(at(T1), 1, &[("KB1-a", Missing, E::None)])]);
+    assert_eq!(s.apply_batch(&first, at(T1)).unwrap(), BatchOutcome::Applied);
+    assert_eq!(states(&*s, "web-01"), vec![("KB1-a".to_string(), Missing, E::None)]);
+    assert_eq!(s.apply_batch(&first, at(T2)).unwrap(), BatchOutcome::Duplicate, "a replay of 0 is a duplicate");
+    let next = batch("web-01", 1, vec![scan(at(T2), 1, &[("KB1-a", Installed, E::None)])]);
+    assert_eq!(s.apply_batch(&next, at(T2)).unwrap(), BatchOutcome::Applied);
+    assert_eq!(s.rows("SELECT last_sequence FROM clients WHERE name = 'web-01'"), [vec!["1".to_string()]]);
+}
+
+/// Item 2: holding the enrollment secret is not enough to take over a registered name.
+fn a_taken_name_is_registered_again_only_with_its_token_and_revoke_release_control_it(b: &Backend) {
+    let mut s = seeded(b);
+    let web02 = client("web-02", "paris", "web", None);
+    let owner = |s: &dyn TestStore, hash: &str| s.client_for_token(hash).unwrap().map(|o| o.client);
+    assert_eq!(s.enroll_client(&web02, "hash-a", None, at(T0)).unwrap(), Enrollment::Enrolled);
+    assert_eq!(s.enroll_client(&web02, "hash-evil", None, at(T1)).unwrap(), Enrollment::NameTaken);
+    assert_eq!(s.enroll_client(&web02, "hash-evil", Some("hash-guess"), at(T1)).unwrap(), Enrollment::NameTaken);
+    assert_eq!(owner(&*s, "hash-a").as_deref(), Some("web-02"), "the holder keeps its token");
+    assert_eq!(owner(&*s, "hash-evil"), None);
+    // A client known from facts only (no token yet) registers freely.
+    assert_eq!(
+        s.enroll_client(&client("web-01", "paris", "web", None), "hash-w1", None, at(T1)).unwrap(),
+        Enrollment::Enrolled
+    );
+
+    assert!(s.rotate_token("web-02", "hash-a", "hash-b").unwrap());
+    assert!(!s.rotate_token("web-02", "hash-a", "hash-c").unwrap(), "a rotated token cannot rotate again");
+    assert_eq!((owner(&*s, "hash-a"), owner(&*s, "hash-b").as_deref()), (None, Some("web-02")));
+
+    assert!(s.revoke_client("web-02", at(T1)).unwrap());
+    assert_eq!(owner(&*s, "hash-b"), None, "a revoked token no longer works");
+    assert_eq!(
+        s.enroll_client(&web02, "hash-d", None, at(T2)).unwrap(),
+        Enrollment::Revoked { at: at(T1) },
+        "a revoked name stays refused"
+    );
+    assert!(s.release_client("web-02").unwrap());
+    assert_eq!(s.enroll_client(&web02, "hash-d", None, at(T2)).unwrap(), Enrollment::Enrolled);
+    assert_eq!(owner(&*s, "hash-d").as_deref(), Some("web-02"));
+    assert!(!s.revoke_client("nobody", at(T2)).unwrap());
+    assert!(!s.release_client("nobody").unwrap());
+}
+
+/// Item 3: a management point that checked a token before it was replaced elsewhere
+/// cannot apply a batch with it: the generation is confirmed in the batch's transaction.
+fn a_batch_sent_with_a_replaced_token_generation_is_not_applied(b: &Backend) {
+    let mut s = seeded(b);
+    let web02 = client("web-02", "paris", "web", None);
+    s.enroll_client(&web02, "hash-a", None, at(T0)).unwrap();
+    let checked = s.client_for_token("hash-a").unwrap().unwrap().generation;
+    s.rotate_token("web-02", "hash-a", "hash-b").unwrap();
+    let now = s.client_for_token("hash-b").unwrap().unwrap().generation;
+    assert!(now > checked, "rotation bumps the generation");
+    let one = batch("web-02", 1, vec![scan(at(T1), 1, &[("KB1-a", Missing, E::None)])]);
+    assert_eq!(s.apply_batch_checked(&one, Some(checked), at(T1)).unwrap(), BatchOutcome::TokenReplaced);
+    assert!(states(&*s, "web-02").is_empty(), "nothing applied");
+    assert_eq!(s.apply_batch_checked(&one, Some(now), at(T1)).unwrap(), BatchOutcome::Applied);
+    s.revoke_client("web-02", at(T2)).unwrap();
+    let two = batch("web-02", 2, vec![]);
+    assert_eq!(s.apply_batch_checked(&two, Some(now), at(T2)).unwrap(), BatchOutcome::TokenReplaced);
+}
+
+/// Item 4: ten malformed 8 MB batches used to grow the store by 177 MiB. Now each keeps
+/// its size, the error and a 4 KiB prefix, and only the newest are kept per client.
+fn rejected_batches_keep_size_and_a_bounded_prefix_and_are_capped_per_client(b: &Backend) {
+    let mut s = seeded(b);
+    let big = format!("{{\"client\":\"web-01\",\"junk\":\"{}é", "x".repeat(8 << 20));
+    for i in 0..(REJECTED_PER_CLIENT + 5) {
+        s.record_rejected("web-01", &big, &format!("error {i}"), at(T1)).unwrap();
+    }
+    s.record_rejected("db-01", "{", "EOF", at(T2)).unwrap();
+    let rows = s.rows("SELECT client, length(raw), size, error FROM rejected_messages ORDER BY id");
+    assert_eq!(rows.len() as i64, REJECTED_PER_CLIENT + 1, "{:?}", &rows[..2]);
+    let web01: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "web-01").collect();
+    assert_eq!(web01.len() as i64, REJECTED_PER_CLIENT);
+    assert_eq!(web01[0][3], "error 5", "the oldest are dropped");
+    assert!(web01.iter().all(|r| r[1].parse::<usize>().unwrap() <= REJECTED_PREFIX_BYTES), "{:?}", web01[0]);
+    assert!(web01.iter().all(|r| r[2] == big.len().to_string()), "the size received is kept");
+    assert_eq!(rows.last().unwrap(), &["db-01", "1", "1", "EOF"].map(String::from).to_vec());
+}
+
 /// A token identifies one client; enrolling again replaces it. A client's policy is the
 /// document its assignment names.
 fn clients_enroll_with_a_token_and_read_their_own_policy(b: &Backend) {
     let mut s = seeded(b);
-    s.enroll_client(&client("web-02", "paris", "web", Some("10.0.1")), "hash-a", at(T0)).unwrap();
-    assert_eq!(s.client_for_token("hash-a").unwrap().as_deref(), Some("web-02"));
-    assert_eq!(s.client_for_token("hash-x").unwrap(), None);
-    s.enroll_client(&client("web-02", "paris", "web", None), "hash-b", at(T1)).unwrap();
-    assert_eq!(s.client_for_token("hash-a").unwrap(), None, "the old token no longer works");
-    assert_eq!(s.client_for_token("hash-b").unwrap().as_deref(), Some("web-02"));
+    let owner = |s: &dyn TestStore, hash: &str| s.client_for_token(hash).unwrap().map(|o| o.client);
+    let enrolled = s.enroll_client(&client("web-02", "paris", "web", Some("10.0.1")), "hash-a", None, at(T0));
+    assert_eq!(enrolled.unwrap(), Enrollment::Enrolled);
+    assert_eq!(owner(&*s, "hash-a").as_deref(), Some("web-02"));
+    assert_eq!(owner(&*s, "hash-x"), None);
+    s.enroll_client(&client("web-02", "paris", "web", None), "hash-b", Some("hash-a"), at(T1)).unwrap();
+    assert_eq!(owner(&*s, "hash-a"), None, "the old token no longer works");
+    assert_eq!(owner(&*s, "hash-b").as_deref(), Some("web-02"));
     assert_eq!(s.client_policy("web-02").unwrap(), None);
     let record = ReconcileRecord { time: at(T1), revision: "main@sha1:a".into(), catalog_version: 1, statuses: vec![] };
     let policies = HashMap::from([("e1".to_string(), json!({"catalogVersion": 1}))]);
@@ -827,7 +927,7 @@ fn reopened_store_has_the_same_data(b: &Backend) {
         one(&*s, "SELECT COUNT(DISTINCT version) FROM schema_version"),
         "each migration runs once"
     );
-    assert_eq!(one(&*s, "SELECT MAX(version) FROM schema_version"), "2");
+    assert_eq!(one(&*s, "SELECT MAX(version) FROM schema_version"), "3");
     assert_eq!(fleet.state_count(), 2);
 }
 
@@ -1040,6 +1140,61 @@ fn bench_load_fleet<S: Store>(
     );
     assert_eq!(states, clients * per_client);
     assert!(fleet.clients.iter().all(|c| c.compliance.states.len() == per_client));
+}
+
+/// Item 4: the rejected batches of many clients together stay within the total cap,
+/// the oldest dropped first.
+#[test]
+fn sqlite_rejected_batches_of_many_clients_stay_within_the_total_cap() {
+    let b = Backend::sqlite();
+    let mut s = b.open();
+    let per_client = REJECTED_PER_CLIENT as usize;
+    let clients = REJECTED_TOTAL as usize / per_client + 3;
+    for c in 0..clients {
+        for i in 0..per_client {
+            s.record_rejected(&format!("client-{c:04}"), "{", &format!("error {i}"), at(T1)).unwrap();
+        }
+    }
+    assert_eq!(one(&*s, "SELECT COUNT(*) FROM rejected_messages"), REJECTED_TOTAL.to_string());
+    assert_eq!(one(&*s, "SELECT MIN(client) FROM rejected_messages"), "client-0003", "the oldest are dropped");
+}
+
+/// A store at schema version 2 (before "never seen" was told apart from sequence 0):
+/// the migration keeps applied sequences and makes 0 "none yet", so the first batch 0
+/// of a client that never delivered one is applied.
+#[test]
+fn postgres_migration_3_turns_sequence_0_into_never_seen_and_keeps_applied_sequences() {
+    let b = Backend::postgres();
+    let Backend::Postgres { url, schema } = &b else { unreachable!() };
+    {
+        let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("CREATE SCHEMA \"{schema}\"; SET search_path TO \"{schema}\";")).unwrap();
+        c.batch_execute(include_str!("../src/store/schema_postgres.sql")).unwrap();
+        c.batch_execute(include_str!("../src/store/schema_postgres_2.sql")).unwrap();
+        c.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL PRIMARY KEY, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_version VALUES (1, 0), (2, 0);
+             INSERT INTO clients (name, registered_at, last_seen, last_sequence, token_sha256)
+               VALUES ('new-01', 0, 0, 0, 'hash-new'), ('old-01', 0, 0, 5, 'hash-old');
+             INSERT INTO rejected_messages (client, received_at, raw, error)
+               VALUES ('old-01', 0, repeat('x', 100000), 'not JSON');",
+        )
+        .unwrap();
+    }
+    let mut s = b.open();
+    s.save_catalog(&[update("KB1-a")], at(T0)).unwrap();
+    assert_eq!(
+        s.rows("SELECT name, COALESCE(last_sequence::text, 'none') FROM clients ORDER BY name"),
+        [vec!["new-01".to_string(), "none".to_string()], vec!["old-01".to_string(), "5".to_string()]]
+    );
+    assert_eq!(
+        s.rows("SELECT length(raw), size FROM rejected_messages"),
+        [vec!["4096".to_string(), "100000".to_string()]]
+    );
+    let zero = batch("new-01", 0, vec![scan(at(T1), 1, &[("KB1-a", Missing, E::None)])]);
+    assert_eq!(s.apply_batch(&zero, at(T1)).unwrap(), BatchOutcome::Applied);
+    assert_eq!(s.apply_batch(&batch("old-01", 5, vec![]), at(T1)).unwrap(), BatchOutcome::Duplicate);
+    assert_eq!(s.client_for_token("hash-old").unwrap().map(|o| o.client).as_deref(), Some("old-01"));
 }
 
 #[test]

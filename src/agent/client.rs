@@ -110,7 +110,7 @@ impl ManagementPoint {
         if !response.status().is_success() {
             return Err(Self::failure(response));
         }
-        let v: Value = read_json(&mut response)?;
+        let v: Value = read_json_limited(&mut response, 64 * 1024)?;
         v["token"]
             .as_str()
             .map(str::to_string)
@@ -134,7 +134,7 @@ impl ManagementPoint {
                     .and_then(|v| v.to_str().ok())
                     .map(|v| v.trim_matches('"').to_string())
                     .unwrap_or_default();
-                let policy: ClientPolicy = read_json(&mut response)?;
+                let policy: ClientPolicy = read_json_limited(&mut response, MAX_POLICY_BYTES)?;
                 Ok(PolicyAnswer::New(Box::new(policy), etag))
             }
             _ => Err(Self::failure(response)),
@@ -156,7 +156,8 @@ impl ManagementPoint {
         if !response.status().is_success() {
             return Err(Self::failure(response));
         }
-        let reader = response.body_mut().with_config().limit(1 << 30).reader();
+        expect_json(&response)?;
+        let reader = response.body_mut().with_config().limit(MAX_CATALOG_BYTES).reader();
         if since.is_some() {
             let delta: CatalogDelta =
                 serde_json::from_reader(std::io::BufReader::new(reader)).map_err(|e| transport_json(&e))?;
@@ -241,13 +242,35 @@ impl ManagementPoint {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(response: &mut ureq::http::Response<ureq::Body>) -> Result<T, CallError> {
-    let reader = response.body_mut().with_config().limit(64 << 20).reader();
+/// Largest policy document the agent reads (a policy is kilobytes; more is not a policy).
+const MAX_POLICY_BYTES: u64 = 16 << 20;
+/// Largest catalog the agent reads.
+const MAX_CATALOG_BYTES: u64 = 1 << 30;
+
+fn read_json_limited<T: serde::de::DeserializeOwned>(
+    response: &mut ureq::http::Response<ureq::Body>,
+    limit: u64,
+) -> Result<T, CallError> {
+    expect_json(response)?;
+    let reader = response.body_mut().with_config().limit(limit).reader();
     serde_json::from_reader(std::io::BufReader::new(reader)).map_err(|e| transport_json(&e))
 }
 
+/// The management point answers JSON; anything else (an HTML page from a proxy or a
+/// captive portal) is said as such instead of as a parse error.
+fn expect_json(response: &ureq::http::Response<ureq::Body>) -> Result<(), CallError> {
+    let kind = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if kind.is_empty() || kind.contains("json") {
+        return Ok(());
+    }
+    Err(CallError::Unreachable(format!(
+        "the answer is {kind}, not JSON; is the server URL the management point (not a proxy or a web page)?"
+    )))
+}
+
 fn transport_json(e: &serde_json::Error) -> CallError {
-    CallError::Unreachable(format!("the answer could not be read: {e}"))
+    let what = if e.is_io() { "could not be read" } else { "is not the JSON the API promises" };
+    CallError::Unreachable(format!("the answer {what}: {e}"))
 }
 
 /// sha256 of a file already on disk (a cached download).

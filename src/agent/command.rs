@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use jiff::Timestamp;
 use tracing::{info, warn};
 
+use super::client::CallError;
 use super::installers::simulated::Simulated;
 use super::machine::{DpkgMachine, FactsDocument, FactsMachine, Machine};
 use super::runner::{Agent, AgentOptions, Download};
@@ -35,15 +36,26 @@ pub struct AgentArgs {
     /// Management point base URL, e.g. http://patchops.example.org:8080.
     #[arg(long, env = "PATCHOPS_SERVER")]
     pub server: String,
-    /// The enrollment secret (used once, to get this client's own token).
-    #[arg(long, env = "PATCHOPS_ENROLL_SECRET", hide_env_values = true)]
-    pub enroll_secret: String,
+    /// The enrollment secret (used once, to get this client's own token). Prefer
+    /// --enroll-secret-file or the environment variable: an argument shows in `ps`.
+    #[arg(
+        long,
+        env = "PATCHOPS_ENROLL_SECRET",
+        hide_env_values = true,
+        required_unless_present = "enroll_secret_file"
+    )]
+    pub enroll_secret: Option<String>,
+    /// A file holding the enrollment secret (its first line).
+    #[arg(long, env = "PATCHOPS_ENROLL_SECRET_FILE", conflicts_with = "enroll_secret")]
+    pub enroll_secret_file: Option<PathBuf>,
     /// Client name (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Where the agent keeps its token, spool, cached catalog and downloads.
-    #[arg(long, env = "PATCHOPS_AGENT_DIR", default_value = ".patchops/agent")]
-    pub state_dir: PathBuf,
+    /// Where the agent keeps its token, spool, cached catalog and downloads (created
+    /// 0700, the state file 0600). Default: /var/lib/patchops/agent for a system agent
+    /// (run as root), .patchops/agent otherwise.
+    #[arg(long, env = "PATCHOPS_AGENT_DIR")]
+    pub state_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = ScannerKind::Dpkg)]
     pub scanner: ScannerKind,
     /// The dpkg status file (scanner dpkg).
@@ -85,13 +97,32 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-pub fn run(args: AgentArgs) -> Result<ExitCode> {
+/// The state folder of a system agent (run as root).
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/patchops/agent";
+
+/// Whether this process runs as root (the owner of its own /proc entry).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+pub fn run(mut args: AgentArgs) -> Result<ExitCode> {
     let extra: BTreeMap<String, String> = args.extra_facts.iter().cloned().collect();
+    let secret = crate::secrets::secret(
+        "the enrollment secret",
+        args.enroll_secret.as_deref(),
+        "--enroll-secret",
+        args.enroll_secret_file.as_deref(),
+    )?
+    .unwrap_or_default();
+    let state_dir = args
+        .state_dir
+        .get_or_insert_with(|| PathBuf::from(if is_root() { SYSTEM_STATE_DIR } else { ".patchops/agent" }));
     let options = AgentOptions {
         name: args.name.clone().unwrap_or_else(host_name),
         server: args.server.clone(),
-        enroll_secret: args.enroll_secret.clone(),
-        state_dir: Some(args.state_dir.clone()),
+        enroll_secret: secret,
+        state_dir: Some(state_dir.clone()),
         download: Download::Http,
         agent_version: super::runner::AGENT_VERSION.to_string(),
         catalogs: None,
@@ -127,19 +158,35 @@ fn drive<M: Machine>(mut agent: Agent<M>, args: &AgentArgs) -> Result<ExitCode> 
     if args.scan_now {
         agent.user_trigger(Trigger::UserReevaluation);
     }
-    info!(client = %agent.options.name, server = %agent.options.server, state_dir = %args.state_dir.display(), "agent started");
+    let state_dir = agent.options.state_dir.clone().unwrap_or_default();
+    info!(client = %agent.options.name, server = %agent.options.server, state_dir = %state_dir.display(), "agent started");
     let rt =
         tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Usage(e.to_string()))?;
     loop {
         let wake = agent.tick(Timestamp::now())?;
         if let Some(why) = &agent.registration_refused {
-            return Err(Error::Usage(format!(
-                "{why}; check --enroll-secret (PATCHOPS_ENROLL_SECRET) and --server {}",
-                agent.options.server
-            )));
+            let hint = match why {
+                CallError::Rejected { status: 409, .. } => {
+                    "another host holds this client name; give this one its own --name, or have the operator \
+                     release the name if this host replaces it"
+                        .to_string()
+                }
+                CallError::Rejected { status: 403, .. } => "the operator revoked this client".to_string(),
+                _ => {
+                    format!("check --enroll-secret-file (PATCHOPS_ENROLL_SECRET) and --server {}", agent.options.server)
+                }
+            };
+            return Err(Error::Usage(format!("{why}; {hint}")));
         }
         if args.once {
             let s = agent.stats;
+            if !agent.problems.is_empty() {
+                return Err(Error::Usage(format!(
+                    "the agent's cycle did not complete ({} problem(s)): {}",
+                    agent.problems.len(),
+                    agent.problems.join("; ")
+                )));
+            }
             info!(scans = s.scans, installs = s.installs, batches_sent = s.batches_sent, "done");
             return Ok(ExitCode::SUCCESS);
         }

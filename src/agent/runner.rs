@@ -103,6 +103,10 @@ pub struct AgentState {
     pub enforcement: BTreeMap<String, Enforcement>,
     /// When a failed download or installation is tried again.
     pub retry_at: BTreeMap<String, Timestamp>,
+    /// Policy polls that failed in a row (the retry backs off: 30 s, 1 min, 2 min, … up
+    /// to the policy interval).
+    #[serde(default)]
+    pub poll_failures: u32,
 }
 
 /// Counters for simulations and logs.
@@ -142,8 +146,13 @@ pub struct Agent<M: Machine> {
     /// Whether the management point answered during this tick.
     reachable: bool,
     /// Why the management point refused to register this client, if it did (a wrong
-    /// enrollment secret is a configuration error, not an outage).
-    pub registration_refused: Option<String>,
+    /// enrollment secret or a name held by another host is a configuration error, not an
+    /// outage: the agent stops instead of trying again).
+    pub registration_refused: Option<CallError>,
+    /// What went wrong during the last tick (server unreachable, an answer that is not
+    /// what the API promises, a catalog that cannot be read, a batch not delivered):
+    /// each is logged at warn; `agent --once` exits non-zero when there is any.
+    pub problems: Vec<String>,
     /// The state file's content as last written (unchanged state is not written again).
     saved: std::cell::RefCell<Vec<u8>>,
 }
@@ -168,6 +177,7 @@ impl<M: Machine> Agent<M> {
         let mut state = AgentState::default();
         let mut catalog = None;
         if let Some(dir) = &options.state_dir {
+            create_private_dir(dir)?;
             std::fs::create_dir_all(dir.join("content")).map_err(|source| Error::Io { path: dir.clone(), source })?;
             let path = dir.join(STATE_FILE);
             if path.exists() {
@@ -204,6 +214,7 @@ impl<M: Machine> Agent<M> {
             rng,
             reachable: true,
             registration_refused: None,
+            problems: Vec::new(),
             saved: Default::default(),
         })
     }
@@ -225,6 +236,7 @@ impl<M: Machine> Agent<M> {
     /// Do what is due at `now`; returns when to wake next.
     pub fn tick(&mut self, now: Timestamp) -> Result<Timestamp> {
         self.reachable = true;
+        self.problems.clear();
         self.poll_policy(now);
         self.scan_if_due(now)?;
         self.enforce(now)?;
@@ -251,9 +263,11 @@ impl<M: Machine> Agent<M> {
                 Some(token)
             }
             Err(e) => {
-                if !matches!(e, CallError::Unreachable(_)) {
-                    warn!(client = %self.options.name, error = %e, "registration refused");
-                    self.registration_refused = Some(e.to_string());
+                if matches!(e, CallError::Unreachable(_)) {
+                    self.problem(format!("cannot register at {}/v1/register: {e}", self.options.server));
+                } else {
+                    warn!(client = %self.options.name, server = %self.options.server, error = %e, "registration refused");
+                    self.registration_refused = Some(e);
                 }
                 self.reachable = false;
                 None
@@ -275,7 +289,11 @@ impl<M: Machine> Agent<M> {
             self.state.last_general_scan = Some(now);
             self.state.last_reevaluation = Some(now);
         }
-        match self.server.policy(&token, self.state.policy_etag.as_deref()) {
+        let answer = self.server.policy(&token, self.state.policy_etag.as_deref());
+        if answer.is_ok() {
+            self.state.poll_failures = 0;
+        }
+        match answer {
             Ok(PolicyAnswer::New(policy, etag)) => self.on_policy(*policy, etag, now),
             Ok(PolicyAnswer::NotModified) => {}
             Ok(PolicyAnswer::NotYet) => {
@@ -290,10 +308,26 @@ impl<M: Machine> Agent<M> {
                 self.state.last_poll = None;
             }
             Err(e) => {
-                debug!(client = %self.options.name, error = %e, "policy poll failed");
+                // Back off visibly: 30 s, 1 min, 2 min, … up to the policy interval.
+                self.state.poll_failures = self.state.poll_failures.saturating_add(1);
+                let backoff = SignedDuration::from_secs(30 << self.state.poll_failures.clamp(1, 12).saturating_sub(1));
+                let retry = backoff.min(interval);
+                self.state.last_poll = Some(add(now, retry - interval));
+                self.problem(format!(
+                    "policy poll of {}/v1/policy failed (attempt {}): {e}; next attempt in {} s",
+                    self.options.server,
+                    self.state.poll_failures,
+                    retry.as_secs()
+                ));
                 self.reachable = false;
             }
         }
+    }
+
+    /// Log a problem of this tick at warn and keep it for `--once`'s exit code.
+    fn problem(&mut self, message: String) {
+        warn!(client = %self.options.name, "{message}");
+        self.problems.push(message);
     }
 
     fn on_policy(&mut self, policy: ClientPolicy, etag: String, now: Timestamp) {
@@ -466,8 +500,11 @@ impl<M: Machine> Agent<M> {
     fn scan(&mut self, online: bool, trigger: Trigger, now: Timestamp) -> Result<()> {
         // O2: when the server cannot be reached, a scan that may be offline uses the
         // cached catalog; one that must be online fails.
-        if online
-            && let Err(e) = self.refresh_catalog()
+        let refreshed = if online { self.refresh_catalog() } else { Ok(()) };
+        if let Err(e) = &refreshed {
+            self.problem(format!("cannot fetch the catalog from {}/v1/catalog: {e}", self.options.server));
+        }
+        if let Err(e) = refreshed
             && (self.catalog.is_none() || trigger.kind().catalog == super::schedule::CatalogChoice::Online)
         {
             let version = self.state.history.cached_version.unwrap_or(0);
@@ -717,12 +754,18 @@ impl<M: Machine> Agent<M> {
                 Err(CallError::Rejected { status, message }) => {
                     // The server keeps what it could not take (400) or refuses it for a
                     // reason resending cannot change; say so and go on with new messages.
-                    warn!(client = %self.options.name, status, %message, "state batch refused; it is dropped");
+                    self.problem(format!(
+                        "{}/v1/states refused the state batch ({status}): {message}; it is dropped",
+                        self.options.server
+                    ));
                     self.state.in_flight = None;
                     self.save()?;
                 }
                 Err(e) => {
-                    debug!(client = %self.options.name, error = %e, "state batch not delivered; it stays spooled");
+                    self.problem(format!(
+                        "state batch not delivered to {}/v1/states: {e}; it stays spooled and is sent again",
+                        self.options.server
+                    ));
                     self.retry_send(now);
                     return Ok(());
                 }
@@ -798,10 +841,31 @@ impl<M: Machine> Agent<M> {
     }
 }
 
-/// Write a file so a reader sees the old or the new content, never a mix.
+/// Write a file so a reader sees the old or the new content, never a mix. Created 0600:
+/// the state file holds the client's token.
 fn write_atomic(path: &Path, body: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let io = |source| Error::Io { path: path.into(), source };
-    std::fs::write(&tmp, body).map_err(io)?;
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+    file.write_all(body).map_err(io)?;
+    drop(file);
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// The agent's state folder, readable by its owner only (0700), also when it existed
+/// with wider permissions; a state file from an older agent is narrowed to 0600.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| Error::Io { path: dir.into(), source };
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    let state = dir.join(STATE_FILE);
+    if state.exists() {
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| Error::Io { path: state.clone(), source })?;
+    }
+    Ok(())
 }

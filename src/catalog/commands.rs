@@ -141,6 +141,10 @@ pub struct ImportArgs {
     /// Also save the result as a new catalog version in this store.
     #[arg(long)]
     pub store: Option<String>,
+    /// Save to --store even when the result has far fewer updates than the store's
+    /// current catalog (more than half fewer, or none).
+    #[arg(long)]
+    pub allow_shrink: bool,
 }
 
 fn parse_format(s: &str) -> std::result::Result<CatalogFormat, String> {
@@ -159,6 +163,8 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
         product: args.product.clone(),
         products: vec![],
         classifications: vec![],
+        max_shrink_percent: None,
+        allow_shrink: false,
     };
     let mut store = args.store.as_deref().map(crate::store::open).transpose()?;
     let previous = match &store {
@@ -227,6 +233,23 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
         eprintln!("wrote {}", out.display());
     }
     if let Some(store) = store.as_mut() {
+        if !args.allow_shrink
+            && let Some(why) = super::sync::shrink_refused(
+                previous.len() as u64,
+                updates.len() as u64,
+                crate::resources::DEFAULT_MAX_SHRINK_PERCENT,
+            )
+        {
+            return Err(Error::Catalog {
+                source_name: args.files.join(", "),
+                message: format!(
+                    "not saved to {}: {why} compared with its catalog version {}; if this is intended, pass \
+                     --allow-shrink",
+                    store.location(),
+                    previous.version
+                ),
+            });
+        }
         let saved = store.save_catalog(&updates, now)?;
         eprintln!(
             "catalog version {} in {} ({})",

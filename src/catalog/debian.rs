@@ -6,7 +6,6 @@
 //! `Package` with `Version`).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Cursor, Read};
 
 use jiff::civil::Date;
 
@@ -186,167 +185,20 @@ pub fn parse_dsa(source: &str, text: &[u8], options: &DsaOptions) -> crate::Resu
     Ok(updates)
 }
 
-/// Decompress by magic bytes: gzip, xz, lz4 frame (as apt stores lists), or plain.
+/// Decompress by magic bytes: gzip, xz, lz4 frame (as apt stores lists), zstd, or plain;
+/// bounded by the caps of [`super::compression`].
 pub fn decompress(source: &str, bytes: &[u8]) -> crate::Result<Vec<u8>> {
-    let fail = |offset: u64, message: String| catalog_error(source, format!("byte offset {offset}: {message}"));
-    match compression(bytes) {
-        None => Ok(bytes.to_vec()),
-        Some(Compression::Gzip) => {
-            let mut input = Cursor::new(bytes);
-            let mut out = Vec::with_capacity(bytes.len().saturating_mul(4));
-            let result = flate2::bufread::MultiGzDecoder::new(&mut input).read_to_end(&mut out);
-            result.map_err(|e| {
-                fail(input.position(), format!("the gzip data is truncated or corrupt ({e}); download the file again"))
-            })?;
-            Ok(out)
-        }
-        Some(Compression::Xz) => {
-            let mut input = Cursor::new(bytes);
-            let mut out = Vec::with_capacity(bytes.len().saturating_mul(4));
-            lzma_rs::xz_decompress(&mut input, &mut out).map_err(|e| {
-                fail(input.position(), format!("the xz data is truncated or corrupt ({e}); download the file again"))
-            })?;
-            Ok(out)
-        }
-        Some(Compression::Lz4) => {
-            // lz4_flex ends quietly when a frame stops at a block boundary, so walk the frame
-            // structure first: a missing end mark is a truncated file, not a short one.
-            check_lz4_frames(bytes).map_err(|(offset, message)| fail(offset as u64, message))?;
-            let mut input = Cursor::new(bytes);
-            let mut out = Vec::with_capacity(bytes.len().saturating_mul(4));
-            let result = lz4_flex::frame::FrameDecoder::new(&mut input).read_to_end(&mut out);
-            result.map_err(|e| {
-                fail(input.position(), format!("the lz4 data is corrupt ({e}); download the file again"))
-            })?;
-            Ok(out)
-        }
-        Some(other) => Err(fail(
-            0,
-            format!(
-                "{} data is not supported; decompress it first or fetch the .gz, .xz or .lz4 variant",
-                other.name()
-            ),
-        )),
-    }
+    super::compression::decompress(source, bytes)
 }
 
 fn catalog_error(source: &str, message: impl Into<String>) -> crate::Error {
     crate::Error::Catalog { source_name: source.to_string(), message: message.into() }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Compression {
-    Gzip,
-    Xz,
-    Lz4,
-    Zstd,
-    Bzip2,
-}
-
-impl Compression {
-    fn name(self) -> &'static str {
-        match self {
-            Compression::Gzip => "gzip",
-            Compression::Xz => "xz",
-            Compression::Lz4 => "lz4",
-            Compression::Zstd => "zstd",
-            Compression::Bzip2 => "bzip2",
-        }
-    }
-}
-
-fn compression(bytes: &[u8]) -> Option<Compression> {
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        Some(Compression::Gzip)
-    } else if bytes.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
-        Some(Compression::Xz)
-    } else if bytes.starts_with(&LZ4_MAGIC.to_le_bytes()) {
-        Some(Compression::Lz4)
-    } else if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some(Compression::Zstd)
-    } else if bytes.len() >= 10
-        && bytes.starts_with(b"BZh")
-        && bytes[3].is_ascii_digit()
-        && bytes[4..10] == [0x31, 0x41, 0x59, 0x26, 0x53, 0x59]
-    {
-        Some(Compression::Bzip2)
-    } else {
-        None
-    }
-}
-
-const LZ4_MAGIC: u32 = 0x184D_2204;
-
-/// Walk the lz4 frames (header, block sizes, end mark, checksums) without decoding; on a
-/// problem, the byte offset where it is and what is wrong.
-fn check_lz4_frames(bytes: &[u8]) -> Result<(), (usize, String)> {
-    let truncated = |what: &str, frame: usize| {
-        (
-            bytes.len(),
-            format!(
-                "the lz4 data ends inside {what} of the frame starting at byte offset {frame}; \
-                 the file is truncated, download it again"
-            ),
-        )
-    };
-    let u32_at = |pos: usize| bytes.get(pos..pos + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let frame = pos;
-        let magic = u32_at(pos).ok_or_else(|| truncated("the magic number", frame))?;
-        if magic & 0xFFFF_FFF0 == 0x184D_2A50 {
-            // A skippable frame: size, then that many bytes.
-            let size = u32_at(pos + 4).ok_or_else(|| truncated("the size", frame))? as usize;
-            pos += 8 + size;
-            if pos > bytes.len() {
-                return Err(truncated("a skippable frame", frame));
-            }
-            continue;
-        }
-        if magic != LZ4_MAGIC {
-            return Err((
-                pos,
-                format!("expected an lz4 frame (magic 04 22 4D 18) after the previous one, found {:08x}", magic),
-            ));
-        }
-        let (&flags, _) =
-            bytes.get(pos + 4..pos + 6).and_then(|b| b.split_first()).ok_or_else(|| truncated("the header", frame))?;
-        if flags >> 6 != 1 {
-            return Err((pos + 4, format!("unsupported lz4 frame version {} (expected 1)", flags >> 6)));
-        }
-        let block_checksum = flags & 0x10 != 0;
-        let content_size = flags & 0x08 != 0;
-        let content_checksum = flags & 0x04 != 0;
-        let dictionary = flags & 0x01 != 0;
-        pos += 4 + 2 + if content_size { 8 } else { 0 } + if dictionary { 4 } else { 0 } + 1;
-        if pos > bytes.len() {
-            return Err(truncated("the header", frame));
-        }
-        loop {
-            let size = u32_at(pos).ok_or_else(|| truncated("a block header (the end mark is missing)", frame))?;
-            pos += 4;
-            if size == 0 {
-                break;
-            }
-            pos += (size & 0x7FFF_FFFF) as usize + if block_checksum { 4 } else { 0 };
-            if pos > bytes.len() {
-                return Err(truncated("a block", frame));
-            }
-        }
-        if content_checksum {
-            pos += 4;
-            if pos > bytes.len() {
-                return Err(truncated("the content checksum", frame));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The text as UTF-8, or an error saying where it is not (and whether it is still
 /// compressed, the usual cause).
 fn as_text<'a>(source: &str, text: &'a [u8], what: &str) -> crate::Result<&'a str> {
-    if let Some(kind) = compression(text) {
+    if let Some(kind) = super::compression::detect(text) {
         return Err(catalog_error(
             source,
             format!("byte offset 0: the {what} is {}-compressed; pass it through decompress first", kind.name()),
@@ -1537,8 +1389,10 @@ mod test {
         let gz = encoder.finish().unwrap();
         let m = message(parse_packages("test", &gz, &PackagesOptions::default()));
         assert!(m.contains("gzip-compressed; pass it through decompress first"), "{m}");
+        let m = message(decompress("test", b"BZh91AY&SY\0\0"));
+        assert!(m.starts_with("byte offset 0: bzip2 data is not supported"), "{m}");
         let m = message(decompress("test", &[0x28, 0xb5, 0x2f, 0xfd, 0, 0]));
-        assert!(m.starts_with("byte offset 0: zstd data is not supported"), "{m}");
+        assert!(m.contains("the zstd data is truncated or corrupt"), "zstd is read, a broken one refused: {m}");
     }
 
     #[test]

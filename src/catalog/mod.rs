@@ -4,6 +4,7 @@
 
 pub mod applicability;
 pub mod commands;
+pub mod compression;
 pub mod debian;
 pub mod delta;
 pub mod msrc_cvrf;

@@ -278,13 +278,30 @@ impl<'a> Importer<'a> {
             members.push((name, i));
         }
         members.sort();
-        let mut buffer = Vec::new();
+        // A zip bomb stops at the cap, per member and for the members together.
+        let limit = super::compression::Limits::from_env()?.zip;
+        let mut total = 0u64;
         for (name, i) in members {
             let member = format!("{source}!/{name}");
-            buffer.clear();
-            archive.by_index(i).and_then(|mut file| file.read_to_end(&mut buffer).map_err(Into::into)).map_err(
-                |e| catalog_error(&member, format!("cannot read this zip member ({e}); is the archive truncated?")),
-            )?;
+            let mut buffer = Vec::new();
+            archive
+                .by_index(i)
+                .and_then(|file| file.take(limit - total + 1).read_to_end(&mut buffer).map_err(Into::into))
+                .map_err(|e| {
+                    catalog_error(&member, format!("cannot read this zip member ({e}); is the archive truncated?"))
+                })?;
+            if total + buffer.len() as u64 > limit {
+                return Err(catalog_error(
+                    &member,
+                    format!(
+                        "the zip archive decompresses to more than it may: it is larger than the {} MiB limit; \
+                         if the archive is genuine, raise the limit with {}",
+                        limit >> 20,
+                        super::compression::LIMIT_ENV
+                    ),
+                ));
+            }
+            total += buffer.len() as u64;
             if buffer.starts_with(b"PK") {
                 return Err(catalog_error(&member, "a zip archive inside a zip archive is not supported"));
             }

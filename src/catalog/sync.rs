@@ -14,13 +14,16 @@ use super::source::{Fetched, Fetcher};
 use super::{Catalog, Update, debian, msrc_cvrf, native, osv};
 use crate::desired::DesiredState;
 use crate::git::GitSource;
-use crate::resources::{CatalogFormat, Condition, UpdateCatalog, UpdateCatalogSpec, UpdateCatalogStatus};
+use crate::resources::{
+    CatalogFormat, Condition, DEFAULT_MAX_SHRINK_PERCENT, UpdateCatalog, UpdateCatalogSpec, UpdateCatalogStatus,
+};
 use crate::store::Store;
 use crate::{Error, Result};
 
-/// Decompress by magic bytes: gzip, xz, an lz4 frame (as apt stores lists), or plain.
+/// Decompress by magic bytes: gzip, xz, an lz4 frame (as apt stores lists), zstd, or
+/// plain, bounded per format (see [`super::compression`]).
 pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    debian::decompress(name, bytes)
+    super::compression::decompress(name, bytes)
 }
 
 /// Import one fetched source in its format. `previous` is the current catalog: updates
@@ -96,6 +99,30 @@ pub fn merge(sources: Vec<Vec<Update>>) -> Vec<Update> {
     by_id.into_values().collect()
 }
 
+/// Why a sync (or an import into a store) that would shrink a source is refused: it would
+/// drop every update, or more than `max_percent` of them. None: allowed.
+pub fn shrink_refused(before: u64, after: u64, max_percent: u8) -> Option<String> {
+    if before == 0 || after >= before {
+        return None;
+    }
+    let lost = before - after;
+    let percent = lost * 100 / before;
+    if after == 0 {
+        Some(format!("it would go from {before} updates to none (an empty or truncated download?)"))
+    } else if percent > max_percent as u64 {
+        Some(format!(
+            "it would go from {before} to {after} updates, losing {percent}% (more than the {max_percent}% allowed)"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The store setting that remembers how many updates a source gave at its last sync.
+fn count_key(name: &str) -> String {
+    format!("catalog_source_updates/{name}")
+}
+
 /// What a sync did, per source and overall.
 #[derive(Debug)]
 pub struct SyncOutcome {
@@ -114,6 +141,8 @@ pub struct SyncOutcome {
 pub struct Syncer {
     pub fetcher: Fetcher,
     last: HashMap<String, (Timestamp, Vec<Update>, UpdateCatalogSpec)>,
+    /// Accept syncs that shrink a source beyond its limit (`catalog sync --allow-shrink`).
+    pub allow_shrink: bool,
 }
 
 impl Syncer {
@@ -122,7 +151,7 @@ impl Syncer {
     }
 
     pub fn with_fetcher(fetcher: Fetcher) -> Self {
-        Syncer { fetcher, last: HashMap::new() }
+        Syncer { fetcher, last: HashMap::new(), allow_shrink: false }
     }
 
     /// Sync the catalogs of `desired`. `force`: fetch every source now. `git`: the
@@ -158,6 +187,14 @@ impl Syncer {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
+            // An import that would wipe or halve the source is refused like a failed fetch.
+            let (result, reason) = match result {
+                Ok(updates) => match self.check_shrink(&*store, name, &c.spec, updates.len() as u64) {
+                    Ok(()) => (Ok(updates), "SyncFailed"),
+                    Err(e) => (Err(e), "ShrinkRefused"),
+                },
+                Err(e) => (Err(e), "SyncFailed"),
+            };
             match result {
                 Ok(updates) => {
                     tracing::debug!(catalog = %name, updates = updates.len(), "catalog source read");
@@ -167,7 +204,7 @@ impl Syncer {
                 }
                 Err(e) => {
                     warn!(catalog = %name, error = %e, "catalog sync failed; the current catalog version stays");
-                    statuses.insert(name.clone(), status(&[], now, Some(e.to_string())));
+                    statuses.insert(name.clone(), status(&[], now, Some((reason, e.to_string()))));
                     failed.push(name.clone());
                 }
             }
@@ -177,11 +214,38 @@ impl Syncer {
         }
         let merged = merge(imported);
         let saved = store.save_catalog(&merged, now)?;
+        for (name, s) in &statuses {
+            store.set_setting(&count_key(name), &s.update_count.to_string())?;
+        }
         if saved.changed {
             info!(version = saved.version, updates = merged.len(), "new catalog version");
         }
         let catalog = if saved.changed { store.load_catalog()? } else { previous };
         Ok(self.finish(catalog, saved.changed, statuses, failed, now))
+    }
+
+    /// Refuse a source that would shrink beyond its limit compared with its last sync
+    /// (remembered in the store, so a restart does not forget it).
+    fn check_shrink(&self, store: &dyn Store, name: &str, spec: &UpdateCatalogSpec, after: u64) -> Result<()> {
+        if self.allow_shrink || spec.allow_shrink {
+            return Ok(());
+        }
+        let before = match self.last.get(name) {
+            Some((_, updates, _)) => Some(updates.len() as u64),
+            None => store.setting(&count_key(name))?.and_then(|v| v.parse::<u64>().ok()),
+        };
+        let max = spec.max_shrink_percent.unwrap_or(DEFAULT_MAX_SHRINK_PERCENT);
+        match before.and_then(|b| shrink_refused(b, after, max)) {
+            None => Ok(()),
+            Some(why) => Err(Error::Catalog {
+                source_name: name.to_string(),
+                message: format!(
+                    "sync refused: {why}; the current catalog stays. If the shrink is intended, run \
+                     `patchops catalog sync --allow-shrink` or set spec.allowShrink: true on UpdateCatalog {name} \
+                     (spec.maxShrinkPercent changes the share allowed)"
+                ),
+            }),
+        }
     }
 
     fn finish(
@@ -219,11 +283,11 @@ impl Syncer {
     }
 }
 
-fn status(updates: &[Update], at: Timestamp, error: Option<String>) -> UpdateCatalogStatus {
+fn status(updates: &[Update], at: Timestamp, error: Option<(&str, String)>) -> UpdateCatalogStatus {
     match error {
-        Some(message) => UpdateCatalogStatus {
+        Some((reason, message)) => UpdateCatalogStatus {
             last_sync_time: Some(at),
-            conditions: vec![Condition::new("Ready", false, "SyncFailed", message, at)],
+            conditions: vec![Condition::new("Ready", false, reason, message, at)],
             ..Default::default()
         },
         None => UpdateCatalogStatus {

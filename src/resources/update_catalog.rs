@@ -45,7 +45,19 @@ pub struct UpdateCatalogSpec {
     /// Keep only updates of these classifications (empty: all), as the SUP's classification filter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classifications: Vec<String>,
+    /// Largest share (percent) of this source's updates one sync may drop; default 50.
+    /// A source going from some updates to none is always refused (an empty or truncated
+    /// download must not wipe the catalog) unless `allowShrink` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_shrink_percent: Option<u8>,
+    /// Accept a sync that shrinks this source beyond `maxShrinkPercent` (or to no
+    /// updates): set it to confirm an intended shrink, then remove it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_shrink: bool,
 }
+
+/// The share of a source's updates a sync may drop unless confirmed.
+pub const DEFAULT_MAX_SHRINK_PERCENT: u8 = 50;
 
 fn default_sync_interval() -> Duration {
     Duration::from_hours(1)

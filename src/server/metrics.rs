@@ -28,6 +28,14 @@ pub(super) struct Metrics {
     messages: Counter,
     batches: Family<OutcomeLabels, Counter>,
     policy_fetches: Family<ResultLabels, Counter>,
+    enrollment_failures: Family<ReasonLabels, Counter>,
+    rejected_batches: Counter,
+    rejected_bytes: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
 }
 
 impl Metrics {
@@ -43,7 +51,7 @@ impl Metrics {
         registry.register(
             "patchops_state_batches",
             "State batches by outcome (applied, duplicate, malformed, forbidden, too_large, unknown_update, \
-             invalid, store_error)",
+             invalid, store_error, unread = the body did not arrive whole or in time)",
             batches.clone(),
         );
         registry.register(
@@ -51,7 +59,34 @@ impl Metrics {
             "Policy fetches: hit = the client's copy was current (304), miss = the document was sent",
             policy_fetches.clone(),
         );
-        Metrics { registry, requests, messages, batches, policy_fetches }
+        let enrollment_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "patchops_enrollment_failures",
+            "Refused registrations by reason (wrong_secret, name_taken, revoked, throttled)",
+            enrollment_failures.clone(),
+        );
+        let rejected_batches = Counter::default();
+        registry.register(
+            "patchops_rejected_batches",
+            "Malformed state batches kept as rejected (size and a bounded prefix only)",
+            rejected_batches.clone(),
+        );
+        let rejected_bytes = Counter::default();
+        registry.register(
+            "patchops_rejected_batch_bytes",
+            "Bytes received in rejected state batches",
+            rejected_bytes.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            messages,
+            batches,
+            policy_fetches,
+            enrollment_failures,
+            rejected_batches,
+            rejected_bytes,
+        }
     }
 
     pub(super) fn request(&self, route: &str, status: u16) {
@@ -68,6 +103,15 @@ impl Metrics {
 
     pub(super) fn policy_fetch(&self, result: &str) {
         self.policy_fetches.get_or_create(&ResultLabels { result: result.to_string() }).inc();
+    }
+
+    pub(super) fn enrollment_failure(&self, reason: &str) {
+        self.enrollment_failures.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    }
+
+    pub(super) fn rejected(&self, bytes: u64) {
+        self.rejected_batches.inc();
+        self.rejected_bytes.inc_by(bytes);
     }
 
     pub(super) fn encode(&self) -> Result<String, std::fmt::Error> {

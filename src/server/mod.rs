@@ -8,12 +8,15 @@
 //! `spawn_blocking`, never on a runtime thread.
 
 pub mod content;
+mod listen;
 mod metrics;
+
+pub use listen::raise_open_file_limit;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -31,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::delta::CatalogDelta;
 use crate::compliance::messages::StateBatch;
-use crate::store::{BatchOutcome, ClientInfo, Store};
+use crate::store::{BatchOutcome, ClientInfo, Enrollment, Store, TokenOwner};
 use metrics::Metrics;
 
 /// The store as the server shares it between requests.
@@ -43,8 +46,23 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 10_000;
 /// Largest registration body.
 const MAX_REGISTER_BYTES: usize = 64 * 1024;
-/// How long a token → client lookup is trusted without asking the store again.
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Default time a token → client lookup is trusted without asking the store again. A
+/// token replaced or revoked through another management point sharing the store stops
+/// working for reads within this time, and for state batches at once (the batch's
+/// transaction confirms the token generation).
+pub const DEFAULT_TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Default time a client has to send a request's headers.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a client has to send a request's whole body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default most connections open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Failed enrollments an address may make before it is slowed down.
+const FREE_ENROLL_FAILURES: u32 = 5;
+/// Longest wait imposed on an address that keeps failing to enroll.
+const MAX_ENROLL_PENALTY: Duration = Duration::from_secs(300);
+/// Addresses whose failed enrollments are remembered (the oldest are forgotten).
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
 /// What a client is told to wait before retrying when the store is unavailable.
 const RETRY_AFTER_SECONDS: u32 = 30;
 /// How long `/readyz` waits for the store.
@@ -61,6 +79,14 @@ pub struct ServerConfig {
     pub max_batch_messages: usize,
     /// The content library served at `/v1/content/{sha256}`; None serves no content.
     pub content: Option<content::ContentLibrary>,
+    /// How long a token check is trusted before the store is asked again.
+    pub token_cache_ttl: Duration,
+    /// Time a client has to send a request's headers (slow or half-open connections).
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's whole body (a body trickled byte by byte).
+    pub body_timeout: Duration,
+    /// Most connections open at once; more wait in the listen queue.
+    pub max_connections: usize,
 }
 
 impl ServerConfig {
@@ -71,6 +97,10 @@ impl ServerConfig {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
             content: None,
+            token_cache_ttl: DEFAULT_TOKEN_CACHE_TTL,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -82,9 +112,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PATCHOPS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// The shared secret a client presents once to register and get its own token
-    /// (without one, registration is refused).
+    /// (without one, registration is refused). Prefer --enroll-secret-file or the
+    /// environment variable: an argument shows in `ps`.
     #[arg(long, env = "PATCHOPS_ENROLL_SECRET", hide_env_values = true)]
     pub enroll_secret: Option<String>,
+    /// A file holding the enrollment secret (its first line).
+    #[arg(long, env = "PATCHOPS_ENROLL_SECRET_FILE", conflicts_with = "enroll_secret")]
+    pub enroll_secret_file: Option<std::path::PathBuf>,
     /// Largest state batch accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES)]
     pub max_batch_bytes: usize,
@@ -94,13 +128,31 @@ pub struct ServeArgs {
     /// Content library served to clients (files named by sha256; `patchops content add`).
     #[arg(long, env = "PATCHOPS_CONTENT_DIR")]
     pub content_dir: Option<std::path::PathBuf>,
+    /// Most connections open at once; more wait in the listen queue.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs())]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's whole body.
+    #[arg(long, default_value_t = DEFAULT_BODY_TIMEOUT.as_secs())]
+    pub body_timeout: u64,
 }
 
 impl ServeArgs {
     pub fn config(&self) -> crate::Result<ServerConfig> {
-        let mut config = ServerConfig::new(self.enroll_secret.clone().unwrap_or_default());
+        let secret = crate::secrets::secret(
+            "the enrollment secret",
+            self.enroll_secret.as_deref(),
+            "--enroll-secret",
+            self.enroll_secret_file.as_deref(),
+        )?;
+        let mut config = ServerConfig::new(secret.unwrap_or_default());
         config.max_batch_bytes = self.max_batch_bytes;
         config.max_batch_messages = self.max_batch_messages;
+        config.max_connections = self.max_connections;
+        config.header_timeout = Duration::from_secs(self.header_timeout.max(1));
+        config.body_timeout = Duration::from_secs(self.body_timeout.max(1));
         config.content = self.content_dir.as_deref().map(content::ContentLibrary::open).transpose()?;
         Ok(config)
     }
@@ -113,6 +165,10 @@ impl std::fmt::Debug for ServerConfig {
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("max_batch_messages", &self.max_batch_messages)
             .field("content", &self.content.as_ref().map(|c| c.dir().to_path_buf()))
+            .field("token_cache_ttl", &self.token_cache_ttl)
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -121,17 +177,42 @@ struct AppState {
     store: SharedStore,
     config: ServerConfig,
     metrics: Metrics,
-    /// sha256(token) → (client, when looked up).
-    tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// sha256(token) → (owner, when looked up).
+    tokens: Mutex<HashMap<String, (TokenOwner, Instant)>>,
+    /// Failed enrollments by address: how many in a row, the last one, the last logged.
+    enroll_failures: Mutex<HashMap<IpAddr, EnrollFailures>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct EnrollFailures {
+    count: u32,
+    last: Instant,
+    logged: Option<Instant>,
+}
+
+impl EnrollFailures {
+    /// How long the address still has to wait before its next attempt is heard.
+    fn wait(&self) -> Option<Duration> {
+        let over = self.count.checked_sub(FREE_ENROLL_FAILURES)?;
+        let penalty = Duration::from_secs(1u64 << over.min(16)).min(MAX_ENROLL_PENALTY);
+        penalty.checked_sub(self.last.elapsed()).filter(|d| !d.is_zero())
+    }
 }
 
 type Shared = Arc<AppState>;
 
 /// The router (for tests and for `patchops serve`).
 pub fn router(store: SharedStore, config: ServerConfig) -> Router {
-    let state = Arc::new(AppState { store, config, metrics: Metrics::new(), tokens: Mutex::new(HashMap::new()) });
+    let state = Arc::new(AppState {
+        store,
+        config,
+        metrics: Metrics::new(),
+        tokens: Mutex::new(HashMap::new()),
+        enroll_failures: Mutex::new(HashMap::new()),
+    });
     Router::new()
         .route("/v1/register", post(register))
+        .route("/v1/rotate", post(rotate))
         .route("/v1/policy", get(policy))
         .route("/v1/catalog", get(catalog))
         .route("/v1/states", post(states))
@@ -166,11 +247,13 @@ pub async fn serve_listener(
 ) -> crate::Result<()> {
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let location = store.lock().unwrap_or_else(|p| p.into_inner()).location();
-    tracing::info!(address = %local, store = %location, "management point listening");
-    axum::serve(listener, router(store, config))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| crate::Error::Usage(format!("the management point on {local} stopped: {e}")))?;
+    let (max_connections, header_timeout) = (config.max_connections, config.header_timeout);
+    static RAISE: std::sync::Once = std::sync::Once::new();
+    RAISE.call_once(|| {
+        raise_open_file_limit();
+    });
+    tracing::info!(address = %local, store = %location, max_connections, "management point listening");
+    listen::serve_bounded(listener, router(store, config), max_connections, header_timeout, shutdown).await;
     tracing::info!(address = %local, "management point stopped");
     Ok(())
 }
@@ -258,9 +341,17 @@ where
     })
 }
 
-/// Read a body of at most `limit` bytes.
-async fn read_body(body: Body, limit: usize, what: &str) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
+/// Read a body of at most `limit` bytes, within `timeout` (a body trickled in slowly is
+/// cut off rather than holding a connection and its memory indefinitely).
+async fn read_body(body: Body, limit: usize, timeout: Duration, what: &str) -> Result<Bytes, ApiError> {
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await.map_err(|_| {
+        tracing::warn!(timeout_seconds = timeout.as_secs_f64(), "{what} not received in time; the request is cut off");
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the {what} did not arrive within {} seconds; send it again", timeout.as_secs_f64()),
+        )
+    })?;
+    read.map_err(|e| {
         // http_body_util's LengthLimitError is not re-exported; it is known by its message.
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
         let mut too_large = false;
@@ -299,13 +390,9 @@ fn new_token() -> std::io::Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// The client the request's bearer token belongs to.
-async fn authenticate(state: &Shared, headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::unauthorized(
-            "no Authorization header; send \"Authorization: Bearer <token>\" with the token from POST /v1/register",
-        ));
-    };
+/// The sha256 of the request's bearer token; None without an Authorization header.
+fn bearer_hash(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     let token = value
         .to_str()
         .ok()
@@ -318,23 +405,48 @@ async fn authenticate(state: &Shared, headers: &HeaderMap) -> Result<String, Api
                 "the Authorization header is not \"Bearer <token>\"; send the token from POST /v1/register",
             )
         })?;
-    let hash = sha256_hex(token.as_bytes());
-    if let Some((client, at)) = state.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&hash)
-        && at.elapsed() < TOKEN_CACHE_TTL
+    Ok(Some(sha256_hex(token.as_bytes())))
+}
+
+/// The client the request's bearer token belongs to (with the token's hash and
+/// generation, which a write confirms in its own transaction).
+async fn authenticate(state: &Shared, headers: &HeaderMap) -> Result<(TokenOwner, String), ApiError> {
+    let Some(hash) = bearer_hash(headers)? else {
+        return Err(ApiError::unauthorized(
+            "no Authorization header; send \"Authorization: Bearer <token>\" with the token from POST /v1/register",
+        ));
+    };
+    if let Some((owner, at)) = state.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&hash)
+        && at.elapsed() < state.config.token_cache_ttl
     {
-        return Ok(client.clone());
+        return Ok((owner.clone(), hash));
     }
     let lookup = hash.clone();
     let found = with_store(state, "cannot check the token", move |s| s.client_for_token(&lookup))
         .await?
         .map_err(|e| ApiError::unavailable("cannot check the token", &e))?;
+    let mut tokens = state.tokens.lock().unwrap_or_else(|p| p.into_inner());
     match found {
-        Some(client) => {
-            state.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, (client.clone(), Instant::now()));
-            Ok(client)
+        Some(owner) => {
+            if tokens.len() >= MAX_TRACKED_ADDRESSES {
+                let ttl = state.config.token_cache_ttl;
+                tokens.retain(|_, (_, at)| at.elapsed() < ttl);
+            }
+            tokens.insert(hash.clone(), (owner.clone(), Instant::now()));
+            Ok((owner, hash))
         }
-        None => Err(ApiError::unauthorized("unknown token (or replaced by a newer registration); register again")),
+        None => {
+            tokens.remove(&hash);
+            Err(ApiError::unauthorized(
+                "unknown token (replaced, rotated or revoked); register again, or ask the operator if the name was revoked",
+            ))
+        }
     }
+}
+
+/// Forget every cached token of `client` (its token changed here).
+fn forget_tokens(state: &Shared, client: &str) {
+    state.tokens.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (owner, _)| owner.client != client);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -351,9 +463,27 @@ struct RegisterRequest {
     enroll_secret: String,
 }
 
-/// `POST /v1/register`: a new token for the client (replacing any earlier one).
-async fn register(State(state): State<Shared>, body: Body) -> Result<Response, ApiError> {
-    let raw = read_body(body, MAX_REGISTER_BYTES, "registration").await?;
+/// `POST /v1/register`: a new token for the client. A name that already holds a token is
+/// re-registered only with that token in the Authorization header (or after the operator
+/// released it): a second host under the same name, or anyone holding just the
+/// enrollment secret, gets 409 instead of taking the name over. An address that keeps
+/// presenting a wrong secret is slowed down (429 with Retry-After).
+async fn register(State(state): State<Shared>, request: Request) -> Result<Response, ApiError> {
+    let address = listen::peer(request.extensions()).map(|p| p.ip());
+    let presented = bearer_hash(request.headers())?;
+    // The (bounded) body is read before any answer, so the connection stays usable.
+    let raw = read_body(request.into_body(), MAX_REGISTER_BYTES, state.config.body_timeout, "registration").await?;
+    if let Some(wait) = address.and_then(|a| enroll_wait(&state, a)) {
+        state.metrics.enrollment_failure("throttled");
+        let seconds = wait.as_secs().max(1) as u32;
+        return Err(ApiError {
+            retry_after: Some(seconds),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed enrollments from this address; retry in {seconds} seconds"),
+            )
+        });
+    }
     let request: RegisterRequest = serde_json::from_slice(&raw).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -369,7 +499,11 @@ async fn register(State(state): State<Shared>, body: Body) -> Result<Response, A
         ));
     }
     if !same_secret(&request.enroll_secret, &state.config.enroll_secret) {
+        enroll_failed(&state, address, &request.name, "wrong_secret");
         return Err(ApiError::unauthorized("wrong enrollment secret; ask the operator for the current one"));
+    }
+    if let Some(a) = address {
+        state.enroll_failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&a);
     }
     let name = request.name.trim().to_string();
     if name.is_empty() || name.len() > 253 || name.chars().any(|c| c.is_control()) {
@@ -379,23 +513,100 @@ async fn register(State(state): State<Shared>, body: Body) -> Result<Response, A
         ));
     }
     let token = new_token().map_err(|e| {
-        tracing::error!(error = %e, "cannot read /dev/urandom");
+        tracing::error!(error = %e, "cannot read /dev/urandom for a token");
         ApiError::internal("cannot make a token")
     })?;
-    let info = ClientInfo { name: name.clone(), facts: request.facts, agent_version: request.agent_version };
     let hash = sha256_hex(token.as_bytes());
+    let info = ClientInfo { name: name.clone(), facts: request.facts, agent_version: request.agent_version };
     let stored = hash.clone();
-    with_store(&state, "cannot register the client", move |s| s.enroll_client(&info, &stored, Timestamp::now()))
-        .await?
-        .map_err(|e| ApiError::unavailable("cannot register the client", &e))?;
-    {
-        // The client's earlier token no longer works here.
-        let mut tokens = state.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        tokens.retain(|_, (client, _)| *client != name);
-        tokens.insert(hash, (name.clone(), Instant::now()));
+    let outcome = with_store(&state, "cannot register the client", move |s| {
+        s.enroll_client(&info, &stored, presented.as_deref(), Timestamp::now())
+    })
+    .await?
+    .map_err(|e| ApiError::unavailable("cannot register the client", &e))?;
+    match outcome {
+        Enrollment::Enrolled => {}
+        Enrollment::NameTaken => {
+            enroll_failed(&state, address, &name, "name_taken");
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "client name {name:?} is already registered by another host; register with its current token \
+                     (Authorization: Bearer), choose another --name, or ask the operator to run \
+                     `patchops client release {name}` if the host was reinstalled"
+                ),
+            ));
+        }
+        Enrollment::Revoked { at } => {
+            enroll_failed(&state, address, &name, "revoked");
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "client {name:?} was revoked at {at}; it cannot register until the operator runs \
+                     `patchops client release {name}`"
+                ),
+            ));
+        }
     }
+    // The client's earlier token no longer works here.
+    forget_tokens(&state, &name);
     tracing::info!(client = %name, "client registered");
     Ok((StatusCode::CREATED, axum::Json(json!({ "token": token }))).into_response())
+}
+
+/// How long an address must still wait after failed enrollments.
+fn enroll_wait(state: &Shared, address: IpAddr) -> Option<Duration> {
+    state.enroll_failures.lock().unwrap_or_else(|p| p.into_inner()).get(&address).and_then(EnrollFailures::wait)
+}
+
+/// Count a failed enrollment (`reason`: wrong_secret, name_taken, revoked): metric, a
+/// log line (at most one a minute per address), and the address's count that slows it.
+fn enroll_failed(state: &Shared, address: Option<IpAddr>, name: &str, reason: &'static str) {
+    state.metrics.enrollment_failure(reason);
+    let Some(address) = address else {
+        tracing::warn!(client = %name, reason, "registration refused");
+        return;
+    };
+    let mut failures = state.enroll_failures.lock().unwrap_or_else(|p| p.into_inner());
+    if failures.len() >= MAX_TRACKED_ADDRESSES
+        && !failures.contains_key(&address)
+        && let Some(oldest) = failures.iter().min_by_key(|(_, f)| f.last).map(|(a, _)| *a)
+    {
+        failures.remove(&oldest);
+    }
+    let entry = failures.entry(address).or_insert(EnrollFailures { count: 0, last: Instant::now(), logged: None });
+    entry.count += 1;
+    entry.last = Instant::now();
+    if entry.logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+        tracing::warn!(
+            address = %address, client = %name, reason, failures = entry.count,
+            "registration refused (logged at most once a minute per address)"
+        );
+        entry.logged = Some(Instant::now());
+    }
+}
+
+/// `POST /v1/rotate`: a new token for the caller; the one it authenticated with stops
+/// working (on every management point sharing the store).
+async fn rotate(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    // Read the (empty) body before answering, so the connection stays usable.
+    read_body(body, MAX_REGISTER_BYTES, state.config.body_timeout, "rotation request").await?;
+    let (owner, old) = authenticate(&state, &headers).await?;
+    let token = new_token().map_err(|e| {
+        tracing::error!(error = %e, "cannot read /dev/urandom for a token");
+        ApiError::internal("cannot make a token")
+    })?;
+    let new = sha256_hex(token.as_bytes());
+    let client = owner.client.clone();
+    let rotated = with_store(&state, "cannot rotate the token", move |s| s.rotate_token(&client, &old, &new))
+        .await?
+        .map_err(|e| ApiError::unavailable("cannot rotate the token", &e))?;
+    forget_tokens(&state, &owner.client);
+    if !rotated {
+        return Err(ApiError::unauthorized("the token was replaced or revoked meanwhile; register again"));
+    }
+    tracing::info!(client = %owner.client, "token rotated");
+    Ok(axum::Json(json!({ "token": token })).into_response())
 }
 
 /// Whether an `If-None-Match` header names `etag` (or is `*`).
@@ -411,7 +622,7 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 
 /// `GET /v1/policy`: the caller's policy document, with its ETag.
 async fn policy(State(state): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let client = authenticate(&state, &headers).await?;
+    let client = authenticate(&state, &headers).await?.0.client;
     let who = client.clone();
     let found = with_store(&state, "cannot read the policy", move |s| s.client_policy(&who))
         .await?
@@ -524,7 +735,8 @@ async fn content_file(
 }
 
 async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let client = authenticate(&state, &headers).await?;
+    let (owner, _) = authenticate(&state, &headers).await?;
+    let client = owner.client.clone();
     let limit = state.config.max_batch_bytes;
     if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && length > limit as u64
@@ -532,12 +744,16 @@ async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> 
         state.metrics.batch("too_large");
         return Err(too_large_bytes(length, limit));
     }
-    let raw = read_body(body, limit, "state batch").await.inspect_err(|_| state.metrics.batch("too_large"))?;
+    let raw = read_body(body, limit, state.config.body_timeout, "state batch").await.inspect_err(|e| {
+        state.metrics.batch(if e.status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "unread" })
+    })?;
     let batch: StateBatch = match serde_json::from_slice(&raw) {
         Ok(b) => b,
         Err(e) => {
             state.metrics.batch("malformed");
             let error = format!("the state batch is not valid JSON for a batch: {e}");
+            // The store keeps the size and a bounded prefix only (REJECTED_PREFIX_BYTES).
+            state.metrics.rejected(raw.len() as u64);
             let text = String::from_utf8_lossy(&raw).into_owned();
             let (who, what) = (client.clone(), error.clone());
             let kept = with_store(&state, "cannot keep the rejected batch", move |s| {
@@ -574,8 +790,11 @@ async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> 
     }
     let messages = batch.messages.len() as u64;
     let sequence = batch.sequence;
-    let outcome =
-        with_store(&state, "cannot apply the batch", move |s| s.apply_batch(&batch, Timestamp::now())).await?;
+    let generation = Some(owner.generation);
+    let outcome = with_store(&state, "cannot apply the batch", move |s| {
+        s.apply_batch_checked(&batch, generation, Timestamp::now())
+    })
+    .await?;
     match outcome {
         Ok(BatchOutcome::Applied) => {
             state.metrics.batch("applied");
@@ -587,6 +806,14 @@ async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> 
             state.metrics.batch("duplicate");
             tracing::debug!(client = %client, sequence, "state batch replayed");
             Ok(axum::Json(json!({ "outcome": "duplicate" })).into_response())
+        }
+        Ok(BatchOutcome::TokenReplaced) => {
+            state.metrics.batch("forbidden");
+            forget_tokens(&state, &client);
+            Err(ApiError::unauthorized(
+                "the token was replaced, rotated or revoked (possibly through another management point); \
+                 nothing was applied; register again",
+            ))
         }
         Err(e) => {
             let message = store_message(&e);
@@ -601,7 +828,7 @@ async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> 
                 Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{message}; nothing was applied")))
             } else if message.contains("is not registered") {
                 state.metrics.batch("forbidden");
-                state.tokens.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (c, _)| *c != client);
+                forget_tokens(&state, &client);
                 Err(ApiError::unauthorized(format!("{message}; nothing was applied")))
             } else {
                 state.metrics.batch("store_error");

@@ -39,7 +39,7 @@ pub fn run() -> Result<ExitCode> {
         let token = format!("token-{c:05}");
         let info =
             ClientInfo { name: format!("host-{c:05}"), facts: BTreeMap::new(), agent_version: Some("2.1.0".into()) };
-        store.enroll_client(&info, &hex::encode(Sha256::digest(token.as_bytes())), now)?;
+        store.enroll_client(&info, &hex::encode(Sha256::digest(token.as_bytes())), None, now)?;
         tokens.push(token);
     }
     let policy = serde_json::json!({"catalogVersion": 1, "deployments": []});

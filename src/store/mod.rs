@@ -50,6 +50,48 @@ pub enum BatchOutcome {
     Applied,
     /// The sequence number was at or below the last applied one: nothing changed.
     Duplicate,
+    /// The token the batch came with was replaced, revoked or released since the
+    /// management point checked it: nothing changed.
+    TokenReplaced,
+}
+
+/// Who a bearer token belongs to: the client, and the generation of its token (bumped
+/// at every change of the client's token, so a cached check can be confirmed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenOwner {
+    pub client: String,
+    pub generation: u64,
+}
+
+/// What a registration did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enrollment {
+    /// The name was free (or the caller presented its current token): the new token holds.
+    Enrolled,
+    /// Another host holds the name: nothing changed.
+    NameTaken,
+    /// The operator revoked the name; it stays refused until released.
+    Revoked { at: Timestamp },
+}
+
+/// Largest prefix of a rejected batch's body the store keeps (T1.U4 needs the error and
+/// enough of the body to see what the client sent, not the whole of it).
+pub const REJECTED_PREFIX_BYTES: usize = 4096;
+/// Most rejected batches kept per client; older ones are dropped.
+pub const REJECTED_PER_CLIENT: i64 = 20;
+/// Most rejected batches kept in all; older ones are dropped.
+pub const REJECTED_TOTAL: i64 = 5000;
+
+/// The first `REJECTED_PREFIX_BYTES` of a rejected body, cut at a character boundary.
+pub fn rejected_prefix(raw: &str) -> &str {
+    if raw.len() <= REJECTED_PREFIX_BYTES {
+        return raw;
+    }
+    let mut end = REJECTED_PREFIX_BYTES;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    &raw[..end]
 }
 
 /// Status of one resource after a reconcile.
@@ -108,11 +150,25 @@ pub trait Store: Send {
     fn upsert_client(&mut self, client: &ClientInfo, now: Timestamp) -> Result<()>;
 
     /// Apply a batch of state messages in one transaction: idempotent by
-    /// (client, sequence). Update ids unknown to the catalog make the whole batch fail
-    /// with an error naming the client, sequence and id (nothing is applied).
-    fn apply_batch(&mut self, batch: &StateBatch, now: Timestamp) -> Result<BatchOutcome>;
+    /// (client, sequence); any sequence number, 0 included, is applied once. Update ids
+    /// unknown to the catalog make the whole batch fail with an error naming the client,
+    /// sequence and id (nothing is applied).
+    fn apply_batch(&mut self, batch: &StateBatch, now: Timestamp) -> Result<BatchOutcome> {
+        self.apply_batch_checked(batch, None, now)
+    }
 
-    /// Keep a state message that could not be processed (T1.U4): it stays visible.
+    /// [`Store::apply_batch`], in the same transaction confirming that the client's token
+    /// is still at `token_generation` (else [`BatchOutcome::TokenReplaced`], nothing applied).
+    fn apply_batch_checked(
+        &mut self,
+        batch: &StateBatch,
+        token_generation: Option<u64>,
+        now: Timestamp,
+    ) -> Result<BatchOutcome>;
+
+    /// Keep a state message that could not be processed (T1.U4): it stays visible. Only
+    /// its size and a bounded prefix are kept ([`REJECTED_PREFIX_BYTES`]), and only the
+    /// newest [`REJECTED_PER_CLIENT`] per client and [`REJECTED_TOTAL`] in all.
     fn record_rejected(&mut self, client: &str, raw: &str, error: &str, now: Timestamp) -> Result<()>;
 
     /// Every client with facts and compliance: the reconcile core's input.
@@ -141,12 +197,35 @@ pub trait Store: Send {
     /// The last saved reconcile, if any.
     fn last_reconcile(&self) -> Result<Option<ReconcileRecord>>;
 
-    /// Register a client with the hash (sha256, hex) of the token it authenticates with;
-    /// registering again replaces the token and refreshes the facts.
-    fn enroll_client(&mut self, client: &ClientInfo, token_sha256: &str, now: Timestamp) -> Result<()>;
+    /// Register a client with the hash (sha256, hex) of the token it authenticates with.
+    /// A name already holding a token is only re-registered by a caller presenting that
+    /// token (`presented_sha256`); otherwise nothing changes and the answer is
+    /// [`Enrollment::NameTaken`]. A revoked name stays refused until released.
+    fn enroll_client(
+        &mut self,
+        client: &ClientInfo,
+        token_sha256: &str,
+        presented_sha256: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Enrollment>;
 
-    /// The client a token hash belongs to.
-    fn client_for_token(&self, token_sha256: &str) -> Result<Option<String>>;
+    /// The client a token hash belongs to, with its token generation.
+    fn client_for_token(&self, token_sha256: &str) -> Result<Option<TokenOwner>>;
+
+    /// Replace a client's token `old_sha256` by `new_sha256`; false when `old_sha256` is
+    /// no longer the client's token.
+    fn rotate_token(&mut self, client: &str, old_sha256: &str, new_sha256: &str) -> Result<bool>;
+
+    /// Revoke a client's token and keep its name from registering again until released;
+    /// false when there is no such client.
+    fn revoke_client(&mut self, client: &str, now: Timestamp) -> Result<bool>;
+
+    /// Drop a client's token and revocation, so the name can register again (a
+    /// reinstalled host); false when there is no such client.
+    fn release_client(&mut self, client: &str) -> Result<bool>;
+
+    /// A setting's value, if set.
+    fn setting(&self, key: &str) -> Result<Option<String>>;
 
     /// The policy a client is assigned: its ETag and document.
     fn client_policy(&self, client: &str) -> Result<Option<(String, serde_json::Value)>>;

@@ -17,8 +17,8 @@ use postgres::{Client as PgClient, IsolationLevel, NoTls, SimpleQueryMessage};
 
 use super::sqlite::common::*;
 use super::{
-    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, PolicyAssignment, ReconcileRecord, ResourceStatus,
-    Store,
+    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, PolicyAssignment, REJECTED_PER_CLIENT,
+    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, TokenOwner, rejected_prefix,
 };
 use crate::catalog::delta::CatalogDelta;
 use crate::catalog::{Catalog, Update};
@@ -28,8 +28,11 @@ use crate::{Error, Result};
 
 /// Schema migrations, applied in order; each runs once, in its own transaction, and is
 /// recorded in `schema_version`. Version 1 is the whole schema file.
-const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("schema_postgres.sql")), (2, include_str!("schema_postgres_2.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("schema_postgres.sql")),
+    (2, include_str!("schema_postgres_2.sql")),
+    (3, include_str!("schema_postgres_3.sql")),
+];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -350,29 +353,86 @@ impl Store for PostgresStore {
         PostgresStore::set_setting(self, key, value)
     }
 
-    fn enroll_client(&mut self, client: &ClientInfo, token_sha256: &str, now: Timestamp) -> Result<()> {
+    fn enroll_client(
+        &mut self,
+        client: &ClientInfo,
+        token_sha256: &str,
+        presented_sha256: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Enrollment> {
         let what = format!("cannot enroll client {:?}", client.name);
         let fail = pg(&self.location, &what);
         let mut conn = self.conn();
         let mut tx = conn.transaction().map_err(&fail)?;
+        // Concurrent registrations of one name wait for each other here.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&client.name]).map_err(&fail)?;
+        let held = tx
+            .query_opt("SELECT token_sha256, revoked_at FROM clients WHERE name = $1 FOR UPDATE", &[&client.name])
+            .map_err(&fail)?
+            .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, Option<i64>>(1)));
+        if let Some(refused) = enrollment_refused(&self.location, held, presented_sha256)? {
+            return Ok(refused);
+        }
         tx.execute(
-            "INSERT INTO clients (name, facts, agent_version, registered_at, last_seen, token_sha256) \
-             VALUES ($1, $2::text::jsonb, $3, $4, $4, $5) \
+            "INSERT INTO clients (name, facts, agent_version, registered_at, last_seen, token_sha256, token_generation) \
+             VALUES ($1, $2::text::jsonb, $3, $4, $4, $5, 1) \
              ON CONFLICT (name) DO UPDATE SET facts = EXCLUDED.facts, \
              agent_version = COALESCE(EXCLUDED.agent_version, clients.agent_version), \
-             last_seen = EXCLUDED.last_seen, token_sha256 = EXCLUDED.token_sha256",
+             last_seen = EXCLUDED.last_seen, token_sha256 = EXCLUDED.token_sha256, \
+             token_generation = clients.token_generation + 1",
             &[&client.name, &facts_json(&client.facts), &client.agent_version, &secs(now), &token_sha256],
         )
         .map_err(&fail)?;
-        tx.commit().map_err(&fail)
+        tx.commit().map_err(&fail)?;
+        Ok(Enrollment::Enrolled)
     }
 
-    fn client_for_token(&self, token_sha256: &str) -> Result<Option<String>> {
+    fn client_for_token(&self, token_sha256: &str) -> Result<Option<TokenOwner>> {
         let row = self
             .conn()
-            .query_opt("SELECT name FROM clients WHERE token_sha256 = $1", &[&token_sha256])
+            .query_opt("SELECT name, token_generation FROM clients WHERE token_sha256 = $1", &[&token_sha256])
             .map_err(pg(&self.location, "cannot look up the token"))?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| TokenOwner { client: r.get(0), generation: r.get::<_, i64>(1) as u64 }))
+    }
+
+    fn rotate_token(&mut self, client: &str, old_sha256: &str, new_sha256: &str) -> Result<bool> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE clients SET token_sha256 = $3, token_generation = token_generation + 1 \
+                 WHERE name = $1 AND token_sha256 = $2",
+                &[&client, &old_sha256, &new_sha256],
+            )
+            .map_err(pg(&self.location, &format!("cannot rotate the token of {client:?}")))?;
+        Ok(changed == 1)
+    }
+
+    fn revoke_client(&mut self, client: &str, now: Timestamp) -> Result<bool> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE clients SET token_sha256 = NULL, revoked_at = $2, token_generation = token_generation + 1 \
+                 WHERE name = $1",
+                &[&client, &secs(now)],
+            )
+            .map_err(pg(&self.location, &format!("cannot revoke client {client:?}")))?;
+        Ok(changed == 1)
+    }
+
+    fn release_client(&mut self, client: &str) -> Result<bool> {
+        let changed = self
+            .conn()
+            .execute(
+                "UPDATE clients SET token_sha256 = NULL, revoked_at = NULL, token_generation = token_generation + 1 \
+                 WHERE name = $1",
+                &[&client],
+            )
+            .map_err(pg(&self.location, &format!("cannot release client {client:?}")))?;
+        Ok(changed == 1)
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        PostgresStore::setting(self, key)
     }
 
     fn client_policy(&self, client: &str) -> Result<Option<(String, serde_json::Value)>> {
@@ -609,7 +669,12 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn apply_batch(&mut self, batch: &StateBatch, now: Timestamp) -> Result<BatchOutcome> {
+    fn apply_batch_checked(
+        &mut self,
+        batch: &StateBatch,
+        token_generation: Option<u64>,
+        now: Timestamp,
+    ) -> Result<BatchOutcome> {
         let location = self.location.clone();
         let what = format!("cannot apply batch {} of client {:?}", batch.sequence, batch.client);
         let fail = pg(&location, &what);
@@ -618,7 +683,8 @@ impl Store for PostgresStore {
         let mut tx = client.transaction().map_err(&fail)?;
         let Some(row) = tx
             .query_opt(
-                "SELECT key, last_sequence, scan_time, failure_time FROM clients WHERE name = $1 FOR UPDATE",
+                "SELECT key, last_sequence, scan_time, failure_time, token_generation FROM clients \
+                 WHERE name = $1 FOR UPDATE",
                 &[&batch.client],
             )
             .map_err(&fail)?
@@ -626,10 +692,14 @@ impl Store for PostgresStore {
             return Err(not_registered(&location, &batch.client));
         };
         let client_key: i32 = row.get(0);
-        let last_sequence: i64 = row.get(1);
+        let last_sequence: Option<i64> = row.get(1);
         let mut scan_time: Option<i64> = row.get(2);
         let mut failure_time: Option<i64> = row.get(3);
-        if sequence <= last_sequence {
+        let generation: i64 = row.get(4);
+        if token_generation.is_some_and(|g| g != generation as u64) {
+            return Ok(BatchOutcome::TokenReplaced);
+        }
+        if last_sequence.is_some_and(|last| sequence <= last) {
             return Ok(BatchOutcome::Duplicate);
         }
         for message in &batch.messages {
@@ -713,11 +783,19 @@ impl Store for PostgresStore {
         let mut conn = self.conn();
         let mut tx = conn.transaction().map_err(&fail)?;
         tx.execute(
-            "INSERT INTO rejected_messages (client, received_at, raw, error) VALUES ($1, $2, $3, $4)",
-            &[&client, &secs(now), &without_nul(raw).as_ref(), &without_nul(error).as_ref()],
+            "INSERT INTO rejected_messages (client, received_at, raw, error, size) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &client,
+                &secs(now),
+                &without_nul(rejected_prefix(raw)).as_ref(),
+                &without_nul(error).as_ref(),
+                &(raw.len() as i64),
+            ],
         )
         .map_err(&fail)?;
         tx.execute("UPDATE clients SET rejected_at = $2 WHERE name = $1", &[&client, &secs(now)]).map_err(&fail)?;
+        tx.execute(PRUNE_REJECTED_OF_CLIENT, &[&client, &REJECTED_PER_CLIENT]).map_err(&fail)?;
+        tx.execute(PRUNE_REJECTED, &[&REJECTED_TOTAL]).map_err(&fail)?;
         tx.commit().map_err(&fail)
     }
 

@@ -18,8 +18,8 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{
-    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, PolicyAssignment, ReconcileRecord, ResourceStatus,
-    Store,
+    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, PolicyAssignment, REJECTED_PER_CLIENT,
+    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, TokenOwner, rejected_prefix,
 };
 use crate::catalog::delta::CatalogDelta;
 use crate::catalog::{Catalog, Update};
@@ -31,7 +31,11 @@ use common::*;
 
 /// Schema migrations, applied in order; each runs once, in its own transaction, and is
 /// recorded in `schema_version`. Version 1 is the whole schema file.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("schema_sqlite.sql")), (2, include_str!("schema_sqlite_2.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("schema_sqlite.sql")),
+    (2, include_str!("schema_sqlite_2.sql")),
+    (3, include_str!("schema_sqlite_3.sql")),
+];
 
 /// How long a writer waits for another connection's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -301,22 +305,83 @@ impl Store for SqliteStore {
         SqliteStore::set_setting(self, key, value)
     }
 
-    fn enroll_client(&mut self, client: &ClientInfo, token_sha256: &str, now: Timestamp) -> Result<()> {
+    fn enroll_client(
+        &mut self,
+        client: &ClientInfo,
+        token_sha256: &str,
+        presented_sha256: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Enrollment> {
         let location = self.location();
         let fail = |e: rusqlite::Error| sql_err(&location, &format!("cannot enroll client {:?}", client.name), e);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
+        let held: Option<(Option<String>, Option<i64>)> = tx
+            .query_row("SELECT token_sha256, revoked_at FROM clients WHERE name = ?1", [&client.name], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(fail)?;
+        if let Some(refused) = enrollment_refused(&location, held, presented_sha256)? {
+            return Ok(refused);
+        }
         tx.execute(UPSERT_CLIENT, params![client.name, facts_json(&client.facts), client.agent_version, secs(now)])
             .map_err(fail)?;
-        tx.execute("UPDATE clients SET token_sha256 = ?2 WHERE name = ?1", params![client.name, token_sha256])
-            .map_err(fail)?;
-        tx.commit().map_err(fail)
+        tx.execute(
+            "UPDATE clients SET token_sha256 = ?2, token_generation = token_generation + 1 WHERE name = ?1",
+            params![client.name, token_sha256],
+        )
+        .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        Ok(Enrollment::Enrolled)
     }
 
-    fn client_for_token(&self, token_sha256: &str) -> Result<Option<String>> {
+    fn client_for_token(&self, token_sha256: &str) -> Result<Option<TokenOwner>> {
         self.conn
-            .query_row("SELECT name FROM clients WHERE token_sha256 = ?1", [token_sha256], |r| r.get(0))
+            .query_row("SELECT name, token_generation FROM clients WHERE token_sha256 = ?1", [token_sha256], |r| {
+                Ok(TokenOwner { client: r.get(0)?, generation: r.get::<_, i64>(1)? as u64 })
+            })
             .optional()
             .map_err(|e| sql_err(&self.location(), "cannot look up the token", e))
+    }
+
+    fn rotate_token(&mut self, client: &str, old_sha256: &str, new_sha256: &str) -> Result<bool> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE clients SET token_sha256 = ?3, token_generation = token_generation + 1 \
+                 WHERE name = ?1 AND token_sha256 = ?2",
+                params![client, old_sha256, new_sha256],
+            )
+            .map_err(|e| sql_err(&self.location(), &format!("cannot rotate the token of {client:?}"), e))?;
+        Ok(changed == 1)
+    }
+
+    fn revoke_client(&mut self, client: &str, now: Timestamp) -> Result<bool> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE clients SET token_sha256 = NULL, revoked_at = ?2, token_generation = token_generation + 1 \
+                 WHERE name = ?1",
+                params![client, secs(now)],
+            )
+            .map_err(|e| sql_err(&self.location(), &format!("cannot revoke client {client:?}"), e))?;
+        Ok(changed == 1)
+    }
+
+    fn release_client(&mut self, client: &str) -> Result<bool> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE clients SET token_sha256 = NULL, revoked_at = NULL, token_generation = token_generation + 1 \
+                 WHERE name = ?1",
+                [client],
+            )
+            .map_err(|e| sql_err(&self.location(), &format!("cannot release client {client:?}"), e))?;
+        Ok(changed == 1)
+    }
+
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        SqliteStore::setting(self, key)
     }
 
     fn client_policy(&self, client: &str) -> Result<Option<(String, serde_json::Value)>> {
@@ -559,25 +624,34 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn apply_batch(&mut self, batch: &StateBatch, now: Timestamp) -> Result<BatchOutcome> {
+    fn apply_batch_checked(
+        &mut self,
+        batch: &StateBatch,
+        token_generation: Option<u64>,
+        now: Timestamp,
+    ) -> Result<BatchOutcome> {
         let location = self.location();
         let fail = |e: rusqlite::Error| {
             sql_err(&location, &format!("cannot apply batch {} of client {:?}", batch.sequence, batch.client), e)
         };
         let sequence = sequence_i64(&location, batch)?;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
-        let client: Option<(i64, i64, Option<i64>, Option<i64>)> = tx
+        type Row = (i64, Option<i64>, Option<i64>, Option<i64>, i64);
+        let client: Option<Row> = tx
             .query_row(
-                "SELECT key, last_sequence, scan_time, failure_time FROM clients WHERE name = ?1",
+                "SELECT key, last_sequence, scan_time, failure_time, token_generation FROM clients WHERE name = ?1",
                 [&batch.client],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
             )
             .optional()
             .map_err(fail)?;
-        let Some((client_key, last_sequence, mut scan_time, mut failure_time)) = client else {
+        let Some((client_key, last_sequence, mut scan_time, mut failure_time, generation)) = client else {
             return Err(not_registered(&location, &batch.client));
         };
-        if sequence <= last_sequence {
+        if token_generation.is_some_and(|g| g != generation as u64) {
+            return Ok(BatchOutcome::TokenReplaced);
+        }
+        if last_sequence.is_some_and(|last| sequence <= last) {
             return Ok(BatchOutcome::Duplicate);
         }
         {
@@ -650,11 +724,13 @@ impl Store for SqliteStore {
             |e: rusqlite::Error| sql_err(&location, &format!("cannot keep the rejected message of {client:?}"), e);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
         tx.execute(
-            "INSERT INTO rejected_messages (client, received_at, raw, error) VALUES (?1, ?2, ?3, ?4)",
-            params![client, secs(now), without_nul(raw), without_nul(error)],
+            "INSERT INTO rejected_messages (client, received_at, raw, error, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![client, secs(now), without_nul(rejected_prefix(raw)), without_nul(error), raw.len() as i64],
         )
         .map_err(fail)?;
         tx.execute("UPDATE clients SET rejected_at = ?2 WHERE name = ?1", params![client, secs(now)]).map_err(fail)?;
+        tx.execute(PRUNE_REJECTED_OF_CLIENT, params![client, REJECTED_PER_CLIENT]).map_err(fail)?;
+        tx.execute(PRUNE_REJECTED, [REJECTED_TOTAL]).map_err(fail)?;
         tx.commit().map_err(fail)
     }
 
@@ -809,7 +885,7 @@ pub(super) mod common {
     use crate::catalog::{Catalog, Update};
     use crate::compliance::messages::StateBatch;
     use crate::compliance::{Client, ClientCompliance, Enforcement, PackedState, ScanRecord, ScanResult};
-    use crate::store::{ReconcileRecord, ResourceStatus};
+    use crate::store::{Enrollment, ReconcileRecord, ResourceStatus};
 
     /// Unix seconds (the stored time resolution).
     pub fn secs(t: Timestamp) -> i64 {
@@ -851,6 +927,36 @@ pub(super) mod common {
             source: None,
         }
     }
+
+    /// Whether a registration must be refused, from the name's row (token hash, revoked
+    /// at) and the token hash the caller presented.
+    pub fn enrollment_refused(
+        location: &str,
+        held: Option<(Option<String>, Option<i64>)>,
+        presented_sha256: Option<&str>,
+    ) -> crate::Result<Option<Enrollment>> {
+        match held {
+            Some((_, Some(at))) => {
+                let at = from_secs(at).map_err(|m| Error::Store {
+                    location: location.to_string(),
+                    message: m,
+                    source: None,
+                })?;
+                Ok(Some(Enrollment::Revoked { at }))
+            }
+            Some((Some(current), None)) if presented_sha256 != Some(current.as_str()) => {
+                Ok(Some(Enrollment::NameTaken))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Keep the newest rejected batches of one client ($1), at most $2.
+    pub const PRUNE_REJECTED_OF_CLIENT: &str = "DELETE FROM rejected_messages WHERE client = $1 AND id <= \
+         COALESCE((SELECT id FROM rejected_messages WHERE client = $1 ORDER BY id DESC LIMIT 1 OFFSET $2), -1)";
+    /// Keep the newest rejected batches, at most $1 in all.
+    pub const PRUNE_REJECTED: &str = "DELETE FROM rejected_messages WHERE id <= \
+         COALESCE((SELECT id FROM rejected_messages ORDER BY id DESC LIMIT 1 OFFSET $1), -1)";
 
     pub fn not_registered(location: &str, client: &str) -> Error {
         Error::Store {
