@@ -420,6 +420,20 @@ fn s6_a_state_batch_is_applied_once_and_its_replay_is_a_duplicate() {
     assert!(client_of(&server.fleet(), "web-01").compliance.states.is_empty());
 }
 
+/// A batch refused before its body is read (an unknown token) closes its connection and
+/// says so, so a client's next request does not go out on a connection being closed.
+#[test]
+fn a_batch_refused_before_its_body_is_read_does_not_break_the_clients_next_request() {
+    let server = Server::start();
+    let big = scan_batch("web-01", 1, &[("KB1-a", ScanResult::Missing)]);
+    let body = serde_json::to_string(&big).unwrap() + &" ".repeat(30_000);
+    for _ in 0..30 {
+        let reply = server.post("/v1/states", Some("not-a-token"), &body);
+        assert_eq!(reply.status, 401);
+        assert_eq!(server.get("/healthz", None, &[]).status, 200);
+    }
+}
+
 /// Hardening item 1: a new client's batch numbered 0 used to be answered "duplicate" and
 /// dropped: acknowledged and lost.
 #[test]

@@ -268,11 +268,14 @@ struct ApiError {
     message: String,
     retry_after: Option<u32>,
     www_authenticate: bool,
+    /// Answered before the request body was read: the connection is closed, and says so
+    /// (`Connection: close`), so a client does not send its next request on it.
+    close: bool,
 }
 
 impl ApiError {
     fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), retry_after: None, www_authenticate: false }
+        ApiError { status, message: message.into(), retry_after: None, www_authenticate: false, close: false }
     }
 
     fn unauthorized(message: impl Into<String>) -> Self {
@@ -307,6 +310,9 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, axum::Json(json!({ "error": self.message }))).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.close {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if self.www_authenticate {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -346,10 +352,13 @@ where
 async fn read_body(body: Body, limit: usize, timeout: Duration, what: &str) -> Result<Bytes, ApiError> {
     let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await.map_err(|_| {
         tracing::warn!(timeout_seconds = timeout.as_secs_f64(), "{what} not received in time; the request is cut off");
-        ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!("the {what} did not arrive within {} seconds; send it again", timeout.as_secs_f64()),
-        )
+        ApiError {
+            close: true,
+            ..ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the {what} did not arrive within {} seconds; send it again", timeout.as_secs_f64()),
+            )
+        }
     })?;
     read.map_err(|e| {
         // http_body_util's LengthLimitError is not re-exported; it is known by its message.
@@ -359,14 +368,16 @@ async fn read_body(body: Body, limit: usize, timeout: Duration, what: &str) -> R
             too_large |= s.to_string().contains("length limit exceeded");
             source = s.source();
         }
-        if too_large {
+        let error = if too_large {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the {what} is larger than the limit of {limit} bytes; send it in smaller parts"),
             )
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the {what}: {e}; send it again"))
-        }
+        };
+        // The rest of the body is not read: the connection cannot carry another request.
+        ApiError { close: true, ..error }
     })
 }
 
@@ -735,14 +746,17 @@ async fn content_file(
 }
 
 async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
-    let (owner, _) = authenticate(&state, &headers).await?;
+    // Refused before the body is read (an unknown client may not make the server read
+    // 8 MiB): such answers close the connection.
+    let unread = |e: ApiError| ApiError { close: true, ..e };
+    let (owner, _) = authenticate(&state, &headers).await.map_err(unread)?;
     let client = owner.client.clone();
     let limit = state.config.max_batch_bytes;
     if let Some(length) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         && length > limit as u64
     {
         state.metrics.batch("too_large");
-        return Err(too_large_bytes(length, limit));
+        return Err(unread(too_large_bytes(length, limit)));
     }
     let raw = read_body(body, limit, state.config.body_timeout, "state batch").await.inspect_err(|e| {
         state.metrics.batch(if e.status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "unread" })
