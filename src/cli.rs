@@ -247,7 +247,36 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// Commands that read and print, and talk to nothing that could close a pipe of theirs:
+/// `patchops catalog show | head -1` should simply end.
+fn only_prints(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Validate { .. }
+            | Command::Plan(_)
+            | Command::Status { .. }
+            | Command::Crds { .. }
+            | Command::Catalog { .. }
+            | Command::Audit(_)
+    )
+}
+
+/// Rust ignores SIGPIPE, so a write to a closed stdout fails and `println!` panics. For
+/// commands that only print, the default action — end at once, like `cat` — is what a
+/// user of `| head` expects (exit status 141, nothing on stderr).
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start, before any thread is spawned; restoring a signal's
+    // default action has no other effect on this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    if only_prints(&cli.command) {
+        end_quietly_on_a_closed_pipe();
+    }
     match cli.command {
         Command::Validate { repo_pos, mut repo } => {
             if let Some(r) = repo_pos {
