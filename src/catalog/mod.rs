@@ -19,7 +19,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use applicability::{Applicability, FactTest, Facts, PackageTest, Rule, ScanVerdict};
+pub use applicability::{Applicability, FactTest, Facts, PackageTest, RpmPackageTest, Rule, ScanVerdict};
 
 /// MSRC severity rating (the maximum over an update's vulnerabilities).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
