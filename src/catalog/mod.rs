@@ -9,6 +9,7 @@ pub mod delta;
 pub mod msrc_cvrf;
 pub mod native;
 pub mod osv;
+pub mod rpm;
 pub mod source;
 pub mod sync;
 
