@@ -128,7 +128,7 @@ pub enum CatalogCommand {
         #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
         store: String,
     },
-    /// Import vendor data (MSRC CVRF, Debian Packages or DSA list, OSV, native).
+    /// Import vendor data (MSRC CVRF, Debian Packages or DSA list, OSV, RPM updateinfo, native).
     Import {
         #[command(flatten)]
         args: crate::catalog::commands::ImportArgs,

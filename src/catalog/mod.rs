@@ -10,6 +10,7 @@ pub mod msrc_cvrf;
 pub mod native;
 pub mod osv;
 pub mod rpm;
+pub mod rpm_updateinfo;
 pub mod source;
 pub mod sync;
 
