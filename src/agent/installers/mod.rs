@@ -1,8 +1,10 @@
-//! Installers carry out what a deployment asks for on one update: `apt` (real, with a
-//! dry-run mode) and `simulated` (for fleets of in-process agents).
+//! Installers carry out what a deployment asks for on one update: `apt`, `dnf` and
+//! `zypper` (real, with a dry-run mode) and `simulated` (for fleets of in-process agents).
 
 pub mod apt;
+pub mod dnf;
 pub mod simulated;
+pub mod zypper;
 
 use jiff::SignedDuration;
 
@@ -21,4 +23,17 @@ pub enum InstallOutcome {
 /// checked (installers that fetch from a package repository ignore them).
 pub trait Installer {
     fn install(&mut self, update: &Update, files: &[std::path::PathBuf]) -> InstallOutcome;
+
+    /// The package manager fetches from its own configured mirrors; the agent does not
+    /// download from the management point.
+    fn fetches_own_content(&self) -> bool {
+        false
+    }
+
+    /// Download only (e.g. `dnf --downloadonly`), before the installation is due. `Err`
+    /// carries the tool's message (→ DownloadFailed).
+    fn prefetch(&mut self, update: &Update) -> Result<(), String> {
+        let _ = update;
+        Ok(())
+    }
 }
