@@ -192,6 +192,7 @@ impl Machine for FactsMachine {
     fn install(&mut self, update: &Update, files: &[PathBuf]) -> InstallOutcome {
         let outcome = self.installer.install(update, files);
         if matches!(outcome, InstallOutcome::Installed { .. }) {
+            crate::sim::install_packages(&mut self.packages, update);
             self.installed.insert(update.id.to_ascii_uppercase());
             if let Some(kb) = &update.kb {
                 self.installed.insert(kb.to_ascii_uppercase());

@@ -43,6 +43,11 @@ pub struct Group {
     pub os: BTreeMap<String, u32>,
     /// Patch levels: everything released on or before the date is installed, by weight.
     pub patched_through: BTreeMap<String, u32>,
+    /// Installed packages every member has (name → version), before its patch level:
+    /// the updates it has installed raise them to their fixed versions (see
+    /// [`install_packages`]), so package rules (`rpmPackage`, `package`) see a real state.
+    #[serde(default)]
+    pub packages: BTreeMap<String, String>,
     #[serde(default)]
     pub never_scanned_rate: f64,
     #[serde(default)]
@@ -111,7 +116,11 @@ impl SimFleet {
                 let agent = if rng.f64() < g.old_agent_rate { "0.9.0".to_string() } else { spec.agent_version.clone() };
                 clients.push(SimClient {
                     info: ClientInfo { name: name.clone(), facts: values.clone(), agent_version: Some(agent) },
-                    facts: Facts { values, ..Default::default() },
+                    facts: Facts {
+                        values,
+                        packages: g.packages.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        ..Default::default()
+                    },
                     patched_through: patched,
                     never_scans: rng.f64() < g.never_scanned_rate,
                     fails_scans: rng.f64() < g.scan_failure_rate,
@@ -187,7 +196,11 @@ impl SimClient {
         use crate::agent::installers::simulated::Simulated;
         let installer = Simulated::new(seed, SignedDuration::from_mins(10), self.install_failure_rate, 0.0);
         let mut m = crate::agent::machine::FactsMachine::new(
-            crate::agent::machine::FactsDocument { facts: self.facts.values.clone(), ..Default::default() },
+            crate::agent::machine::FactsDocument {
+                facts: self.facts.values.clone(),
+                packages: self.facts.packages.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                ..Default::default()
+            },
             installer,
         );
         m.patched_through = Some(self.patched_through);
@@ -257,6 +270,41 @@ pub fn mark_patched(facts: &mut Facts, catalog: &Catalog, through: jiff::civil::
             if let Some(kb) = &u.kb {
                 facts.installed.insert(kb.to_ascii_uppercase());
             }
+            install_packages(&mut facts.packages, u);
         }
     }
+}
+
+/// A simulated package manager: the installed packages an update's package rules name
+/// (the `package`/`rpmPackage` tests with an upper bound) are raised to the versions
+/// that fix them. Packages that are not installed stay so.
+pub fn install_packages(packages: &mut HashMap<String, String>, update: &crate::catalog::Update) {
+    use crate::catalog::Rule;
+    use crate::catalog::applicability::{compare_debian, compare_rpm};
+    fn walk(rule: &Rule, packages: &mut HashMap<String, String>) {
+        match rule {
+            Rule::All(rules) | Rule::Any(rules) => rules.iter().for_each(|r| walk(r, packages)),
+            Rule::Not(r) => walk(r, packages),
+            Rule::Package(t) => {
+                if let (Some(fixed), Some(have)) = (&t.version_below, packages.get_mut(&t.name))
+                    && compare_debian(have, fixed).is_lt()
+                {
+                    fixed.clone_into(have);
+                }
+            }
+            Rule::RpmPackage(t) => {
+                let key = match &t.arch {
+                    Some(arch) => format!("{}.{arch}", t.name),
+                    None => t.name.clone(),
+                };
+                if let (Some(fixed), Some(have)) = (&t.version_below, packages.get_mut(&key))
+                    && compare_rpm(have, fixed).is_lt()
+                {
+                    fixed.clone_into(have);
+                }
+            }
+            Rule::Installed(_) | Rule::Fact(_) | Rule::Always(_) => {}
+        }
+    }
+    walk(&update.applicability.is_installable, packages);
 }
