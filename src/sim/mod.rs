@@ -308,3 +308,55 @@ pub fn install_packages(packages: &mut HashMap<String, String>, update: &crate::
     }
     walk(&update.applicability.is_installable, packages);
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::agent::machine::Machine;
+    use crate::catalog::{Applicability, RpmPackageTest, Rule};
+
+    fn advisory(id: &str, released: &str, fixed: &str) -> crate::catalog::Update {
+        let mut u = crate::catalog::test_support::update(id, "AlmaLinux 9", released);
+        let test = |below: bool| {
+            Rule::RpmPackage(RpmPackageTest {
+                name: "openssl-libs".into(),
+                version_below: below.then(|| fixed.to_string()),
+                version_at_least: (!below).then(|| fixed.to_string()),
+                ..Default::default()
+            })
+        };
+        u.applicability =
+            Applicability { is_installable: test(true), is_installed: test(false), prerequisites: vec![] };
+        u
+    }
+
+    #[test]
+    fn simulated_packages_follow_the_patch_level_and_simulated_installs() {
+        let catalog = Catalog::new(
+            1,
+            vec![advisory("ALSA-1", "2026-03-01", "1:3.5.1-5.el9"), advisory("ALSA-2", "2026-07-01", "1:3.5.1-7.el9")],
+            &HashMap::new(),
+        );
+        let spec: FleetSpec = serde_saphyr::from_str(
+            "seed: 1\nagentVersion: \"2.1.0\"\ngroups:\n  - count: 1\n    namePrefix: alma\n    os: {\"AlmaLinux 9\": 1}\n    \
+             patchedThrough: {\"2026-05-31\": 1}\n    packages: {openssl-libs: \"1:3.5.1-4.el9\"}\n",
+        )
+        .unwrap();
+        let fleet = SimFleet::generate(&spec);
+        let client = &fleet.clients[0];
+        let mut facts = client.facts.clone();
+        mark_patched(&mut facts, &catalog, client.patched_through);
+        assert_eq!(facts.packages["openssl-libs"], "1:3.5.1-5.el9", "raised by the March advisory only");
+        assert_eq!(catalog.updates[0].applicability.evaluate(&facts), ScanVerdict::Installed);
+        assert_eq!(catalog.updates[1].applicability.evaluate(&facts), ScanVerdict::Missing);
+
+        let mut machine = client.machine(7);
+        assert!(matches!(
+            machine.install(&catalog.updates[1], &[]),
+            crate::agent::installers::InstallOutcome::Installed { .. }
+        ));
+        let after = machine.facts(&catalog).unwrap();
+        assert_eq!(after.packages["openssl-libs"], "1:3.5.1-7.el9");
+        assert_eq!(catalog.updates[1].applicability.evaluate(&after), ScanVerdict::Installed);
+    }
+}
