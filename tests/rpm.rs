@@ -410,3 +410,80 @@ fn catalog_import_of_the_almalinux_osv_dump_imports_and_an_unsupported_ecosystem
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.contains("imported 131 updates"), "{stderr}");
 }
+
+/// The agent code end to end: an rpm agent registers with a real management point on
+/// loopback, scans its private root (the rpm-updateinfo catalog read from the repository
+/// folder), gets a mandatory deployment of the security advisory, installs it with dnf and
+/// reports it Installed; the deployment ends compliant.
+#[test]
+fn d6_an_rpm_agent_is_patched_by_a_deployment_through_the_management_point() {
+    use jiff::{SignedDuration, Timestamp};
+    use patchops::agent::{Agent, AgentOptions, Download};
+
+    let dir = tempfile::tempdir().unwrap();
+    let rpmdb = root_with(&dir.path().join("root"), &OLD);
+    let before = rpm_qa(&rpmdb);
+    let resources = format!(
+        "apiVersion: patchops.dev/v1alpha1\nkind: UpdateCatalog\nmetadata: {{name: test9}}\n\
+         spec:\n  source: {{file: \"{repo}\"}}\n  format: rpm-updateinfo\n---\n\
+         apiVersion: patchops.dev/v1alpha1\nkind: Collection\nmetadata: {{name: rhel}}\n\
+         spec:\n  selector: {{matchFacts: {{osFamily: rhel}}}}\n---\n\
+         apiVersion: patchops.dev/v1alpha1\nkind: UpdateList\nmetadata: {{name: security}}\n\
+         spec:\n  criteria: {{classifications: [Security Updates]}}\n---\n\
+         apiVersion: patchops.dev/v1alpha1\nkind: UpdateDeployment\nmetadata: {{name: security-rhel}}\n\
+         spec:\n  updateList: security\n  collection: rhel\n  startTime: 2026-11-16T00:00:00Z\n  deadline: 2026-11-30T00:00:00Z\n",
+        repo = fixture().repo.display()
+    );
+    let git_dir = dir.path().join("desired");
+    let repo = git2::Repository::init(&git_dir).unwrap();
+    std::fs::write(git_dir.join("resources.yaml"), resources).unwrap();
+    let mut index = repo.index().unwrap();
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let sig = git2::Signature::now("Admin", "admin@example.org").unwrap();
+    repo.commit(Some("HEAD"), &sig, &sig, "rpm fleet", &tree, &[]).unwrap();
+
+    let store = dir.path().join("patchops.db").display().to_string();
+    let source = patchops::git::GitSource {
+        repo: git_dir.display().to_string(),
+        revision: None,
+        path: None,
+        cache_dir: dir.path().join("git-cache"),
+    };
+    let mut runner = patchops::standalone::Runner::new(source, patchops::store::open(&store).unwrap(), None);
+    let server =
+        patchops::server::BackgroundServer::start("127.0.0.1:0".parse().unwrap(), &store, "enroll", None).unwrap();
+
+    let machine = RpmMachine::new(rpmdb.clone(), Box::new(dnf(&rpmdb, dir.path(), false)), Default::default());
+    let options = AgentOptions {
+        name: "alma-1".into(),
+        server: format!("http://{}", server.addr),
+        enroll_secret: "enroll".into(),
+        state_dir: Some(dir.path().join("agent")),
+        download: Download::Http,
+        agent_version: "2.1.0".into(),
+        catalogs: None,
+        seed: 3,
+    };
+    let mut agent = Agent::new(options, machine).unwrap();
+    let t0: Timestamp = "2026-11-16T08:00:00Z".parse().unwrap();
+    let mut record = runner.reconcile_once(t0).unwrap().0;
+    for m in 0..=30 {
+        let t = t0 + SignedDuration::from_mins(m);
+        agent.tick(t).unwrap();
+        if m % 10 == 9 {
+            record = runner.reconcile_once(t).unwrap().0;
+        }
+    }
+    assert_eq!(agent.stats.installs, 1, "{:?}", agent.state.enforcement);
+    assert_eq!(agent.state.missing.iter().collect::<Vec<_>>(), ["TEST-2026:0002-test9"], "only the bug fix is left");
+    let after = rpm_qa(&rpmdb);
+    let added: Vec<&String> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert_eq!(added, ["hello-0:1.1-1.noarch", "libfoo-0:2.0-2.i686", "libfoo-0:2.0-2.x86_64"]);
+    let status = &record.statuses.iter().find(|s| s.kind == "UpdateDeployment").unwrap().status;
+    assert_eq!(status["compliancePercent"], 100.0, "{status}");
+    let fleet = patchops::store::open(&store).unwrap().load_fleet().unwrap();
+    let client = fleet.clients.iter().find(|c| c.name == "alma-1").unwrap();
+    assert_eq!(client.facts["osFamily"], "rhel");
+    server.stop().unwrap();
+}
