@@ -602,19 +602,18 @@ STANDARD_RATES = {
     "installFailureRate": 0.01, # per missing update: the last install attempt failed
 }
 
-# Packages of an AlmaLinux 9 server as patched at the end of 2025: each the version the
-# last 2025 advisory of examples/repo/catalog/almalinux9-osv.zip fixed it at. The
-# simulated patch level (patchedThrough) raises them as the 2026 advisories do.
-ALMALINUX_2025 = {
-    "kernel": "5.14.0-611.16.1.el9_7", "openssl-libs": "1:3.5.1-4.el9_7", "glibc": "2.34-168.el9_6.20",
-    "curl": "7.76.1-29.el9_4.1", "libcurl": "7.76.1-29.el9_4.1", "sudo": "1.9.5p2-10.el9_6.1",
-    "openssh": "8.7p1-47.el9_7.alma.1", "openssh-server": "8.7p1-47.el9_7.alma.1",
-    "python3": "3.9.25-2.el9_7", "python3-libs": "3.9.25-2.el9_7", "bind-libs": "32:9.16.23-34.el9_7.1",
-    "nginx": "2:1.20.1-22.el9_6.2.alma.1", "httpd": "2.4.62-7.el9_7.3", "libxml2": "2.9.13-14.el9_7",
-    "systemd": "252-55.el9_7.7.alma.1", "vim-minimal": "2:8.2.2637-23.el9_7", "expat": "2.5.0-5.el9_7.1",
-    "krb5-libs": "1.21.1-8.el9_6", "gnutls": "3.8.3-6.el9_6.2", "rsync": "3.2.5-3.el9",
-    "tar": "2:1.34-6.el9_1", "podman": "6:5.6.0-9.el9_7", "libxslt": "1.1.34-13.el9_6",
-    "grub2-common": "1:2.06-114.el9_7.alma.1", "libtiff": "4.4.0-15.el9_7.2", "libarchive": "3.5.3-6.el9_6",
+# Packages of an AlmaLinux 9 server as patched at the end of June 2026: each the version
+# the last advisory before 2026-07-01 fixed it at (in the full dump,
+# tests/data/rpm/almalinux9-osv.zip). The simulated patch level (patchedThrough) raises
+# them as the July and August advisories of examples/repo/catalog/almalinux9-osv-2026-07.zip do.
+ALMALINUX_2026_06 = {
+    "kernel": "5.14.0-687.20.1.el9_8", "kernel-core": "5.14.0-687.20.1.el9_8", "glibc": "2.34-272.el9_8",
+    "curl": "7.76.1-35.el9_7.3", "libcurl": "7.76.1-35.el9_7.3", "openssh": "9.9p1-7.el9_8.alma.1",
+    "openssh-server": "9.9p1-7.el9_8.alma.1", "python3": "3.9.25-7.el9_8", "python3-libs": "3.9.25-7.el9_8",
+    "bind-libs": "32:9.16.23-40.el9_8.2", "httpd": "2.4.62-13.el9_8.1", "libxml2": "2.9.13-14.el9_8.1",
+    "vim-minimal": "2:8.2.2637-26.el9_8.6", "podman": "6:5.8.2-3.el9_8", "libtiff": "4.4.0-18.el9_8",
+    "libarchive": "3.5.3-9.el9_7", "buildah": "2:1.43.1-2.el9_8", "skopeo": "2:1.22.2-6.el9_8",
+    "golang": "1.26.4-1.el9_8", "unbound-libs": "1.24.2-3.el9_8.1", "cups": "1:2.3.3op2-34.el9_7.2",
 }
 
 WORKSTATION_PATCH = {"2026-11-23": 30, "2026-11-16": 22, "2026-10-31": 33, "2026-09-30": 8, "2026-07-31": 4, "2026-03-31": 3}
@@ -676,13 +675,13 @@ FLEET_GROUPS = [
           rates=dict(STANDARD_RATES, pendingRebootRate=0.01)))
     for site, count in [("BER", 90), ("NYC", 70), ("TYO", 50)]
 ] + [
-    (f"{site} AlmaLinux 9 servers, scanned by the rpm scanner against the real AlmaLinux OSV "
-     "advisories (catalog/almalinux9.yaml); packages as patched at the end of 2025.",
+    (f"{site} AlmaLinux 9 servers: real AlmaLinux OSV advisories (catalog/almalinux9.yaml) "
+     "over package versions as patched at the end of June 2026.",
      dict(count=count, namePrefix=f"{site.lower()}-alma",
           facts={"role": "server", "site": site, "ring": "broad", "osFamily": "rhel", "osVersion": "9.6"},
           os={"AlmaLinux 9": 100},
-          patchedThrough={"2026-08-21": 40, "2026-07-31": 30, "2026-05-31": 20, "2025-12-31": 10},
-          packages=ALMALINUX_2025,
+          patchedThrough={"2026-08-21": 40, "2026-08-07": 30, "2026-07-24": 20, "2026-06-30": 10},
+          packages=ALMALINUX_2026_06,
           rates=STANDARD_RATES))
     for site, count in [("BER", 40), ("NYC", 30)]
 ]

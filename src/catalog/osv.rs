@@ -294,6 +294,8 @@ impl Family {
 struct Stats {
     advisories: usize,
     skipped: Skipped,
+    /// Affected entries of supported ecosystems (filtered out or not).
+    supported_entries: usize,
     filtered_ecosystems: usize,
     unfixed_packages: usize,
     non_ecosystem_ranges: usize,
@@ -395,6 +397,7 @@ impl<'a> Importer<'a> {
                 unsupported.insert(name);
                 continue;
             }
+            self.stats.supported_entries += 1;
             if !self.options.ecosystems.is_empty() && !self.options.ecosystems.iter().any(|p| has_prefix(ecosystem, p))
             {
                 self.stats.filtered_ecosystems += 1;
@@ -515,7 +518,7 @@ impl<'a> Importer<'a> {
     fn finish(mut self, source: &str) -> crate::Result<(Vec<Update>, Skipped)> {
         let s = &self.stats;
         if !s.skipped.ecosystems.is_empty() {
-            if self.drafts.is_empty() && s.filtered_ecosystems == 0 {
+            if s.supported_entries == 0 {
                 return Err(catalog_error(
                     source,
                     format!(
