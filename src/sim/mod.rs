@@ -306,7 +306,9 @@ pub fn install_packages(packages: &mut HashMap<String, String>, update: &crate::
             Rule::Installed(_) | Rule::Fact(_) | Rule::Always(_) => {}
         }
     }
-    walk(&update.applicability.is_installable, packages);
+    if !packages.is_empty() {
+        walk(&update.applicability.is_installable, packages);
+    }
 }
 
 #[cfg(test)]
