@@ -246,6 +246,7 @@ fn d2_an_rpm_root_is_scanned_patched_with_dnf_and_rescanned() {
     // Apply: exactly the advisory's three packages change (not `other`, which has a newer
     // version in the repository too, nor `broken`).
     let mut machine = RpmMachine::new(rpmdb.clone(), Box::new(apply), Default::default());
+    assert!(machine.fetches_own_content(), "the machine passes on what its installer says");
     match machine.install(security, &[]) {
         InstallOutcome::Installed { .. } => {}
         other => panic!("{other:?}"),

@@ -28,6 +28,16 @@ pub trait Machine: Send {
     fn restart(&mut self);
     /// Facts sent at registration (collections select on them).
     fn inventory(&self) -> BTreeMap<String, String>;
+    /// The installer fetches from the package manager's own mirrors (see
+    /// `Installer::fetches_own_content`): nothing to download from the management point.
+    fn fetches_own_content(&self) -> bool {
+        false
+    }
+    /// Download ahead with the package manager (see `Installer::prefetch`).
+    fn prefetch(&mut self, update: &Update) -> std::result::Result<(), String> {
+        let _ = update;
+        Ok(())
+    }
 }
 
 /// This machine, scanned from the dpkg status file and updated with apt.
@@ -110,6 +120,14 @@ impl Machine for RpmMachine {
 
     fn inventory(&self) -> BTreeMap<String, String> {
         self.values.clone()
+    }
+
+    fn fetches_own_content(&self) -> bool {
+        self.installer.fetches_own_content()
+    }
+
+    fn prefetch(&mut self, update: &Update) -> std::result::Result<(), String> {
+        self.installer.prefetch(update)
     }
 }
 
