@@ -602,6 +602,20 @@ STANDARD_RATES = {
     "installFailureRate": 0.01, # per missing update: the last install attempt failed
 }
 
+# Packages of an AlmaLinux 9 server as patched at the end of June 2026: each the version
+# the last advisory before 2026-07-01 fixed it at (in the full dump,
+# tests/data/rpm/almalinux9-osv.zip). The simulated patch level (patchedThrough) raises
+# them as the July and August advisories of examples/repo/catalog/almalinux9-osv-2026-07.zip do.
+ALMALINUX_2026_06 = {
+    "kernel": "5.14.0-687.20.1.el9_8", "kernel-core": "5.14.0-687.20.1.el9_8", "glibc": "2.34-272.el9_8",
+    "curl": "7.76.1-35.el9_7.3", "libcurl": "7.76.1-35.el9_7.3", "openssh": "9.9p1-7.el9_8.alma.1",
+    "openssh-server": "9.9p1-7.el9_8.alma.1", "python3": "3.9.25-7.el9_8", "python3-libs": "3.9.25-7.el9_8",
+    "bind-libs": "32:9.16.23-40.el9_8.2", "httpd": "2.4.62-13.el9_8.1", "libxml2": "2.9.13-14.el9_8.1",
+    "vim-minimal": "2:8.2.2637-26.el9_8.6", "podman": "6:5.8.2-3.el9_8", "libtiff": "4.4.0-18.el9_8",
+    "libarchive": "3.5.3-9.el9_7", "buildah": "2:1.43.1-2.el9_8", "skopeo": "2:1.22.2-6.el9_8",
+    "golang": "1.26.4-1.el9_8", "unbound-libs": "1.24.2-3.el9_8.1", "cups": "1:2.3.3op2-34.el9_7.2",
+}
+
 WORKSTATION_PATCH = {"2026-11-23": 30, "2026-11-16": 22, "2026-10-31": 33, "2026-09-30": 8, "2026-07-31": 4, "2026-03-31": 3}
 
 FLEET_GROUPS = [
@@ -660,6 +674,16 @@ FLEET_GROUPS = [
           patchedThrough={"2026-11-22": 55, "2026-11-15": 25, "2026-10-31": 12, "2026-06-30": 8},
           rates=dict(STANDARD_RATES, pendingRebootRate=0.01)))
     for site, count in [("BER", 90), ("NYC", 70), ("TYO", 50)]
+] + [
+    (f"{site} AlmaLinux 9 servers: real AlmaLinux OSV advisories (catalog/almalinux9.yaml) "
+     "over package versions as patched at the end of June 2026.",
+     dict(count=count, namePrefix=f"{site.lower()}-alma",
+          facts={"role": "server", "site": site, "ring": "broad", "osFamily": "rhel", "osVersion": "9.6"},
+          os={"AlmaLinux 9": 100},
+          patchedThrough={"2026-08-21": 40, "2026-08-07": 30, "2026-07-24": 20, "2026-06-30": 10},
+          packages=ALMALINUX_2026_06,
+          rates=STANDARD_RATES))
+    for site, count in [("BER", 40), ("NYC", 30)]
 ]
 
 
@@ -676,7 +700,8 @@ def write_fleet() -> int:
         "# Facts the collections select on: role (workstation/server), site (BER/NYC/TYO),",
         "# ring (pilot/broad), office (\"LTSC 2021\" on most workstations), os (added per",
         "# machine from the `os` weights). patchedThrough: every update released on or before",
-        "# the date (for the machine's os) is installed, chosen by weight.",
+        "# the date (for the machine's os) is installed, chosen by weight. packages: what every",
+        "# member has installed before its patch level (package rules test these).",
         "seed: 20261110",
         'agentVersion: "2.1.0"',
         "groups:",
@@ -688,6 +713,8 @@ def write_fleet() -> int:
         lines.append(f"    facts: {flow(g['facts'])}")
         lines.append(f"    os: {flow(g['os'])}")
         lines.append(f"    patchedThrough: {flow(g['patchedThrough'])}")
+        if g.get("packages"):
+            lines.append(f"    packages: {flow(g['packages'])}")
         for k, v in g["rates"].items():
             lines.append(f"    {k}: {v}")
     FLEET.write_text("\n".join(lines) + "\n", encoding="utf-8")

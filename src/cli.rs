@@ -137,7 +137,7 @@ pub enum CatalogCommand {
         #[arg(long)]
         allow_shrink: bool,
     },
-    /// Import vendor data (MSRC CVRF, Debian Packages or DSA list, OSV, native).
+    /// Import vendor data (MSRC CVRF, Debian Packages or DSA list, OSV, RPM updateinfo, native).
     Import {
         #[command(flatten)]
         args: crate::catalog::commands::ImportArgs,

@@ -9,9 +9,13 @@ use jiff::Timestamp;
 use tracing::{info, warn};
 
 use super::client::CallError;
+use super::installers::Installer;
+use super::installers::dnf::Dnf;
 use super::installers::simulated::Simulated;
-use super::machine::{DpkgMachine, FactsDocument, FactsMachine, Machine};
+use super::installers::zypper::Zypper;
+use super::machine::{DpkgMachine, FactsDocument, FactsMachine, Machine, RpmMachine};
 use super::runner::{Agent, AgentOptions, Download};
+use super::scanners::rpm::RpmDb;
 use super::schedule::Trigger;
 use crate::{Error, Result};
 
@@ -19,6 +23,8 @@ use crate::{Error, Result};
 pub enum ScannerKind {
     /// This Debian/Ubuntu machine's dpkg status file.
     Dpkg,
+    /// The rpm database of this RHEL/Fedora/SUSE-family machine (or of --rpm-root).
+    Rpm,
     /// Applicability rules over a facts document (--facts).
     Rules,
 }
@@ -27,6 +33,10 @@ pub enum ScannerKind {
 pub enum InstallerKind {
     /// apt-get: a dry run (`-s`) unless --apply.
     Apt,
+    /// dnf: a dry run (`--assumeno`) unless --apply.
+    Dnf,
+    /// zypper: a dry run (`--dry-run`) unless --apply.
+    Zypper,
     /// Simulated installs (Windows-like catalogs, demos).
     Simulated,
 }
@@ -61,16 +71,30 @@ pub struct AgentArgs {
     /// The dpkg status file (scanner dpkg).
     #[arg(long, default_value = "/var/lib/dpkg/status")]
     pub dpkg_status: PathBuf,
+    /// The root whose rpm database the rpm scanner reads and dnf/zypper install into
+    /// (`--installroot`/`--root` when not `/`).
+    #[arg(long, default_value = "/")]
+    pub rpm_root: PathBuf,
+    /// The rpm database directory inside --rpm-root.
+    #[arg(long, default_value = super::scanners::rpm::DEFAULT_DBPATH)]
+    pub rpm_dbpath: PathBuf,
+    /// A dnf.conf for the dnf installer instead of the system's (`dnf --config`).
+    #[arg(long)]
+    pub dnf_config: Option<PathBuf>,
+    /// `dnf --releasever` (a private --rpm-root has no release package to read it from).
+    #[arg(long)]
+    pub releasever: Option<String>,
     /// Facts document (scanner rules): `facts`, `installed`, `packages`.
     #[arg(long)]
     pub facts: Option<PathBuf>,
     /// Extra facts collections select on, e.g. --fact role=server --fact site=BER.
     #[arg(long = "fact", value_parser = parse_fact)]
     pub extra_facts: Vec<(String, String)>,
-    /// Installer (default: apt for dpkg, simulated for rules).
+    /// Installer (default: apt for dpkg; for rpm zypper on SUSE, else dnf; simulated for rules).
     #[arg(long, value_enum)]
     pub installer: Option<InstallerKind>,
-    /// Let apt really install (without it apt only simulates: `apt-get -s`).
+    /// Let apt, dnf or zypper really install (without it they only resolve: `apt-get -s`,
+    /// `dnf --assumeno`, `zypper --dry-run`).
     #[arg(long)]
     pub apply: bool,
     /// Start with a user-requested re-evaluation (T2.5: forced, online).
@@ -130,17 +154,34 @@ pub fn run(mut args: AgentArgs) -> Result<ExitCode> {
     };
     match args.scanner {
         ScannerKind::Dpkg => {
-            if args.installer == Some(InstallerKind::Simulated) {
+            if args.installer.is_some_and(|i| i != InstallerKind::Apt) {
                 return Err(Error::Usage("the dpkg scanner installs with apt; use --installer apt".into()));
             }
             let machine = DpkgMachine::new(&args.dpkg_status, !args.apply, extra);
+            drive(Agent::new(options, machine)?, &args)
+        }
+        ScannerKind::Rpm => {
+            let rpmdb = RpmDb::new(&args.rpm_root, Some(&args.rpm_dbpath));
+            let suse = rpmdb.os_facts().get("osFamily").is_some_and(|f| f == "suse");
+            let installer: Box<dyn Installer + Send> = match args.installer {
+                Some(InstallerKind::Dnf) => Box::new(dnf(&args, rpmdb.clone())),
+                Some(InstallerKind::Zypper) => Box::new(Zypper::new(!args.apply, rpmdb.clone())),
+                None if suse => Box::new(Zypper::new(!args.apply, rpmdb.clone())),
+                None => Box::new(dnf(&args, rpmdb.clone())),
+                Some(other) => {
+                    return Err(Error::Usage(format!(
+                        "the rpm scanner installs with dnf or zypper, not {other:?}; use --installer dnf or --installer zypper"
+                    )));
+                }
+            };
+            let machine = RpmMachine::new(rpmdb, installer, extra);
             drive(Agent::new(options, machine)?, &args)
         }
         ScannerKind::Rules => {
             let Some(path) = &args.facts else {
                 return Err(Error::Usage("the rules scanner needs --facts FILE (a facts document)".into()));
             };
-            if args.installer == Some(InstallerKind::Apt) {
+            if args.installer.is_some_and(|i| i != InstallerKind::Simulated) {
                 return Err(Error::Usage("the rules scanner installs with the simulated installer".into()));
             }
             let mut doc = FactsDocument::load(path)?;
@@ -152,6 +193,13 @@ pub fn run(mut args: AgentArgs) -> Result<ExitCode> {
             drive(Agent::new(options, machine)?, &args)
         }
     }
+}
+
+fn dnf(args: &AgentArgs, rpmdb: RpmDb) -> Dnf {
+    let mut dnf = Dnf::new(!args.apply, rpmdb);
+    dnf.config = args.dnf_config.clone();
+    dnf.releasever = args.releasever.clone();
+    dnf
 }
 
 fn drive<M: Machine>(mut agent: Agent<M>, args: &AgentArgs) -> Result<ExitCode> {

@@ -1,6 +1,6 @@
 //! The system an agent manages: what its scanner reads (facts for the catalog's
 //! applicability rules) and what its installer changes. `dpkg` is this Debian/Ubuntu
-//! machine; `rules` is a facts document (WSUS-style rules over declared facts) whose
+//! machine; `rpm` a RHEL-, Fedora- or SUSE-family one (or a private root); `rules` is a facts document (WSUS-style rules over declared facts) whose
 //! installs are simulated — the path for Windows-like catalogs and for fleets of
 //! in-process agents.
 
@@ -14,6 +14,7 @@ use super::installers::apt::Apt;
 use super::installers::simulated::Simulated;
 use super::installers::{InstallOutcome, Installer};
 use super::scanners::dpkg;
+use super::scanners::rpm::{self, RpmDb};
 use crate::catalog::{Catalog, Facts, Update};
 use crate::{Error, Result};
 
@@ -90,6 +91,50 @@ impl Machine for DpkgMachine {
 
     fn inventory(&self) -> BTreeMap<String, String> {
         self.values.clone()
+    }
+}
+
+/// A machine scanned from its rpm database and updated with dnf or zypper.
+pub struct RpmMachine {
+    pub rpmdb: RpmDb,
+    pub installer: Box<dyn Installer + Send>,
+    /// `os`, `osVersion`, `osFamily` from the root's os-release, plus extra facts.
+    pub values: BTreeMap<String, String>,
+}
+
+impl RpmMachine {
+    /// Extra facts win over the os-release ones.
+    pub fn new(rpmdb: RpmDb, installer: Box<dyn Installer + Send>, extra: BTreeMap<String, String>) -> Self {
+        let mut values = rpmdb.os_facts();
+        values.extend(extra);
+        RpmMachine { rpmdb, installer, values }
+    }
+}
+
+impl Machine for RpmMachine {
+    fn facts(&mut self, _catalog: &Catalog) -> Result<Facts> {
+        let mut facts = rpm::facts(&self.rpmdb.installed()?);
+        facts.values = self.values.clone();
+        Ok(facts)
+    }
+
+    fn install(&mut self, update: &Update, files: &[PathBuf]) -> InstallOutcome {
+        self.installer.install(update, files)
+    }
+
+    /// As for dpkg: the pending restart is reported until someone restarts the machine.
+    fn restart(&mut self) {}
+
+    fn inventory(&self) -> BTreeMap<String, String> {
+        self.values.clone()
+    }
+
+    fn fetches_own_content(&self) -> bool {
+        self.installer.fetches_own_content()
+    }
+
+    fn prefetch(&mut self, update: &Update) -> std::result::Result<(), String> {
+        self.installer.prefetch(update)
     }
 }
 
@@ -172,6 +217,7 @@ impl Machine for FactsMachine {
     fn install(&mut self, update: &Update, files: &[PathBuf]) -> InstallOutcome {
         let outcome = self.installer.install(update, files);
         if matches!(outcome, InstallOutcome::Installed { .. }) {
+            crate::sim::install_packages(&mut self.packages, update);
             self.installed.insert(update.id.to_ascii_uppercase());
             if let Some(kb) = &update.kb {
                 self.installed.insert(kb.to_ascii_uppercase());

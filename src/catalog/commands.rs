@@ -129,7 +129,8 @@ pub struct ImportArgs {
     /// Format of the files.
     #[arg(long, value_parser = parse_format)]
     pub format: CatalogFormat,
-    /// Files (compressed or not) or http(s) URLs; several are merged into one catalog.
+    /// Files (compressed or not) or http(s) URLs; several are merged into one catalog. For
+    /// rpm-updateinfo also a repository (its URL or directory, read through repodata/repomd.xml).
     #[arg(required = true)]
     pub files: Vec<String>,
     /// Product name for sources that name none (debian-packages).
@@ -148,8 +149,9 @@ pub struct ImportArgs {
 }
 
 fn parse_format(s: &str) -> std::result::Result<CatalogFormat, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string()))
-        .map_err(|_| format!("unknown format {s:?}; use native, msrc-cvrf, debian-packages, debian-dsa or osv"))
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("unknown format {s:?}; use native, msrc-cvrf, debian-packages, debian-dsa, osv or rpm-updateinfo")
+    })
 }
 
 /// `catalog import`: vendor data → updates; printed, written as a native file, or saved.
@@ -188,7 +190,15 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
             bar.set_message(f.clone());
             bar.inc(1);
         }
-        let fetched: Fetched = if f.starts_with("http://") || f.starts_with("https://") {
+        let fetched: Fetched = if args.format == CatalogFormat::RpmUpdateinfo {
+            let is_url = f.starts_with("http://") || f.starts_with("https://");
+            let source = CatalogSource {
+                url: is_url.then(|| f.clone()),
+                file: (!is_url).then(|| f.clone()),
+                ..Default::default()
+            };
+            super::rpm_updateinfo::fetch(&syncer.fetcher, &source, None)?
+        } else if f.starts_with("http://") || f.starts_with("https://") {
             syncer.fetcher.fetch_url(f)?
         } else if std::path::Path::new(f).is_dir() && args.format == CatalogFormat::Osv {
             let updates = super::osv::parse_dir(std::path::Path::new(f), &super::osv::OsvOptions::default())?;

@@ -10,6 +10,8 @@ pub mod delta;
 pub mod msrc_cvrf;
 pub mod native;
 pub mod osv;
+pub mod rpm;
+pub mod rpm_updateinfo;
 pub mod source;
 pub mod sync;
 
@@ -20,7 +22,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use applicability::{Applicability, FactTest, Facts, PackageTest, Rule, ScanVerdict};
+pub use applicability::{Applicability, FactTest, Facts, PackageTest, RpmPackageTest, Rule, ScanVerdict};
 
 /// MSRC severity rating (the maximum over an update's vulnerabilities).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]

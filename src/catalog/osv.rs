@@ -1,55 +1,73 @@
 //! OSV advisories (<https://ossf.github.io/osv-schema/>) for the Debian and Ubuntu
-//! ecosystems, as osv.dev serves them, turned into catalog updates: one update per
-//! advisory and ecosystem, applicable while an installed source package is older than the fix.
+//! ecosystems (Debian version order, source packages) and the RPM ecosystems AlmaLinux,
+//! Rocky Linux, openSUSE and SUSE (RPM version order, binary packages), as osv.dev and
+//! the distributions serve them, turned into catalog updates: one update per advisory and
+//! ecosystem, applicable while an installed package is older than the fix.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::Path;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::applicability::compare_debian;
-use super::{Applicability, PackageTest, Rule, Severity, Update};
+use super::applicability::{check_rpm_version, compare_debian, compare_rpm};
+use super::{Applicability, PackageTest, RpmPackageTest, Rule, Severity, Update};
 use crate::Error;
 
 /// Options of the OSV importer.
 #[derive(Clone, Debug, Default)]
 pub struct OsvOptions {
-    /// Keep only these ecosystems by prefix (e.g. `["Debian:12", "Ubuntu:24.04"]`);
-    /// empty: the Debian and Ubuntu ecosystems. A prefix matches whole `:`-separated
-    /// parts: `Ubuntu:24.04` keeps `Ubuntu:24.04:LTS`, `Debian:1` keeps nothing of `Debian:12`.
-    /// Ecosystems other than Debian and Ubuntu are never imported.
+    /// Keep only these ecosystems by prefix (e.g. `["Debian:12", "AlmaLinux:9"]`);
+    /// empty: every supported ecosystem. A prefix matches whole `:`-separated parts:
+    /// `Ubuntu:24.04` keeps `Ubuntu:24.04:LTS`, `Debian:1` keeps nothing of `Debian:12`.
+    /// Ecosystems other than Debian, Ubuntu, AlmaLinux, Rocky Linux, openSUSE and SUSE
+    /// are never imported (they are reported, see [`Skipped`]).
     pub ecosystems: Vec<String>,
 }
 
 /// OSV advisories → updates. `bytes` is one advisory (JSON object), a JSON array of
 /// advisories, or a zip archive of `*.json` advisories (as osv.dev serves per ecosystem).
 ///
-/// Mapping, one update per (advisory, Debian or Ubuntu ecosystem), sorted by id:
-/// - Affected entries of other ecosystems (and of ecosystems `options` filters out) are
-///   skipped and counted (`tracing::debug!`); so is an advisory left with none.
-/// - id `<osv id>-<ecosystem slug>` (`DSA-5380-1-debian-12`, `USN-6986-1-ubuntu-24.04-lts`),
-///   kb the OSV id, title `summary`, else the first line of `details`, else the id;
-///   classification "Security Updates"; products the ecosystem's pretty name (`Debian 12`,
-///   `Ubuntu 24.04 LTS`); released the UTC date of `published` (else `modified`); expired
-///   when `withdrawn` is present; CVEs the `CVE-` ids among the id, `aliases`, `upstream`
-///   and `related`; reboot required for kernel, microcode, C library and systemd sources.
-/// - Severity: the distribution's own rating first, else the CVSS v3 base score (see
-///   `Ratings`).
-/// - Applicability over the SOURCE package (OSV's Debian and Ubuntu package names are
-///   source packages; clients report `src:<name>`): installable when installed below the
-///   `fixed` event of the ECOSYSTEM range, installed at or above it. Several packages:
-///   installable when any is below its fix, installed when some is installed and none is
-///   below. A package without a fixed version (introduced only: "not fixed yet";
-///   `last_affected`; no ECOSYSTEM range) is skipped and counted; an update needs one.
+/// Mapping, one update per (advisory, supported ecosystem), sorted by id:
+/// - Affected entries of unsupported ecosystems are skipped and reported per ecosystem
+///   with counts (a warning; an error when nothing at all is left to import, see
+///   [`parse_with_report`]); entries of ecosystems `options` filters out are skipped and
+///   counted (`tracing::debug!`); so is an advisory left with none.
+/// - id `<osv id>-<ecosystem slug>` (`DSA-5380-1-debian-12`, `USN-6986-1-ubuntu-24.04-lts`,
+///   `ALSA-2024:1234-almalinux-9`), kb the OSV id, title `summary`, else the first line of
+///   `details`, else the id; products the ecosystem's pretty name (`Debian 12`,
+///   `Ubuntu 24.04 LTS`, `AlmaLinux 9`); released the UTC date of `published` (else
+///   `modified`); expired when `withdrawn` is present; CVEs the `CVE-` ids among the id,
+///   `aliases`, `upstream` and `related`; reboot required for kernel, microcode, C library
+///   and systemd packages.
+/// - Classification "Security Updates", except for RPM advisories whose id names another
+///   type (`ALBA`/`RLBA` bug fixes: "Updates"; `ALEA`/`RLEA`, SUSE `-FU-`: "Feature Packs").
+/// - Severity: the distribution's own rating first (for Red Hat rebuilds, the word that
+///   starts the summary: `Important: openssl security update`), else the CVSS v3 base
+///   score (see `Ratings`).
+/// - Applicability: Debian and Ubuntu name SOURCE packages (clients report `src:<name>`,
+///   Debian version order); the RPM ecosystems name BINARY packages (RPM version order,
+///   any architecture). Installable when installed below the `fixed` event of the
+///   ECOSYSTEM range, installed at or above it. Several packages: installable when any is
+///   below its fix, installed when some is installed and none is below. A package without
+///   a fixed version (introduced only: "not fixed yet"; `last_affected`; no ECOSYSTEM
+///   range) is skipped and counted; an update needs one.
 /// - Supersedence across everything parsed together (see `link_supersedence`).
 ///
 /// Errors name the file (`archive.zip!/DSA-5380-1.json` inside a zip), the line and column
 /// of a JSON syntax error, or the field of a schema problem (`affected[0].ranges[0]: …`,
 /// prefixed `[i].` inside an array).
 pub fn parse(source: &str, bytes: &[u8], options: &OsvOptions) -> crate::Result<Vec<Update>> {
+    parse_with_report(source, bytes, options).map(|(updates, _)| updates)
+}
+
+/// [`parse`], with what was skipped for being of an unsupported ecosystem. Each such
+/// ecosystem is logged at warn; when advisories were read but none is of a supported
+/// ecosystem, that is an error naming the ecosystems with their counts (a catalog of a
+/// format patchops does not read must not import as empty).
+pub fn parse_with_report(source: &str, bytes: &[u8], options: &OsvOptions) -> crate::Result<(Vec<Update>, Skipped)> {
     check_options(source, options)?;
     let mut importer = Importer::new(options);
     importer.add(source, bytes)?;
@@ -73,17 +91,15 @@ pub fn parse_dir(dir: &Path, options: &OsvOptions) -> crate::Result<Vec<Update>>
         let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.clone(), source })?;
         importer.add(&path.display().to_string(), &bytes)?;
     }
-    importer.finish(&dir.display().to_string())
+    importer.finish(&dir.display().to_string()).map(|(updates, _)| updates)
 }
 
 /// A filter that can never match (a misspelt ecosystem) would import nothing, silently.
 fn check_options(source: &str, options: &OsvOptions) -> crate::Result<()> {
-    match options.ecosystems.iter().find(|e| !is_distribution(e)) {
+    match options.ecosystems.iter().find(|e| Family::of(e).is_none()) {
         Some(e) => Err(catalog_error(
             source,
-            format!(
-                "ecosystem filter {e:?} is not a Debian or Ubuntu ecosystem (OSV spells them like Debian:12, Ubuntu:24.04:LTS)"
-            ),
+            format!("ecosystem filter {e:?} is not a supported ecosystem; OSV spells them like {}", SUPPORTED_EXAMPLES),
         )),
         None => Ok(()),
     }
@@ -203,15 +219,83 @@ struct Draft {
     update: Update,
     source: String,
     ecosystem: String,
+    family: Family,
     withdrawn: bool,
     /// Sorted by name, one per name.
     fixes: Vec<Fix>,
 }
 
+/// Affected entries of ecosystems this importer does not read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Ecosystem (as the advisories spell it; `(none)` when missing) → (advisories that
+    /// name it, affected entries).
+    pub ecosystems: BTreeMap<String, (usize, usize)>,
+}
+
+impl Skipped {
+    /// `Ubuntu:Pro:18.04:LTS (12 advisories, 30 packages), PyPI (1 advisory, 1 package)`.
+    pub fn describe(&self) -> String {
+        let plural = |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        self.ecosystems
+            .iter()
+            .map(|(e, (a, p))| {
+                format!("{e} ({}, {})", plural(*a, "advisory", "advisories"), plural(*p, "package", "packages"))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// How OSV spells the supported ecosystems, for messages.
+const SUPPORTED_EXAMPLES: &str =
+    "Debian:12, Ubuntu:24.04:LTS, AlmaLinux:9, Rocky Linux:9, openSUSE:Leap 15.5, SUSE:Linux Enterprise Server 15 SP5";
+
+/// The packaging family of an ecosystem: what its package names mean and how its
+/// versions compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    /// Debian, Ubuntu: source packages, Debian version order.
+    Deb,
+    /// AlmaLinux, Rocky Linux, openSUSE, SUSE: binary packages, RPM version order.
+    Rpm,
+}
+
+impl Family {
+    fn of(ecosystem: &str) -> Option<Family> {
+        if has_prefix(ecosystem, "Debian") || has_prefix(ecosystem, "Ubuntu") {
+            Some(Family::Deb)
+        } else if ["AlmaLinux", "Rocky Linux", "openSUSE", "SUSE"].iter().any(|p| has_prefix(ecosystem, p)) {
+            Some(Family::Rpm)
+        } else {
+            None
+        }
+    }
+
+    fn compare(self, a: &str, b: &str) -> Ordering {
+        match self {
+            Family::Deb => compare_debian(a, b),
+            Family::Rpm => compare_rpm(a, b),
+        }
+    }
+
+    fn check(self, version: &str) -> Result<(), String> {
+        match self {
+            Family::Deb => version
+                .parse::<debversion::Version>()
+                .map(|_| ())
+                .map_err(|e| format!("{version:?} is not a Debian version ({e})")),
+            Family::Rpm => check_rpm_version(version).map_err(|e| format!("{version:?} is not an RPM version ({e})")),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Stats {
     advisories: usize,
-    other_ecosystems: usize,
+    skipped: Skipped,
+    /// Affected entries of supported ecosystems (filtered out or not).
+    supported_entries: usize,
     filtered_ecosystems: usize,
     unfixed_packages: usize,
     non_ecosystem_ranges: usize,
@@ -321,12 +405,16 @@ impl<'a> Importer<'a> {
         // Group the affected entries of the kept ecosystems, in first-seen order.
         let mut ecosystems: Vec<(String, Vec<usize>)> = Vec::new();
         let affected = advisory.affected.as_deref().unwrap_or_default();
+        let mut unsupported: BTreeSet<&str> = BTreeSet::new();
         for (i, entry) in affected.iter().enumerate() {
-            let Some(ecosystem) = entry.package.as_ref().map(|p| p.ecosystem.as_str()).filter(|e| is_distribution(e))
-            else {
-                self.stats.other_ecosystems += 1;
+            let ecosystem = entry.package.as_ref().map(|p| p.ecosystem.as_str()).unwrap_or_default();
+            if Family::of(ecosystem).is_none() {
+                let name = if ecosystem.trim().is_empty() { "(none)" } else { ecosystem };
+                self.stats.skipped.ecosystems.entry(name.to_string()).or_default().1 += 1;
+                unsupported.insert(name);
                 continue;
-            };
+            }
+            self.stats.supported_entries += 1;
             if !self.options.ecosystems.is_empty() && !self.options.ecosystems.iter().any(|p| has_prefix(ecosystem, p))
             {
                 self.stats.filtered_ecosystems += 1;
@@ -337,6 +425,9 @@ impl<'a> Importer<'a> {
                 None => ecosystems.push((ecosystem.to_string(), vec![i])),
             }
         }
+        for name in unsupported {
+            self.stats.skipped.ecosystems.get_mut(name).expect("counted above").0 += 1;
+        }
         if ecosystems.is_empty() {
             return Ok(());
         }
@@ -345,11 +436,15 @@ impl<'a> Importer<'a> {
         let title = title(&advisory);
         let cves = cves(&advisory);
         for (ecosystem, entries) in ecosystems {
+            let family = Family::of(&ecosystem).expect("only supported ecosystems are grouped");
             let mut fixes: Vec<Fix> = Vec::new();
             let mut unfixed_packages: Vec<&str> = Vec::new();
             let mut ratings = Ratings::default();
             ratings.add_scores(advisory.severity.as_deref());
             ratings.add_specific(advisory.database_specific.as_ref());
+            if family == Family::Rpm {
+                ratings.add_summary(advisory.summary.as_deref());
+            }
             for i in entries {
                 let entry = &affected[i];
                 ratings.add_scores(entry.severity.as_deref());
@@ -367,7 +462,7 @@ impl<'a> Importer<'a> {
                         continue;
                     }
                     let field = format!("affected[{i}].ranges[{j}]");
-                    match range_intervals(range).map_err(|(f, m)| problem(&format!("{field}{f}"), &m))? {
+                    match range_intervals(range, family).map_err(|(f, m)| problem(&format!("{field}{f}"), &m))? {
                         Some(mut found) => intervals.append(&mut found),
                         None => unfixed = true,
                     }
@@ -396,23 +491,26 @@ impl<'a> Importer<'a> {
                 fix.intervals.sort();
                 fix.intervals.dedup();
                 fix.fixed =
-                    fix.intervals.iter().map(|iv| &iv.fixed).max_by(|a, b| compare_debian(a, b)).cloned().unwrap();
+                    fix.intervals.iter().map(|iv| &iv.fixed).max_by(|a, b| family.compare(a, b)).cloned().unwrap();
             }
             let id = format!("{}-{}", advisory.id, slug(&ecosystem));
             let update = Update {
                 id: id.clone(),
                 kb: Some(advisory.id.clone()),
                 title: title.clone(),
-                classification: "Security Updates".into(),
+                classification: classification(family, &advisory.id).into(),
                 severity: ratings.severity(),
                 products: vec![pretty(&ecosystem)],
                 released,
                 supersedes: vec![],
                 expired: advisory.withdrawn.is_some(),
-                reboot_required: fixes.iter().any(|f| needs_reboot(&f.name)),
+                reboot_required: fixes.iter().any(|f| match family {
+                    Family::Deb => needs_reboot(&f.name),
+                    Family::Rpm => super::rpm::needs_reboot(&f.name),
+                }),
                 max_run_time: crate::time::Duration::from_mins(10),
                 cves: cves.clone(),
-                applicability: applicability(&fixes),
+                applicability: applicability(&fixes, family),
                 files: vec![],
             };
             if let Some(&first) = self.by_id.get(&id) {
@@ -426,6 +524,7 @@ impl<'a> Importer<'a> {
                 update,
                 source: source.to_string(),
                 ecosystem,
+                family,
                 withdrawn: advisory.withdrawn.is_some(),
                 fixes,
             });
@@ -433,14 +532,37 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
-    fn finish(mut self, source: &str) -> crate::Result<Vec<Update>> {
+    fn finish(mut self, source: &str) -> crate::Result<(Vec<Update>, Skipped)> {
+        let s = &self.stats;
+        if !s.skipped.ecosystems.is_empty() {
+            if s.supported_entries == 0 {
+                return Err(catalog_error(
+                    source,
+                    format!(
+                        "none of the {} advisories is for an ecosystem patchops imports; found {}. Supported: {}",
+                        s.advisories,
+                        s.skipped.describe(),
+                        SUPPORTED_EXAMPLES
+                    ),
+                ));
+            }
+            for (ecosystem, (advisories, packages)) in &s.skipped.ecosystems {
+                tracing::warn!(
+                    source,
+                    ecosystem,
+                    advisories,
+                    packages,
+                    "OSV entries of an ecosystem patchops does not import were skipped"
+                );
+            }
+        }
         self.link_supersedence();
         let s = &self.stats;
         tracing::debug!(
             source,
             advisories = s.advisories,
             updates = self.drafts.len(),
-            other_ecosystems = s.other_ecosystems,
+            unsupported_ecosystems = s.skipped.ecosystems.len(),
             filtered_ecosystems = s.filtered_ecosystems,
             unfixed_packages = s.unfixed_packages,
             advisories_without_fix = s.without_fixed_package,
@@ -448,12 +570,13 @@ impl<'a> Importer<'a> {
             skipped_zip_members = s.skipped_members,
             "OSV advisories imported (skipped: affected entries of other or filtered ecosystems, packages without a fixed version)"
         );
+        let skipped = std::mem::take(&mut self.stats.skipped);
         let mut updates: Vec<Update> = self.drafts.into_iter().map(|d| d.update).collect();
         for u in &mut updates {
             u.supersedes.sort();
         }
         updates.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(updates)
+        Ok((updates, skipped))
     }
 
     /// B supersedes A when both are for the same ecosystem, neither is withdrawn, B fixes
@@ -477,10 +600,12 @@ impl<'a> Importer<'a> {
         let fixed = |&(f, d): &(u32, usize)| drafts[d].fixes[f as usize].fixed.as_str();
         let mut ranks: Vec<Vec<u32>> = drafts.iter().map(|d| vec![0; d.fixes.len()]).collect();
         for members in groups.values_mut() {
-            members.sort_by(|a, b| compare_debian(fixed(a), fixed(b)));
+            // One ecosystem per group, so one family.
+            let family = drafts[members[0].1].family;
+            members.sort_by(|a, b| family.compare(fixed(a), fixed(b)));
             let mut rank = 0;
             for k in 0..members.len() {
-                if k > 0 && compare_debian(fixed(&members[k - 1]), fixed(&members[k])) != Ordering::Equal {
+                if k > 0 && family.compare(fixed(&members[k - 1]), fixed(&members[k])) != Ordering::Equal {
                     rank += 1;
                 }
                 let (f, d) = members[k];
@@ -581,9 +706,13 @@ fn from_json<T: DeserializeOwned>(source: &str, text: &[u8]) -> crate::Result<T>
     Ok(value)
 }
 
-/// The Debian and Ubuntu ecosystems: `Debian:12`, `Ubuntu:24.04:LTS`, `Ubuntu:Pro:18.04:LTS`…
-fn is_distribution(ecosystem: &str) -> bool {
-    has_prefix(ecosystem, "Debian") || has_prefix(ecosystem, "Ubuntu")
+/// "Security Updates" for every Debian and Ubuntu advisory; for the RPM ecosystems the
+/// type the advisory id names (`ALBA-…` bug fix: "Updates"), else "Security Updates".
+fn classification(family: Family, id: &str) -> &'static str {
+    match family {
+        Family::Deb => "Security Updates",
+        Family::Rpm => super::rpm::kind_from_id(id).and_then(super::rpm::classification).unwrap_or("Security Updates"),
+    }
 }
 
 /// `prefix` is `ecosystem` or a leading run of its `:`-separated parts.
@@ -655,7 +784,7 @@ fn released(advisory: &Advisory) -> Result<jiff::civil::Date, (&'static str, Str
 /// order; `introduced` opens, `fixed` closes). `Ok(None)`: some interval has no fixed
 /// version (introduced only: "not fixed yet"; or `last_affected`), so the package has
 /// no version that fixes it. `Err((field suffix, message))`: a schema problem.
-fn range_intervals(range: &Range) -> Result<Option<Vec<Interval>>, (String, String)> {
+fn range_intervals(range: &Range, family: Family) -> Result<Option<Vec<Interval>>, (String, String)> {
     let events = range.events.as_deref().unwrap_or_default();
     if events.is_empty() {
         return Err((String::new(), "ECOSYSTEM range without events (it needs an introduced event)".into()));
@@ -676,9 +805,9 @@ fn range_intervals(range: &Range) -> Result<Option<Vec<Interval>>, (String, Stri
             ));
         };
         if !(kind == "introduced" && version == "0")
-            && let Err(e) = version.parse::<debversion::Version>()
+            && let Err(message) = family.check(version)
         {
-            return Err((format!(".events[{k}].{kind}"), format!("{version:?} is not a Debian version ({e})")));
+            return Err((format!(".events[{k}].{kind}"), message));
         }
         sorted.push((kind, version));
     }
@@ -689,7 +818,7 @@ fn range_intervals(range: &Range) -> Result<Option<Vec<Interval>>, (String, Stri
         ("0", "0") => Ordering::Equal,
         ("0", _) => Ordering::Less,
         (_, "0") => Ordering::Greater,
-        _ => compare_debian(a, b),
+        _ => family.compare(a, b),
     };
     sorted.sort_by(|a, b| version_order(a.1, b.1));
     let mut intervals = Vec::new();
@@ -715,31 +844,30 @@ fn range_intervals(range: &Range) -> Result<Option<Vec<Interval>>, (String, Stri
 /// Installable when some package is installed at an affected version; installed when
 /// some package is installed and none is at an affected version. The usual case (one
 /// package, affected below the fix) is exactly `src:<pkg>` below / at least the fix.
-fn applicability(fixes: &[Fix]) -> Applicability {
-    let package = |fix: &Fix| format!("src:{}", fix.name);
+fn applicability(fixes: &[Fix], family: Family) -> Applicability {
+    let test = |fix: &Fix, below: Option<&String>, at_least: Option<&String>| match family {
+        Family::Deb => Rule::Package(PackageTest {
+            name: format!("src:{}", fix.name),
+            version_below: below.cloned(),
+            version_at_least: at_least.cloned(),
+        }),
+        Family::Rpm => Rule::RpmPackage(RpmPackageTest {
+            name: fix.name.clone(),
+            arch: None,
+            version_below: below.cloned(),
+            version_at_least: at_least.cloned(),
+        }),
+    };
     let affected = |fix: &Fix| {
-        let mut tests: Vec<Rule> = fix
-            .intervals
-            .iter()
-            .map(|iv| {
-                Rule::Package(PackageTest {
-                    name: package(fix),
-                    version_below: Some(iv.fixed.clone()),
-                    version_at_least: iv.introduced.clone(),
-                })
-            })
-            .collect();
+        let mut tests: Vec<Rule> =
+            fix.intervals.iter().map(|iv| test(fix, Some(&iv.fixed), iv.introduced.as_ref())).collect();
         if tests.len() == 1 { tests.pop().unwrap() } else { Rule::Any(tests) }
     };
-    let present = |fix: &Fix| Rule::Package(PackageTest { name: package(fix), ..Default::default() });
+    let present = |fix: &Fix| test(fix, None, None);
     match fixes {
         [fix] => {
             let is_installed = match fix.intervals.as_slice() {
-                [Interval { introduced: None, fixed }] => Rule::Package(PackageTest {
-                    name: package(fix),
-                    version_at_least: Some(fixed.clone()),
-                    ..Default::default()
-                }),
+                [Interval { introduced: None, fixed }] => test(fix, None, Some(fixed)),
                 _ => Rule::All(vec![present(fix), Rule::Not(Box::new(affected(fix)))]),
             };
             Applicability { is_installable: affected(fix), is_installed, prerequisites: vec![] }
@@ -798,6 +926,16 @@ impl Ratings {
             if let Some(word) = value.as_str() {
                 self.vendor = self.vendor.max(from_word(word));
             }
+        }
+    }
+
+    /// Red Hat and its rebuilds start the summary with the rating: `Important: openssl
+    /// security update`.
+    fn add_summary(&mut self, summary: Option<&str>) {
+        if let Some((word, _)) = summary.and_then(|s| s.split_once(':'))
+            && matches!(word.trim(), "Critical" | "Important" | "Moderate" | "Low")
+        {
+            self.vendor = self.vendor.max(from_word(word));
         }
     }
 
@@ -1070,7 +1208,206 @@ mod test {
         assert_eq!(only(&[]), fixture_ids());
         let typo = OsvOptions { ecosystems: vec!["debian:12".into()] };
         let (_, message) = failure(parse("all.json", &bytes, &typo).unwrap_err());
-        assert!(message.contains("\"debian:12\" is not a Debian or Ubuntu ecosystem"), "{message}");
+        assert!(message.contains("\"debian:12\" is not a supported ecosystem"), "{message}");
+    }
+
+    fn almalinux_zip() -> Vec<u8> {
+        std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/rpm/almalinux9-osv.zip")).unwrap()
+    }
+
+    /// The whole AlmaLinux 9 OSV dump, checked against an independent reading of its JSON:
+    /// one update per (advisory, AlmaLinux ecosystem), and for every 50th advisory the
+    /// id, title, products, date, CVEs, severity word and each package's fixed version.
+    #[test]
+    fn all_almalinux_9_advisories_import_with_rpm_version_order() {
+        let bytes = almalinux_zip();
+        let (updates, skipped) = parse_with_report("almalinux9-osv.zip", &bytes, &all()).unwrap();
+        assert!(skipped.ecosystems.is_empty(), "{skipped:?}");
+
+        let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+        let mut expected = 0;
+        let mut advisories = 0;
+        for i in 0..archive.len() {
+            let mut text = String::new();
+            archive.by_index(i).unwrap().read_to_string(&mut text).unwrap();
+            let a: Value = serde_json::from_str(&text).unwrap();
+            advisories += 1;
+            let mut by_ecosystem: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+            for entry in a["affected"].as_array().unwrap() {
+                let fixed = entry["ranges"][0]["events"].as_array().unwrap().iter().find_map(|e| e["fixed"].as_str());
+                let eco = entry["package"]["ecosystem"].as_str().unwrap().to_string();
+                let name = entry["package"]["name"].as_str().unwrap().to_string();
+                let slot = by_ecosystem.entry(eco).or_default();
+                if let Some(fixed) = fixed {
+                    let keep = slot.get(&name).is_none_or(|old| compare_rpm(old, fixed).is_lt());
+                    if keep {
+                        slot.insert(name, fixed.to_string());
+                    }
+                }
+            }
+            expected += by_ecosystem.values().filter(|p| !p.is_empty()).count();
+            if i % 50 != 0 {
+                continue;
+            }
+            let id = a["id"].as_str().unwrap();
+            for (eco, packages) in &by_ecosystem {
+                let u = by_id(&updates, &format!("{id}-almalinux-{}", eco.strip_prefix("AlmaLinux:").unwrap()));
+                assert_eq!(u.kb.as_deref(), Some(id));
+                let summary = a["summary"].as_str().unwrap();
+                assert_eq!(u.title, summary);
+                assert_eq!(u.products, [eco.replace(':', " ")]);
+                assert_eq!(u.released.to_string(), a["published"].as_str().unwrap()[..10]);
+                let cves: Vec<&str> = a["related"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
+                let mut cves: Vec<&str> = cves.into_iter().filter(|c| c.starts_with("CVE-")).collect();
+                cves.sort();
+                cves.dedup();
+                assert_eq!(u.cves, cves, "{id}");
+                let word = summary.split(':').next().unwrap();
+                let severity = match word {
+                    "Critical" => Severity::Critical,
+                    "Important" => Severity::Important,
+                    "Moderate" => Severity::Moderate,
+                    "Low" => Severity::Low,
+                    _ => Severity::Unspecified,
+                };
+                assert_eq!(u.severity, severity, "{id}");
+                let class = if id.starts_with("ALSA") { "Security Updates" } else { "Updates" };
+                assert_eq!(u.classification, class, "{id}");
+                // Every package, at its fixed version: Missing just below it, Installed at it.
+                for (name, fixed) in packages {
+                    let at = Facts::from_packages(&[(name, fixed)]);
+                    assert_eq!(u.applicability.evaluate(&at), ScanVerdict::Installed, "{id} {name} {fixed}");
+                    let older = format!("{}~", fixed);
+                    let below = Facts::from_packages(&[(name, &older)]);
+                    assert_eq!(u.applicability.evaluate(&below), ScanVerdict::Missing, "{id} {name} {older}");
+                }
+            }
+        }
+        assert_eq!(advisories, 1783);
+        assert_eq!(updates.len(), expected);
+        println!("{advisories} AlmaLinux OSV advisories → {} updates", updates.len());
+
+        // Spot checks against the files, read by hand.
+        let mutt = by_id(&updates, "ALSA-2022:8219-almalinux-9");
+        assert_eq!(mutt.severity, Severity::Moderate);
+        assert_eq!(mutt.cves, ["CVE-2022-1328"]);
+        assert_eq!(
+            mutt.applicability.is_installable,
+            Rule::RpmPackage(RpmPackageTest {
+                name: "mutt".into(),
+                version_below: Some("5:2.2.6-1.el9".into()),
+                ..Default::default()
+            })
+        );
+        let verdict = |v: &str| mutt.applicability.evaluate(&Facts::from_packages(&[("mutt", v)]));
+        assert_eq!(verdict("5:2.2.5-3.el9"), ScanVerdict::Missing);
+        assert_eq!(verdict("2.2.7-1.el9"), ScanVerdict::Missing, "no epoch is epoch 0, below epoch 5");
+        assert_eq!(verdict("5:2.2.6-1.el9_1"), ScanVerdict::Installed);
+        assert_eq!(verdict("5:2.2.10-1.el9"), ScanVerdict::Installed, "numeric, not text, order");
+        let qatzip = by_id(&updates, "ALBA-2022:8256-almalinux-9");
+        assert_eq!(qatzip.classification, "Updates");
+        assert_eq!(qatzip.severity, Severity::Important);
+
+        // Supersedence within a package stream: a later kernel fix supersedes an earlier one
+        // of the same AlmaLinux release, never across releases.
+        let catalog = Catalog::new(1, updates.clone(), &HashMap::new());
+        let superseded = (0..catalog.len()).filter(|&i| catalog.is_superseded(i as u32)).count();
+        assert!(superseded > 100, "{superseded}");
+        for u in &updates {
+            for old in &u.supersedes {
+                let old = by_id(&updates, old);
+                assert_eq!(old.products, u.products, "{} supersedes {}", u.id, old.id);
+            }
+        }
+    }
+
+    #[test]
+    fn unsupported_ecosystems_are_reported_with_counts_and_alone_are_an_error() {
+        let mixed = [
+            advisory("PYSEC-1", "2024-05-01T00:00:00Z", &[("PyPI", "requests", "2.32.0")]),
+            advisory(
+                "OSV-2",
+                "2024-05-01T00:00:00Z",
+                &[
+                    ("PyPI", "urllib3", "2.2.2"),
+                    ("PyPI", "idna", "3.7"),
+                    ("AlmaLinux:9", "python3-idna", "2.10-7.el9_4.1"),
+                ],
+            ),
+            advisory("ALPINE-3", "2024-05-01T00:00:00Z", &[("Alpine:v3.19", "openssl", "3.1.5-r0")]),
+        ];
+        let bytes = serde_json::to_vec(&mixed).unwrap();
+        let (updates, skipped) = parse_with_report("mixed.json", &bytes, &all()).unwrap();
+        assert_eq!(ids(&updates), ["OSV-2-almalinux-9"]);
+        assert_eq!(skipped.ecosystems.get("PyPI"), Some(&(2, 3)));
+        assert_eq!(skipped.ecosystems.get("Alpine:v3.19"), Some(&(1, 1)));
+        assert_eq!(skipped.describe(), "Alpine:v3.19 (1 advisory, 1 package), PyPI (2 advisories, 3 packages)");
+
+        let only_other = serde_json::to_vec(&[mixed[0].clone(), mixed[2].clone()]).unwrap();
+        let (source, message) = failure(parse("other.json", &only_other, &all()).unwrap_err());
+        assert_eq!(source, "other.json");
+        assert!(
+            message.starts_with(
+                "none of the 2 advisories is for an ecosystem patchops imports; found Alpine:v3.19 (1 advisory, 1 package), PyPI (1 advisory, 1 package)"
+            ),
+            "{message}"
+        );
+        // Filtering every supported ecosystem out is what the user asked for: no error.
+        let none = OsvOptions { ecosystems: vec!["Debian:12".into()] };
+        assert!(parse("mixed.json", &bytes, &none).unwrap().is_empty());
+    }
+
+    #[test]
+    fn rpm_ecosystems_use_binary_packages_rpm_order_and_their_advisory_types() {
+        let rocky =
+            advisory("RLSA-2024:1", "2024-03-01T00:00:00Z", &[("Rocky Linux:9", "kernel", "5.14.0-362.24.1.el9_3")]);
+        let suse = advisory(
+            "SUSE-RU-2024:0001-1",
+            "2024-03-01T00:00:00Z",
+            &[("SUSE:Linux Enterprise Server 15 SP5", "zypper", "1.14.68-150400.3.40.1")],
+        );
+        let leap = advisory(
+            "openSUSE-SU-2024:0002-1",
+            "2024-03-02T00:00:00Z",
+            &[("openSUSE:Leap 15.5", "curl", "8.0.1-150400.5.44.1")],
+        );
+        let mut later =
+            advisory("RLSA-2024:2", "2024-04-01T00:00:00Z", &[("Rocky Linux:9", "kernel", "5.14.0-362.24.2.el9_3")]);
+        later["summary"] = json!("Critical: kernel security update");
+        let updates = parse_values(&[rocky, suse, leap, later]).unwrap();
+        assert_eq!(
+            ids(&updates),
+            [
+                "RLSA-2024:1-rocky-linux-9",
+                "RLSA-2024:2-rocky-linux-9",
+                "SUSE-RU-2024:0001-1-suse-linux-enterprise-server-15-sp5",
+                "openSUSE-SU-2024:0002-1-opensuse-leap-15.5"
+            ]
+        );
+        let kernel = &updates[0];
+        assert!(kernel.reboot_required);
+        assert_eq!(kernel.products, ["Rocky Linux 9"]);
+        assert_eq!(
+            kernel.applicability.is_installed,
+            Rule::RpmPackage(RpmPackageTest {
+                name: "kernel".into(),
+                version_at_least: Some("5.14.0-362.24.1.el9_3".into()),
+                ..Default::default()
+            })
+        );
+        assert_eq!(updates[1].supersedes, ["RLSA-2024:1-rocky-linux-9"], "rpm order: 24.2 after 24.1");
+        assert_eq!(updates[1].severity, Severity::Critical, "the summary's rating word");
+        assert_eq!(updates[2].classification, "Updates");
+        assert_eq!(updates[2].products, ["SUSE Linux Enterprise Server 15 SP5"]);
+        assert_eq!(updates[3].classification, "Security Updates");
+
+        let mut bad = advisory("RLSA-2024:3", "2024-03-01T00:00:00Z", &[("Rocky Linux:9", "x", "1.0-1")]);
+        bad["affected"][0]["ranges"][0]["events"][1]["fixed"] = json!("1.0-1-2");
+        let (_, message) = failure(parse_values(&[bad]).unwrap_err());
+        assert!(
+            message.starts_with("[0].affected[0].ranges[0].events[1].fixed: \"1.0-1-2\" is not an RPM version"),
+            "{message}"
+        );
     }
 
     #[test]

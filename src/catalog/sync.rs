@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use tracing::{info, warn};
 
 use super::source::{Fetched, Fetcher};
-use super::{Catalog, Update, debian, msrc_cvrf, native, osv};
+use super::{Catalog, Update, debian, msrc_cvrf, native, osv, rpm_updateinfo};
 use crate::desired::DesiredState;
 use crate::git::GitSource;
 use crate::resources::{
@@ -59,8 +59,18 @@ pub fn import(spec: &UpdateCatalogSpec, fetched: &Fetched, previous: &Catalog, n
             debian::parse_dsa(name, &decompress(name, &fetched.bytes)?, &debian::DsaOptions::default())?
         }
         CatalogFormat::Osv => osv::parse(name, &fetched.bytes, &osv::OsvOptions::default())?,
+        CatalogFormat::RpmUpdateinfo => rpm_updateinfo::parse(name, &fetched.bytes)?,
     };
     Ok(filter(spec, updates))
+}
+
+/// Fetch a source: an `rpm-updateinfo` source may be a repository, read through its
+/// `repodata/repomd.xml`.
+pub fn fetch(fetcher: &Fetcher, spec: &UpdateCatalogSpec, git: Option<(&GitSource, &str)>) -> Result<Fetched> {
+    match spec.format {
+        CatalogFormat::RpmUpdateinfo => rpm_updateinfo::fetch(fetcher, &spec.source, git),
+        _ => fetcher.fetch(&spec.source, git),
+    }
 }
 
 /// The SUP-style product and classification filters of a catalog.
@@ -183,7 +193,7 @@ impl Syncer {
                 continue;
             }
             let bar = progress.then(|| spinner(name));
-            let result = self.fetcher.fetch(&c.spec.source, git).and_then(|f| import(&c.spec, &f, &previous, now));
+            let result = fetch(&self.fetcher, &c.spec, git).and_then(|f| import(&c.spec, &f, &previous, now));
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
@@ -318,8 +328,7 @@ pub fn check_local_sources(
         .iter()
         .filter(|(_, c)| c.spec.source.path.is_some() || c.spec.source.file.is_some())
         .map(|(name, c): (&String, &UpdateCatalog)| {
-            let result = fetcher
-                .fetch(&c.spec.source, Some(git))
+            let result = fetch(fetcher, &c.spec, Some(git))
                 .and_then(|f| import(&c.spec, &f, &Catalog::default(), Timestamp::UNIX_EPOCH))
                 .map(|u| u.len());
             (name.clone(), result)

@@ -113,6 +113,10 @@ pub enum CatalogFormat {
     /// OSV JSON advisories.
     #[serde(rename = "osv")]
     Osv,
+    /// An RPM repository's `updateinfo.xml` (Fedora, EPEL, RHEL, Rocky, AlmaLinux, Oracle
+    /// Linux, SUSE errata), or the repository itself (URL or directory with `repodata/`).
+    #[serde(rename = "rpm-updateinfo")]
+    RpmUpdateinfo,
 }
 
 /// What the last synchronization produced.

@@ -43,6 +43,11 @@ pub struct Group {
     pub os: BTreeMap<String, u32>,
     /// Patch levels: everything released on or before the date is installed, by weight.
     pub patched_through: BTreeMap<String, u32>,
+    /// Installed packages every member has (name → version), before its patch level:
+    /// the updates it has installed raise them to their fixed versions (see
+    /// [`install_packages`]), so package rules (`rpmPackage`, `package`) see a real state.
+    #[serde(default)]
+    pub packages: BTreeMap<String, String>,
     #[serde(default)]
     pub never_scanned_rate: f64,
     #[serde(default)]
@@ -111,7 +116,11 @@ impl SimFleet {
                 let agent = if rng.f64() < g.old_agent_rate { "0.9.0".to_string() } else { spec.agent_version.clone() };
                 clients.push(SimClient {
                     info: ClientInfo { name: name.clone(), facts: values.clone(), agent_version: Some(agent) },
-                    facts: Facts { values, ..Default::default() },
+                    facts: Facts {
+                        values,
+                        packages: g.packages.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                        ..Default::default()
+                    },
                     patched_through: patched,
                     never_scans: rng.f64() < g.never_scanned_rate,
                     fails_scans: rng.f64() < g.scan_failure_rate,
@@ -187,7 +196,11 @@ impl SimClient {
         use crate::agent::installers::simulated::Simulated;
         let installer = Simulated::new(seed, SignedDuration::from_mins(10), self.install_failure_rate, 0.0);
         let mut m = crate::agent::machine::FactsMachine::new(
-            crate::agent::machine::FactsDocument { facts: self.facts.values.clone(), ..Default::default() },
+            crate::agent::machine::FactsDocument {
+                facts: self.facts.values.clone(),
+                packages: self.facts.packages.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                ..Default::default()
+            },
             installer,
         );
         m.patched_through = Some(self.patched_through);
@@ -257,6 +270,95 @@ pub fn mark_patched(facts: &mut Facts, catalog: &Catalog, through: jiff::civil::
             if let Some(kb) = &u.kb {
                 facts.installed.insert(kb.to_ascii_uppercase());
             }
+            install_packages(&mut facts.packages, u);
         }
+    }
+}
+
+/// A simulated package manager: the installed packages an update's package rules name
+/// (the `package`/`rpmPackage` tests with an upper bound) are raised to the versions
+/// that fix them. Packages that are not installed stay so.
+pub fn install_packages(packages: &mut HashMap<String, String>, update: &crate::catalog::Update) {
+    use crate::catalog::Rule;
+    use crate::catalog::applicability::{compare_debian, compare_rpm};
+    fn walk(rule: &Rule, packages: &mut HashMap<String, String>) {
+        match rule {
+            Rule::All(rules) | Rule::Any(rules) => rules.iter().for_each(|r| walk(r, packages)),
+            Rule::Not(r) => walk(r, packages),
+            Rule::Package(t) => {
+                if let (Some(fixed), Some(have)) = (&t.version_below, packages.get_mut(&t.name))
+                    && compare_debian(have, fixed).is_lt()
+                {
+                    fixed.clone_into(have);
+                }
+            }
+            Rule::RpmPackage(t) => {
+                let key = match &t.arch {
+                    Some(arch) => format!("{}.{arch}", t.name),
+                    None => t.name.clone(),
+                };
+                if let (Some(fixed), Some(have)) = (&t.version_below, packages.get_mut(&key))
+                    && compare_rpm(have, fixed).is_lt()
+                {
+                    fixed.clone_into(have);
+                }
+            }
+            Rule::Installed(_) | Rule::Fact(_) | Rule::Always(_) => {}
+        }
+    }
+    if !packages.is_empty() {
+        walk(&update.applicability.is_installable, packages);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::agent::machine::Machine;
+    use crate::catalog::{Applicability, RpmPackageTest, Rule};
+
+    fn advisory(id: &str, released: &str, fixed: &str) -> crate::catalog::Update {
+        let mut u = crate::catalog::test_support::update(id, "AlmaLinux 9", released);
+        let test = |below: bool| {
+            Rule::RpmPackage(RpmPackageTest {
+                name: "openssl-libs".into(),
+                version_below: below.then(|| fixed.to_string()),
+                version_at_least: (!below).then(|| fixed.to_string()),
+                ..Default::default()
+            })
+        };
+        u.applicability =
+            Applicability { is_installable: test(true), is_installed: test(false), prerequisites: vec![] };
+        u
+    }
+
+    #[test]
+    fn simulated_packages_follow_the_patch_level_and_simulated_installs() {
+        let catalog = Catalog::new(
+            1,
+            vec![advisory("ALSA-1", "2026-03-01", "1:3.5.1-5.el9"), advisory("ALSA-2", "2026-07-01", "1:3.5.1-7.el9")],
+            &HashMap::new(),
+        );
+        let spec: FleetSpec = serde_saphyr::from_str(
+            "seed: 1\nagentVersion: \"2.1.0\"\ngroups:\n  - count: 1\n    namePrefix: alma\n    os: {\"AlmaLinux 9\": 1}\n    \
+             patchedThrough: {\"2026-05-31\": 1}\n    packages: {openssl-libs: \"1:3.5.1-4.el9\"}\n",
+        )
+        .unwrap();
+        let fleet = SimFleet::generate(&spec);
+        let client = &fleet.clients[0];
+        let mut facts = client.facts.clone();
+        mark_patched(&mut facts, &catalog, client.patched_through);
+        assert_eq!(facts.packages["openssl-libs"], "1:3.5.1-5.el9", "raised by the March advisory only");
+        assert_eq!(catalog.updates[0].applicability.evaluate(&facts), ScanVerdict::Installed);
+        assert_eq!(catalog.updates[1].applicability.evaluate(&facts), ScanVerdict::Missing);
+
+        let mut machine = client.machine(7);
+        assert!(matches!(
+            machine.install(&catalog.updates[1], &[]),
+            crate::agent::installers::InstallOutcome::Installed { .. }
+        ));
+        let after = machine.facts(&catalog).unwrap();
+        assert_eq!(after.packages["openssl-libs"], "1:3.5.1-7.el9");
+        assert_eq!(catalog.updates[1].applicability.evaluate(&after), ScanVerdict::Installed);
     }
 }

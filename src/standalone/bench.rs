@@ -28,6 +28,9 @@ pub enum Suite {
     Audit,
     /// `patchops plan` on 1,000 resource files and the bench fleet in SQLite.
     Plan,
+    /// The RPM importers on the real data; an rpm scan of 2,000 packages against 5,000
+    /// advisories next to plain `rpm -qa` of the same root.
+    Rpm,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -175,6 +178,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         Suite::Server => return super::bench_server::run(),
         Suite::Audit => return super::bench_audit::run(),
         Suite::Plan => return super::bench_plan::run(&args),
+        Suite::Rpm => return super::bench_rpm::run(),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_audit;
 pub mod bench_catalog;
 pub mod bench_plan;
+pub mod bench_rpm;
 pub mod bench_server;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

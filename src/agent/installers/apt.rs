@@ -96,7 +96,7 @@ fn collect(rule: &Rule, out: &mut Vec<(String, String)>) {
                 out.push((t.name.clone(), v.clone()));
             }
         }
-        Rule::Installed(_) | Rule::Fact(_) | Rule::Always(_) => {}
+        Rule::Installed(_) | Rule::Fact(_) | Rule::Always(_) | Rule::RpmPackage(_) => {}
     }
 }
 

@@ -1,8 +1,10 @@
-//! Installers carry out what a deployment asks for on one update: `apt` (real, with a
-//! dry-run mode) and `simulated` (for fleets of in-process agents).
+//! Installers carry out what a deployment asks for on one update: `apt`, `dnf` and
+//! `zypper` (real, with a dry-run mode) and `simulated` (for fleets of in-process agents).
 
 pub mod apt;
+pub mod dnf;
 pub mod simulated;
+pub mod zypper;
 
 use jiff::SignedDuration;
 

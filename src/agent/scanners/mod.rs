@@ -2,6 +2,7 @@
 //! applicability rules against them.
 
 pub mod dpkg;
+pub mod rpm;
 
 use crate::catalog::{Catalog, Facts, ScanVerdict};
 
