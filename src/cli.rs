@@ -99,6 +99,10 @@ pub enum Command {
     /// and merged pull request, from the branch's history. An update list's criteria are
     /// reported as one entry (`criteria: …`) approved or withdrawn when they change.
     Audit(crate::git::audit::AuditArgs),
+    /// Which machines are exposed to a CVE: the updates fixing it in every catalog, per
+    /// collection the machines exposed, installed, not applicable and unknown, and the
+    /// deployments carrying the fix. `--list` lists CVEs by exposure.
+    Cve(crate::governance::cve::CveArgs),
     /// The Kubernetes operator: reconcile the custom resources of a namespace into the
     /// store and their status subresources.
     Controller(crate::kubernetes::ControllerArgs),
@@ -269,6 +273,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Catalog { command } => catalog(command),
         Command::Audit(args) => crate::git::audit::run(args),
+        Command::Cve(args) => crate::governance::cve::run(&args),
         Command::Controller(args) => crate::kubernetes::run(args),
         Command::Bench(args) => crate::standalone::bench::run(args),
         Command::Agent(args) => crate::agent::command::run(args),
