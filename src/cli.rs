@@ -395,6 +395,7 @@ fn validate(repo: &RepoArgs) -> Result<ExitCode> {
         ("UpdateDeployment", desired.deployments.len()),
         ("DeploymentPackage", desired.packages.len()),
         ("DeploymentRule", desired.rules.len()),
+        ("Waiver", desired.waivers.len()),
     ];
     let summary: Vec<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{n} {k}")).collect();
     if failed {

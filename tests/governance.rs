@@ -294,6 +294,24 @@ spec:
   collection: servers
   startTime: 2026-11-12T00:00:00Z
   deadline: 2026-11-30T00:00:00Z
+---
+apiVersion: patchops.dev/v1alpha1
+kind: Waiver
+metadata: {name: srv-1-app}
+spec:
+  updates: [KB200]
+  machines: [srv-1]
+  reason: line-of-business application certification
+  expires: 2099-01-01T00:00:00Z
+---
+apiVersion: patchops.dev/v1alpha1
+kind: Waiver
+metadata: {name: srv-0-ended}
+spec:
+  cves: [CVE-2026-2000]
+  machines: [srv-0]
+  reason: expired long ago
+  expires: 2020-01-01T00:00:00Z
 "#;
 
 /// A fleet that reported through the store, reconciled once: the repository and store paths.
@@ -352,37 +370,52 @@ fn cve_counts_exposed_installed_not_applicable_and_unknown_machines_per_collecti
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["updates"].as_array().unwrap().len(), 1);
     assert_eq!(r["severity"], "Critical");
-    // srv-0 and srv-1 miss KB200, srv-2 has it, srv-3 does not need it, srv-4 never scanned.
-    assert_eq!(counts(&r["fleet"]), [7, 2, 1, 3, 1]);
+    // srv-0 and srv-1 miss KB200 (srv-1 under a waiver in force, srv-0's waiver expired),
+    // srv-2 has it, srv-3 does not need it, srv-4 never scanned.
+    assert_eq!(counts(&r["fleet"]), [7, 1, 1, 3, 1]);
+    assert_eq!(r["fleet"]["waived"], 1);
+    assert_eq!(r["waived"], serde_json::json!([{"machine": "srv-1", "waivers": ["srv-1-app"]}]));
     let by_collection: BTreeMap<String, [u64; 5]> = r["collections"]
         .as_array()
         .unwrap()
         .iter()
         .map(|c| (c["collection"].as_str().unwrap().to_string(), counts(c)))
         .collect();
-    assert_eq!(by_collection["servers"], [5, 2, 1, 1, 1]);
+    assert_eq!(by_collection["servers"], [5, 1, 1, 1, 1]);
     assert_eq!(by_collection["workstations"], [2, 0, 0, 2, 0]);
     let d = &r["deployments"][0];
     assert_eq!((d["deployment"].as_str(), d["updates"][0].as_str()), (Some("nov-servers"), Some("KB200-srv")));
     assert_eq!(d["deadline"], "2026-11-30T00:00:00Z");
     assert_eq!(d["phase"], "Available", "as the last reconcile recorded it");
+    // The status the reconcile saved leaves srv-1 out of the denominator and lists the waiver.
+    let record = patchops::store::open(&store).unwrap().last_reconcile().unwrap().unwrap();
+    let status = |kind: &str, name: &str| {
+        record.statuses.iter().find(|s| s.kind == kind && s.name == name).unwrap().status.clone()
+    };
+    let dep = status("UpdateDeployment", "nov-servers");
+    assert_eq!((dep["machines"]["waived"].as_u64(), dep["waivedPairs"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(dep["compliancePercent"], 50.0, "srv-2 and srv-3 of srv-0, srv-2, srv-3 and srv-4 (srv-1 waived)");
+    assert_eq!(status("Waiver", "srv-1-app")["state"], "Active");
+    assert_eq!(status("Waiver", "srv-0-ended")["state"], "Expired");
 
     // Two fixes: a machine missing either is exposed; installing the newer one patches it.
     let r: serde_json::Value = serde_json::from_slice(&args("CVE-2026-1000", "json").stdout).unwrap();
-    assert_eq!(counts(&r["fleet"]), [7, 2, 1, 3, 1]);
+    assert_eq!(counts(&r["fleet"]), [7, 1, 1, 3, 1]);
     assert_eq!(r["updates"][0]["superseded"], true);
+    let table = String::from_utf8(args("CVE-2026-1000", "table").stdout).unwrap();
+    assert!(table.contains("WAIVED MACHINE") && table.contains("srv-1-app"), "{table}");
 
     // CSV: one row per collection after the whole fleet.
     let out = args("CVE-2026-3000", "csv");
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines[0], "cve,collection,machines,exposed,installed,not_applicable,unknown");
+    assert_eq!(lines[0], "cve,collection,machines,exposed,installed,not_applicable,unknown,waived");
     assert_eq!(
         &lines[1..],
         [
-            "CVE-2026-3000,(all machines),7,1,0,5,1",
-            "CVE-2026-3000,servers,5,0,0,4,1",
-            "CVE-2026-3000,workstations,2,1,0,1,0"
+            "CVE-2026-3000,(all machines),7,1,0,5,1,0",
+            "CVE-2026-3000,servers,5,0,0,4,1,0",
+            "CVE-2026-3000,workstations,2,1,0,1,0,0"
         ]
     );
     assert!(String::from_utf8(args("CVE-2026-3000", "table").stdout).unwrap().contains("no deployment carries a fix"));
@@ -423,8 +456,9 @@ fn cve_list_orders_open_cves_by_exposure_and_filters_by_severity_and_collection(
             .collect()
     };
     let own = |v: &[(&str, u64)]| v.iter().map(|(c, n)| (c.to_string(), *n)).collect::<Vec<_>>();
-    assert_eq!(list(&[]), own(&[("CVE-2026-1000", 2), ("CVE-2026-2000", 2), ("CVE-2026-3000", 1)]));
-    assert_eq!(list(&["--severity", "critical"]), own(&[("CVE-2026-1000", 2), ("CVE-2026-2000", 2)]));
+    // srv-1's missing KB200 is waived: one exposed machine each.
+    assert_eq!(list(&[]), own(&[("CVE-2026-1000", 1), ("CVE-2026-2000", 1), ("CVE-2026-3000", 1)]));
+    assert_eq!(list(&["--severity", "critical"]), own(&[("CVE-2026-1000", 1), ("CVE-2026-2000", 1)]));
     assert_eq!(list(&["--collection", "workstations"]), own(&[("CVE-2026-3000", 1)]));
     let out = patchops(&[
         "cve",

@@ -655,6 +655,7 @@ fn specs(d: &DesiredState) -> BTreeMap<(&'static str, String), serde_json::Value
     add(&mut out, "DeploymentTemplate", &d.templates, |r| j(&r.spec));
     add(&mut out, "DeploymentPackage", &d.packages, |r| j(&r.spec));
     add(&mut out, "DeploymentRule", &d.rules, |r| j(&r.spec));
+    add(&mut out, "Waiver", &d.waivers, |r| j(&r.spec));
     out
 }
 

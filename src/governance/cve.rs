@@ -64,14 +64,14 @@ pub fn run(args: &CveArgs) -> Result<ExitCode> {
             // Only the states of the fixing updates are read.
             let keys: Vec<u32> = index.get(&cve).into_iter().flatten().map(|&i| catalog.keys[i as usize]).collect();
             let fleet = store.load_fleet_for(&keys)?;
-            let scope = Scope::new(&desired, &catalog, &fleet, now);
+            let scope = Scope::new(&desired, &catalog, &fleet, &index, now);
             let recorded = recorded_deployments(store.last_reconcile()?);
             let report = exposure::cve_report(&scope, &desired, &index, &cve, &recorded).map_err(Error::Usage)?;
             print_report(&report, args.output);
         }
         None => {
             let fleet = store.load_fleet()?;
-            let scope = Scope::new(&desired, &catalog, &fleet, now);
+            let scope = Scope::new(&desired, &catalog, &fleet, &index, now);
             let rows = exposure::cve_list(
                 &scope,
                 &index,
@@ -125,6 +125,7 @@ struct CsvRow<'a> {
     installed: u64,
     not_applicable: u64,
     unknown: u64,
+    waived: u64,
 }
 
 pub fn print_report(r: &CveReport, format: ReportFormat) {
@@ -143,6 +144,7 @@ pub fn print_report(r: &CveReport, format: ReportFormat) {
                     installed: c.installed,
                     not_applicable: c.not_applicable,
                     unknown: c.unknown,
+                    waived: c.waived,
                 })
                 .collect();
             print!("{}", super::to_csv(&rows));
@@ -166,7 +168,8 @@ pub fn print_report(r: &CveReport, format: ReportFormat) {
                 ]);
             }
             println!("{t}");
-            let mut t = table(&["COLLECTION", "MACHINES", "EXPOSED", "INSTALLED", "NOT APPLICABLE", "UNKNOWN"]);
+            let mut t =
+                table(&["COLLECTION", "MACHINES", "EXPOSED", "INSTALLED", "NOT APPLICABLE", "UNKNOWN", "WAIVED"]);
             let fleet = std::iter::once(("(all machines)", &r.fleet));
             for (name, c) in fleet.chain(r.collections.iter().map(|c| (c.collection.as_str(), &c.counts))) {
                 t.add_row([
@@ -176,9 +179,17 @@ pub fn print_report(r: &CveReport, format: ReportFormat) {
                     c.installed.to_string(),
                     c.not_applicable.to_string(),
                     c.unknown.to_string(),
+                    c.waived.to_string(),
                 ]);
             }
             println!("{t}");
+            if !r.waived.is_empty() {
+                let mut t = table(&["WAIVED MACHINE", "WAIVERS"]);
+                for w in &r.waived {
+                    t.add_row([w.machine.clone(), w.waivers.join(", ")]);
+                }
+                println!("{t}");
+            }
             if r.deployments.is_empty() {
                 println!("no deployment carries a fix");
             } else {
@@ -210,6 +221,7 @@ pub fn print_list(rows: &[CveListRow], format: ReportFormat) {
         installed: u64,
         not_applicable: u64,
         unknown: u64,
+        waived: u64,
     }
     match format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(rows).expect("reports serialize")),
@@ -227,13 +239,23 @@ pub fn print_list(rows: &[CveListRow], format: ReportFormat) {
                     installed: r.counts.installed,
                     not_applicable: r.counts.not_applicable,
                     unknown: r.counts.unknown,
+                    waived: r.counts.waived,
                 })
                 .collect();
             print!("{}", super::to_csv(&flat));
         }
         ReportFormat::Table => {
-            let mut t =
-                table(&["CVE", "SEVERITY", "UPDATES", "RELEASED", "EXPOSED", "INSTALLED", "NOT APPLICABLE", "UNKNOWN"]);
+            let mut t = table(&[
+                "CVE",
+                "SEVERITY",
+                "UPDATES",
+                "RELEASED",
+                "EXPOSED",
+                "INSTALLED",
+                "NOT APPLICABLE",
+                "UNKNOWN",
+                "WAIVED",
+            ]);
             for r in rows {
                 t.add_row([
                     r.cve.clone(),
@@ -244,6 +266,7 @@ pub fn print_list(rows: &[CveListRow], format: ReportFormat) {
                     r.counts.installed.to_string(),
                     r.counts.not_applicable.to_string(),
                     r.counts.unknown.to_string(),
+                    r.counts.waived.to_string(),
                 ]);
             }
             println!("{t}");

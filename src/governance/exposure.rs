@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::waivers::Waivers;
 use crate::catalog::{Catalog, Severity};
 use crate::compliance::{ComplianceState, Fleet, PackedState, classify, client_unknown_reason};
 use crate::desired::DesiredState;
@@ -23,6 +24,8 @@ pub enum MachineExposure {
     /// No usable state: the client's scan failed, expired or never came, or it did not
     /// scan against a catalog holding the fix yet.
     Unknown,
+    /// Every fixing update that applies and is missing is waived by a Waiver in force.
+    Waived,
     /// Every fixing update that applies is installed.
     Installed,
     /// No fixing update applies.
@@ -38,14 +41,21 @@ pub struct Fix {
 
 /// One machine against the updates fixing a CVE. `states`: its reported states sorted by
 /// key; `scanned`: the catalog version of its usable scan (None: the client as a whole has
-/// no usable state). Exposed wins over Unknown (one missing fix is enough), Unknown over
-/// Installed (a fix it was not scanned for may be missing).
-pub fn machine_exposure(states: &[PackedState], scanned: Option<u64>, fixes: &[Fix]) -> MachineExposure {
+/// no usable state); `waived`: the keys of the fixes a waiver in force covers for it,
+/// sorted. Exposed wins over Unknown (one missing fix is enough), Unknown over Waived and
+/// Installed (a fix it was not scanned for may be missing), Waived over Installed.
+pub fn machine_exposure(
+    states: &[PackedState],
+    scanned: Option<u64>,
+    fixes: &[Fix],
+    waived: &[u32],
+) -> MachineExposure {
     let Some(scanned) = scanned else { return MachineExposure::Unknown };
-    let (mut unknown, mut installed) = (false, false);
+    let (mut unknown, mut installed, mut waived_missing) = (false, false, false);
     for f in fixes {
         let reported = states.binary_search_by_key(&f.key, |s| s.key()).ok().map(|i| states[i]);
         match classify(reported, false, f.since, scanned).state() {
+            ComplianceState::Required if waived.binary_search(&f.key).is_ok() => waived_missing = true,
             ComplianceState::Required => return MachineExposure::Exposed,
             ComplianceState::Unknown => unknown = true,
             ComplianceState::Installed => installed = true,
@@ -54,6 +64,8 @@ pub fn machine_exposure(states: &[PackedState], scanned: Option<u64>, fixes: &[F
     }
     if unknown {
         MachineExposure::Unknown
+    } else if waived_missing {
+        MachineExposure::Waived
     } else if installed {
         MachineExposure::Installed
     } else {
@@ -70,6 +82,8 @@ pub struct Counts {
     pub installed: u64,
     pub not_applicable: u64,
     pub unknown: u64,
+    /// Exposed but for a waiver in force: out of the exposure and compliance counts.
+    pub waived: u64,
 }
 
 impl Counts {
@@ -80,6 +94,7 @@ impl Counts {
             MachineExposure::Installed => self.installed += 1,
             MachineExposure::NotApplicable => self.not_applicable += 1,
             MachineExposure::Unknown => self.unknown += 1,
+            MachineExposure::Waived => self.waived += 1,
         }
     }
 }
@@ -120,11 +135,20 @@ pub struct Scope<'a> {
     pub membership: Membership,
     /// Per client (fleet order): the catalog version of its usable scan.
     pub scanned: Vec<Option<u64>>,
+    /// The waivers in force at `now`.
+    pub waivers: Waivers,
 }
 
 impl<'a> Scope<'a> {
-    pub fn new(desired: &DesiredState, catalog: &'a Catalog, fleet: &'a Fleet, now: Timestamp) -> Self {
+    pub fn new(
+        desired: &DesiredState,
+        catalog: &'a Catalog,
+        fleet: &'a Fleet,
+        index: &BTreeMap<String, Vec<u32>>,
+        now: Timestamp,
+    ) -> Self {
         let collections = Collections::new(&desired.collections);
+        let waivers = Waivers::at(desired, catalog, index, &collections, now);
         let membership = collections.membership(&fleet.clients);
         let mut settings: Vec<(Option<usize>, &ClientSettingsSpec)> = desired
             .client_settings
@@ -150,7 +174,7 @@ impl<'a> Scope<'a> {
                 }
             })
             .collect();
-        Scope { catalog, fleet, collections, membership, scanned }
+        Scope { catalog, fleet, collections, membership, scanned, waivers }
     }
 
     fn fixes(&self, updates: &[u32]) -> Vec<Fix> {
@@ -158,6 +182,19 @@ impl<'a> Scope<'a> {
             .iter()
             .map(|&i| Fix { key: self.catalog.keys[i as usize], since: self.catalog.since_version[i as usize] })
             .collect()
+    }
+
+    /// Stable keys of the updates waived for a client, sorted.
+    fn waived_keys(&self, client: usize) -> Vec<u32> {
+        let name = &self.fleet.clients[client].name;
+        let mut keys: Vec<u32> = self
+            .waivers
+            .updates_for(client, name, &self.membership)
+            .into_iter()
+            .map(|i| self.catalog.keys[i as usize])
+            .collect();
+        keys.sort_unstable();
+        keys
     }
 
     fn collection(&self, name: &str) -> Result<usize, String> {
@@ -234,6 +271,17 @@ pub struct CveReport {
     pub fleet: Counts,
     pub collections: Vec<CollectionExposure>,
     pub deployments: Vec<CarryingDeployment>,
+    /// Machines that would be exposed but for a waiver, listed apart.
+    pub waived: Vec<WaivedMachine>,
+}
+
+/// A machine exposed but for a waiver in force.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaivedMachine {
+    pub machine: String,
+    /// The waivers covering its missing fixes.
+    pub waivers: Vec<String>,
 }
 
 /// The report for one CVE; an error (text) when no update in the catalog names it.
@@ -258,7 +306,27 @@ pub fn cve_report(
         .clients
         .par_iter()
         .zip(&scope.scanned)
-        .map(|(c, scanned)| machine_exposure(&c.compliance.states, *scanned, &fixes))
+        .enumerate()
+        .map(|(ci, (c, scanned))| {
+            let waived = if scope.waivers.is_empty() { Vec::new() } else { scope.waived_keys(ci) };
+            machine_exposure(&c.compliance.states, *scanned, &fixes, &waived)
+        })
+        .collect();
+    let waived = per_machine
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| **e == MachineExposure::Waived)
+        .map(|(ci, _)| {
+            let name = &scope.fleet.clients[ci].name;
+            let mut waivers: Vec<String> = updates
+                .iter()
+                .flat_map(|&u| scope.waivers.covering(ci, name, &scope.membership, u))
+                .map(str::to_string)
+                .collect();
+            waivers.sort();
+            waivers.dedup();
+            WaivedMachine { machine: name.clone(), waivers }
+        })
         .collect();
     let mut fleet = Counts::default();
     let mut per_collection = vec![Counts::default(); scope.collections.len()];
@@ -300,6 +368,7 @@ pub fn cve_report(
         fleet,
         collections,
         deployments: carrying_deployments(desired, catalog, updates, recorded),
+        waived,
     })
 }
 
@@ -392,8 +461,8 @@ pub fn cve_list(
 
     #[derive(Default)]
     struct Acc {
-        /// Per CVE: exposed, installed, unknown among clients whose states touch it.
-        touched: Vec<[u64; 3]>,
+        /// Per CVE: exposed, unknown, waived, installed among clients whose states touch it.
+        touched: Vec<[u64; 4]>,
         /// Per CVE: touched clients that scanned before its newest fix (counted by `older`).
         touched_old: Vec<u64>,
         /// Clients with a usable scan, by scanned catalog version.
@@ -406,7 +475,7 @@ pub fn cve_list(
         .into_par_iter()
         .filter(|&ci| collection.is_none_or(|k| scope.membership.contains(ci, k)))
         .fold(
-            || Acc { touched: vec![[0; 3]; n], touched_old: vec![0; n], ..Default::default() },
+            || Acc { touched: vec![[0; 4]; n], touched_old: vec![0; n], ..Default::default() },
             |mut acc, ci| {
                 acc.machines += 1;
                 let Some(scanned) = scope.scanned[ci] else {
@@ -414,17 +483,19 @@ pub fn cve_list(
                     return acc;
                 };
                 *acc.by_version.entry(scanned).or_default() += 1;
-                // (cve, state of the fix): 0 exposed, 1 unknown, 2 installed.
+                // (cve, state of the fix): 0 exposed, 1 unknown, 2 waived, 3 installed.
                 let mut seen: Vec<(u32, u8)> = Vec::new();
+                let waived = if scope.waivers.is_empty() { Vec::new() } else { scope.waived_keys(ci) };
                 for s in &scope.fleet.clients[ci].compliance.states {
                     let Some(&u) = idx_by_key.get(&s.key()) else { continue };
                     if cves_of[u as usize].is_empty() {
                         continue;
                     }
                     let state = match classify(Some(*s), false, catalog.since_version[u as usize], scanned).state() {
+                        ComplianceState::Required if waived.binary_search(&s.key()).is_ok() => 2,
                         ComplianceState::Required => 0,
                         ComplianceState::Unknown => 1,
-                        ComplianceState::Installed => 2,
+                        ComplianceState::Installed => 3,
                         ComplianceState::NotRequired => continue,
                     };
                     seen.extend(cves_of[u as usize].iter().map(|&c| (c, state)));
@@ -433,7 +504,7 @@ pub fn cve_list(
                 seen.dedup_by_key(|(c, _)| *c); // keeps the most severe state of each CVE
                 for (c, state) in seen {
                     let old = scanned < max_since[c as usize];
-                    let state = if state == 2 && old { 1 } else { state };
+                    let state = if state >= 2 && old { 1 } else { state };
                     acc.touched[c as usize][state as usize] += 1;
                     acc.touched_old[c as usize] += old as u64;
                 }
@@ -441,9 +512,9 @@ pub fn cve_list(
             },
         )
         .reduce(
-            || Acc { touched: vec![[0; 3]; n], touched_old: vec![0; n], ..Default::default() },
+            || Acc { touched: vec![[0; 4]; n], touched_old: vec![0; n], ..Default::default() },
             |mut a, b| {
-                a.touched.iter_mut().zip(&b.touched).for_each(|(x, y)| (0..3).for_each(|i| x[i] += y[i]));
+                a.touched.iter_mut().zip(&b.touched).for_each(|(x, y)| (0..4).for_each(|i| x[i] += y[i]));
                 a.touched_old.iter_mut().zip(&b.touched_old).for_each(|(x, y)| *x += y);
                 for (v, k) in b.by_version {
                     *a.by_version.entry(v).or_default() += k;
@@ -455,7 +526,7 @@ pub fn cve_list(
         );
     let mut rows = Vec::new();
     for (c, (cve, updates)) in cves.iter().enumerate() {
-        let [exposed, unknown_touched, installed] = acc.touched[c];
+        let [exposed, unknown_touched, waived, installed] = acc.touched[c];
         // Untouched clients that scanned before the newest fix cannot speak for it.
         let older: u64 = acc.by_version.range(..max_since[c]).map(|(_, k)| k).sum();
         let unknown = acc.unusable + unknown_touched + (older - acc.touched_old[c]);
@@ -464,7 +535,8 @@ pub fn cve_list(
             exposed,
             installed,
             unknown,
-            not_applicable: acc.machines - exposed - installed - unknown,
+            waived,
+            not_applicable: acc.machines - exposed - installed - unknown - waived,
         };
         if open_only && exposed == 0 {
             continue;
@@ -499,20 +571,25 @@ mod test {
         use Enforcement as E;
         use ScanResult::{Installed as I, Missing as M};
         let fixes = [Fix { key: 1, since: 1 }, Fix { key: 2, since: 3 }];
-        let cases: Vec<(&str, Vec<PackedState>, Option<u64>, MachineExposure)> = vec![
-            ("no usable scan", vec![state(1, M, E::None)], None, Unknown),
-            ("nothing reported", vec![], Some(3), NotApplicable),
-            ("one fix missing", vec![state(1, M, E::None)], Some(3), Exposed),
-            ("one missing, one installed", vec![state(1, I, E::None), state(2, M, E::None)], Some(3), Exposed),
-            ("installed", vec![state(2, I, E::None)], Some(3), Installed),
-            ("installed, restart pending", vec![state(2, I, E::PendingReboot)], Some(3), Exposed),
-            ("install failed", vec![state(1, M, E::InstallFailed)], Some(3), Exposed),
-            ("scanned before the newer fix", vec![state(1, I, E::None)], Some(2), Unknown),
-            ("scanned before, older fix missing", vec![state(1, M, E::None)], Some(2), Exposed),
-            ("other updates only", vec![state(7, M, E::None)], Some(3), NotApplicable),
+        // (case, states, scanned version, without waivers, with key 1 waived)
+        type Case = (&'static str, Vec<PackedState>, Option<u64>, MachineExposure, MachineExposure);
+        let cases: Vec<Case> = vec![
+            ("no usable scan", vec![state(1, M, E::None)], None, Unknown, Unknown),
+            ("nothing reported", vec![], Some(3), NotApplicable, NotApplicable),
+            ("one fix missing", vec![state(1, M, E::None)], Some(3), Exposed, Waived),
+            ("one missing, one installed", vec![state(1, I, E::None), state(2, M, E::None)], Some(3), Exposed, Exposed),
+            ("missing and installed", vec![state(1, M, E::None), state(2, I, E::None)], Some(3), Exposed, Waived),
+            ("both missing", vec![state(1, M, E::None), state(2, M, E::None)], Some(3), Exposed, Exposed),
+            ("installed", vec![state(2, I, E::None)], Some(3), Installed, Installed),
+            ("installed, restart pending", vec![state(2, I, E::PendingReboot)], Some(3), Exposed, Exposed),
+            ("install failed", vec![state(1, M, E::InstallFailed)], Some(3), Exposed, Waived),
+            ("scanned before the newer fix", vec![state(1, I, E::None)], Some(2), Unknown, Unknown),
+            ("scanned before, older fix missing", vec![state(1, M, E::None)], Some(2), Exposed, Unknown),
+            ("other updates only", vec![state(7, M, E::None)], Some(3), NotApplicable, NotApplicable),
         ];
-        for (name, states, scanned, expected) in cases {
-            assert_eq!(machine_exposure(&states, scanned, &fixes), expected, "{name}");
+        for (name, states, scanned, plain, waived) in cases {
+            assert_eq!(machine_exposure(&states, scanned, &fixes, &[]), plain, "{name}");
+            assert_eq!(machine_exposure(&states, scanned, &fixes, &[1]), waived, "{name}, waived");
         }
     }
 
@@ -540,7 +617,9 @@ mod test {
             "main@sha1:0",
             &[(
                 "c.yaml".into(),
-                "apiVersion: patchops.dev/v1alpha1\nkind: Collection\nmetadata: {name: odd}\nspec:\n  selector: {matchFacts: {odd: \"yes\"}}\n"
+                "apiVersion: patchops.dev/v1alpha1\nkind: Collection\nmetadata: {name: odd}\nspec:\n  selector: {matchFacts: {odd: \"yes\"}}\n\
+                 ---\napiVersion: patchops.dev/v1alpha1\nkind: Waiver\nmetadata: {name: w}\nspec:\n  updates: [KB1-srv]\n  \
+                 collection: odd\n  reason: test\n  expires: 2026-12-01T00:00:00Z\n"
                     .into(),
             )],
         )
@@ -583,8 +662,8 @@ mod test {
     fn the_list_counts_each_cve_as_the_single_report_does() {
         let (desired, catalog, fleet) = scene();
         let now = "2026-11-20T00:00:00Z".parse().unwrap();
-        let scope = Scope::new(&desired, &catalog, &fleet, now);
         let index = cve_index(&catalog);
+        let scope = Scope::new(&desired, &catalog, &fleet, &index, now);
         assert_eq!(index.keys().collect::<Vec<_>>(), ["CVE-2026-0001", "CVE-2026-0002", "CVE-2026-0003"]);
         for collection in [None, Some("odd")] {
             let rows = cve_list(&scope, &index, Severity::Unspecified, collection, false).unwrap();
@@ -596,7 +675,10 @@ mod test {
                     Some(_) => single.collections[0].counts,
                 };
                 assert_eq!(row.counts, expected, "{} in {collection:?}", row.cve);
-                assert!(row.counts.exposed > 0 && row.counts.unknown > 0 && row.counts.installed > 0);
+                assert!(row.counts.unknown > 0 && row.counts.installed > 0);
+                assert!(row.counts.exposed > 0 || (collection.is_some() && row.cve == "CVE-2026-0001"));
+                assert_eq!(row.counts.waived > 0, row.cve != "CVE-2026-0003", "KB1 is waived on odd clients");
+                assert_eq!(single.waived.len() as u64, single.fleet.waived);
             }
         }
         let rows = cve_list(&scope, &index, Severity::Important, None, true).unwrap();
@@ -604,7 +686,9 @@ mod test {
         assert_eq!(names.len(), 3, "CVE-2026-0003 has a Critical fix (KB2) besides the Low one");
         assert!(rows.windows(2).all(|w| w[0].counts.exposed >= w[1].counts.exposed));
         let rows = cve_list(&scope, &index, Severity::Critical, None, true).unwrap();
-        assert_eq!(rows.iter().map(|r| r.cve.as_str()).collect::<Vec<_>>(), ["CVE-2026-0002", "CVE-2026-0003"]);
+        let mut names: Vec<&str> = rows.iter().map(|r| r.cve.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["CVE-2026-0002", "CVE-2026-0003"]);
         assert!(
             cve_list(&scope, &index, Severity::Low, Some("nope"), true).unwrap_err().contains("known collections: odd")
         );

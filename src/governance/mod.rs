@@ -4,6 +4,7 @@
 
 pub mod cve;
 pub mod exposure;
+pub mod waivers;
 
 use clap::ValueEnum;
 use serde::Serialize;

@@ -186,6 +186,9 @@ impl Written {
         for (name, s) in &outcome.deployments {
             push("UpdateDeployment", ns(&desired.deployments[name].metadata.namespace), name, json(s));
         }
+        for (name, s) in &outcome.waivers {
+            push("Waiver", ns(&desired.waivers[name].metadata.namespace), name, json(s));
+        }
         for (name, s) in &outcome.packages {
             push("DeploymentPackage", ns(&desired.packages[name].metadata.namespace), name, json(s));
         }
