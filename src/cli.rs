@@ -42,12 +42,17 @@ pub struct RepoArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Check the desired state at a revision: every problem with file, line, column and field.
+    /// Check the desired state at a revision: every problem with file, line, column and
+    /// field, and every CompliancePolicy violation (deadline targets against the catalog of
+    /// --store when it exists).
     Validate {
         /// Repository (same as --repo).
         repo_pos: Option<String>,
         #[command(flatten)]
         repo: RepoArgs,
+        /// Store whose catalog deadline targets are checked against (skipped when absent).
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
     },
     /// What merging a branch would change (exit 0 no change, 2 change, 1 error).
     Plan(crate::git::plan::PlanArgs),
@@ -205,11 +210,11 @@ pub fn init_logging(format: LogFormat) {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Validate { repo_pos, mut repo } => {
+        Command::Validate { repo_pos, mut repo, store } => {
             if let Some(r) = repo_pos {
                 repo.repo = r;
             }
-            validate(&repo)
+            validate(&repo, &store)
         }
         Command::Run(args) => crate::standalone::run(args),
         Command::Plan(args) => crate::git::plan::run(&args),
@@ -372,7 +377,7 @@ fn catalog(command: CatalogCommand) -> Result<ExitCode> {
     }
 }
 
-fn validate(repo: &RepoArgs) -> Result<ExitCode> {
+fn validate(repo: &RepoArgs, store: &str) -> Result<ExitCode> {
     let source = git_source(repo, &crate::standalone::state_dir());
     let (tree, desired) = crate::standalone::load_desired(&source)?;
     let fetcher = crate::catalog::source::Fetcher::new(
@@ -396,8 +401,22 @@ fn validate(repo: &RepoArgs) -> Result<ExitCode> {
         ("DeploymentPackage", desired.packages.len()),
         ("DeploymentRule", desired.rules.len()),
         ("Waiver", desired.waivers.len()),
+        ("CompliancePolicy", desired.compliance_policies.len()),
     ];
     let summary: Vec<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{n} {k}")).collect();
+    if !desired.compliance_policies.is_empty() {
+        let path = store.strip_prefix("sqlite://").unwrap_or(store);
+        let catalog = if store.contains("://") && !store.starts_with("sqlite://") || std::path::Path::new(path).exists()
+        {
+            crate::store::open(store)?.load_catalog()?
+        } else {
+            crate::catalog::Catalog::default()
+        };
+        for v in crate::governance::policy::violations(&desired, &catalog, source.commit_time(&tree.commit)?) {
+            failed = true;
+            eprintln!("error: {v}");
+        }
+    }
     if failed {
         return Ok(ExitCode::from(1));
     }

@@ -57,6 +57,7 @@ pub struct DesiredState {
     pub packages: BTreeMap<String, DeploymentPackage>,
     pub rules: BTreeMap<String, DeploymentRule>,
     pub waivers: BTreeMap<String, Waiver>,
+    pub compliance_policies: BTreeMap<String, CompliancePolicy>,
     /// (kind, name) → where it was declared.
     pub origins: HashMap<(String, String), Origin>,
 }
@@ -279,6 +280,11 @@ impl DesiredState {
             "DeploymentRule" => {
                 insert(&mut self.rules, doc, meta, |m, s| DeploymentRule { metadata: m, spec: s, status: None })?
             }
+            "CompliancePolicy" => insert(&mut self.compliance_policies, doc, meta, |m, s| CompliancePolicy {
+                metadata: m,
+                spec: s,
+                status: None,
+            })?,
             "Waiver" => insert(&mut self.waivers, doc, meta, |m, s| Waiver { metadata: m, spec: s, status: None })?,
             _ => unreachable!("kind checked above"),
         }
@@ -509,6 +515,18 @@ impl DesiredState {
             }
             if let Some(c) = &r.spec.collection {
                 check_collection(&mut out, "DeploymentRule", name, "spec.collection", c);
+            }
+        }
+        for (name, p) in &self.compliance_policies {
+            let k = "CompliancePolicy";
+            for (i, t) in p.spec.deadlines.iter().enumerate() {
+                check_collection(&mut out, k, name, &format!("spec.deadlines[{i}].collection"), &t.collection);
+                if t.within.as_secs() <= 0 {
+                    out.push(at(k, name, &format!("spec.deadlines[{i}].within"), "must be greater than 0s".into()));
+                }
+            }
+            if p.spec.max_waiver_duration.is_some_and(|d| d.as_secs() <= 0) {
+                out.push(at(k, name, "spec.maxWaiverDuration", "must be greater than 0s".into()));
             }
         }
         for (name, w) in &self.waivers {

@@ -474,3 +474,168 @@ fn cve_list_orders_open_cves_by_exposure_and_filters_by_severity_and_collection(
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("known collections: servers, workstations"));
 }
+
+const POLICY_RESOURCES: &str = r#"apiVersion: patchops.dev/v1alpha1
+kind: UpdateCatalog
+metadata: {name: main}
+spec:
+  source: {path: catalog/updates.yaml}
+---
+apiVersion: patchops.dev/v1alpha1
+kind: Collection
+metadata: {name: servers}
+spec:
+  selector: {matchFacts: {role: server}}
+---
+apiVersion: patchops.dev/v1alpha1
+kind: Collection
+metadata: {name: workstations}
+spec:
+  selector: {matchFacts: {role: workstation}}
+---
+apiVersion: patchops.dev/v1alpha1
+kind: CompliancePolicy
+metadata: {name: baseline}
+spec:
+  deadlines:
+    - collection: servers
+      criteria: {severities: [Critical], releasedAfter: 2026-11-01}
+      within: 7d
+    - collection: workstations
+      criteria: {severities: [Important], releasedAfter: 2026-11-01}
+      within: 7d
+  requireFailureBudget: true
+  maxWaiverDuration: 90d
+---
+apiVersion: patchops.dev/v1alpha1
+kind: UpdateList
+metadata: {name: nov-srv}
+spec:
+  updates: [KB200-srv]
+---
+apiVersion: patchops.dev/v1alpha1
+kind: UpdateDeployment
+metadata: {name: nov-servers}
+spec:
+  updateList: nov-srv
+  collection: servers
+  startTime: 2026-11-12T00:00:00Z
+  deadline: 2026-11-18T00:00:00Z
+  failureBudget: {maxFailedPercent: 10}
+"#;
+
+const LATE_AND_LONG: &str = r#"apiVersion: patchops.dev/v1alpha1
+kind: UpdateList
+metadata: {name: nov-w11}
+spec:
+  updates: [KB300-w11]
+---
+apiVersion: patchops.dev/v1alpha1
+kind: UpdateDeployment
+metadata: {name: nov-workstations}
+spec:
+  updateList: nov-w11
+  collection: workstations
+  startTime: 2026-11-12T00:00:00Z
+  deadline: 2026-12-31T00:00:00Z
+---
+apiVersion: patchops.dev/v1alpha1
+kind: Waiver
+metadata: {name: forever}
+spec:
+  updates: [KB200]
+  collection: servers
+  reason: nobody wants to reboot
+  expires: 2099-01-01T00:00:00Z
+"#;
+
+/// Commit `files` on `branch` on top of HEAD's commit (the work tree is not touched).
+fn commit_on(root: &Path, branch: &str, files: &[(&str, &str)]) {
+    let repo = git2::Repository::open(root).unwrap();
+    let parent = repo.head().unwrap().peel_to_commit().unwrap();
+    let mut index = git2::Index::new().unwrap();
+    index.read_tree(&parent.tree().unwrap()).unwrap();
+    for (path, text) in files {
+        let id = repo.blob(text.as_bytes()).unwrap();
+        let mut entry = index.get_path(Path::new("desired/all.yaml"), 0).unwrap();
+        entry.id = id;
+        entry.file_size = text.len() as u32;
+        entry.path = path.as_bytes().to_vec();
+        index.add(&entry).unwrap();
+    }
+    let tree = repo.find_tree(index.write_tree_to(&repo).unwrap()).unwrap();
+    let sig = git2::Signature::now("Bob", "bob@example.com").unwrap();
+    repo.commit(Some(&format!("refs/heads/{branch}")), &sig, &sig, "late deadline, long waiver", &tree, &[&parent])
+        .unwrap();
+}
+
+#[test]
+fn compliance_policies_fail_plan_and_validate_on_violations_and_status_lists_breaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo(dir.path(), &[("desired/catalog/updates.yaml", CATALOG), ("desired/all.yaml", POLICY_RESOURCES)]);
+    commit_on(&root, "late-and-long", &[("desired/late.yaml", LATE_AND_LONG)]);
+    let store = dir.path().join("p.db").display().to_string();
+    let source = GitSource {
+        repo: root.display().to_string(),
+        revision: None,
+        path: Some("desired".into()),
+        cache_dir: dir.path().join("cache"),
+    };
+    let mut runner = Runner::new(source, patchops::store::open(&store).unwrap(), None);
+    // Nine days after KB300's release, with no deployment to the workstations: a breach.
+    let (record, _) = runner.reconcile_once("2026-11-20T12:00:00Z".parse().unwrap()).unwrap();
+    let status = &record.statuses.iter().find(|s| s.kind == "CompliancePolicy").unwrap().status;
+    assert_eq!(status["breachCount"], 1, "{status}");
+    assert_eq!(status["breaches"][0]["update"], "KB300-w11");
+    assert_eq!(status["breaches"][0]["due"], "2026-11-18T00:00:00Z");
+    drop(runner);
+
+    let r = root.to_str().unwrap();
+    let out = patchops(&["validate", "--repo", r, "--path", "desired", "--store", &store]);
+    assert!(out.status.success(), "main meets the policy: {}", String::from_utf8_lossy(&out.stderr));
+
+    let out = patchops(&["validate", "--repo", r, "--rev", "late-and-long", "--path", "desired", "--store", &store]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for expected in [
+        "desired/late.yaml:16: Waiver forever: spec.expires: expires 2099-01-01T00:00:00Z, more than 90d after the commit",
+        "desired/late.yaml:7: UpdateDeployment nov-workstations: spec.failureBudget",
+        "desired/late.yaml:7: UpdateDeployment nov-workstations: spec.deadline: deploys KB300-w11 to workstations with deadline 2026-12-31T00:00:00Z",
+    ] {
+        assert!(err.contains(expected), "{expected}\n{err}");
+    }
+
+    let out = patchops(&[
+        "plan",
+        "--repo",
+        r,
+        "--base",
+        "HEAD",
+        "--head",
+        "late-and-long",
+        "--path",
+        "desired",
+        "--store",
+        &store,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found: BTreeSet<String> = plan["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| format!("{} {}", v["resource"].as_str().unwrap(), v["field"].as_str().unwrap()))
+        .collect();
+    let expected = [
+        "UpdateDeployment nov-workstations spec.deadline",
+        "UpdateDeployment nov-workstations spec.failureBudget",
+        "Waiver forever spec.expires",
+    ];
+    assert_eq!(found, expected.iter().map(|s| s.to_string()).collect());
+    // A branch that breaks nothing new plans as a change (2) or no change (0), as before.
+    let out =
+        patchops(&["plan", "--repo", r, "--base", "HEAD", "--head", "HEAD", "--path", "desired", "--store", &store]);
+    assert_eq!(out.status.code(), Some(0));
+}

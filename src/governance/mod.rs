@@ -1,9 +1,11 @@
 //! Security governance: the questions auditors ask, answered from the repository and the
-//! store — which machines are exposed to a CVE (`cve`). The decisions are pure functions
-//! of (catalog, fleet, desired state, now); the commands only load and print.
+//! store — which machines are exposed to a CVE (`cve`), which exceptions are open
+//! (`Waiver`), which targets are broken (`CompliancePolicy`). The decisions are pure
+//! functions of (catalog, fleet, desired state, now); the commands only load and print.
 
 pub mod cve;
 pub mod exposure;
+pub mod policy;
 pub mod waivers;
 
 use clap::ValueEnum;

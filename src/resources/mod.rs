@@ -4,6 +4,7 @@
 mod client_settings;
 mod collection;
 mod common;
+mod compliance_policy;
 mod deployment_package;
 mod deployment_rule;
 mod deployment_template;
@@ -15,6 +16,7 @@ mod waiver;
 pub use client_settings::*;
 pub use collection::*;
 pub use common::*;
+pub use compliance_policy::*;
 pub use deployment_package::*;
 pub use deployment_rule::*;
 pub use deployment_template::*;
@@ -30,7 +32,7 @@ pub const API_GROUP: &str = "patchops.dev";
 pub const API_VERSION: &str = "patchops.dev/v1alpha1";
 
 /// Every kind patchops reads, in the order dependencies usually flow.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "UpdateCatalog",
     "Collection",
     "ClientSettings",
@@ -40,6 +42,7 @@ pub const KINDS: [&str; 9] = [
     "DeploymentPackage",
     "DeploymentRule",
     "Waiver",
+    "CompliancePolicy",
 ];
 
 /// The CRDs of all kinds, with the file name each is committed under in `crds/`.
@@ -54,6 +57,7 @@ pub fn crds() -> Vec<(String, CustomResourceDefinition)> {
         DeploymentPackage::crd(),
         DeploymentRule::crd(),
         Waiver::crd(),
+        CompliancePolicy::crd(),
     ]
     .into_iter()
     .map(|crd| {
