@@ -28,6 +28,8 @@ pub enum Suite {
     Audit,
     /// `patchops plan` on 1,000 resource files and the bench fleet in SQLite.
     Plan,
+    /// `patchops cve --list` and `cve CVE-…` over the bench fleet.
+    Cve,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -175,6 +177,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         Suite::Server => return super::bench_server::run(),
         Suite::Audit => return super::bench_audit::run(),
         Suite::Plan => return super::bench_plan::run(&args),
+        Suite::Cve => return crate::governance::bench::run(&args),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();
