@@ -399,7 +399,10 @@ fn cve_counts_exposed_installed_not_applicable_and_unknown_machines_per_collecti
     assert_eq!(status("Waiver", "srv-0-ended")["state"], "Expired");
     let shown = String::from_utf8(patchops(&["status", "--store", &store]).stdout).unwrap();
     assert!(shown.contains("WAIVED"), "{shown}");
-    assert!(shown.contains("Waiver srv-1-app: in force until 2099-01-01T00:00:00Z: 1 required pair(s) waived"), "{shown}");
+    assert!(
+        shown.contains("Waiver srv-1-app: in force until 2099-01-01T00:00:00Z: 1 required pair(s) waived"),
+        "{shown}"
+    );
     assert!(shown.contains("Waiver srv-0-ended: expired at 2020-01-01T00:00:00Z"), "{shown}");
 
     // Two fixes: a machine missing either is exposed; installing the newer one patches it.

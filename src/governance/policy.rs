@@ -63,8 +63,7 @@ pub fn violations(desired: &DesiredState, catalog: &Catalog, committed: Timestam
     let mut out = Vec::new();
     for (policy, p) in &desired.compliance_policies {
         if p.spec.require_failure_budget {
-            for (name, d) in desired.deployments.iter().filter(|(_, d)| d.spec.failure_budget.is_none()) {
-                let _ = d;
+            for name in desired.deployments.iter().filter(|(_, d)| d.spec.failure_budget.is_none()).map(|(n, _)| n) {
                 out.push(located(
                     desired,
                     "UpdateDeployment",
@@ -98,6 +97,10 @@ pub fn violations(desired: &DesiredState, catalog: &Catalog, committed: Timestam
     out
 }
 
+/// A deployment as deadline targets see it: name, deployed catalog indices (sorted), target
+/// collections, deadline.
+type Targeted<'a> = (&'a String, Vec<u32>, Vec<&'a str>, Option<Timestamp>);
+
 /// Deadline targets: the deployments whose deadline is later than a target allows
 /// (violations), and — with `now` — per policy the updates overdue now (breaches).
 fn deadlines(
@@ -111,7 +114,7 @@ fn deadlines(
         return (violations, breaches);
     }
     // Per deployment: deployed catalog indices (sorted), target collections, deadline.
-    let deployments: Vec<(&String, Vec<u32>, Vec<&str>, Option<Timestamp>)> = desired
+    let deployments: Vec<Targeted> = desired
         .deployments
         .iter()
         .map(|(name, d)| {
