@@ -42,12 +42,17 @@ pub struct RepoArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Check the desired state at a revision: every problem with file, line, column and field.
+    /// Check the desired state at a revision: every problem with file, line, column and
+    /// field, and every CompliancePolicy violation (deadline targets against the catalog of
+    /// --store when it exists).
     Validate {
         /// Repository (same as --repo).
         repo_pos: Option<String>,
         #[command(flatten)]
         repo: RepoArgs,
+        /// Store whose catalog deadline targets are checked against (skipped when absent).
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+        store: String,
     },
     /// What merging a branch would change (exit 0 no change, 2 change, 1 error).
     Plan(crate::git::plan::PlanArgs),
@@ -99,6 +104,10 @@ pub enum Command {
     /// and merged pull request, from the branch's history. An update list's criteria are
     /// reported as one entry (`criteria: …`) approved or withdrawn when they change.
     Audit(crate::git::audit::AuditArgs),
+    /// Which machines are exposed to a CVE: the updates fixing it in every catalog, per
+    /// collection the machines exposed, installed, not applicable and unknown, and the
+    /// deployments carrying the fix. `--list` lists CVEs by exposure.
+    Cve(crate::governance::cve::CveArgs),
     /// The Kubernetes operator: reconcile the custom resources of a namespace into the
     /// store and their status subresources.
     Controller(crate::kubernetes::ControllerArgs),
@@ -278,11 +287,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         end_quietly_on_a_closed_pipe();
     }
     match cli.command {
-        Command::Validate { repo_pos, mut repo } => {
+        Command::Validate { repo_pos, mut repo, store } => {
             if let Some(r) = repo_pos {
                 repo.repo = r;
             }
-            validate(&repo)
+            validate(&repo, &store)
         }
         Command::Run(args) => crate::standalone::run(*args),
         Command::Plan(args) => crate::git::plan::run(&args),
@@ -346,6 +355,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Catalog { command } => catalog(command),
         Command::Audit(args) => crate::git::audit::run(args),
+        Command::Cve(args) => crate::governance::cve::run(&args),
         Command::Controller(args) => crate::kubernetes::run(args),
         Command::Bench(args) => crate::standalone::bench::run(args),
         Command::Agent(args) => crate::agent::command::run(args),
@@ -446,7 +456,7 @@ fn catalog(command: CatalogCommand) -> Result<ExitCode> {
     }
 }
 
-fn validate(repo: &RepoArgs) -> Result<ExitCode> {
+fn validate(repo: &RepoArgs, store: &str) -> Result<ExitCode> {
     let source = git_source(repo, &crate::standalone::state_dir());
     let (tree, desired) = crate::standalone::load_desired(&source)?;
     let fetcher = crate::catalog::source::Fetcher::new(
@@ -469,8 +479,23 @@ fn validate(repo: &RepoArgs) -> Result<ExitCode> {
         ("UpdateDeployment", desired.deployments.len()),
         ("DeploymentPackage", desired.packages.len()),
         ("DeploymentRule", desired.rules.len()),
+        ("Waiver", desired.waivers.len()),
+        ("CompliancePolicy", desired.compliance_policies.len()),
     ];
     let summary: Vec<String> = counts.iter().filter(|(_, n)| *n > 0).map(|(k, n)| format!("{n} {k}")).collect();
+    if !desired.compliance_policies.is_empty() {
+        let path = store.strip_prefix("sqlite://").unwrap_or(store);
+        let catalog = if store.contains("://") && !store.starts_with("sqlite://") || std::path::Path::new(path).exists()
+        {
+            crate::store::open(store)?.load_catalog()?
+        } else {
+            crate::catalog::Catalog::default()
+        };
+        for v in crate::governance::policy::violations(&desired, &catalog, source.commit_time(&tree.commit)?) {
+            failed = true;
+            eprintln!("error: {v}");
+        }
+    }
     if failed {
         return Ok(ExitCode::from(1));
     }

@@ -56,6 +56,8 @@ pub struct DesiredState {
     pub deployments: BTreeMap<String, UpdateDeployment>,
     pub packages: BTreeMap<String, DeploymentPackage>,
     pub rules: BTreeMap<String, DeploymentRule>,
+    pub waivers: BTreeMap<String, Waiver>,
+    pub compliance_policies: BTreeMap<String, CompliancePolicy>,
     /// (kind, name) → where it was declared.
     pub origins: HashMap<(String, String), Origin>,
 }
@@ -278,6 +280,12 @@ impl DesiredState {
             "DeploymentRule" => {
                 insert(&mut self.rules, doc, meta, |m, s| DeploymentRule { metadata: m, spec: s, status: None })?
             }
+            "CompliancePolicy" => insert(&mut self.compliance_policies, doc, meta, |m, s| CompliancePolicy {
+                metadata: m,
+                spec: s,
+                status: None,
+            })?,
+            "Waiver" => insert(&mut self.waivers, doc, meta, |m, s| Waiver { metadata: m, spec: s, status: None })?,
             _ => unreachable!("kind checked above"),
         }
         self.origins.insert(key.clone(), Origin { file: doc.file.clone(), line: doc.line });
@@ -507,6 +515,44 @@ impl DesiredState {
             }
             if let Some(c) = &r.spec.collection {
                 check_collection(&mut out, "DeploymentRule", name, "spec.collection", c);
+            }
+        }
+        for (name, p) in &self.compliance_policies {
+            let k = "CompliancePolicy";
+            for (i, t) in p.spec.deadlines.iter().enumerate() {
+                check_collection(&mut out, k, name, &format!("spec.deadlines[{i}].collection"), &t.collection);
+                if t.within.as_secs() <= 0 {
+                    out.push(at(k, name, &format!("spec.deadlines[{i}].within"), "must be greater than 0s".into()));
+                }
+            }
+            if p.spec.max_waiver_duration.is_some_and(|d| d.as_secs() <= 0) {
+                out.push(at(k, name, "spec.maxWaiverDuration", "must be greater than 0s".into()));
+            }
+        }
+        for (name, w) in &self.waivers {
+            let k = "Waiver";
+            let s = &w.spec;
+            if s.updates.is_empty() && s.cves.is_empty() {
+                out.push(at(k, name, "spec", "waives nothing: give updates, cves, or both".into()));
+            }
+            for (i, cve) in s.cves.iter().enumerate() {
+                if let Err(m) = crate::governance::exposure::parse_cve(cve) {
+                    out.push(at(k, name, &format!("spec.cves[{i}]"), m));
+                }
+            }
+            match (&s.collection, s.machines.is_empty()) {
+                (Some(c), true) => check_collection(&mut out, k, name, "spec.collection", c),
+                (None, false) => {}
+                (Some(_), false) => out.push(at(
+                    k,
+                    name,
+                    "spec.machines",
+                    "give collection or machines, not both (make a Collection naming the machines)".into(),
+                )),
+                (None, true) => out.push(at(k, name, "spec", "no target: give collection or machines".into())),
+            }
+            if s.reason.trim().is_empty() {
+                out.push(at(k, name, "spec.reason", "say why the updates are not installed".into()));
             }
         }
         out.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod compliance;
 pub mod desired;
 pub mod git;
+pub mod governance;
 pub mod kubernetes;
 pub mod metrics;
 pub mod output;

@@ -38,6 +38,7 @@ pub fn deployments_table(record: &ReconcileRecord) -> String {
         "UNKNOWN",
         "FAILED",
         "REBOOT",
+        "WAIVED",
         "NEXT WINDOW",
         "DEADLINE",
     ]);
@@ -57,6 +58,7 @@ pub fn deployments_table(record: &ReconcileRecord) -> String {
             text(field(st, "machines.unknown")),
             text(field(st, "machines.failed")),
             text(field(st, "machines.pendingReboot")),
+            text(field(st, "machines.waived")),
             text(field(st, "nextMaintenanceWindow")),
             text(field(st, "deadline")),
         ]);
@@ -72,6 +74,11 @@ pub fn print_record(record: &ReconcileRecord, format: OutputFormat) {
                 record.revision, record.catalog_version, record.time
             );
             println!("{}", deployments_table(record));
+            for s in record.statuses.iter().filter(|s| s.kind == "Waiver" || s.kind == "CompliancePolicy") {
+                let ready = s.status.get("conditions").and_then(|c| c.get(0));
+                let message = ready.and_then(|c| c.get("message")).map_or("-".into(), text);
+                println!("{} {}: {message}", s.kind, s.name);
+            }
         }
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(record).expect("records serialize")),
         OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(record).expect("records serialize")),

@@ -563,3 +563,53 @@ fn audit_follows_the_desired_state_folder_across_a_move_and_says_where_history_s
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("history of sites/eu starts at"), "{text}");
 }
+
+#[test]
+fn waivers_are_reported_like_approvals_with_their_pull_request_and_renewal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Book::new(dir.path());
+    let waiver = |expires: &str| {
+        format!(
+            "apiVersion: patchops.dev/v1alpha1\nkind: Waiver\nmetadata: {{name: sql}}\nspec:\n  updates: [KB2]\n  cves: [CVE-2026-1000]\n  machines: [sql-1, sql-2]\n  reason: vendor certification\n  expires: {expires}\n"
+        )
+    };
+    let v1 = files(&[("l.yaml", list("nov", &["KB1", "KB2"])), ("d.yaml", deployment("pilot", "nov"))]);
+    let c1 = b.commit("main", &[], &v1, &ALICE, &ALICE, "November");
+    let mut v2 = v1.clone();
+    v2.insert("waivers/sql.yaml".into(), waiver("2027-01-31T00:00:00Z"));
+    let f1 = b.commit("waive-sql", &[c1], &v2, &BOB, &BOB, "Waive KB2 on the SQL nodes");
+    let m1 = b.commit("main", &[c1, f1], &v2, &BOB, &GITHUB, "Merge pull request #41 from org/waive-sql");
+    let mut v3 = v2.clone();
+    v3.insert("waivers/sql.yaml".into(), waiver("2027-03-31T00:00:00Z"));
+    let c3 = b.commit("main", &[m1], &v3, &CAROL, &CAROL, "Renew the SQL waiver (#42)");
+
+    let source = GitSource {
+        repo: dir.path().display().to_string(),
+        revision: None,
+        path: None,
+        cache_dir: dir.path().join("cache"),
+    };
+    let report = audit(&source, &AuditQuery { deployment: Some("waiver/sql".into()), ..Default::default() }).unwrap();
+    let got: Vec<(Action, &str, Oid, Option<&str>)> = report
+        .events
+        .iter()
+        .map(|e| (e.action, e.update.as_str(), Oid::from_str(&e.commit).unwrap(), e.pull_request.as_deref()))
+        .collect();
+    use Action::*;
+    assert_eq!(
+        got,
+        [
+            (Approved, "CVE-2026-1000", m1, Some("#41")),
+            (Approved, "KB2", m1, Some("#41")),
+            (Approved, "expires: 2027-01-31T00:00:00Z", m1, Some("#41")),
+            (Approved, "machines: sql-1, sql-2", m1, Some("#41")),
+            (Withdrawn, "expires: 2027-01-31T00:00:00Z", c3, Some("#42")),
+            (Approved, "expires: 2027-03-31T00:00:00Z", c3, Some("#42")),
+        ]
+    );
+    assert_eq!(report.events[0].via.as_ref().map(|v| v.author.name.as_str()), Some(BOB.name));
+    // The deployment's own approvals are unchanged by the waiver.
+    let all = audit(&source, &AuditQuery::default()).unwrap();
+    let pilot: Vec<&str> = all.events.iter().filter(|e| e.deployment == "pilot").map(|e| e.update.as_str()).collect();
+    assert_eq!(pilot, ["KB1", "KB2"]);
+}

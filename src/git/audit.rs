@@ -690,7 +690,7 @@ impl<'r> History<'r> {
         let blob = self.repo.find_blob(id)?;
         let parsed = match std::str::from_utf8(blob.content()) {
             // Only documents of these two kinds decide what is deployed.
-            Ok(text) if text.contains("UpdateDeployment") || text.contains("UpdateList") => {
+            Ok(text) if text.contains("UpdateDeployment") || text.contains("UpdateList") || text.contains("Waiver") => {
                 self.blobs_parsed += 1;
                 parse(text)
             }
@@ -785,7 +785,7 @@ fn read<'a>(documents: impl Iterator<Item = (usize, &'a serde_json::Value)>) -> 
         }
         let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
         let Some(name) = v.pointer("/metadata/name").and_then(|n| n.as_str()) else {
-            if kind == "UpdateDeployment" || kind == "UpdateList" {
+            if kind == "UpdateDeployment" || kind == "UpdateList" || kind == "Waiver" {
                 out.problem = Some(format!("line {line}: {kind} without metadata.name"));
             }
             continue;
@@ -807,6 +807,35 @@ fn read<'a>(documents: impl Iterator<Item = (usize, &'a serde_json::Value)>) -> 
                     entries.insert(criteria);
                 }
                 out.lists.push((Rc::from(name), Rc::new(entries)));
+            }
+            // A waiver is reported like a deployment of its own (`waiver/<name>`, never a
+            // valid resource name, so never another deployment's): its updates and CVEs,
+            // target and expiry are its entries, so adding, narrowing or renewing one is an
+            // approval or withdrawal with the commit and pull request that made it.
+            "Waiver" => {
+                let key: Rc<str> = Rc::from(format!("waiver/{name}"));
+                let texts = |p: &str| -> Vec<String> {
+                    v.pointer(p)
+                        .and_then(|u| u.as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|u| u.as_str().map(str::to_string))
+                        .collect()
+                };
+                let mut entries: BTreeSet<String> = texts("/spec/updates").into_iter().collect();
+                entries.extend(texts("/spec/cves"));
+                if let Some(c) = v.pointer("/spec/collection").and_then(|c| c.as_str()) {
+                    entries.insert(format!("collection: {c}"));
+                }
+                let machines = texts("/spec/machines");
+                if !machines.is_empty() {
+                    entries.insert(format!("machines: {}", machines.join(", ")));
+                }
+                if let Some(e) = v.pointer("/spec/expires").and_then(|e| e.as_str()) {
+                    entries.insert(format!("expires: {e}"));
+                }
+                out.deployments.push((key.clone(), key.clone()));
+                out.lists.push((key, Rc::new(entries)));
             }
             _ => {}
         }

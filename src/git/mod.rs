@@ -152,6 +152,15 @@ impl GitSource {
         Ok((revision, commit))
     }
 
+    /// When a commit (normally [`SourceTree::commit`]) was made, by its committer's clock:
+    /// the moment a revision's declarations were approved.
+    pub fn commit_time(&self, commit: &str) -> Result<jiff::Timestamp> {
+        let (repo, _) = self.open(false)?;
+        let found = find_commit(&repo, commit)
+            .ok_or_else(|| self.error(format!("commit {commit:?} not found; pass a commit id of this repository")))?;
+        Ok(jiff::Timestamp::from_second(found.time().seconds()).unwrap_or(jiff::Timestamp::UNIX_EPOCH))
+    }
+
     /// Read one file (any extension) from the same commit, for catalog files a resource points to by path. Returns Ok(None) when absent.
     ///
     /// `commit` is a commit id (normally [`SourceTree::commit`]); `path` is relative to

@@ -70,6 +70,9 @@ pub struct Plan {
     pub resources: Vec<ResourceChange>,
     /// Warnings about the plan as a whole (e.g. no catalog in the store).
     pub warnings: Vec<String>,
+    /// CompliancePolicy violations the head brings that the base does not have.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<crate::governance::policy::Violation>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -161,8 +164,15 @@ impl Plan {
         !self.deployments.is_empty() || !self.resources.is_empty()
     }
 
+    /// 1 when the head breaks a CompliancePolicy the base did not, else 2 for a change, 0 for none.
     pub fn exit_code(&self) -> ExitCode {
-        if self.changes() { ExitCode::from(2) } else { ExitCode::SUCCESS }
+        if !self.violations.is_empty() {
+            ExitCode::from(1)
+        } else if self.changes() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -194,12 +204,12 @@ pub fn make(args: &PlanArgs) -> Result<Plan> {
         path: args.path.clone(),
         cache_dir: state.join("git-cache"),
     };
-    let (_, base) = crate::standalone::load_desired(&source(&args.base)).inspect_err(|e| {
+    let (base_tree, base) = crate::standalone::load_desired(&source(&args.base)).inspect_err(|e| {
         if matches!(e, Error::InvalidDesiredState(_)) {
             eprintln!("error: the base revision {:?} is invalid; fix it first", args.base);
         }
     })?;
-    let (_, head) = crate::standalone::load_desired(&source(&args.head)).inspect_err(|e| {
+    let (head_tree, head) = crate::standalone::load_desired(&source(&args.head)).inspect_err(|e| {
         if matches!(e, Error::InvalidDesiredState(_)) {
             eprintln!("error: the head revision {:?} is invalid; merging it would be rejected", args.head);
         }
@@ -212,7 +222,17 @@ pub fn make(args: &PlanArgs) -> Result<Plan> {
     let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
     let world =
         World { catalog: &catalog, fleet: &fleet, previous: &previous, now: args.now.unwrap_or_else(Timestamp::now) };
-    Ok(compute(&base, &head, &world))
+    let mut plan = compute(&base, &head, &world);
+    // Only what the branch brings: a violation the base already has is not this change's.
+    use crate::governance::policy::violations;
+    let key = |v: &crate::governance::policy::Violation| (v.resource.clone(), v.field.clone(), v.policy.clone());
+    let before: std::collections::HashSet<_> =
+        violations(&base, &catalog, source(&args.base).commit_time(&base_tree.commit)?).iter().map(key).collect();
+    plan.violations = violations(&head, &catalog, source(&args.head).commit_time(&head_tree.commit)?)
+        .into_iter()
+        .filter(|v| !before.contains(&key(v)))
+        .collect();
+    Ok(plan)
 }
 
 /// One side, prepared: each deployment's updates and targets.
@@ -629,6 +649,7 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
         unchanged_deployments: unchanged,
         resources: resource_changes(base, head),
         warnings,
+        violations: Vec::new(),
     }
 }
 
@@ -655,6 +676,8 @@ fn specs(d: &DesiredState) -> BTreeMap<(&'static str, String), serde_json::Value
     add(&mut out, "DeploymentTemplate", &d.templates, |r| j(&r.spec));
     add(&mut out, "DeploymentPackage", &d.packages, |r| j(&r.spec));
     add(&mut out, "DeploymentRule", &d.rules, |r| j(&r.spec));
+    add(&mut out, "Waiver", &d.waivers, |r| j(&r.spec));
+    add(&mut out, "CompliancePolicy", &d.compliance_policies, |r| j(&r.spec));
     out
 }
 
@@ -722,6 +745,17 @@ pub fn markdown(plan: &Plan) -> String {
     );
     for w in &plan.warnings {
         let _ = writeln!(s, "> **Warning:** {w}\n");
+    }
+    if !plan.violations.is_empty() {
+        let _ = writeln!(s, "### Compliance policy violations ({})\n", plan.violations.len());
+        for v in &plan.violations {
+            let _ = writeln!(
+                s,
+                "- `{}:{}` {} `{}`: {} (CompliancePolicy `{}`)",
+                v.file, v.line, v.resource, v.field, v.message, v.policy
+            );
+        }
+        let _ = writeln!(s);
     }
     if !plan.changes() {
         let _ = writeln!(s, "**No change.** {} deployments stay as they are.", plan.unchanged_deployments);
@@ -871,6 +905,9 @@ pub fn table(plan: &Plan) -> String {
     }
     for w in plan.warnings.iter().chain(plan.deployments.iter().flat_map(|d| &d.warnings)) {
         let _ = writeln!(s, "warning: {w}");
+    }
+    for v in &plan.violations {
+        let _ = writeln!(s, "violation: {v}");
     }
     s
 }

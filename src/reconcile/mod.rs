@@ -53,6 +53,7 @@ pub struct Outcome {
     pub update_lists: BTreeMap<String, UpdateListStatus>,
     pub collections: BTreeMap<String, CollectionStatus>,
     pub packages: BTreeMap<String, DeploymentPackageStatus>,
+    pub waivers: BTreeMap<String, WaiverStatus>,
     /// Policy documents in use, by ETag.
     pub policies: BTreeMap<String, Arc<ClientPolicy>>,
     /// ETags by slot; `assignments` points into it (a slot may fall out of use after
@@ -83,6 +84,8 @@ impl Outcome {
 #[derive(Clone, Debug, Default)]
 pub struct Previous {
     pub deployments: HashMap<String, UpdateDeploymentStatus>,
+    /// Waiver statuses: a waiver Active then and expired now gives a WaiverExpired event.
+    pub waivers: HashMap<String, WaiverStatus>,
 }
 
 /// Inputs of one reconcile.
@@ -129,10 +132,13 @@ struct Machines {
     unknown: i64,
     failed: i64,
     pending_reboot: i64,
+    /// Every Required deployed update is waived: out of the compliance denominator.
+    waived: i64,
 }
 
 impl Machines {
     fn add(&mut self, o: &Machines) {
+        self.waived += o.waived;
         self.targeted += o.targeted;
         self.compliant += o.compliant;
         self.required += o.required;
@@ -166,10 +172,14 @@ struct Acc {
     bucket_window_members: Vec<i64>,
     /// Earliest moment a usable scan expires (TTL).
     min_expiry: Option<Timestamp>,
+    /// Per bucket: Required (machine, deployed update) pairs a waiver keeps out.
+    bucket_waived_pairs: Vec<i64>,
+    /// Per waiver in force: [machines targeted, Required pairs covered].
+    waiver_counts: Vec<[i64; 2]>,
 }
 
 impl Acc {
-    fn zeros(catalog: usize, buckets: usize, upd: usize, slots: usize, collections: usize) -> Self {
+    fn zeros(catalog: usize, buckets: usize, upd: usize, slots: usize, collections: usize, waivers: usize) -> Self {
         Acc {
             fleet_upd: vec![[0; 2]; catalog],
             fleet_valid_by_version: BTreeMap::new(),
@@ -181,6 +191,8 @@ impl Acc {
             collection_members: vec![0; collections],
             bucket_window_members: vec![0; buckets * collections],
             min_expiry: None,
+            bucket_waived_pairs: vec![0; buckets],
+            waiver_counts: vec![[0; 2]; waivers],
         }
     }
 
@@ -204,6 +216,8 @@ impl Acc {
         self.slot_counts.iter_mut().zip(&o.slot_counts).for_each(|(a, b)| add2(a, b));
         self.collection_members.iter_mut().zip(&o.collection_members).for_each(|(a, b)| *a += b);
         self.bucket_window_members.iter_mut().zip(&o.bucket_window_members).for_each(|(a, b)| *a += b);
+        self.bucket_waived_pairs.iter_mut().zip(&o.bucket_waived_pairs).for_each(|(a, b)| *a += b);
+        self.waiver_counts.iter_mut().zip(&o.waiver_counts).for_each(|(a, b)| add2(a, b));
         self.min_expiry = match (self.min_expiry, o.min_expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -229,6 +243,8 @@ struct Plan {
     upd_slots: usize,
     slot_base: Vec<usize>,
     slots_total: usize,
+    /// Waivers in force at the reconcile's `now` (the outcome is valid until the next expiry).
+    waivers: crate::governance::waivers::Waivers,
 }
 
 /// A reconcile that can be advanced one client at a time.
@@ -327,11 +343,12 @@ impl Plan {
             upd_slots,
             slot_base,
             slots_total,
+            waivers: Default::default(),
         }
     }
 
     fn zeros(&self, catalog: usize) -> Acc {
-        Acc::zeros(catalog, self.buckets, self.upd_slots, self.slots_total, self.collections.len())
+        Acc::zeros(catalog, self.buckets, self.upd_slots, self.slots_total, self.collections.len(), self.waivers.len())
     }
 
     fn member(row: &[u64], collection: Option<usize>) -> bool {
@@ -364,6 +381,26 @@ impl Plan {
             }
         }
         acc.fleet_clients += sign;
+        // Waived updates for this client (catalog indices, sorted), and what each waiver covers.
+        let mut waived: Vec<u32> = Vec::new();
+        for (wi, covered) in self.waivers.targeting(row, &client.name) {
+            acc.waiver_counts[wi][0] += sign;
+            waived.extend_from_slice(covered);
+            if let Some(v) = scanned {
+                for s in &c.states {
+                    let idx = self.idx_by_key.get(s.key() as usize).copied().unwrap_or(ABSENT);
+                    if idx != ABSENT
+                        && catalog.since_version[idx as usize] <= v
+                        && state_slot(s.scan(), s.enforcement()) == 0
+                        && covered.binary_search(&idx).is_ok()
+                    {
+                        acc.waiver_counts[wi][1] += sign;
+                    }
+                }
+            }
+        }
+        waived.sort_unstable();
+        waived.dedup();
         if let Some(v) = scanned {
             *acc.fleet_valid_by_version.entry(v).or_default() += sign;
             for s in &c.states {
@@ -386,13 +423,19 @@ impl Plan {
                     *acc.bucket_valid_by_version[bucket].entry(v).or_default() += sign;
                     let pos = &self.pos_by_key[di];
                     let base = d.upd_base + first * d.updates.len();
-                    let (mut required, mut failed, mut reboot) = (false, false, false);
+                    let (mut required, mut failed, mut reboot, mut waived_required) = (false, false, false, false);
                     for s in &c.states {
                         let p = pos.get(s.key() as usize).copied().unwrap_or(ABSENT);
                         if p == ABSENT || catalog.since_version[d.updates[p as usize] as usize] > v {
                             continue;
                         }
                         let slot = state_slot(s.scan(), s.enforcement());
+                        if slot == 0 && waived.binary_search(&d.updates[p as usize]).is_ok() {
+                            // Waived: neither Required nor counted; listed as waived.
+                            acc.bucket_waived_pairs[bucket] += sign;
+                            waived_required = true;
+                            continue;
+                        }
                         acc.bucket_upd[base + p as usize][slot] += sign;
                         required |= slot == 0;
                         failed |= s.enforcement().failed();
@@ -402,6 +445,8 @@ impl Plan {
                         m.required = 1;
                     } else if v < d.max_since {
                         m.unknown = 1;
+                    } else if waived_required {
+                        m.waived = 1;
                     } else {
                         m.compliant = 1;
                     }
@@ -416,6 +461,7 @@ impl Plan {
                 unknown: m.unknown * sign,
                 failed: m.failed * sign,
                 pending_reboot: m.pending_reboot * sign,
+                waived: m.waived * sign,
             };
             acc.bucket_machines[bucket].add(&signed);
             let ncoll = self.collections.len();
@@ -428,7 +474,8 @@ impl Plan {
                 if Self::member(row, *col) {
                     let sc = &mut acc.slot_counts[self.slot_base[di] + si];
                     sc[0] += sign;
-                    sc[1] += m.compliant * sign;
+                    // A waived machine does not hold a phase back.
+                    sc[1] += (m.compliant + m.waived) * sign;
                 }
             }
         }
@@ -463,7 +510,17 @@ fn counts(total: i64, unknown_clients: i64, valid: &BTreeMap<u64, i64>, since: u
 impl Engine {
     /// Run a full reconcile and keep what is needed to apply single-client changes.
     pub fn new(inputs: &Inputs<'_>) -> (Engine, Outcome) {
-        let plan = Plan::new(inputs.desired, inputs.catalog);
+        let mut plan = Plan::new(inputs.desired, inputs.catalog);
+        if !inputs.desired.waivers.is_empty() {
+            let cves = crate::governance::exposure::cve_index(inputs.catalog);
+            plan.waivers = crate::governance::waivers::Waivers::at(
+                inputs.desired,
+                inputs.catalog,
+                &cves,
+                &plan.collections,
+                inputs.now,
+            );
+        }
         let clients = &inputs.fleet.clients;
         let words = plan.collections.len().div_ceil(64).max(1);
         let mut membership = Membership::new(clients.len(), plan.collections.len());
@@ -621,6 +678,7 @@ impl Engine {
             halted_flags.push(rollout.halted);
 
             let mut m = Machines::default();
+            let mut waived_pairs = 0i64;
             let mut updates = StateCounts::default();
             let mut per_update = vec![[0i64; 2]; d.updates.len()];
             let mut unknown_clients = 0;
@@ -628,6 +686,7 @@ impl Engine {
             for b in 0..active {
                 let bucket = d.bucket_base + b;
                 m.add(&acc.bucket_machines[bucket]);
+                waived_pairs += acc.bucket_waived_pairs[bucket];
                 let scanned: i64 = acc.bucket_valid_by_version[bucket].values().sum();
                 unknown_clients += acc.bucket_machines[bucket].targeted - scanned;
                 for (v, n) in &acc.bucket_valid_by_version[bucket] {
@@ -645,6 +704,8 @@ impl Engine {
                     &counts(m.targeted, unknown_clients, &valid, catalog.since_version[i as usize], per_update[p]),
                 );
             }
+            // A waived pair was counted NotRequired by subtraction; it is neither.
+            updates.not_required = updates.not_required.saturating_sub(waived_pairs.max(0) as u64);
             let stage = d.timing.stage(now);
             let phase = if rollout.halted {
                 "Halted"
@@ -667,11 +728,13 @@ impl Engine {
                 .flat_map(|&ci| plan.collections.spec(ci).maintenance_windows.iter().cloned())
                 .collect();
             let next_window = windows::next_window(&target_windows, now, d.max_run_time).map(|w| w.start);
-            let pct =
-                if m.targeted > 0 { (m.compliant as f64 * 1000.0 / m.targeted as f64).round() / 10.0 } else { 0.0 };
+            // Waived machines are out of the denominator.
+            let counted = m.targeted - m.waived;
+            let pct = if counted > 0 { (m.compliant as f64 * 1000.0 / counted as f64).round() / 10.0 } else { 0.0 };
+            let waived_text = if m.waived > 0 { format!(", {} waived", m.waived) } else { String::new() };
             let summary = format!(
-                "{pct}% compliant ({}/{} machines), {} required, {} unknown, {} failed",
-                m.compliant, m.targeted, m.required, m.unknown, m.failed
+                "{pct}% compliant ({}/{counted} machines), {} required, {} unknown, {} failed{waived_text}",
+                m.compliant, m.required, m.unknown, m.failed
             );
             let mut conditions = if rollout.halted {
                 vec![
@@ -744,7 +807,9 @@ impl Engine {
                     unknown: m.unknown.max(0) as u64,
                     failed: m.failed.max(0) as u64,
                     pending_reboot: m.pending_reboot.max(0) as u64,
+                    waived: m.waived.max(0) as u64,
                 },
+                waived_pairs: waived_pairs.max(0) as u64,
                 updates,
                 compliance_percent: pct,
                 update_count: d.updates.len() as u64,
@@ -754,6 +819,50 @@ impl Engine {
             };
             out.events.extend(events_for(&d.name, prev, &status, now));
             out.deployments.insert(d.name.clone(), status);
+        }
+
+        // Waivers: in force or expired, what they cover, an event when one ended.
+        if let Some(t) = plan.waivers.next_expiry() {
+            horizon.push(t);
+        }
+        let positions: HashMap<&str, usize> = plan.waivers.names().enumerate().map(|(i, n)| (n, i)).collect();
+        for (name, w) in &desired.waivers {
+            let status = match positions.get(name.as_str()) {
+                Some(&i) => {
+                    let [machines, pairs] = acc.waiver_counts[i];
+                    WaiverStatus {
+                        state: "Active".into(),
+                        updates: plan.waivers.covered_ids(i, catalog),
+                        machines: machines.max(0) as u64,
+                        waived_pairs: pairs.max(0) as u64,
+                        conditions: vec![Condition::new(
+                            "Ready",
+                            true,
+                            "Active",
+                            format!("in force until {}: {} required pair(s) waived", w.spec.expires, pairs.max(0)),
+                            now,
+                        )],
+                    }
+                }
+                None => {
+                    let was_active = inputs.previous.waivers.get(name).is_some_and(|p| p.state == "Active");
+                    if was_active {
+                        out.events.push(crate::governance::waivers::expired_event(name, &w.spec));
+                    }
+                    WaiverStatus {
+                        state: "Expired".into(),
+                        conditions: vec![Condition::new(
+                            "Ready",
+                            false,
+                            "WaiverExpired",
+                            format!("expired at {}; renew it in a pull request or install the updates", w.spec.expires),
+                            now,
+                        )],
+                        ..Default::default()
+                    }
+                }
+            };
+            out.waivers.insert(name.clone(), status);
         }
 
         // Packages: content files of their updates.
@@ -1020,7 +1129,12 @@ pub fn previous_from(statuses: &[crate::store::ResourceStatus]) -> Previous {
         .filter(|s| s.kind == "UpdateDeployment")
         .filter_map(|s| serde_json::from_value(s.status.clone()).ok().map(|st| (s.name.clone(), st)))
         .collect();
-    Previous { deployments }
+    let waivers = statuses
+        .iter()
+        .filter(|s| s.kind == "Waiver")
+        .filter_map(|s| serde_json::from_value(s.status.clone()).ok().map(|st| (s.name.clone(), st)))
+        .collect();
+    Previous { deployments, waivers }
 }
 
 #[cfg(test)]

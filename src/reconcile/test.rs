@@ -214,7 +214,7 @@ fn o_dep_phased_rollouts_target_only_active_phases_and_advance() {
     let outsider = fleet.index_of("c050").unwrap();
     assert!(!first.policy_of(outsider).deployments.iter().any(|d| d.name == "phased-w11"));
     // A day later the broad phase starts and everyone in "all" is targeted.
-    let previous = Previous { deployments: first.deployments.clone().into_iter().collect() };
+    let previous = Previous { deployments: first.deployments.clone().into_iter().collect(), ..Default::default() };
     let next = run(&desired, &catalog, &fleet, &previous, "2026-12-11T12:00:00Z");
     let s = &next.deployments["phased-w11"];
     assert_eq!(s.rollout_phase.as_deref(), Some("broad"));
@@ -403,7 +403,7 @@ fn o_dep_an_update_that_becomes_superseded_is_named_in_a_condition_and_an_event_
     newer.supersedes = vec!["KB001".into()];
     updates.push(newer);
     let synced = Catalog::new(3, updates, &HashMap::new());
-    let previous = Previous { deployments: first.deployments.clone().into_iter().collect() };
+    let previous = Previous { deployments: first.deployments.clone().into_iter().collect(), ..Default::default() };
     let second = run(&d, &synced, &fleet, &previous, NOW);
     let status = &second.deployments["pinned-servers"];
     let c = status.conditions.iter().find(|c| c.type_ == "Superseded").expect("a Superseded condition");
@@ -414,7 +414,7 @@ fn o_dep_an_update_that_becomes_superseded_is_named_in_a_condition_and_an_event_
     assert_eq!(events.len(), 1);
     assert!(events[0].message.contains("KB100-1"));
     // The next reconcile keeps the condition but does not repeat the event.
-    let previous = Previous { deployments: second.deployments.clone().into_iter().collect() };
+    let previous = Previous { deployments: second.deployments.clone().into_iter().collect(), ..Default::default() };
     let third = run(&d, &synced, &fleet, &previous, NOW);
     assert!(third.events.iter().all(|e| e.reason != "UpdateSuperseded"));
     assert!(third.deployments["pinned-servers"].conditions.iter().any(|c| c.type_ == "Superseded"));

@@ -4,22 +4,26 @@
 mod client_settings;
 mod collection;
 mod common;
+mod compliance_policy;
 mod deployment_package;
 mod deployment_rule;
 mod deployment_template;
 mod update_catalog;
 mod update_deployment;
 mod update_list;
+mod waiver;
 
 pub use client_settings::*;
 pub use collection::*;
 pub use common::*;
+pub use compliance_policy::*;
 pub use deployment_package::*;
 pub use deployment_rule::*;
 pub use deployment_template::*;
 pub use update_catalog::*;
 pub use update_deployment::*;
 pub use update_list::*;
+pub use waiver::*;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -28,7 +32,7 @@ pub const API_GROUP: &str = "patchops.dev";
 pub const API_VERSION: &str = "patchops.dev/v1alpha1";
 
 /// Every kind patchops reads, in the order dependencies usually flow.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 10] = [
     "UpdateCatalog",
     "Collection",
     "ClientSettings",
@@ -37,6 +41,8 @@ pub const KINDS: [&str; 8] = [
     "UpdateDeployment",
     "DeploymentPackage",
     "DeploymentRule",
+    "Waiver",
+    "CompliancePolicy",
 ];
 
 /// The CRDs of all kinds, with the file name each is committed under in `crds/`.
@@ -50,6 +56,8 @@ pub fn crds() -> Vec<(String, CustomResourceDefinition)> {
         UpdateDeployment::crd(),
         DeploymentPackage::crd(),
         DeploymentRule::crd(),
+        Waiver::crd(),
+        CompliancePolicy::crd(),
     ]
     .into_iter()
     .map(|crd| {

@@ -146,7 +146,10 @@ pub struct UpdateDeploymentStatus {
     /// Update level: (machine, update) pairs per Table 1 state.
     #[serde(default)]
     pub updates: StateCounts,
-    /// Compliant machines as a percentage of targeted machines.
+    /// Required (machine, update) pairs a Waiver in force keeps out of the counts above.
+    #[serde(default)]
+    pub waived_pairs: u64,
+    /// Compliant machines as a percentage of targeted machines, waived machines left out.
     #[serde(default)]
     pub compliance_percent: f64,
     /// Number of updates deployed (after supersedence and expiry).
@@ -179,6 +182,10 @@ pub struct MachineCounts {
     pub failed: u64,
     /// At least one deployed update is installed but waits for a restart.
     pub pending_reboot: u64,
+    /// Every deployed update it requires is waived by a Waiver in force: out of the
+    /// compliance percentage (neither compliant nor counted).
+    #[serde(default)]
+    pub waived: u64,
 }
 
 /// Progress of one rollout phase.

@@ -31,6 +31,8 @@ pub enum Suite {
     /// The RPM importers on the real data; an rpm scan of 2,000 packages against 5,000
     /// advisories next to plain `rpm -qa` of the same root.
     Rpm,
+    /// `patchops cve --list` and `cve CVE-…` over the bench fleet.
+    Cve,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -179,6 +181,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         Suite::Audit => return super::bench_audit::run(),
         Suite::Plan => return super::bench_plan::run(&args),
         Suite::Rpm => return super::bench_rpm::run(),
+        Suite::Cve => return crate::governance::bench::run(&args),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();

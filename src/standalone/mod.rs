@@ -204,6 +204,15 @@ impl Written {
         for (name, s) in &outcome.deployments {
             push("UpdateDeployment", ns(&desired.deployments[name].metadata.namespace), name, json(s));
         }
+        for (name, s) in crate::governance::policy::statuses(desired, catalog, now) {
+            if s.breach_count > 0 {
+                warn!(policy = %name, breaches = s.breach_count, "{}", s.conditions[0].message);
+            }
+            push("CompliancePolicy", ns(&desired.compliance_policies[&name].metadata.namespace), &name, json(&s));
+        }
+        for (name, s) in &outcome.waivers {
+            push("Waiver", ns(&desired.waivers[name].metadata.namespace), name, json(s));
+        }
         for (name, s) in &outcome.packages {
             push("DeploymentPackage", ns(&desired.packages[name].metadata.namespace), name, json(s));
         }
