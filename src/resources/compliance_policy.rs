@@ -16,6 +16,7 @@ use crate::time::Duration;
     group = "patchops.dev",
     version = "v1alpha1",
     kind = "CompliancePolicy",
+    doc = "Patch targets a security team declares for the fleet: how soon after the vendor's release matching updates must have a deadline on a collection, that every deployment carries a failure budget, and how long a waiver may run. validate and plan check branches against it; its status lists the current breaches.",
     namespaced,
     status = "CompliancePolicyStatus",
     shortname = "cpol",

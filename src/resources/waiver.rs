@@ -16,12 +16,13 @@ use super::Condition;
     group = "patchops.dev",
     version = "v1alpha1",
     kind = "Waiver",
+    doc = "An approved exception: these updates, or the updates fixing these CVEs, need not be installed on a collection or on named machines, for a stated reason, until an expiry date. While it is in force the waived pairs are reported as Waived and left out of compliance; when it expires they count again. The pull request that adds it is its approval.",
     namespaced,
     status = "WaiverStatus",
     shortname = "waiver",
     category = "patchops",
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".spec.expires"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".spec.expires"}"#,
     printcolumn = r#"{"name":"Waived","type":"integer","jsonPath":".status.waivedPairs"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
