@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::git::GitSource;
+use crate::git::RepoArgs;
 use crate::output::OutputFormat;
 use crate::{Error, Result};
 
@@ -24,20 +24,6 @@ pub struct Cli {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// Where the desired state is.
-#[derive(clap::Args, Debug, Clone)]
-pub struct RepoArgs {
-    /// Git repository: a local path or a URL (https://, ssh://, git@host:path).
-    #[arg(long, default_value = ".")]
-    pub repo: String,
-    /// Branch, tag or commit to read (default: HEAD).
-    #[arg(long)]
-    pub rev: Option<String>,
-    /// Folder inside the repository holding the resources.
-    #[arg(long)]
-    pub path: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -228,7 +214,7 @@ fn client(command: ClientCommand) -> Result<ExitCode> {
         ClientCommand::Revoke { name, store } => (name, store, true),
         ClientCommand::Release { name, store } => (name, store, false),
     };
-    let mut store = open_existing_store(&store)?;
+    let mut store = crate::store::open_existing(&store)?;
     let found =
         if revoke { store.revoke_client(&name, jiff::Timestamp::now())? } else { store.release_client(&name)? };
     if !found {
@@ -319,7 +305,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let at =
                 at.map(|a| crate::git::audit::parse_date("--at", &a)).transpose()?.unwrap_or_else(jiff::Timestamp::now);
             let status = crate::git::status::snapshot_at(
-                &git_source(&repo, &crate::standalone::state_dir()),
+                &crate::git::git_source(&repo, &crate::standalone::state_dir()),
                 &status_branch,
                 at,
             )?;
@@ -327,7 +313,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { store, output, .. } => {
-            let store = open_existing_store(&store)?;
+            let store = crate::store::open_existing(&store)?;
             match store.last_reconcile()? {
                 Some(record) => {
                     crate::output::print_record(&record, output);
@@ -378,15 +364,6 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-pub(crate) fn open_existing_store(store: &str) -> Result<Box<dyn crate::store::Store>> {
-    let path = store.strip_prefix("sqlite://").unwrap_or(store);
-    let is_file = !store.contains("://") || store.starts_with("sqlite://");
-    if is_file && !std::path::Path::new(path).exists() {
-        return Err(Error::Usage(format!("no store at {path}; run `patchops run --once` first, or pass --store")));
-    }
-    crate::store::open(store)
-}
-
 fn catalog(command: CatalogCommand) -> Result<ExitCode> {
     use crate::catalog::commands;
     match command {
@@ -396,7 +373,7 @@ fn catalog(command: CatalogCommand) -> Result<ExitCode> {
         }
         CatalogCommand::Sync { repo, store, allow_shrink } => {
             let state = crate::standalone::state_dir();
-            let source = git_source(&repo, &state);
+            let source = crate::git::git_source(&repo, &state);
             let (tree, desired) = crate::standalone::load_desired(&source)?;
             let mut store = crate::store::open(&store)?;
             let mut syncer = crate::catalog::sync::Syncer::new(&state.join("catalog-cache"));
@@ -428,7 +405,7 @@ fn catalog(command: CatalogCommand) -> Result<ExitCode> {
             commands::import_files(&args, &crate::standalone::state_dir(), output)
         }
         CatalogCommand::Show { store, version, filter, output } => {
-            let store = open_existing_store(&store)?;
+            let store = crate::store::open_existing(&store)?;
             let catalog = match version {
                 Some(v) => store.load_catalog_version(v)?,
                 None => store.load_catalog()?,
@@ -436,7 +413,7 @@ fn catalog(command: CatalogCommand) -> Result<ExitCode> {
             Ok(commands::show(&catalog, &filter, output))
         }
         CatalogCommand::Delta { from, to, store, output } => {
-            let store = open_existing_store(&store)?;
+            let store = crate::store::open_existing(&store)?;
             let to = match to {
                 Some(v) => v,
                 None => store.catalog_versions()?.last().map_or(0, |v| v.version),
@@ -449,7 +426,7 @@ fn catalog(command: CatalogCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         CatalogCommand::Diff { from, to, store, output } => {
-            let store = open_existing_store(&store)?;
+            let store = crate::store::open_existing(&store)?;
             let (a, b) = (store.load_catalog_version(from)?, store.load_catalog_version(to)?);
             Ok(commands::diff(&a, &b, output))
         }
@@ -457,7 +434,7 @@ fn catalog(command: CatalogCommand) -> Result<ExitCode> {
 }
 
 fn validate(repo: &RepoArgs, store: &str) -> Result<ExitCode> {
-    let source = git_source(repo, &crate::standalone::state_dir());
+    let source = crate::git::git_source(repo, &crate::standalone::state_dir());
     let (tree, desired) = crate::standalone::load_desired(&source)?;
     let fetcher = crate::catalog::source::Fetcher::new(
         &crate::standalone::state_dir().join("catalog-cache"),
@@ -501,13 +478,4 @@ fn validate(repo: &RepoArgs, store: &str) -> Result<ExitCode> {
     }
     println!("{}: valid ({})", tree.revision, summary.join(", "));
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn git_source(repo: &RepoArgs, state_dir: &std::path::Path) -> GitSource {
-    GitSource {
-        repo: repo.repo.clone(),
-        revision: repo.rev.clone(),
-        path: repo.path.clone(),
-        cache_dir: state_dir.join("git-cache"),
-    }
 }

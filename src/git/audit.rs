@@ -31,7 +31,7 @@ use crate::{Error, Result};
 #[derive(clap::Args, Debug, Clone)]
 pub struct AuditArgs {
     #[command(flatten)]
-    pub repo: crate::cli::RepoArgs,
+    pub repo: crate::git::RepoArgs,
     /// Only this update (as the update list writes it, e.g. KB5032189; case-insensitive). Repeatable.
     #[arg(long = "update", value_name = "ID")]
     pub updates: Vec<String>,
@@ -154,7 +154,7 @@ pub struct AuditReport {
 
 /// `patchops audit`.
 pub fn run(args: AuditArgs) -> Result<ExitCode> {
-    let source = crate::cli::git_source(&args.repo, &crate::standalone::state_dir());
+    let source = crate::git::git_source(&args.repo, &crate::standalone::state_dir());
     let query = AuditQuery {
         updates: args.updates.clone(),
         deployment: args.deployment.clone(),

@@ -17,6 +17,30 @@ use git2::{
 
 use crate::{Error, Result};
 
+/// Where the desired state is.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RepoArgs {
+    /// Git repository: a local path or a URL (https://, ssh://, git@host:path).
+    #[arg(long, default_value = ".")]
+    pub repo: String,
+    /// Branch, tag or commit to read (default: HEAD).
+    #[arg(long)]
+    pub rev: Option<String>,
+    /// Folder inside the repository holding the resources.
+    #[arg(long)]
+    pub path: Option<String>,
+}
+
+/// The git source `RepoArgs` name, with its cache clones under `state_dir`.
+pub fn git_source(repo: &RepoArgs, state_dir: &Path) -> GitSource {
+    GitSource {
+        repo: repo.repo.clone(),
+        revision: repo.rev.clone(),
+        path: repo.path.clone(),
+        cache_dir: state_dir.join("git-cache"),
+    }
+}
+
 /// Where the desired state comes from.
 #[derive(Clone, Debug)]
 pub struct GitSource {

@@ -214,7 +214,7 @@ pub fn make(args: &PlanArgs) -> Result<Plan> {
             eprintln!("error: the head revision {:?} is invalid; merging it would be rejected", args.head);
         }
     })?;
-    let store = crate::cli::open_existing_store(&args.store)?;
+    let store = crate::store::open_existing(&args.store)?;
     let catalog = store.load_catalog()?;
     // Only the compliance of the updates the change touches is read.
     let fleet = store.load_fleet_for(&needed_update_keys(&base, &head, &catalog))?;

@@ -520,7 +520,7 @@ impl AfterSync {
 pub fn command(command: RulesCommand) -> Result<ExitCode> {
     match command {
         RulesCommand::Run { repo, base, path, store, options } => {
-            let store = crate::cli::open_existing_store(&store)?;
+            let store = crate::store::open_existing(&store)?;
             let catalog = store.load_catalog()?;
             if catalog.version == 0 {
                 return Err(Error::Usage(format!(

@@ -10,7 +10,7 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use super::ReportFormat;
 use super::exposure::{self, CveListRow, CveReport, RecordedDeployment, Scope};
 use crate::catalog::Severity;
-use crate::cli::RepoArgs;
+use crate::git::RepoArgs;
 use crate::{Error, Result};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -53,9 +53,9 @@ pub fn parse_severity(text: &str) -> std::result::Result<Severity, String> {
 
 pub fn run(args: &CveArgs) -> Result<ExitCode> {
     let cve = args.cve.as_deref().map(exposure::parse_cve).transpose().map_err(Error::Usage)?;
-    let source = crate::cli::git_source(&args.repo, &crate::standalone::state_dir());
+    let source = crate::git::git_source(&args.repo, &crate::standalone::state_dir());
     let (_, desired) = crate::standalone::load_desired(&source)?;
-    let store = crate::cli::open_existing_store(&args.store)?;
+    let store = crate::store::open_existing(&args.store)?;
     let catalog = store.load_catalog()?;
     let index = exposure::cve_index(&catalog);
     let now = jiff::Timestamp::now();

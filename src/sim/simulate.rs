@@ -17,7 +17,7 @@ use tracing::info;
 use super::{FleetSpec, SimFleet};
 use crate::agent::machine::FactsMachine;
 use crate::agent::runner::{Agent, AgentOptions, AgentStats, Download};
-use crate::cli::RepoArgs;
+use crate::git::RepoArgs;
 use crate::output::OutputFormat;
 use crate::standalone::Runner;
 use crate::time::{Duration, add};
@@ -170,7 +170,7 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{store}{suffix}"));
             }
-            let source = crate::cli::git_source(&args.repo, &crate::standalone::state_dir());
+            let source = crate::git::git_source(&args.repo, &crate::standalone::state_dir());
             let mut runner = Runner::new(source, crate::store::open(&store)?, None);
             // The first reconcile syncs the catalog, so the first policies announce it.
             runner.reconcile_once(start)?;

@@ -18,8 +18,8 @@ use tracing::{error, info, warn};
 
 use crate::catalog::Catalog;
 use crate::catalog::sync::Syncer;
-use crate::cli::RepoArgs;
 use crate::desired::DesiredState;
+use crate::git::RepoArgs;
 use crate::git::{GitSource, SourceTree};
 use crate::output::OutputFormat;
 use crate::reconcile::{Inputs, Outcome, previous_from, reconcile};
@@ -258,7 +258,7 @@ fn json<T: serde::Serialize>(status: &T) -> serde_json::Value {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let source = crate::cli::git_source(&args.repo, &state_dir());
+    let source = crate::git::git_source(&args.repo, &state_dir());
     if !args.store.contains("://")
         && let Some(parent) = Path::new(&args.store).parent()
         && !parent.as_os_str().is_empty()

@@ -237,6 +237,19 @@ pub trait Store: Send {
 
 /// Open a store by URL: `postgres://…` / `postgresql://…`, or a SQLite file path
 /// (`sqlite://path` or a plain path). The schema is created or migrated on open.
+/// Open a store that must already exist: a SQLite file that is missing is a usage error
+/// that says how to make one (commands that only read should never create an empty store).
+pub fn open_existing(store: &str) -> Result<Box<dyn Store>> {
+    let path = store.strip_prefix("sqlite://").unwrap_or(store);
+    let is_file = !store.contains("://") || store.starts_with("sqlite://");
+    if is_file && !std::path::Path::new(path).exists() {
+        return Err(crate::Error::Usage(format!(
+            "no store at {path}; run `patchops run --once` first, or pass --store"
+        )));
+    }
+    open(store)
+}
+
 pub fn open(url: &str) -> Result<Box<dyn Store>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Box::new(postgres::PostgresStore::open(url)?))
