@@ -185,11 +185,8 @@ pub fn parse_dsa(source: &str, text: &[u8], options: &DsaOptions) -> crate::Resu
     Ok(updates)
 }
 
-/// Decompress by magic bytes: gzip, xz, lz4 frame (as apt stores lists), zstd, or plain;
-/// bounded by the caps of [`super::compression`].
-pub fn decompress(source: &str, bytes: &[u8]) -> crate::Result<Vec<u8>> {
-    super::compression::decompress(source, bytes)
-}
+/// Packages indexes come as apt stores them (gzip, xz, lz4, zstd, or plain).
+pub use super::compression::decompress;
 
 fn catalog_error(source: &str, message: impl Into<String>) -> crate::Error {
     crate::Error::Catalog { source_name: source.to_string(), message: message.into() }

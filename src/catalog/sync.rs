@@ -20,11 +20,8 @@ use crate::resources::{
 use crate::store::Store;
 use crate::{Error, Result};
 
-/// Decompress by magic bytes: gzip, xz, an lz4 frame (as apt stores lists), zstd, or
-/// plain, bounded per format (see [`super::compression`]).
-pub fn decompress(name: &str, bytes: &[u8]) -> Result<Vec<u8>> {
-    super::compression::decompress(name, bytes)
-}
+/// Every fetched source goes through the one bounded decompression.
+pub use super::compression::decompress;
 
 /// Import one fetched source in its format. `previous` is the current catalog: updates
 /// whose source carries no date (a `Packages` index) keep the date they were first seen.
