@@ -6,21 +6,24 @@
 //! status) → drivers that carry them.
 
 pub mod agent;
+pub mod bench;
 pub mod catalog;
-pub mod cli;
+pub mod cmd;
 pub mod compliance;
+pub mod content;
 pub mod desired;
 pub mod git;
 pub mod governance;
 pub mod kubernetes;
 pub mod metrics;
 pub mod output;
+pub mod pipeline;
+pub mod process;
 pub mod reconcile;
 pub mod resources;
 pub mod secrets;
 pub mod server;
 pub mod sim;
-pub mod standalone;
 pub mod store;
 pub mod time;
 pub mod yaml;

@@ -2,13 +2,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = patchops::cli::Cli::parse();
-    patchops::cli::init_logging(cli.log_format);
+    let cli = match patchops::cmd::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    patchops::cmd::init_logging(&cli);
     patchops::secrets::warn_about_passwords_in_argv();
-    match patchops::cli::run(cli) {
+    match patchops::cmd::run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");

@@ -16,10 +16,10 @@ use patchops::agent::machine::{FactsDocument, FactsMachine};
 use patchops::agent::schedule::Trigger;
 use patchops::agent::{Agent, AgentOptions, Download};
 use patchops::compliance::Enforcement;
+use patchops::content::ContentLibrary;
 use patchops::git::GitSource;
+use patchops::pipeline::Pipeline;
 use patchops::server::BackgroundServer;
-use patchops::server::content::ContentLibrary;
-use patchops::standalone::Runner;
 use patchops::store::{ReconcileRecord, Store};
 use serde_json::Value;
 
@@ -116,7 +116,7 @@ struct World {
     dir: tempfile::TempDir,
     repo: git2::Repository,
     store: String,
-    runner: Runner,
+    runner: Pipeline,
     server: Option<BackgroundServer>,
     addr: std::net::SocketAddr,
     library: ContentLibrary,
@@ -136,7 +136,7 @@ impl World {
             path: None,
             cache_dir: dir.path().join("git-cache"),
         };
-        let runner = Runner::new(source, patchops::store::open(&store).unwrap(), None);
+        let runner = Pipeline::new(source, patchops::store::open(&store).unwrap(), None);
         let mut world = World { dir, repo, store, runner, server: None, addr: "127.0.0.1:0".parse().unwrap(), library };
         world.commit(resources, catalog_yaml);
         world.start_server();

@@ -14,7 +14,7 @@ use patchops::compliance::messages::{StateBatch, StateMessage, UpdateReport};
 use patchops::compliance::{Enforcement, ScanResult};
 use patchops::git::GitSource;
 use patchops::governance::exposure::cve_index;
-use patchops::standalone::Runner;
+use patchops::pipeline::Pipeline;
 use patchops::store::ClientInfo;
 
 fn data(path: &str) -> PathBuf {
@@ -324,7 +324,7 @@ fn fleet(dir: &Path) -> (PathBuf, String) {
         path: Some("desired".into()),
         cache_dir: dir.join("cache"),
     };
-    let mut runner = Runner::new(source, patchops::store::open(&store_path).unwrap(), None);
+    let mut runner = Pipeline::new(source, patchops::store::open(&store_path).unwrap(), None);
     let t: Timestamp = "2026-11-20T08:00:00Z".parse().unwrap();
     runner.reconcile_once(t).unwrap(); // syncs the catalog the scans refer to
     let report = |id: &str, result| UpdateReport { id: id.into(), result, enforcement: Enforcement::None };
@@ -588,7 +588,7 @@ fn compliance_policies_fail_plan_and_validate_on_violations_and_status_lists_bre
         path: Some("desired".into()),
         cache_dir: dir.path().join("cache"),
     };
-    let mut runner = Runner::new(source, patchops::store::open(&store).unwrap(), None);
+    let mut runner = Pipeline::new(source, patchops::store::open(&store).unwrap(), None);
     // Nine days after KB300's release, with no deployment to the workstations: a breach.
     let (record, _) = runner.reconcile_once("2026-11-20T12:00:00Z".parse().unwrap()).unwrap();
     let status = &record.statuses.iter().find(|s| s.kind == "CompliancePolicy").unwrap().status;

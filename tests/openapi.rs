@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 
 use patchops::compliance::messages::{StateBatch, StateMessage, UpdateReport};
 use patchops::compliance::{Enforcement, ScanResult};
+use patchops::content::ContentLibrary;
 use patchops::reconcile::policy::ClientPolicy;
 use patchops::server::BackgroundServer;
-use patchops::server::content::ContentLibrary;
 use patchops::store::{PolicyAssignment, ReconcileRecord};
 use serde_json::{Value, json};
 

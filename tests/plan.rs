@@ -7,8 +7,8 @@ use std::process::Command;
 
 use gitfix::*;
 use patchops::git::plan::{Change, Plan, World, compute, markdown};
+use patchops::pipeline::load_desired;
 use patchops::reconcile::Previous;
-use patchops::standalone::load_desired;
 
 fn plan_of(h: &History, base: &str, head: &str, store: &dyn patchops::store::Store) -> Plan {
     let (_, b) = load_desired(&source(h, base)).unwrap();

@@ -451,7 +451,7 @@ fn d6_an_rpm_agent_is_patched_by_a_deployment_through_the_management_point() {
         path: None,
         cache_dir: dir.path().join("git-cache"),
     };
-    let mut runner = patchops::standalone::Runner::new(source, patchops::store::open(&store).unwrap(), None);
+    let mut runner = patchops::pipeline::Pipeline::new(source, patchops::store::open(&store).unwrap(), None);
     let server =
         patchops::server::BackgroundServer::start("127.0.0.1:0".parse().unwrap(), &store, "enroll", None).unwrap();
 

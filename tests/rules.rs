@@ -78,7 +78,7 @@ fn a_rule_proposes_its_undeployed_updates_on_a_new_branch_with_the_plan_as_descr
     assert!(pr.contains("| KB400-srv | servers | 6 | 5 |"), "{pr}");
 
     // The branch is a valid revision whose plan against main adds exactly that deployment.
-    let (_, head) = patchops::standalone::load_desired(&source(&s.h, BRANCH)).unwrap();
+    let (_, head) = patchops::pipeline::load_desired(&source(&s.h, BRANCH)).unwrap();
     let d = &head.deployments["rule-server-security-1"].spec;
     assert_eq!((d.template.as_deref(), d.collection.as_deref()), (Some("servers-standard"), Some("servers")));
     assert_eq!(d.start_time, now());
@@ -215,7 +215,7 @@ fn a_forge_that_refuses_the_pull_request_fails_the_rule_with_its_answer() {
 fn the_reconciler_runs_rules_after_a_catalog_sync_and_records_their_status() {
     let s = setup();
     let store = patchops::store::open(&s.h.dir.path().join("p.db").display().to_string()).unwrap();
-    let mut runner = patchops::standalone::Runner::new(source(&s.h, "main"), store, None);
+    let mut runner = patchops::pipeline::Pipeline::new(source(&s.h, "main"), store, None);
     runner.propose_rules(proposer(&s, None));
     let (record, _) = runner.reconcile_once(now()).unwrap();
     let status = record.statuses.iter().find(|x| x.kind == "DeploymentRule" && x.name == "server-security").unwrap();

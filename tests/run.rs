@@ -5,8 +5,8 @@ use std::path::Path;
 
 use jiff::Timestamp;
 use patchops::git::GitSource;
+use patchops::pipeline::Pipeline;
 use patchops::sim::{FleetSpec, SimFleet};
-use patchops::standalone::Runner;
 
 const CATALOG: &str = r#"format: patchops.dev/native-catalog/v1
 updates:
@@ -115,7 +115,7 @@ fn setup() -> Setup {
     Setup { dir, repo }
 }
 
-fn runner(s: &Setup) -> Runner {
+fn runner(s: &Setup) -> Pipeline {
     let source = GitSource {
         repo: s.repo.workdir().unwrap().display().to_string(),
         revision: None,
@@ -124,7 +124,7 @@ fn runner(s: &Setup) -> Runner {
     };
     let store = patchops::store::open(&s.dir.path().join("p.db").display().to_string()).unwrap();
     let spec: FleetSpec = serde_saphyr::from_str(FLEET).unwrap();
-    Runner::new(source, store, Some(SimFleet::generate(&spec)))
+    Pipeline::new(source, store, Some(SimFleet::generate(&spec)))
 }
 
 fn now() -> Timestamp {
@@ -215,11 +215,11 @@ fn a_missing_revision_or_repository_is_a_clear_error() {
         path: Some("desired".into()),
         cache_dir: s.dir.path().join("cache"),
     };
-    let err = patchops::standalone::load_desired(&source).unwrap_err().to_string();
+    let err = patchops::pipeline::load_desired(&source).unwrap_err().to_string();
     assert!(err.contains("revision \"release-9\" not found"), "{err}");
     source.repo = s.dir.path().join("nowhere").display().to_string();
     source.revision = None;
-    let err = patchops::standalone::load_desired(&source).unwrap_err().to_string();
+    let err = patchops::pipeline::load_desired(&source).unwrap_err().to_string();
     assert!(err.contains("not a git repository"), "{err}");
 }
 

@@ -231,8 +231,7 @@ impl ManagementPoint {
         }
         file.sync_all().map_err(io)?;
         drop(file);
-        let (actual, size) =
-            crate::server::content::hash_reader(std::fs::File::open(&part).map_err(io)?).map_err(io)?;
+        let (actual, size) = crate::content::hash_reader(std::fs::File::open(&part).map_err(io)?).map_err(io)?;
         if actual != sha256 {
             let _ = std::fs::remove_file(&part);
             return Err(CallError::WrongHash { expected: sha256.to_string(), actual });
@@ -276,5 +275,5 @@ fn transport_json(e: &serde_json::Error) -> CallError {
 /// sha256 of a file already on disk (a cached download).
 pub fn file_sha256(path: &Path) -> Option<String> {
     let file = std::fs::File::open(path).ok()?;
-    crate::server::content::hash_reader(file).ok().map(|(h, _)| h)
+    crate::content::hash_reader(file).ok().map(|(h, _)| h)
 }

@@ -209,7 +209,7 @@ impl Machine for FactsMachine {
         let mut facts =
             Facts { values: self.values.clone(), installed: self.installed.clone(), packages: self.packages.clone() };
         if let Some(through) = self.patched_through {
-            crate::sim::mark_patched(&mut facts, catalog, through);
+            crate::catalog::patch_level::mark_patched(&mut facts, catalog, through);
         }
         Ok(facts)
     }
@@ -217,7 +217,7 @@ impl Machine for FactsMachine {
     fn install(&mut self, update: &Update, files: &[PathBuf]) -> InstallOutcome {
         let outcome = self.installer.install(update, files);
         if matches!(outcome, InstallOutcome::Installed { .. }) {
-            crate::sim::install_packages(&mut self.packages, update);
+            crate::catalog::patch_level::install_packages(&mut self.packages, update);
             self.installed.insert(update.id.to_ascii_uppercase());
             if let Some(kb) = &update.kb {
                 self.installed.insert(kb.to_ascii_uppercase());

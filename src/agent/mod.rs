@@ -4,7 +4,6 @@
 //! system (`machine`) and installers (seed step 4).
 
 pub mod client;
-pub mod command;
 pub mod installers;
 pub mod machine;
 pub mod runner;

@@ -3,13 +3,13 @@
 //! at a catalog version; the reconcile core and scanners read it, the store versions it.
 
 pub mod applicability;
-pub mod commands;
 pub mod compression;
 pub mod debian;
 pub mod delta;
 pub mod msrc_cvrf;
 pub mod native;
 pub mod osv;
+pub mod patch_level;
 pub mod rpm;
 pub mod rpm_updateinfo;
 pub mod source;

@@ -15,7 +15,6 @@
 //! so a commit costs only the folders it changed.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::process::ExitCode;
 use std::rc::Rc;
 
 use git2::{ObjectType, Oid, Repository, Sort};
@@ -26,25 +25,6 @@ use super::{GitSource, is_regular, normalise_path};
 use crate::output::OutputFormat;
 use crate::resources::API_VERSION;
 use crate::{Error, Result};
-
-/// `patchops audit` arguments.
-#[derive(clap::Args, Debug, Clone)]
-pub struct AuditArgs {
-    #[command(flatten)]
-    pub repo: crate::git::RepoArgs,
-    /// Only this update (as the update list writes it, e.g. KB5032189; case-insensitive). Repeatable.
-    #[arg(long = "update", value_name = "ID")]
-    pub updates: Vec<String>,
-    /// Only this UpdateDeployment.
-    #[arg(long)]
-    pub deployment: Option<String>,
-    /// Only changes committed at or after this time: an RFC 3339 date (2026-11-01, midnight UTC)
-    /// or date-time (2026-11-01T09:30:00Z).
-    #[arg(long, value_name = "DATE")]
-    pub since: Option<String>,
-    #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
-}
 
 /// Which changes to report.
 #[derive(Clone, Debug, Default)]
@@ -150,19 +130,6 @@ pub struct AuditReport {
     /// The folder's renames followed, newest first, and where its history stops.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub folder_history: Vec<FolderMove>,
-}
-
-/// `patchops audit`.
-pub fn run(args: AuditArgs) -> Result<ExitCode> {
-    let source = crate::git::git_source(&args.repo, &crate::standalone::state_dir());
-    let query = AuditQuery {
-        updates: args.updates.clone(),
-        deployment: args.deployment.clone(),
-        since: args.since.as_deref().map(parse_since).transpose()?,
-    };
-    let report = audit(&source, &query)?;
-    print(&report, args.output);
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `--since`: an RFC 3339 date-time, or a date meaning its midnight UTC.

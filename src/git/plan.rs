@@ -44,7 +44,7 @@ pub struct PlanArgs {
     #[arg(long)]
     pub path: Option<String>,
     /// Store with the current catalog and compliance: a SQLite file path or a postgres:// URL.
-    #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+    #[arg(long, env = "PATCHOPS_STORE", default_value = crate::process::DEFAULT_STORE)]
     pub store: String,
     #[arg(long, short, value_enum, default_value_t = PlanFormat::Markdown)]
     pub output: PlanFormat,
@@ -197,19 +197,19 @@ pub fn run(args: &PlanArgs) -> Result<ExitCode> {
 
 /// Read both revisions and the store, and compute the plan.
 pub fn make(args: &PlanArgs) -> Result<Plan> {
-    let state = crate::standalone::state_dir();
+    let state = crate::process::state_dir();
     let source = |rev: &str| crate::git::GitSource {
         repo: args.repo.clone(),
         revision: Some(rev.to_string()),
         path: args.path.clone(),
         cache_dir: state.join("git-cache"),
     };
-    let (base_tree, base) = crate::standalone::load_desired(&source(&args.base)).inspect_err(|e| {
+    let (base_tree, base) = crate::pipeline::load_desired(&source(&args.base)).inspect_err(|e| {
         if matches!(e, Error::InvalidDesiredState(_)) {
             eprintln!("error: the base revision {:?} is invalid; fix it first", args.base);
         }
     })?;
-    let (head_tree, head) = crate::standalone::load_desired(&source(&args.head)).inspect_err(|e| {
+    let (head_tree, head) = crate::pipeline::load_desired(&source(&args.head)).inspect_err(|e| {
         if matches!(e, Error::InvalidDesiredState(_)) {
             eprintln!("error: the head revision {:?} is invalid; merging it would be rejected", args.head);
         }
@@ -405,7 +405,7 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
             });
         }
     }
-    let defaults = crate::standalone::default_settings(head);
+    let defaults = crate::pipeline::default_settings(head);
     let windowed: Vec<usize> =
         (0..h.collections.len()).filter(|&c| !h.collections.spec(c).maintenance_windows.is_empty()).collect();
     let empty = || Tally {

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::ExitCode;
 
 use git2::{Oid, Repository, Signature};
 use jiff::Timestamp;
@@ -16,83 +15,15 @@ use crate::compliance::Fleet;
 use crate::desired::DesiredState;
 use crate::git::plan::{self, World};
 use crate::git::{GitSource, SourceTree};
-use crate::reconcile::{Previous, previous_from, resolve};
+use crate::reconcile::{Previous, resolve};
 use crate::resources::{Condition, DeploymentRule, DeploymentRuleStatus, UpdateListSpec};
 use crate::{Error, Result};
-
-/// Where proposals go and whether a pull request is opened for them.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct RuleArgs {
-    /// Push proposal branches to this remote of the repository (e.g. origin).
-    #[arg(long = "rules-push")]
-    pub push: Option<String>,
-    /// Open a GitHub pull request for each proposal in this repository (owner/name).
-    #[arg(long, conflicts_with = "gitlab_project")]
-    pub github_repo: Option<String>,
-    /// Open a GitLab merge request for each proposal in this project (id or group/name).
-    #[arg(long)]
-    pub gitlab_project: Option<String>,
-    /// REST API base URL (default https://api.github.com or https://gitlab.com/api/v4).
-    #[arg(long)]
-    pub forge_api_url: Option<String>,
-    /// API token for pull requests.
-    #[arg(long, env = "PATCHOPS_FORGE_TOKEN", hide_env_values = true)]
-    pub forge_token: Option<String>,
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum RulesCommand {
-    /// Run every DeploymentRule against the current catalog now: one branch per rule
-    /// with matching updates that no deployment deploys yet.
-    Run {
-        /// Local git repository holding the desired state.
-        #[arg(long, default_value = ".")]
-        repo: String,
-        /// Branch proposals start from and pull requests target (default: HEAD's branch).
-        #[arg(long)]
-        base: Option<String>,
-        /// Folder inside the repository holding the resources.
-        #[arg(long)]
-        path: Option<String>,
-        /// Store with the synced catalog and compliance: a SQLite file path or a postgres:// URL.
-        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
-        store: String,
-        #[command(flatten)]
-        options: RuleArgs,
-    },
-}
 
 /// The forge a pull request is opened on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Forge {
     GitHub { api_url: String, repo: String, token: String },
     GitLab { api_url: String, project: String, token: String },
-}
-
-impl RuleArgs {
-    /// The forge to open pull requests on, if one is configured.
-    pub fn forge(&self) -> Result<Option<Forge>> {
-        let token = || {
-            self.forge_token.clone().filter(|t| !t.is_empty()).ok_or_else(|| {
-                Error::Usage("opening pull requests needs a token: set PATCHOPS_FORGE_TOKEN or --forge-token".into())
-            })
-        };
-        let api = |default: &str| self.forge_api_url.clone().unwrap_or_else(|| default.to_string());
-        Ok(match (&self.github_repo, &self.gitlab_project) {
-            (Some(repo), _) => {
-                if repo.split('/').count() != 2 {
-                    return Err(Error::Usage(format!("--github-repo {repo:?}: give owner/name")));
-                }
-                Some(Forge::GitHub { api_url: api("https://api.github.com"), repo: repo.clone(), token: token()? })
-            }
-            (None, Some(project)) => Some(Forge::GitLab {
-                api_url: api("https://gitlab.com/api/v4"),
-                project: project.clone(),
-                token: token()?,
-            }),
-            (None, None) => None,
-        })
-    }
 }
 
 impl Forge {
@@ -260,7 +191,7 @@ impl Proposer {
             repo: self.repo.clone(),
             revision: self.base.clone(),
             path: self.path.clone(),
-            cache_dir: crate::standalone::state_dir().join("git-cache"),
+            cache_dir: crate::process::state_dir().join("git-cache"),
         };
         if source.repo.contains("://") || source.repo.starts_with("git@") {
             return Err(Error::Usage(format!(
@@ -268,7 +199,7 @@ impl Proposer {
                 source.repo
             )));
         }
-        let (tree, desired) = crate::standalone::load_desired(&source)?;
+        let (tree, desired) = crate::pipeline::load_desired(&source)?;
         let repo = Repository::open(&self.repo).map_err(|e| Error::git(&self.repo, "cannot open the repository", e))?;
         let base_branch = tree.revision.split_once('@').map(|(b, _)| b.to_string()).unwrap_or_else(|| "HEAD".into());
         let world = World { catalog, fleet, previous, now };
@@ -516,48 +447,6 @@ impl AfterSync {
     }
 }
 
-/// `patchops rules …`.
-pub fn command(command: RulesCommand) -> Result<ExitCode> {
-    match command {
-        RulesCommand::Run { repo, base, path, store, options } => {
-            let store = crate::store::open_existing(&store)?;
-            let catalog = store.load_catalog()?;
-            if catalog.version == 0 {
-                return Err(Error::Usage(format!(
-                    "{} holds no catalog; run `patchops catalog sync` first",
-                    store.location()
-                )));
-            }
-            let fleet = store.load_fleet()?;
-            let last = store.last_reconcile()?;
-            let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
-            let proposer = Proposer { repo, base, path, push: options.push.clone(), forge: options.forge()? };
-            if !Path::new(&proposer.repo).exists() {
-                return Err(Error::Usage(format!(
-                    "{}: no such repository; pass --repo with a local clone",
-                    proposer.repo
-                )));
-            }
-            let runs = proposer.run(&catalog, &fleet, &previous, Timestamp::now(), false)?;
-            let mut failed = false;
-            for r in &runs {
-                let c = r.status.conditions.first();
-                failed |= c.is_some_and(|c| c.status != "True");
-                println!(
-                    "{}: {} — {}",
-                    r.rule,
-                    c.map(|c| c.reason.as_str()).unwrap_or("-"),
-                    c.map(|c| c.message.as_str()).unwrap_or("-")
-                );
-            }
-            if runs.is_empty() {
-                println!("no DeploymentRule in the desired state");
-            }
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
-        }
-    }
-}
-
 #[cfg(test)]
 mod test {
     use super::*;
@@ -575,15 +464,5 @@ mod test {
     fn a_gitlab_project_path_is_percent_encoded_and_a_numeric_id_is_kept() {
         assert_eq!(encode("acme/infra desired"), "acme%2Finfra%20desired");
         assert_eq!(encode("4711"), "4711");
-    }
-
-    #[test]
-    fn a_forge_without_a_token_is_a_usage_error_that_says_where_to_put_it() {
-        let args = RuleArgs { github_repo: Some("acme/desired".into()), ..Default::default() };
-        let err = args.forge().unwrap_err().to_string();
-        assert!(err.contains("PATCHOPS_FORGE_TOKEN"), "{err}");
-        let args =
-            RuleArgs { github_repo: Some("desired".into()), forge_token: Some("t".into()), ..Default::default() };
-        assert!(args.forge().unwrap_err().to_string().contains("give owner/name"));
     }
 }

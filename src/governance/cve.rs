@@ -34,7 +34,7 @@ pub struct CveArgs {
     #[command(flatten)]
     pub repo: RepoArgs,
     /// Store: a SQLite file path or a postgres:// URL.
-    #[arg(long, env = "PATCHOPS_STORE", default_value = crate::standalone::DEFAULT_STORE)]
+    #[arg(long, env = "PATCHOPS_STORE", default_value = crate::process::DEFAULT_STORE)]
     pub store: String,
     #[arg(long, short, value_enum, default_value_t = ReportFormat::Table)]
     pub output: ReportFormat,
@@ -53,8 +53,8 @@ pub fn parse_severity(text: &str) -> std::result::Result<Severity, String> {
 
 pub fn run(args: &CveArgs) -> Result<ExitCode> {
     let cve = args.cve.as_deref().map(exposure::parse_cve).transpose().map_err(Error::Usage)?;
-    let source = crate::git::git_source(&args.repo, &crate::standalone::state_dir());
-    let (_, desired) = crate::standalone::load_desired(&source)?;
+    let source = crate::git::git_source(&args.repo, &crate::process::state_dir());
+    let (_, desired) = crate::pipeline::load_desired(&source)?;
     let store = crate::store::open_existing(&args.store)?;
     let catalog = store.load_catalog()?;
     let index = exposure::cve_index(&catalog);

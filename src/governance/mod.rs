@@ -3,7 +3,6 @@
 //! (`Waiver`), which targets are broken (`CompliancePolicy`). The decisions are pure
 //! functions of (catalog, fleet, desired state, now); the commands only load and print.
 
-pub mod bench;
 pub mod cve;
 pub mod exposure;
 pub mod policy;

@@ -18,8 +18,8 @@ use super::Error;
 use crate::catalog::sync::Syncer;
 use crate::desired::{DesiredState, Problem};
 use crate::metrics::{Metrics, SiteFacts};
+use crate::pipeline::Reconciler;
 use crate::resources::*;
-use crate::standalone::Written;
 use crate::store::{ReconcileRecord, Store};
 
 /// The field manager of every status the controller applies.
@@ -112,7 +112,7 @@ pub struct Desired {
 pub struct Pipeline {
     pub store: Box<dyn Store>,
     syncer: Syncer,
-    written: Written,
+    written: Reconciler,
 }
 
 /// What one pipeline run produced.
@@ -134,7 +134,7 @@ impl Applied {
 
 impl Pipeline {
     pub fn new(store: Box<dyn Store>, cache_dir: &std::path::Path) -> Self {
-        Pipeline { store, syncer: Syncer::new(cache_dir), written: Written::default() }
+        Pipeline { store, syncer: Syncer::new(cache_dir), written: Reconciler::default() }
     }
 
     /// Catalog sources are due by their sync interval; `path` sources need a

@@ -270,7 +270,7 @@ async fn run_until_stopped(args: ControllerArgs, keep: &mut Pipes) -> Result<(),
         }
     };
     tokio::spawn(async move {
-        crate::standalone::shutdown_signal().await;
+        crate::process::shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
 
@@ -278,7 +278,7 @@ async fn run_until_stopped(args: ControllerArgs, keep: &mut Pipes) -> Result<(),
     // at once.
     let several = args.namespaces.len() > 1;
     let template = args.store.clone().unwrap_or_default();
-    let state = crate::standalone::state_dir();
+    let state = crate::process::state_dir();
     let mut pipelines = Vec::new();
     for ns in &args.namespaces {
         let url = store_url(&template, ns, several)?;

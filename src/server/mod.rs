@@ -7,7 +7,7 @@
 //! The store is synchronous: it is shared behind a mutex and only called from
 //! `spawn_blocking`, never on a runtime thread.
 
-pub mod content;
+use crate::content;
 mod listen;
 mod metrics;
 
@@ -102,59 +102,6 @@ impl ServerConfig {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         }
-    }
-}
-
-/// The management point's command-line options (`serve`, and `run` which embeds it).
-#[derive(clap::Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// Address the management point listens on.
-    #[arg(long, env = "PATCHOPS_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-    /// The shared secret a client presents once to register and get its own token
-    /// (without one, registration is refused). Prefer --enroll-secret-file or the
-    /// environment variable: an argument shows in `ps`.
-    #[arg(long, env = "PATCHOPS_ENROLL_SECRET", hide_env_values = true)]
-    pub enroll_secret: Option<String>,
-    /// A file holding the enrollment secret (its first line).
-    #[arg(long, env = "PATCHOPS_ENROLL_SECRET_FILE", conflicts_with = "enroll_secret")]
-    pub enroll_secret_file: Option<std::path::PathBuf>,
-    /// Largest state batch accepted, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES)]
-    pub max_batch_bytes: usize,
-    /// Most state messages accepted in one batch.
-    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_MESSAGES)]
-    pub max_batch_messages: usize,
-    /// Content library served to clients (files named by sha256; `patchops content add`).
-    #[arg(long, env = "PATCHOPS_CONTENT_DIR")]
-    pub content_dir: Option<std::path::PathBuf>,
-    /// Most connections open at once; more wait in the listen queue.
-    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
-    /// Seconds a client has to send a request's headers.
-    #[arg(long, default_value_t = DEFAULT_HEADER_TIMEOUT.as_secs())]
-    pub header_timeout: u64,
-    /// Seconds a client has to send a request's whole body.
-    #[arg(long, default_value_t = DEFAULT_BODY_TIMEOUT.as_secs())]
-    pub body_timeout: u64,
-}
-
-impl ServeArgs {
-    pub fn config(&self) -> crate::Result<ServerConfig> {
-        let secret = crate::secrets::secret(
-            "the enrollment secret",
-            self.enroll_secret.as_deref(),
-            "--enroll-secret",
-            self.enroll_secret_file.as_deref(),
-        )?;
-        let mut config = ServerConfig::new(secret.unwrap_or_default());
-        config.max_batch_bytes = self.max_batch_bytes;
-        config.max_batch_messages = self.max_batch_messages;
-        config.max_connections = self.max_connections;
-        config.header_timeout = Duration::from_secs(self.header_timeout.max(1));
-        config.body_timeout = Duration::from_secs(self.body_timeout.max(1));
-        config.content = self.content_dir.as_deref().map(content::ContentLibrary::open).transpose()?;
-        Ok(config)
     }
 }
 

@@ -4,8 +4,6 @@
 //! reports through the store's state-message path, as a real agent would. `simulate`
 //! runs the same clients as in-process agents against a management point instead.
 
-pub mod simulate;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -65,11 +63,14 @@ pub struct Group {
 pub struct SimClient {
     pub info: ClientInfo,
     pub facts: Facts,
-    patched_through: jiff::civil::Date,
+    /// Every update for its `os` released on or before this date is installed.
+    pub patched_through: jiff::civil::Date,
     never_scans: bool,
-    fails_scans: bool,
+    /// Its scans fail (the update source cannot be reached).
+    pub fails_scans: bool,
     pending_reboot_rate: f64,
-    install_failure_rate: f64,
+    /// Share of installs that fail.
+    pub install_failure_rate: f64,
     /// Offset inside the scan schedule, so scans spread over the day.
     phase: SignedDuration,
 }
@@ -77,7 +78,8 @@ pub struct SimClient {
 /// A simulated fleet with its scan schedule.
 pub struct SimFleet {
     pub clients: Vec<SimClient>,
-    seed: u64,
+    /// The seed clients and their agents derive their randomness from.
+    pub seed: u64,
     last_scan: HashMap<String, Timestamp>,
 }
 
@@ -189,27 +191,6 @@ impl SimFleet {
 }
 
 impl SimClient {
-    /// This client as a machine an in-process agent manages: its facts and patch level,
-    /// installs that take up to 10 minutes and fail at the group's rate, scans that fail
-    /// for the clients whose scans fail.
-    pub fn machine(&self, seed: u64) -> crate::agent::machine::FactsMachine {
-        use crate::agent::installers::simulated::Simulated;
-        let installer = Simulated::new(seed, SignedDuration::from_mins(10), self.install_failure_rate, 0.0);
-        let mut m = crate::agent::machine::FactsMachine::new(
-            crate::agent::machine::FactsDocument {
-                facts: self.facts.values.clone(),
-                packages: self.facts.packages.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                ..Default::default()
-            },
-            installer,
-        );
-        m.patched_through = Some(self.patched_through);
-        if self.fails_scans {
-            m.scan_error = Some("0x8024402C: the update source could not be reached".into());
-        }
-        m
-    }
-
     /// Whether this client never scans (its agent is broken): it stays Unknown.
     pub fn never_scans(&self) -> bool {
         self.never_scans
@@ -231,7 +212,7 @@ impl SimClient {
             };
         }
         let mut facts = self.facts.clone();
-        mark_patched(&mut facts, catalog, self.patched_through);
+        crate::catalog::patch_level::mark_patched(&mut facts, catalog, self.patched_through);
         let mut updates = Vec::new();
         for u in &catalog.updates {
             let (result, enforcement) = match u.applicability.evaluate(&facts) {
@@ -260,61 +241,9 @@ impl SimClient {
     }
 }
 
-/// A simulated patch level: every update for the machine's `os` fact released on or
-/// before `through` counts as installed.
-pub fn mark_patched(facts: &mut Facts, catalog: &Catalog, through: jiff::civil::Date) {
-    let os = facts.values.get("os").cloned();
-    for u in &catalog.updates {
-        if u.released <= through && u.products.iter().any(|p| Some(p) == os.as_ref()) {
-            facts.installed.insert(u.id.to_ascii_uppercase());
-            if let Some(kb) = &u.kb {
-                facts.installed.insert(kb.to_ascii_uppercase());
-            }
-            install_packages(&mut facts.packages, u);
-        }
-    }
-}
-
-/// A simulated package manager: the installed packages an update's package rules name
-/// (the `package`/`rpmPackage` tests with an upper bound) are raised to the versions
-/// that fix them. Packages that are not installed stay so.
-pub fn install_packages(packages: &mut HashMap<String, String>, update: &crate::catalog::Update) {
-    use crate::catalog::Rule;
-    use crate::catalog::applicability::{compare_debian, compare_rpm};
-    fn walk(rule: &Rule, packages: &mut HashMap<String, String>) {
-        match rule {
-            Rule::All(rules) | Rule::Any(rules) => rules.iter().for_each(|r| walk(r, packages)),
-            Rule::Not(r) => walk(r, packages),
-            Rule::Package(t) => {
-                if let (Some(fixed), Some(have)) = (&t.version_below, packages.get_mut(&t.name))
-                    && compare_debian(have, fixed).is_lt()
-                {
-                    fixed.clone_into(have);
-                }
-            }
-            Rule::RpmPackage(t) => {
-                let key = match &t.arch {
-                    Some(arch) => format!("{}.{arch}", t.name),
-                    None => t.name.clone(),
-                };
-                if let (Some(fixed), Some(have)) = (&t.version_below, packages.get_mut(&key))
-                    && compare_rpm(have, fixed).is_lt()
-                {
-                    fixed.clone_into(have);
-                }
-            }
-            Rule::Installed(_) | Rule::Fact(_) | Rule::Always(_) => {}
-        }
-    }
-    if !packages.is_empty() {
-        walk(&update.applicability.is_installable, packages);
-    }
-}
-
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::agent::machine::Machine;
     use crate::catalog::{Applicability, RpmPackageTest, Rule};
 
     fn advisory(id: &str, released: &str, fixed: &str) -> crate::catalog::Update {
@@ -347,18 +276,9 @@ mod test {
         let fleet = SimFleet::generate(&spec);
         let client = &fleet.clients[0];
         let mut facts = client.facts.clone();
-        mark_patched(&mut facts, &catalog, client.patched_through);
+        crate::catalog::patch_level::mark_patched(&mut facts, &catalog, client.patched_through);
         assert_eq!(facts.packages["openssl-libs"], "1:3.5.1-5.el9", "raised by the March advisory only");
         assert_eq!(catalog.updates[0].applicability.evaluate(&facts), ScanVerdict::Installed);
         assert_eq!(catalog.updates[1].applicability.evaluate(&facts), ScanVerdict::Missing);
-
-        let mut machine = client.machine(7);
-        assert!(matches!(
-            machine.install(&catalog.updates[1], &[]),
-            crate::agent::installers::InstallOutcome::Installed { .. }
-        ));
-        let after = machine.facts(&catalog).unwrap();
-        assert_eq!(after.packages["openssl-libs"], "1:3.5.1-7.el9");
-        assert_eq!(catalog.updates[1].applicability.evaluate(&after), ScanVerdict::Installed);
     }
 }

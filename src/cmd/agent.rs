@@ -8,15 +8,15 @@ use clap::ValueEnum;
 use jiff::Timestamp;
 use tracing::{info, warn};
 
-use super::client::CallError;
-use super::installers::Installer;
-use super::installers::dnf::Dnf;
-use super::installers::simulated::Simulated;
-use super::installers::zypper::Zypper;
-use super::machine::{DpkgMachine, FactsDocument, FactsMachine, Machine, RpmMachine};
-use super::runner::{Agent, AgentOptions, Download};
-use super::scanners::rpm::RpmDb;
-use super::schedule::Trigger;
+use crate::agent::client::CallError;
+use crate::agent::installers::Installer;
+use crate::agent::installers::dnf::Dnf;
+use crate::agent::installers::simulated::Simulated;
+use crate::agent::installers::zypper::Zypper;
+use crate::agent::machine::{DpkgMachine, FactsDocument, FactsMachine, Machine, RpmMachine};
+use crate::agent::runner::{Agent, AgentOptions, Download};
+use crate::agent::scanners::rpm::RpmDb;
+use crate::agent::schedule::Trigger;
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -76,7 +76,7 @@ pub struct AgentArgs {
     #[arg(long, default_value = "/")]
     pub rpm_root: PathBuf,
     /// The rpm database directory inside --rpm-root.
-    #[arg(long, default_value = super::scanners::rpm::DEFAULT_DBPATH)]
+    #[arg(long, default_value = crate::agent::scanners::rpm::DEFAULT_DBPATH)]
     pub rpm_dbpath: PathBuf,
     /// A dnf.conf for the dnf installer instead of the system's (`dnf --config`).
     #[arg(long)]
@@ -148,7 +148,7 @@ pub fn run(mut args: AgentArgs) -> Result<ExitCode> {
         enroll_secret: secret,
         state_dir: Some(state_dir.clone()),
         download: Download::Http,
-        agent_version: super::runner::AGENT_VERSION.to_string(),
+        agent_version: crate::agent::runner::AGENT_VERSION.to_string(),
         catalogs: None,
         seed: fastrand::u64(..),
     };
@@ -244,7 +244,7 @@ fn drive<M: Machine>(mut agent: Agent<M>, args: &AgentArgs) -> Result<ExitCode> 
         let stop = rt.block_on(async {
             tokio::select! {
                 _ = tokio::time::sleep(wait.unsigned_abs()) => false,
-                _ = crate::standalone::shutdown_signal() => true,
+                _ = crate::process::shutdown_signal() => true,
             }
         });
         if stop {

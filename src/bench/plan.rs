@@ -8,7 +8,7 @@ use std::time::Instant;
 use git2::{Oid, Repository, Signature};
 use jiff::Timestamp;
 
-use super::bench::{BenchArgs, peak_rss, synthetic};
+use super::{BenchArgs, peak_rss, synthetic};
 use crate::catalog::Catalog;
 use crate::git::plan::{PlanArgs, PlanFormat, make, markdown};
 use crate::{Error, Result};
@@ -38,7 +38,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let store_path = args.sqlite.clone().unwrap_or_else(|| dir.path().join("plan.db"));
     if !store_path.exists() {
         let t = Instant::now();
-        let n = super::bench::write_store(&store_path, &catalog, &fleet, now)?;
+        let n = super::write_store(&store_path, &catalog, &fleet, now)?;
         println!(
             "  wrote the SQLite store {} ({n} states) in {:.1} s",
             store_path.display(),
@@ -116,8 +116,8 @@ fn breakdown(args: &PlanArgs) -> Result<()> {
         path: args.path.clone(),
         cache_dir: std::env::temp_dir(),
     };
-    let (_, base) = super::load_desired(&source(&args.base))?;
-    let (_, head) = super::load_desired(&source(&args.head))?;
+    let (_, base) = crate::pipeline::load_desired(&source(&args.base))?;
+    let (_, head) = crate::pipeline::load_desired(&source(&args.head))?;
     let t_git = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let store = crate::store::open(&args.store)?;

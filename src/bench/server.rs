@@ -32,7 +32,7 @@ pub fn run() -> Result<ExitCode> {
 
     // A catalog of 2,000 updates, 1,000 enrolled clients, one shared policy.
     let mut store = crate::store::sqlite::SqliteStore::open(&db)?;
-    let updates = super::bench_catalog::synthetic_updates(2_000, 0);
+    let updates = super::catalog::synthetic_updates(2_000, 0);
     store.save_catalog(&updates, now)?;
     let mut tokens = Vec::new();
     for c in 0..CLIENTS {

@@ -125,7 +125,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run() -> Result<ExitCode> {
     println!("patchops bench rpm");
-    let dir = crate::standalone::state_dir().join("bench-rpm");
+    let dir = crate::process::state_dir().join("bench-rpm");
     let rpmdb = prepare_root(&dir)?;
     // The reference: plain `rpm -qa` of the same root, output read like ours.
     let rpm_qa = || -> Result<f64> {

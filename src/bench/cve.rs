@@ -8,10 +8,10 @@ use std::time::Instant;
 use jiff::Timestamp;
 use rayon::prelude::*;
 
-use super::exposure::{Scope, cve_index, cve_list, cve_report};
 use crate::Result;
+use crate::bench::{BenchArgs, synthetic};
 use crate::catalog::Severity;
-use crate::standalone::bench::{BenchArgs, synthetic};
+use crate::governance::exposure::{Scope, cve_index, cve_list, cve_report};
 
 fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     let mut best = f64::MAX;
@@ -87,7 +87,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         ratio(one_time),
         one_time + scope_time
     );
-    if let Some(rss) = crate::standalone::bench::peak_rss() {
+    if let Some(rss) = crate::bench::peak_rss() {
         println!("  peak memory: {} MiB", rss / (1 << 20));
     }
     Ok(ExitCode::SUCCESS)

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use jiff::Timestamp;
 
-use super::bench::peak_rss;
+use super::peak_rss;
 use crate::catalog::{Applicability, Severity, Update, debian, msrc_cvrf, native, osv};
 use crate::store::Store;
 use crate::{Error, Result};

@@ -1,6 +1,15 @@
 //! `patchops bench`: figures for the reconcile core and the store on a synthetic fleet
 //! (100,000 clients × 2,000 updates × 50 deployments ≈ 20 million states by default).
 //! Prints timings and peak memory; asserts nothing — targets are read off the output.
+//! Each suite (`--suite catalog|server|audit|plan|rpm|cve`) lives in its own file and
+//! measures against a reference taken in the same run.
+
+pub mod audit;
+pub mod catalog;
+pub mod cve;
+pub mod plan;
+pub mod rpm;
+pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
@@ -176,12 +185,12 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     match args.suite {
-        Suite::Catalog => return super::bench_catalog::run(),
-        Suite::Server => return super::bench_server::run(),
-        Suite::Audit => return super::bench_audit::run(),
-        Suite::Plan => return super::bench_plan::run(&args),
-        Suite::Rpm => return super::bench_rpm::run(),
-        Suite::Cve => return crate::governance::bench::run(&args),
+        Suite::Catalog => return catalog::run(),
+        Suite::Server => return server::run(),
+        Suite::Audit => return audit::run(),
+        Suite::Plan => return plan::run(&args),
+        Suite::Rpm => return rpm::run(),
+        Suite::Cve => return cve::run(&args),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();

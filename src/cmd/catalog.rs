@@ -7,13 +7,138 @@ use std::process::ExitCode;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use jiff::Timestamp;
 
-use super::delta::CatalogDiff;
-use super::source::Fetched;
-use super::sync::{Syncer, import, merge};
-use super::{Catalog, Update, native};
+use crate::catalog::delta::CatalogDiff;
+use crate::catalog::source::Fetched;
+use crate::catalog::sync::{Syncer, import, merge};
+use crate::catalog::{Catalog, Update, native};
+use crate::git::RepoArgs;
 use crate::output::OutputFormat;
 use crate::resources::{CatalogFormat, CatalogSource, UpdateCatalogSpec};
 use crate::{Error, Result};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CatalogCommand {
+    /// Synchronize every UpdateCatalog of the desired state now; a new catalog version
+    /// only when the content changed.
+    Sync {
+        #[command(flatten)]
+        repo: RepoArgs,
+        /// Store: a SQLite file path or a postgres:// URL.
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::process::DEFAULT_STORE)]
+        store: String,
+        /// Accept a sync that drops more than a source's allowed share of its updates (or
+        /// all of them); without it such a sync is refused and the catalog stays.
+        #[arg(long)]
+        allow_shrink: bool,
+    },
+    /// Import vendor data (MSRC CVRF, Debian Packages or DSA list, OSV, RPM updateinfo, native).
+    Import {
+        #[command(flatten)]
+        args: ImportArgs,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// Browse and search the catalog (the Update Repository).
+    Show {
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::process::DEFAULT_STORE)]
+        store: String,
+        /// Catalog version (default: the current one).
+        #[arg(long)]
+        version: Option<u64>,
+        #[command(flatten)]
+        filter: Filter,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// What changed between two catalog versions: added, changed, removed, expired,
+    /// newly superseded.
+    Diff {
+        from: u64,
+        to: u64,
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::process::DEFAULT_STORE)]
+        store: String,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
+    /// The delta a client at catalog version FROM fetches to reach TO (default: the
+    /// current version): new or changed updates and removed ids, as JSON or YAML.
+    Delta {
+        from: u64,
+        to: Option<u64>,
+        #[arg(long, env = "PATCHOPS_STORE", default_value = crate::process::DEFAULT_STORE)]
+        store: String,
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Json)]
+        output: OutputFormat,
+    },
+    /// Print the JSON Schema of the native catalog format.
+    Schema,
+}
+
+pub fn run(command: CatalogCommand) -> Result<ExitCode> {
+    match command {
+        CatalogCommand::Schema => {
+            print!("{}", crate::catalog::native::schema_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        CatalogCommand::Sync { repo, store, allow_shrink } => {
+            let state = crate::process::state_dir();
+            let source = crate::git::git_source(&repo, &state);
+            let (tree, desired) = crate::pipeline::load_desired(&source)?;
+            let mut store = crate::store::open(&store)?;
+            let mut syncer = crate::catalog::sync::Syncer::new(&state.join("catalog-cache"));
+            syncer.allow_shrink = allow_shrink;
+            let outcome = syncer.sync(
+                store.as_mut(),
+                &desired,
+                Some((&source, tree.commit.as_str())),
+                jiff::Timestamp::now(),
+                true,
+            )?;
+            for (name, s) in &outcome.statuses {
+                let c = s.conditions.first();
+                println!(
+                    "{name}: {} — {}",
+                    c.map(|c| c.reason.as_str()).unwrap_or("-"),
+                    c.map(|c| c.message.as_str()).unwrap_or("-")
+                );
+            }
+            println!(
+                "catalog version {} ({} updates){}",
+                outcome.catalog.version,
+                outcome.catalog.len(),
+                if outcome.changed { ", new" } else { "" }
+            );
+            Ok(if outcome.failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        CatalogCommand::Import { args, output } => import_files(&args, &crate::process::state_dir(), output),
+        CatalogCommand::Show { store, version, filter, output } => {
+            let store = crate::store::open_existing(&store)?;
+            let catalog = match version {
+                Some(v) => store.load_catalog_version(v)?,
+                None => store.load_catalog()?,
+            };
+            Ok(show(&catalog, &filter, output))
+        }
+        CatalogCommand::Delta { from, to, store, output } => {
+            let store = crate::store::open_existing(&store)?;
+            let to = match to {
+                Some(v) => v,
+                None => store.catalog_versions()?.last().map_or(0, |v| v.version),
+            };
+            let delta = store.catalog_delta(from, to)?;
+            match output {
+                OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(&delta).expect("deltas serialize")),
+                _ => println!("{}", serde_json::to_string_pretty(&delta).expect("deltas serialize")),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CatalogCommand::Diff { from, to, store, output } => {
+            let store = crate::store::open_existing(&store)?;
+            let (a, b) = (store.load_catalog_version(from)?, store.load_catalog_version(to)?);
+            Ok(diff(&a, &b, output))
+        }
+    }
+}
 
 /// Search criteria for `catalog show` (a saved search folder, on the command line).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -197,11 +322,12 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
                 file: (!is_url).then(|| f.clone()),
                 ..Default::default()
             };
-            super::rpm_updateinfo::fetch(&syncer.fetcher, &source, None)?
+            crate::catalog::rpm_updateinfo::fetch(&syncer.fetcher, &source, None)?
         } else if f.starts_with("http://") || f.starts_with("https://") {
             syncer.fetcher.fetch_url(f)?
         } else if std::path::Path::new(f).is_dir() && args.format == CatalogFormat::Osv {
-            let updates = super::osv::parse_dir(std::path::Path::new(f), &super::osv::OsvOptions::default())?;
+            let updates =
+                crate::catalog::osv::parse_dir(std::path::Path::new(f), &crate::catalog::osv::OsvOptions::default())?;
             all.push(updates);
             continue;
         } else {
@@ -209,14 +335,14 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
         };
         if args.format == CatalogFormat::MsrcCvrf {
             // Monthly documents are merged KB by KB (see `msrc_cvrf::parse_many`).
-            documents.push((fetched.name.clone(), super::sync::decompress(&fetched.name, &fetched.bytes)?));
+            documents.push((fetched.name.clone(), crate::catalog::sync::decompress(&fetched.name, &fetched.bytes)?));
             continue;
         }
         all.push(import(&spec, &fetched, &previous, now)?);
     }
     if !documents.is_empty() {
         let docs: Vec<(&str, &[u8])> = documents.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-        all.push(super::sync::filter(&spec, super::msrc_cvrf::parse_many(&docs)?));
+        all.push(crate::catalog::sync::filter(&spec, crate::catalog::msrc_cvrf::parse_many(&docs)?));
     }
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -244,7 +370,7 @@ pub fn import_files(args: &ImportArgs, state_dir: &std::path::Path, output: Outp
     }
     if let Some(store) = store.as_mut() {
         if !args.allow_shrink
-            && let Some(why) = super::sync::shrink_refused(
+            && let Some(why) = crate::catalog::sync::shrink_refused(
                 previous.len() as u64,
                 updates.len() as u64,
                 crate::resources::DEFAULT_MAX_SHRINK_PERCENT,

@@ -14,12 +14,12 @@ use jiff::{SignedDuration, Timestamp};
 use rayon::prelude::*;
 use tracing::info;
 
-use super::{FleetSpec, SimFleet};
 use crate::agent::machine::FactsMachine;
 use crate::agent::runner::{Agent, AgentOptions, AgentStats, Download};
 use crate::git::RepoArgs;
 use crate::output::OutputFormat;
-use crate::standalone::Runner;
+use crate::pipeline::Pipeline;
+use crate::sim::{FleetSpec, SimClient, SimFleet};
 use crate::time::{Duration, add};
 use crate::{Error, Result};
 
@@ -139,9 +139,30 @@ pub fn fleet_agents(
             catalogs: Some(catalogs.clone()),
             seed,
         };
-        agents.push(Agent::new(options, c.machine(seed))?);
+        agents.push(Agent::new(options, machine(c, seed))?);
     }
     Ok(agents)
+}
+
+/// This client as a machine an in-process agent manages: its facts and patch level,
+/// installs that take up to 10 minutes and fail at the group's rate, scans that fail
+/// for the clients whose scans fail.
+fn machine(client: &SimClient, seed: u64) -> FactsMachine {
+    use crate::agent::installers::simulated::Simulated;
+    let installer = Simulated::new(seed, SignedDuration::from_mins(10), client.install_failure_rate, 0.0);
+    let mut m = crate::agent::machine::FactsMachine::new(
+        crate::agent::machine::FactsDocument {
+            facts: client.facts.values.clone(),
+            packages: client.facts.packages.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            ..Default::default()
+        },
+        installer,
+    );
+    m.patched_through = Some(client.patched_through);
+    if client.fails_scans {
+        m.scan_error = Some("0x8024402C: the update source could not be reached".into());
+    }
+    m
 }
 
 pub fn run(args: SimulateArgs) -> Result<ExitCode> {
@@ -170,12 +191,12 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{store}{suffix}"));
             }
-            let source = crate::git::git_source(&args.repo, &crate::standalone::state_dir());
-            let mut runner = Runner::new(source, crate::store::open(&store)?, None);
+            let source = crate::git::git_source(&args.repo, &crate::process::state_dir());
+            let mut runner = Pipeline::new(source, crate::store::open(&store)?, None);
             // The first reconcile syncs the catalog, so the first policies announce it.
             runner.reconcile_once(start)?;
             let secret = format!("simulate-{}", fastrand::u64(..));
-            let content = (download == Download::Http).then(|| crate::standalone::state_dir().join("content"));
+            let content = (download == Download::Http).then(|| crate::process::state_dir().join("content"));
             let server = crate::server::BackgroundServer::start(
                 "127.0.0.1:0".parse().expect("address"),
                 &store,
@@ -248,4 +269,40 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         crate::output::print_record(&record, args.output);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::agent::installers::InstallOutcome;
+    use crate::agent::machine::Machine;
+    use crate::catalog::{Applicability, Catalog, RpmPackageTest, Rule, ScanVerdict};
+
+    #[test]
+    fn a_simulated_install_raises_the_packages_the_advisory_names() {
+        let mut update = crate::catalog::test_support::update("ALSA-2", "AlmaLinux 9", "2026-07-01");
+        let test = |below: bool| {
+            Rule::RpmPackage(RpmPackageTest {
+                name: "openssl-libs".into(),
+                version_below: below.then(|| "1:3.5.1-7.el9".to_string()),
+                version_at_least: (!below).then(|| "1:3.5.1-7.el9".to_string()),
+                ..Default::default()
+            })
+        };
+        update.applicability =
+            Applicability { is_installable: test(true), is_installed: test(false), prerequisites: vec![] };
+        let catalog = Catalog::new(1, vec![update], &std::collections::HashMap::new());
+        let spec: FleetSpec = serde_saphyr::from_str(
+            "seed: 1\nagentVersion: \"2.1.0\"\ngroups:\n  - count: 1\n    namePrefix: alma\n    os: {\"AlmaLinux 9\": 1}\n    \
+             patchedThrough: {\"2026-05-31\": 1}\n    packages: {openssl-libs: \"1:3.5.1-4.el9\"}\n",
+        )
+        .unwrap();
+        let fleet = SimFleet::generate(&spec);
+        let mut machine = machine(&fleet.clients[0], 7);
+        assert_eq!(catalog.updates[0].applicability.evaluate(&machine.facts(&catalog).unwrap()), ScanVerdict::Missing);
+        assert!(matches!(machine.install(&catalog.updates[0], &[]), InstallOutcome::Installed { .. }));
+        let after = machine.facts(&catalog).unwrap();
+        assert_eq!(after.packages["openssl-libs"], "1:3.5.1-7.el9");
+        assert_eq!(catalog.updates[0].applicability.evaluate(&after), ScanVerdict::Installed);
+    }
 }

@@ -1,0 +1,221 @@
+//! The command layer: one file per subcommand, each holding its clap arguments and its
+//! `run`. This module parses, sets up logging, and dispatches; nothing below it imports it.
+//!
+//! Exit codes scripts and CI gates rely on (`patchops help exit-codes` in the README):
+//! 0 success (and "no changes" for `plan` and `catalog diff`), 1 an error (invalid desired
+//! state, unreachable repository, unreadable store…), 2 changes found (`plan`, `catalog
+//! diff`, like terraform's `-detailed-exitcode`), 64 a usage error (unknown flag, bad
+//! value), 141 a closed pipe (`| head`).
+
+pub mod agent;
+pub mod audit;
+pub mod catalog;
+pub mod client;
+pub mod completion;
+pub mod content;
+pub mod crds;
+pub mod rules;
+pub mod run;
+pub mod serve;
+pub mod simulate;
+pub mod status;
+pub mod validate;
+pub mod version;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::Result;
+
+/// Exit status: changes found (`plan`, `catalog diff`).
+pub const EXIT_CHANGES: u8 = 2;
+/// Exit status: the command line is wrong (sysexits' EX_USAGE), never shared with a result.
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "patchops",
+    version,
+    about = "Operating-system updates for a fleet, declared in git",
+    after_help = "Exit codes: 0 success or no changes, 1 error, 2 changes found (plan, catalog diff), \
+                  64 usage error.\nEnvironment: PATCHOPS_STORE, PATCHOPS_LOG (a tracing filter, e.g. debug), \
+                  NO_COLOR."
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log lines on stderr (-v debug, -vv trace); PATCHOPS_LOG, when set, wins.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only warnings and errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// No colour in logs (also when NO_COLOR is set or stderr is not a terminal).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check the desired state at a revision: every problem with file, line, column and
+    /// field, and every CompliancePolicy violation (deadline targets against the catalog of
+    /// --store when it exists).
+    Validate(validate::Args),
+    /// What merging a branch would change (exit 0 no change, 2 change, 1 error).
+    Plan(crate::git::plan::PlanArgs),
+    /// Automatic deployment rules: propose matching updates on a branch.
+    Rules {
+        #[command(subcommand)]
+        command: rules::RulesCommand,
+    },
+    /// The standalone reconciler: sync git and catalogs, reconcile, persist status, repeat.
+    Run(Box<run::RunArgs>),
+    /// The management point: the HTTP API agents register with, fetch policy and the
+    /// catalog from, and send state messages to.
+    Serve(serve::Args),
+    /// Show the last reconcile from the store; with --at (or --repo), the compliance
+    /// snapshot of the status branch as it was at a date.
+    Status(status::Args),
+    /// Print the CustomResourceDefinitions (or write one file per CRD with --dir).
+    Crds(crds::Args),
+    /// Catalog tools.
+    Catalog {
+        #[command(subcommand)]
+        command: catalog::CatalogCommand,
+    },
+    /// Who approved or withdrew which update into which deployment, when, in which commit
+    /// and merged pull request, from the branch's history. An update list's criteria are
+    /// reported as one entry (`criteria: …`) approved or withdrawn when they change.
+    Audit(audit::Args),
+    /// Which machines are exposed to a CVE: the updates fixing it in every catalog, per
+    /// collection the machines exposed, installed, not applicable and unknown, and the
+    /// deployments carrying the fix. `--list` lists CVEs by exposure.
+    Cve(crate::governance::cve::CveArgs),
+    /// The Kubernetes operator: reconcile the custom resources of a namespace into the
+    /// store and their status subresources.
+    Controller(crate::kubernetes::ControllerArgs),
+    /// Benchmarks of the reconcile core and the store (build with --release).
+    Bench(crate::bench::BenchArgs),
+    /// The client: registers with the management point, polls its policy, scans, downloads
+    /// and installs what mandatory deployments require, and reports state messages.
+    Agent(agent::AgentArgs),
+    /// The content library the management point serves to agents.
+    Content {
+        #[command(subcommand)]
+        command: content::ContentCommand,
+    },
+    /// Registered clients: revoke a token, release a name.
+    Client {
+        #[command(subcommand)]
+        command: client::ClientCommand,
+    },
+    /// In-process agents against a management point on loopback, on an accelerated clock,
+    /// ending with the compliance table.
+    Simulate(simulate::SimulateArgs),
+    /// The version, git commit and build date of this binary.
+    Version(version::Args),
+    /// A shell completion script: `source <(patchops completion bash)`.
+    Completion(completion::Args),
+}
+
+/// Parse the command line; a usage error prints clap's message and exits 64, `--help`
+/// and `--version` print and exit 0.
+pub fn parse() -> std::result::Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS }
+    })
+}
+
+/// Logs on stderr: `PATCHOPS_LOG` when set, else the level `-v`/`-q` choose; colour only on
+/// a terminal, without `--no-color` and without `NO_COLOR`.
+pub fn init_logging(cli: &Cli) {
+    use std::io::IsTerminal;
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PATCHOPS_LOG")
+        .unwrap_or_else(|_| format!("{level},postgres=warn,tokio_postgres=warn").into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour(cli.no_color, std::io::stderr().is_terminal()));
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Whether to colour output: a terminal, no `--no-color`, and `NO_COLOR` unset or empty
+/// (<https://no-color.org>).
+pub fn colour(no_color_flag: bool, terminal: bool) -> bool {
+    terminal && !no_color_flag && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Commands that read and print, and talk to nothing that could close a pipe of theirs:
+/// `patchops catalog show | head -1` should simply end.
+fn only_prints(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Validate(_)
+            | Command::Plan(_)
+            | Command::Status(_)
+            | Command::Crds(_)
+            | Command::Catalog { .. }
+            | Command::Audit(_)
+            | Command::Cve(_)
+            | Command::Version(_)
+            | Command::Completion(_)
+    )
+}
+
+/// Rust ignores SIGPIPE, so a write to a closed stdout fails and `println!` panics. For
+/// commands that only print, the default action — end at once, like `cat` — is what a
+/// user of `| head` expects (exit status 141, nothing on stderr).
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start, before any thread is spawned; restoring a signal's
+    // default action has no other effect on this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    if only_prints(&cli.command) {
+        end_quietly_on_a_closed_pipe();
+    }
+    match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Run(args) => run::run(*args),
+        Command::Plan(args) => crate::git::plan::run(&args),
+        Command::Rules { command } => rules::run(command),
+        Command::Serve(args) => serve::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Crds(args) => crds::run(args),
+        Command::Catalog { command } => catalog::run(command),
+        Command::Audit(args) => audit::run(args),
+        Command::Cve(args) => crate::governance::cve::run(&args),
+        Command::Controller(args) => crate::kubernetes::run(args),
+        Command::Bench(args) => crate::bench::run(args),
+        Command::Agent(args) => agent::run(args),
+        Command::Simulate(args) => simulate::run(args),
+        Command::Client { command } => client::run(command),
+        Command::Content { command } => content::run(command),
+        Command::Version(args) => version::run(args),
+        Command::Completion(args) => completion::run(args),
+    }
+}

@@ -1,0 +1,87 @@
+//! `patchops serve`: the management point alone — the HTTP API agents register with, fetch
+//! policy and the catalog from, and send state messages to — until SIGINT or SIGTERM.
+
+use std::process::ExitCode;
+
+use crate::{Error, Result};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Store: a SQLite file path or a postgres:// URL.
+    #[arg(long, env = "PATCHOPS_STORE", default_value = crate::process::DEFAULT_STORE)]
+    pub store: String,
+    #[command(flatten)]
+    pub server: ServeArgs,
+}
+
+/// The management point's command-line options (`serve`, and `run` which embeds it).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address the management point listens on.
+    #[arg(long, env = "PATCHOPS_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// The shared secret a client presents once to register and get its own token
+    /// (without one, registration is refused). Prefer --enroll-secret-file or the
+    /// environment variable: an argument shows in `ps`.
+    #[arg(long, env = "PATCHOPS_ENROLL_SECRET", hide_env_values = true)]
+    pub enroll_secret: Option<String>,
+    /// A file holding the enrollment secret (its first line).
+    #[arg(long, env = "PATCHOPS_ENROLL_SECRET_FILE", conflicts_with = "enroll_secret")]
+    pub enroll_secret_file: Option<std::path::PathBuf>,
+    /// Largest state batch accepted, in bytes.
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BATCH_BYTES)]
+    pub max_batch_bytes: usize,
+    /// Most state messages accepted in one batch.
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BATCH_MESSAGES)]
+    pub max_batch_messages: usize,
+    /// Content library served to clients (files named by sha256; `patchops content add`).
+    #[arg(long, env = "PATCHOPS_CONTENT_DIR")]
+    pub content_dir: Option<std::path::PathBuf>,
+    /// Most connections open at once; more wait in the listen queue.
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, default_value_t = crate::server::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's whole body.
+    #[arg(long, default_value_t = crate::server::DEFAULT_BODY_TIMEOUT.as_secs())]
+    pub body_timeout: u64,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> crate::Result<crate::server::ServerConfig> {
+        let secret = crate::secrets::secret(
+            "the enrollment secret",
+            self.enroll_secret.as_deref(),
+            "--enroll-secret",
+            self.enroll_secret_file.as_deref(),
+        )?;
+        let mut config = crate::server::ServerConfig::new(secret.unwrap_or_default());
+        config.max_batch_bytes = self.max_batch_bytes;
+        config.max_batch_messages = self.max_batch_messages;
+        config.max_connections = self.max_connections;
+        config.header_timeout = std::time::Duration::from_secs(self.header_timeout.max(1));
+        config.body_timeout = std::time::Duration::from_secs(self.body_timeout.max(1));
+        config.content = self.content_dir.as_deref().map(crate::content::ContentLibrary::open).transpose()?;
+        Ok(config)
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let store = crate::store::open(&args.store)?;
+    let store = std::sync::Arc::new(std::sync::Mutex::new(store));
+    let listen = args.server.listen;
+    let config = args.server.config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+    // Keep a handle here so the store is dropped outside the runtime: the PostgreSQL
+    // client closes its connection synchronously.
+    let keep = store.clone();
+    let served = rt.block_on(crate::server::serve(listen, store, config, crate::process::shutdown_signal()));
+    drop(rt);
+    drop(keep);
+    served?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,190 @@
+//! The pipeline every driver runs: load the desired state at a revision, sync the
+//! catalogs, read the fleet from the store, call the reconcile core, and save status and
+//! the client policies that changed. It carries data between the parts; it never decides.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use jiff::Timestamp;
+use tracing::{info, warn};
+
+use crate::catalog::Catalog;
+use crate::catalog::sync::Syncer;
+use crate::desired::DesiredState;
+use crate::git::{GitSource, SourceTree};
+use crate::reconcile::{Inputs, Outcome, previous_from, reconcile};
+use crate::resources::UpdateCatalogStatus;
+use crate::sim::SimFleet;
+use crate::store::{ReconcileRecord, ResourceStatus, Store};
+use crate::{Error, Result};
+
+/// Read and check the desired state at the source's revision.
+pub fn load_desired(source: &GitSource) -> Result<(SourceTree, DesiredState)> {
+    let tree = source.load()?;
+    let desired = DesiredState::load_in(&tree.revision, source.path.as_deref(), &tree.files)
+        .map_err(Error::InvalidDesiredState)?;
+    Ok((tree, desired))
+}
+
+/// The client settings that apply to clients no collection-specific setting covers.
+pub fn default_settings(desired: &DesiredState) -> crate::resources::ClientSettingsSpec {
+    desired
+        .client_settings
+        .values()
+        .filter(|s| s.spec.collection.is_none())
+        .max_by_key(|s| s.spec.priority)
+        .map(|s| s.spec.clone())
+        .unwrap_or_default()
+}
+
+/// One site's pipeline, kept between iterations of a driver's loop.
+pub struct Pipeline {
+    pub source: GitSource,
+    pub store: Box<dyn Store>,
+    pub fleet_sim: Option<SimFleet>,
+    syncer: Syncer,
+    reconciler: Reconciler,
+}
+
+impl Pipeline {
+    pub fn new(source: GitSource, store: Box<dyn Store>, fleet_sim: Option<SimFleet>) -> Self {
+        let syncer = Syncer::new(&source.cache_dir.with_file_name("catalog-cache"));
+        Pipeline { source, store, fleet_sim, syncer, reconciler: Reconciler::default() }
+    }
+
+    /// The site's clients and catalog as of the last reconcile.
+    pub fn site(&self) -> &crate::metrics::SiteFacts {
+        &self.reconciler.site
+    }
+
+    /// Run the DeploymentRules after catalog syncs (`--propose-rules`).
+    pub fn propose_rules(&mut self, proposer: crate::git::rules::Proposer) {
+        self.reconciler.rules = Some(crate::git::rules::AfterSync::new(proposer));
+    }
+
+    /// One reconcile. Each step is its own transaction: an invalid revision writes
+    /// nothing; a failed catalog sync keeps the current catalog version; a failure after
+    /// the sync (reading the fleet, saving status) keeps the last good status, while a
+    /// catalog version the sync saved stays (it is consistent on its own).
+    pub fn reconcile_once(&mut self, now: Timestamp) -> Result<(ReconcileRecord, Outcome)> {
+        let (tree, desired) = load_desired(&self.source)?;
+        // Catalogs: all sources or none, so a failing source never drops its updates.
+        let synced =
+            self.syncer.sync(self.store.as_mut(), &desired, Some((&self.source, tree.commit.as_str())), now, false)?;
+        let catalog: Catalog = synced.catalog;
+        let catalog_status = synced.statuses;
+        if let Some(sim) = self.fleet_sim.as_mut() {
+            // Simulated clients follow the general scan schedule of the default settings.
+            let schedule = default_settings(&desired).scan_schedule;
+            let scans = sim.scan_due(self.store.as_mut(), &catalog, schedule.signed(), now)?;
+            if scans > 0 {
+                info!(scans, "simulated clients reported scans");
+            }
+        }
+        self.reconciler.reconcile_and_save(self.store.as_mut(), &desired, &catalog, &catalog_status, now)
+    }
+}
+
+/// The policies and assignments already in the store, so each reconcile writes only
+/// what changed. Shared by every driver that reconciles into a store.
+#[derive(Default)]
+pub struct Reconciler {
+    saved_etags: HashSet<String>,
+    saved_assignments: HashMap<String, String>,
+    /// Deployment rules run after catalog syncs, with their last status.
+    pub rules: Option<crate::git::rules::AfterSync>,
+    /// The site's clients and catalog as of the last reconcile, for the metrics.
+    pub site: crate::metrics::SiteFacts,
+}
+
+impl Reconciler {
+    /// Read the fleet and the previous status from the store, call the reconcile core,
+    /// and save the status of every resource and the client policies that changed.
+    pub fn reconcile_and_save(
+        &mut self,
+        store: &mut dyn Store,
+        desired: &DesiredState,
+        catalog: &Catalog,
+        catalog_status: &BTreeMap<String, UpdateCatalogStatus>,
+        now: Timestamp,
+    ) -> Result<(ReconcileRecord, Outcome)> {
+        let defaults = default_settings(desired);
+        store.set_setting("scan_ttl_seconds", &defaults.scan_ttl.as_secs().to_string())?;
+        let fleet = store.load_fleet()?;
+        let last = store.last_reconcile()?;
+        let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
+        let outcome = reconcile(&Inputs { desired, catalog, fleet: &fleet, previous: &previous, now });
+        let catalog_saved = store.catalog_versions()?.last().map(|v| v.created_at);
+        self.site = crate::metrics::SiteFacts::of(&fleet, defaults.scan_ttl.signed(), catalog_saved, now);
+        for e in &outcome.events {
+            info!(kind = %e.kind, name = %e.name, reason = %e.reason, "{}", e.message);
+        }
+
+        let ns = |meta: &Option<String>| meta.clone().unwrap_or_else(|| "default".into());
+        let mut statuses = Vec::new();
+        let mut push = |kind: &str, namespace: String, name: &str, v: serde_json::Value| {
+            statuses.push(ResourceStatus { kind: kind.into(), namespace, name: name.into(), status: v });
+        };
+        for (name, s) in catalog_status {
+            push("UpdateCatalog", ns(&desired.catalogs[name].metadata.namespace), name, json(s));
+        }
+        for (name, s) in &outcome.collections {
+            push("Collection", ns(&desired.collections[name].metadata.namespace), name, json(s));
+        }
+        for (name, s) in &outcome.update_lists {
+            push("UpdateList", ns(&desired.update_lists[name].metadata.namespace), name, json(s));
+        }
+        for (name, s) in &outcome.deployments {
+            push("UpdateDeployment", ns(&desired.deployments[name].metadata.namespace), name, json(s));
+        }
+        for (name, s) in crate::governance::policy::statuses(desired, catalog, now) {
+            if s.breach_count > 0 {
+                warn!(policy = %name, breaches = s.breach_count, "{}", s.conditions[0].message);
+            }
+            push("CompliancePolicy", ns(&desired.compliance_policies[&name].metadata.namespace), &name, json(&s));
+        }
+        for (name, s) in &outcome.waivers {
+            push("Waiver", ns(&desired.waivers[name].metadata.namespace), name, json(s));
+        }
+        for (name, s) in &outcome.packages {
+            push("DeploymentPackage", ns(&desired.packages[name].metadata.namespace), name, json(s));
+        }
+        if let Some(rules) = self.rules.as_mut() {
+            for (name, s) in rules.run(desired, catalog, &fleet, &previous, now) {
+                push("DeploymentRule", ns(&desired.rules[&name].metadata.namespace), &name, json(&s));
+            }
+        }
+        statuses.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
+        let record = ReconcileRecord {
+            time: now,
+            revision: desired.revision.clone(),
+            catalog_version: catalog.version,
+            statuses,
+        };
+
+        let policies: HashMap<String, serde_json::Value> = outcome
+            .policies
+            .iter()
+            .filter(|(etag, _)| !self.saved_etags.contains(*etag))
+            .map(|(etag, p)| (etag.clone(), serde_json::to_value(p.as_ref()).expect("policies serialize")))
+            .collect();
+        let assignments: Vec<crate::store::PolicyAssignment> = fleet
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c, outcome.etag_of(i)))
+            .filter(|(c, etag)| self.saved_assignments.get(&c.name).map(String::as_str) != Some(*etag))
+            .map(|(c, etag)| crate::store::PolicyAssignment { client: c.name.clone(), etag: etag.to_string() })
+            .collect();
+        store.save_reconcile(&record, &policies, &assignments)?;
+        self.saved_etags.extend(policies.into_keys());
+        for a in assignments {
+            self.saved_assignments.insert(a.client, a.etag);
+        }
+        Ok((record, outcome))
+    }
+}
+
+/// A status as the JSON the store keeps.
+fn json<T: serde::Serialize>(status: &T) -> serde_json::Value {
+    serde_json::to_value(status).expect("statuses serialize")
+}
