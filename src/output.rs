@@ -1,15 +1,76 @@
-//! Printing results as a table (people), JSON or YAML (scripts).
+//! Printing results as a table (people), JSON or YAML (scripts). Tables follow kubectl's
+//! conventions: the default columns fit 120 characters, `-o wide` adds the rest, and
+//! `--no-headers` leaves the header row out for `awk` and `cut`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::ValueEnum;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use crate::store::ReconcileRecord;
 
+/// `-o`: how a command prints its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
+    /// A table of the most useful columns (fits 120 characters).
     Table,
+    /// The table with every column.
+    Wide,
+    /// JSON (camelCase keys), for scripts.
     Json,
+    /// YAML (camelCase keys), for scripts.
     Yaml,
+}
+
+impl OutputFormat {
+    /// A table for people (`table` or `wide`), rather than a document for scripts.
+    pub fn is_table(self) -> bool {
+        matches!(self, OutputFormat::Table | OutputFormat::Wide)
+    }
+}
+
+static NO_HEADERS: AtomicBool = AtomicBool::new(false);
+
+/// `--no-headers`: tables printed from now on leave out their header row.
+pub fn set_no_headers(no_headers: bool) {
+    NO_HEADERS.store(no_headers, Ordering::Relaxed);
+}
+
+/// Whether a column is in the default table or only in `-o wide`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown {
+    Always,
+    Wide,
+}
+
+/// A table whose columns are chosen by `-o table|wide`: rows are given in full, and the
+/// columns only `wide` shows are dropped for the default table.
+pub struct Columns {
+    table: Table,
+    keep: Vec<bool>,
+}
+
+impl Columns {
+    pub fn new(header: &[(&str, Shown)], format: OutputFormat) -> Self {
+        let keep: Vec<bool> = header.iter().map(|(_, s)| *s == Shown::Always || format == OutputFormat::Wide).collect();
+        let mut table = Table::new();
+        table.load_preset(UTF8_FULL_CONDENSED);
+        if !NO_HEADERS.load(Ordering::Relaxed) {
+            table.set_header(header.iter().zip(&keep).filter(|(_, k)| **k).map(|((h, _), _)| *h));
+        }
+        Columns { table, keep }
+    }
+
+    /// One row, with a cell for every column of the header.
+    pub fn row(&mut self, cells: impl IntoIterator<Item = String>) {
+        self.table.add_row(cells.into_iter().zip(&self.keep).filter(|(_, k)| **k).map(|(c, _)| c));
+    }
+}
+
+impl std::fmt::Display for Columns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.table.fmt(f)
+    }
 }
 
 fn field<'a>(v: &'a serde_json::Value, path: &str) -> &'a serde_json::Value {
@@ -25,30 +86,32 @@ fn text(v: &serde_json::Value) -> String {
 }
 
 /// Per-deployment status as a table: what an admin checks every morning.
-pub fn deployments_table(record: &ReconcileRecord) -> String {
-    let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header([
-        "DEPLOYMENT",
-        "PHASE",
-        "COMPLIANT %",
-        "TARGETED",
-        "COMPLIANT",
-        "REQUIRED",
-        "UNKNOWN",
-        "FAILED",
-        "REBOOT",
-        "WAIVED",
-        "NEXT WINDOW",
-        "DEADLINE",
-    ]);
+pub fn deployments_table(record: &ReconcileRecord, format: OutputFormat) -> String {
+    use Shown::{Always, Wide};
+    let mut t = Columns::new(
+        &[
+            ("DEPLOYMENT", Always),
+            ("PHASE", Always),
+            ("COMPLIANT %", Always),
+            ("TARGETED", Always),
+            ("COMPLIANT", Wide),
+            ("REQUIRED", Always),
+            ("UNKNOWN", Always),
+            ("FAILED", Always),
+            ("REBOOT", Wide),
+            ("WAIVED", Wide),
+            ("NEXT WINDOW", Always),
+            ("DEADLINE", Wide),
+        ],
+        format,
+    );
     for s in record.statuses.iter().filter(|s| s.kind == "UpdateDeployment") {
         let st = &s.status;
         let phase = match field(st, "rolloutPhase") {
             serde_json::Value::String(p) => format!("{} ({p})", text(field(st, "phase"))),
             _ => text(field(st, "phase")),
         };
-        t.add_row([
+        t.row([
             s.name.clone(),
             phase,
             format!("{:.1}", field(st, "compliancePercent").as_f64().unwrap_or(0.0)),
@@ -68,12 +131,12 @@ pub fn deployments_table(record: &ReconcileRecord) -> String {
 
 pub fn print_record(record: &ReconcileRecord, format: OutputFormat) {
     match format {
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Wide => {
             println!(
                 "revision {}  catalog version {}  reconciled {}",
                 record.revision, record.catalog_version, record.time
             );
-            println!("{}", deployments_table(record));
+            println!("{}", deployments_table(record, format));
             for s in record.statuses.iter().filter(|s| s.kind == "Waiver" || s.kind == "CompliancePolicy") {
                 let ready = s.status.get("conditions").and_then(|c| c.get(0));
                 let message = ready.and_then(|c| c.get("message")).map_or("-".into(), text);

@@ -59,6 +59,15 @@ pub struct CatalogDiff {
 }
 
 impl CatalogDiff {
+    /// Nothing was added, changed, removed, expired or newly superseded.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.removed.is_empty()
+            && self.expired.is_empty()
+            && self.superseded.is_empty()
+    }
+
     pub fn between(a: &Catalog, b: &Catalog) -> Self {
         let delta = CatalogDelta::between(a, b);
         let mut diff = CatalogDiff { from: a.version, to: b.version, removed: delta.removed, ..Default::default() };

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use jiff::Timestamp;
 
 use crate::catalog::delta::CatalogDiff;
@@ -51,7 +50,8 @@ pub enum CatalogCommand {
         output: OutputFormat,
     },
     /// What changed between two catalog versions: added, changed, removed, expired,
-    /// newly superseded.
+    /// newly superseded. Exit 0 when nothing changed, 2 when something did, 1 on error.
+    #[command(after_help = "Examples:\n  patchops catalog diff 3 4\n  patchops catalog diff 3 4 -o json | jq '.added | length'")]
     Diff {
         from: u64,
         to: u64,
@@ -172,23 +172,36 @@ impl Filter {
 pub fn show(catalog: &Catalog, filter: &Filter, output: OutputFormat) -> ExitCode {
     let rows: Vec<usize> = (0..catalog.len()).filter(|&i| filter.matches(catalog, i)).collect();
     match output {
-        OutputFormat::Table => {
-            let mut t = Table::new();
-            t.load_preset(UTF8_FULL_CONDENSED);
-            t.set_header(["ID", "KB", "CLASSIFICATION", "SEVERITY", "RELEASED", "STATE", "TITLE"]);
+        OutputFormat::Table | OutputFormat::Wide => {
+            use crate::output::Shown::{Always, Wide};
+            let mut t = crate::output::Columns::new(
+                &[
+                    ("ID", Always),
+                    ("KB", Wide),
+                    ("CLASSIFICATION", Wide),
+                    ("SEVERITY", Always),
+                    ("RELEASED", Always),
+                    ("STATE", Always),
+                    ("TITLE", Always),
+                ],
+                output,
+            );
+            let wide = output == OutputFormat::Wide;
             for &i in &rows {
                 let u = &catalog.updates[i];
                 let state = if u.expired {
                     "Expired".to_string()
-                } else if catalog.is_superseded(i as u32) {
+                } else if catalog.is_superseded(i as u32) && wide {
                     let by: Vec<&str> =
                         catalog.superseded_by[i].iter().map(|&j| catalog.updates[j as usize].id.as_str()).collect();
                     format!("Superseded by {}", by.join(", "))
+                } else if catalog.is_superseded(i as u32) {
+                    "Superseded".to_string()
                 } else {
                     "Active".to_string()
                 };
-                let title: String = u.title.chars().take(70).collect();
-                t.add_row([
+                let title: String = if wide { u.title.clone() } else { clip(&u.title, 56) };
+                t.row([
                     u.id.clone(),
                     u.kb.clone().unwrap_or_default(),
                     u.classification.clone(),
@@ -210,11 +223,19 @@ pub fn show(catalog: &Catalog, filter: &Filter, output: OutputFormat) -> ExitCod
     ExitCode::SUCCESS
 }
 
+/// The text cut to `n` characters, with an ellipsis when it was longer.
+fn clip(text: &str, n: usize) -> String {
+    if text.chars().count() <= n {
+        return text.to_string();
+    }
+    text.chars().take(n - 1).chain(std::iter::once('…')).collect()
+}
+
 /// `catalog diff A B`.
 pub fn diff(a: &Catalog, b: &Catalog, output: OutputFormat) -> ExitCode {
     let d = CatalogDiff::between(a, b);
     match output {
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Wide => {
             println!("catalog {} → {}", d.from, d.to);
             let section = |name: &str, ids: &[String]| {
                 println!("{name} ({}):", ids.len());
@@ -237,7 +258,7 @@ pub fn diff(a: &Catalog, b: &Catalog, output: OutputFormat) -> ExitCode {
         }
         _ => print_structured(&serde_json::to_value(&d).expect("diffs serialize"), output),
     }
-    ExitCode::SUCCESS
+    if d.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(super::EXIT_CHANGES) }
 }
 
 fn print_structured(v: &serde_json::Value, output: OutputFormat) {

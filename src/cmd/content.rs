@@ -26,7 +26,7 @@ pub fn run(command: ContentCommand) -> Result<ExitCode> {
     let library = crate::content::ContentLibrary::open(&content_dir)?;
     let added = files.iter().map(|f| library.add_file(f)).collect::<Result<Vec<_>>>()?;
     match output {
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Wide => {
             for a in &added {
                 println!("{}  {:>12}  {}", a.sha256, a.size, a.source.display());
             }

@@ -55,6 +55,9 @@ pub struct Cli {
     /// No colour in logs (also when NO_COLOR is set or stderr is not a terminal).
     #[arg(long, global = true)]
     pub no_color: bool,
+    /// Tables without their header row (for awk, cut, sort).
+    #[arg(long, global = true)]
+    pub no_headers: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -198,6 +201,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     if only_prints(&cli.command) {
         end_quietly_on_a_closed_pipe();
     }
+    crate::output::set_no_headers(cli.no_headers);
     match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Run(args) => run::run(*args),

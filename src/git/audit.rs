@@ -835,18 +835,30 @@ pub fn print(report: &AuditReport, format: OutputFormat) {
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(report).expect("reports serialize")),
         OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(report).expect("reports serialize")),
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Wide => {
             println!(
                 "history of {}: {} commits, {} approvals and withdrawals",
                 report.revision,
                 report.commits_walked,
                 report.events.len()
             );
-            let mut t = comfy_table::Table::new();
-            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-            t.set_header(["TIME", "ACTION", "UPDATE", "DEPLOYMENT", "COMMIT", "PR", "AUTHOR", "COMMITTER", "VIA"]);
+            use crate::output::Shown::{Always, Wide};
+            let mut t = crate::output::Columns::new(
+                &[
+                    ("TIME", Always),
+                    ("ACTION", Always),
+                    ("UPDATE", Always),
+                    ("DEPLOYMENT", Always),
+                    ("COMMIT", Always),
+                    ("PR", Always),
+                    ("AUTHOR", Wide),
+                    ("COMMITTER", Wide),
+                    ("VIA", Wide),
+                ],
+                format,
+            );
             for e in &report.events {
-                t.add_row([
+                t.row([
                     e.committer.time.strftime("%Y-%m-%d %H:%M").to_string(),
                     format!("{:?}", e.action),
                     e.update.clone(),

@@ -376,7 +376,7 @@ pub fn print(status: &StatusAt, format: OutputFormat) {
     match format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(status).expect("snapshots serialize")),
         OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(status).expect("snapshots serialize")),
-        OutputFormat::Table => {
+        OutputFormat::Table | OutputFormat::Wide => {
             let s = &status.snapshot.summary;
             println!(
                 "status at {} (commit {}): revision {}  catalog version {}  {:.1} % compliant ({} of {})",
@@ -388,24 +388,26 @@ pub fn print(status: &StatusAt, format: OutputFormat) {
                 s.compliant,
                 s.targeted
             );
-            let mut t = comfy_table::Table::new();
-            t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-            t.set_header([
-                "DEPLOYMENT",
-                "PHASE",
-                "COMPLIANT %",
-                "TARGETED",
-                "COMPLIANT",
-                "REQUIRED",
-                "UNKNOWN",
-                "FAILED",
-            ]);
+            use crate::output::Shown::{Always, Wide};
+            let mut t = crate::output::Columns::new(
+                &[
+                    ("DEPLOYMENT", Always),
+                    ("PHASE", Always),
+                    ("COMPLIANT %", Always),
+                    ("TARGETED", Always),
+                    ("COMPLIANT", Wide),
+                    ("REQUIRED", Always),
+                    ("UNKNOWN", Always),
+                    ("FAILED", Always),
+                ],
+                format,
+            );
             for (name, d) in &status.snapshot.deployments {
                 let phase = match &d.rollout_phase {
                     Some(p) => format!("{} ({p})", d.phase),
                     None => d.phase.clone(),
                 };
-                t.add_row([
+                t.row([
                     name.clone(),
                     phase,
                     format!("{:.1}", d.compliance_percent),
