@@ -1,10 +1,19 @@
 //! The store: catalog versions, clients and their facts, per (client, update) compliance
 //! state with sub-reason and time, client policies, resource status and its history.
 //! One trait, two backends with the same schema and behaviour: an embedded SQLite file
-//! (the default) and PostgreSQL (selected by a `postgres://` URL).
+//! (the default) and PostgreSQL (selected by a `postgres://` URL). What a write decides
+//! lives once in `catalog`, `batch` and `reconcile`; the backends hold only SQL and
+//! connections. Failures are typed ([`StoreError`]) so callers match, never read text.
 
+mod batch;
+mod catalog;
+mod error;
 pub mod postgres;
+mod reconcile;
+mod rows;
 pub mod sqlite;
+
+pub use error::StoreError;
 
 use std::collections::{BTreeMap, HashMap};
 
