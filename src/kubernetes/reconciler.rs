@@ -418,3 +418,31 @@ pub fn fan_out(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ConditionReason;
+    use crate::desired::Problem;
+
+    fn problem(field: &str, message: &str) -> Problem {
+        Problem { file: "site.yaml".into(), line: 3, column: 5, field: field.into(), message: message.into() }
+    }
+
+    #[test]
+    fn a_missing_reference_is_not_found_and_other_problems_of_the_same_field_are_invalid_spec() {
+        let cases = [
+            ("spec.updateList", "updateList \"nov\" not found; known lists: dec", "UpdateListNotFound"),
+            ("spec.updateLists[1]", "updateList \"nov\" not found; known lists: none declared", "UpdateListNotFound"),
+            ("spec.template", "template \"t\" not found; known templates: a", "DeploymentTemplateNotFound"),
+            ("spec.phases[0].collection", "collection \"c\" not found; known collections: a", "CollectionNotFound"),
+            ("spec.collection", "no target: set collection (here or in the template) or phases", "InvalidSpec"),
+            ("spec.maintenanceWindows[0].timeZone", "unknown time zone \"Europe/Atlantis\"", "UnknownTimeZone"),
+            ("spec.deadline", "a mandatory deployment needs a deadline", "InvalidDeadline"),
+            ("spec.phases[0].name", "duplicate phase \"pilot\"", "InvalidSpec"),
+        ];
+        for (field, message, reason) in cases {
+            let got = ConditionReason::of(&problem(field, message));
+            assert_eq!(got.to_string(), reason, "{field}: {message}");
+        }
+    }
+}
