@@ -49,12 +49,12 @@ pub enum Error {
     #[error("UpdateCatalog {source_name:?}: {message}")]
     Catalog { source_name: String, message: String },
 
-    #[error("store {location}: {message}")]
+    /// A store call failed; `error` says how (match on it to decide what to do next).
+    #[error("store {location}: {error}")]
     Store {
         location: String,
-        message: String,
         #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+        error: store::StoreError,
     },
 
     #[error("{scanner} scanner: {message}")]
@@ -67,8 +67,15 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The command was used wrongly (a flag, an argument, a file given): the message
+    /// says what to change.
     #[error("{0}")]
     Usage(String),
+
+    /// Something failed while running that the user did not get wrong: a runtime or
+    /// thread that did not start, a lost leadership lease, an unreachable API.
+    #[error("{0}")]
+    Runtime(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -84,15 +91,17 @@ impl Error {
             Error::Scan { .. } => "scan",
             Error::Io { .. } => "io",
             Error::Usage(_) => "usage",
+            Error::Runtime(_) => "runtime",
         }
     }
 
+    /// The store at `location` failed a statement or connection while doing `message`.
     pub fn store(
         location: impl Into<String>,
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error::Store { location: location.into(), message: message.into(), source: Some(Box::new(source)) }
+        store::StoreError::unavailable(message, source).at(location)
     }
 
     pub fn git(repo: impl Into<String>, message: impl Into<String>, source: git2::Error) -> Self {

@@ -656,7 +656,8 @@ fn the_server_stops_gracefully_when_asked() {
 struct BrokenStore;
 
 fn down<T>() -> patchops::Result<T> {
-    Err(Error::Store { location: "postgres://db/patchops".into(), message: "connection refused".into(), source: None })
+    let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    Err(Error::store("postgres://db/patchops", "connection refused", refused))
 }
 
 impl Store for BrokenStore {

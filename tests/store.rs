@@ -28,7 +28,7 @@ use patchops::store::postgres::PostgresStore;
 use patchops::store::sqlite::SqliteStore;
 use patchops::store::{
     BatchOutcome, CatalogSaved, ClientInfo, Enrollment, PolicyAssignment, REJECTED_PER_CLIENT, REJECTED_PREFIX_BYTES,
-    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store,
+    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, StoreError,
 };
 use serde_json::json;
 
@@ -613,8 +613,8 @@ fn unknown_update_fails_the_whole_batch(b: &Backend) {
         ],
     );
     match s.apply_batch(&bad, at(T2)) {
-        Err(Error::Store { location, message, .. }) => {
-            assert_eq!(message, r#"client "web-01" batch 2: update "KB9-nope" is not in the catalog"#);
+        Err(Error::Store { location, error: error @ StoreError::UnknownUpdate { .. } }) => {
+            assert_eq!(error.to_string(), r#"client "web-01" batch 2: update "KB9-nope" is not in the catalog"#);
             assert_eq!(location, s.location());
         }
         other => panic!("expected a store error, got {other:?}"),
@@ -636,8 +636,8 @@ fn unknown_update_fails_the_whole_batch(b: &Backend) {
 fn unregistered_client_is_refused(b: &Backend) {
     let mut s = seeded(b);
     match s.apply_batch(&batch("ghost", 1, vec![]), at(T1)) {
-        Err(Error::Store { message, .. }) => {
-            assert_eq!(message, r#"client "ghost" is not registered; register it first"#)
+        Err(Error::Store { error: error @ StoreError::NotRegistered { .. }, .. }) => {
+            assert_eq!(error.to_string(), r#"client "ghost" is not registered; register it first"#)
         }
         other => panic!("expected a store error, got {other:?}"),
     }
@@ -1001,17 +1001,111 @@ fn bulk<S: Store>(
 }
 
 // ---------------------------------------------------------------------------------------
+// Both at once.
+
+/// The reporting views are written in two dialects (`schema_sqlite.sql` and
+/// `schema_postgres.sql`): the same data in both stores gives the same rows, in the same
+/// order where the view orders them, in every view either store has.
+#[test]
+fn every_reporting_view_answers_the_same_rows_on_sqlite_and_postgres() {
+    let (sqlite, postgres) = (Backend::sqlite(), Backend::postgres());
+    let now = Timestamp::from_second(Timestamp::now().as_second()).unwrap();
+    let stores = [sqlite.open(), postgres.open()].map(|mut s| {
+        fill_for_views(&mut *s, now);
+        s
+    });
+    let [lite, pg] = &stores;
+    let views = lite.rows("SELECT name, sql FROM sqlite_schema WHERE type = 'view' ORDER BY name");
+    let names: Vec<&str> = views.iter().map(|v| v[0].as_str()).collect();
+    assert_eq!(
+        pg.rows(
+            "SELECT table_name FROM information_schema.views WHERE table_schema = current_schema() \
+             ORDER BY table_name COLLATE \"C\""
+        )
+        .concat(),
+        names,
+        "both stores have the same views"
+    );
+    assert!(names.len() >= 4, "{names:?}");
+    for view in &views {
+        let (name, definition) = (&view[0], &view[1]);
+        let query = format!("SELECT * FROM {name}");
+        let (mut a, mut b) = (lite.rows(&query), pg.rows(&query));
+        assert!(a.len() >= 3, "{name} shows the data: {a:?}");
+        if !definition.contains("ORDER BY") {
+            a.sort();
+            b.sort();
+        }
+        assert_eq!(a, b, "{name}: SQLite (left) and PostgreSQL (right) differ");
+    }
+}
+
+/// Data that reaches every branch of the views: clients never scanned, scanned, failed,
+/// rejected and expired; names and versions whose order depends on collation; an update
+/// added after some scans; deployments in two namespaces with fractional percentages.
+fn fill_for_views(s: &mut dyn TestStore, now: Timestamp) {
+    let ago = |h: i64| now - SignedDuration::from_hours(h);
+    s.save_catalog(&[update("KB1-a"), update("KB2-a")], ago(100)).unwrap();
+    let clients = [
+        ("web-01", "paris", "web", Some("10.0.1")),
+        ("Web-02", "paris", "web", Some("10.0.1")),
+        ("db-01", "lyon", "db", Some("7.2.6001.788")),
+        ("new-01", "paris", "web", None),
+        ("app-01", "lyon", "app", Some("10.0.10")),
+        ("old-01", "berlin", "db", Some("10.0.2")),
+        ("bad-01", "berlin", "web", Some("10.0.2")),
+    ];
+    for (name, site, role, agent) in clients {
+        s.upsert_client(&client(name, site, role, agent), ago(100)).unwrap();
+    }
+    let failed = |h| StateMessage::ScanFailed { time: ago(h), catalog_version: 1, error: "0x80244022".into() };
+    let batches = [
+        batch("web-01", 1, vec![scan(ago(2), 1, &[("KB1-a", Missing, E::None), ("KB2-a", Installed, E::None)])]),
+        batch("Web-02", 1, vec![scan(ago(2), 1, &[("KB1-a", Installed, E::PendingReboot)])]),
+        batch("db-01", 1, vec![scan(ago(3), 1, &[("KB2-a", Missing, E::InstallFailed)]), failed(2)]),
+        batch("app-01", 1, vec![failed(5), scan(ago(2), 1, &[])]),
+        batch("old-01", 1, vec![scan(ago(72), 1, &[("KB1-a", Installed, E::None)])]),
+        batch("bad-01", 1, vec![scan(ago(3), 1, &[("KB1-a", Missing, E::None)])]),
+    ];
+    for b in &batches {
+        s.apply_batch(b, ago(2)).unwrap();
+    }
+    s.record_rejected("bad-01", "{", "EOF while parsing", ago(1)).unwrap();
+    s.save_catalog(&[update("KB1-a"), update("KB2-a"), update("KB3-a")], ago(1)).unwrap();
+    s.apply_batch(&batch("web-01", 2, vec![scan(ago(1), 2, &[("KB3-a", Missing, E::None)])]), ago(1)).unwrap();
+    let status = |ns: &str, name: &str, phase: &str, percent: f64, compliant: u64| ResourceStatus {
+        kind: "UpdateDeployment".into(),
+        namespace: ns.into(),
+        name: name.into(),
+        status: deployment_status(phase, percent, compliant),
+    };
+    let record = ReconcileRecord {
+        time: ago(1),
+        revision: "main@sha1:dddd".into(),
+        catalog_version: 2,
+        statuses: vec![
+            status("site", "pilot", "Available", 100.0 / 3.0, 2),
+            status("default", "Patch-Tuesday", "Available", 87.5, 7),
+            status("default", "patch-tuesday", "Pending", 0.0, 0),
+            rs("Collection", "all-servers", json!({"members": 7})),
+        ],
+    };
+    s.save_reconcile(&record, &HashMap::new(), &[]).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
 // SQLite only.
 
 #[test]
 fn sqlite_unreadable_store_names_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let check = |path: &std::path::Path| match SqliteStore::open(path) {
-        Err(Error::Store { location, message, .. }) => {
+        Err(Error::Store { location, error: error @ StoreError::Unavailable { .. } }) => {
             assert_eq!(location, path.display().to_string());
+            let message = error.to_string();
             assert!(message.starts_with("cannot open the store: "), "{message}");
             assert!(message.ends_with("; check the path or remove the file to start fresh"), "{message}");
-            let shown = Error::Store { location, message, source: None }.to_string();
+            let shown = error.at(location).to_string();
             assert!(shown.contains(&path.display().to_string()), "{shown}");
         }
         Err(other) => panic!("expected a store error, got {other}"),

@@ -195,13 +195,13 @@ pub fn run(mut args: ControllerArgs) -> crate::Result<std::process::ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| crate::Error::Usage(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| crate::Error::Runtime(format!("cannot start the runtime: {e}")))?;
     if args.remove_finalizers {
         let removed = rt.block_on(async {
             let client = connect().await?;
             remove_finalizers(client, &args.namespaces).await.map_err(|e| e.to_string())
         });
-        let removed = removed.map_err(crate::Error::Usage)?;
+        let removed = removed.map_err(crate::Error::Runtime)?;
         info!(removed = removed.len(), namespaces = ?args.namespaces, "finalizers removed");
         return Ok(std::process::ExitCode::SUCCESS);
     }
@@ -210,7 +210,7 @@ pub fn run(mut args: ControllerArgs) -> crate::Result<std::process::ExitCode> {
     let (result, pipelines) = rt.block_on(run_async(args));
     drop(rt);
     drop(pipelines);
-    result.map_err(|e| crate::Error::Usage(e.to_string()))?;
+    result.map_err(|e| crate::Error::Runtime(e.to_string()))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -122,7 +122,7 @@ async fn apply<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         if status != current {
             patch_status::<K>(ctx, &key.1, &status).await?;
             let (reason, message) = reason_and_message(problems);
-            publish(ctx, obj.object_ref(&()), EventType::Warning, &reason, &message).await?;
+            publish(ctx, obj.object_ref(&()), EventType::Warning, reason.as_str(), &message).await?;
         }
         forget_failures(ctx, &key);
         return Ok(Action::await_change());
@@ -202,31 +202,68 @@ fn stamp(status: &mut Value, generation: Option<i64>, current: &Value) {
     status["conditions"] = serde_json::to_value(conditions).expect("conditions serialize");
 }
 
-/// A CamelCase reason for the first problem and a message listing every problem with
-/// its field, saying what to fix.
-pub fn reason_and_message(problems: &[Problem]) -> (String, String) {
-    let first = &problems[0];
-    let referenced = |field: &str| -> Option<&'static str> {
-        let last = field.rsplit('.').next().unwrap_or(field);
-        let last = last.split('[').next().unwrap_or(last);
-        match last {
-            "updateList" | "updateLists" => Some("UpdateList"),
-            "template" => Some("DeploymentTemplate"),
-            "collection" | "includeCollections" | "excludeCollections" => Some("Collection"),
-            _ => None,
+/// Why an object stalls: the reason of its Ready and Stalled conditions and of its
+/// Warning event (the CamelCase names below are what the CRD docs and users match on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionReason {
+    UpdateListNotFound,
+    DeploymentTemplateNotFound,
+    CollectionNotFound,
+    UnknownTimeZone,
+    InvalidDeadline,
+    InvalidSpec,
+}
+
+impl ConditionReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionReason::UpdateListNotFound => "UpdateListNotFound",
+            ConditionReason::DeploymentTemplateNotFound => "DeploymentTemplateNotFound",
+            ConditionReason::CollectionNotFound => "CollectionNotFound",
+            ConditionReason::UnknownTimeZone => "UnknownTimeZone",
+            ConditionReason::InvalidDeadline => "InvalidDeadline",
+            ConditionReason::InvalidSpec => "InvalidSpec",
         }
-    };
-    let reason = if first.message.contains("not found")
-        && let Some(kind) = referenced(&first.field)
-    {
-        format!("{kind}NotFound")
-    } else if first.field.ends_with("timeZone") {
-        "UnknownTimeZone".to_string()
-    } else if first.field == "spec.deadline" {
-        "InvalidDeadline".to_string()
-    } else {
-        "InvalidSpec".to_string()
-    };
+    }
+
+    /// The reason for one problem, from the field it is about.
+    pub fn of(problem: &Problem) -> Self {
+        let last = problem.field.rsplit('.').next().unwrap_or(&problem.field);
+        let last = last.split('[').next().unwrap_or(last);
+        let missing = match last {
+            "updateList" | "updateLists" => Some(ConditionReason::UpdateListNotFound),
+            "template" => Some(ConditionReason::DeploymentTemplateNotFound),
+            "collection" | "includeCollections" | "excludeCollections" => Some(ConditionReason::CollectionNotFound),
+            _ => None,
+        };
+        // A reference field has other problems too ("no target: set collection"); only
+        // a missing object is NotFound. `desired::Problem` does not carry which one it
+        // is, so this reads the wording desired.rs gives every such problem.
+        match missing {
+            Some(reason) if problem.message.contains("not found") => reason,
+            _ if problem.field.ends_with("timeZone") => ConditionReason::UnknownTimeZone,
+            _ if problem.field == "spec.deadline" => ConditionReason::InvalidDeadline,
+            _ => ConditionReason::InvalidSpec,
+        }
+    }
+}
+
+impl std::fmt::Display for ConditionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ConditionReason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// The reason of the first problem and a message listing every problem with its field,
+/// saying what to fix.
+pub fn reason_and_message(problems: &[Problem]) -> (ConditionReason, String) {
+    let reason = ConditionReason::of(&problems[0]);
     let message = problems
         .iter()
         .map(|p| if p.field.is_empty() { p.message.clone() } else { format!("{}: {}", p.field, p.message) })
@@ -241,8 +278,8 @@ pub fn stalled(kind: &str, problems: &[Problem], generation: Option<i64>, curren
     let (reason, message) = reason_and_message(problems);
     let now = Timestamp::now();
     let conditions = vec![
-        Condition::new("Ready", false, &reason, message.clone(), now),
-        Condition::new("Stalled", true, &reason, message, now),
+        Condition::new("Ready", false, reason.as_str(), message.clone(), now),
+        Condition::new("Stalled", true, reason.as_str(), message, now),
     ];
     let mut status = current.clone();
     if !status.is_object() {
@@ -378,6 +415,34 @@ pub fn fan_out(
             .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Stalled" && c["status"] == "True"));
         if !stalled {
             ctx.trigger(&key.0, &key.1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConditionReason;
+    use crate::desired::Problem;
+
+    fn problem(field: &str, message: &str) -> Problem {
+        Problem { file: "site.yaml".into(), line: 3, column: 5, field: field.into(), message: message.into() }
+    }
+
+    #[test]
+    fn a_missing_reference_is_not_found_and_other_problems_of_the_same_field_are_invalid_spec() {
+        let cases = [
+            ("spec.updateList", "updateList \"nov\" not found; known lists: dec", "UpdateListNotFound"),
+            ("spec.updateLists[1]", "updateList \"nov\" not found; known lists: none declared", "UpdateListNotFound"),
+            ("spec.template", "template \"t\" not found; known templates: a", "DeploymentTemplateNotFound"),
+            ("spec.phases[0].collection", "collection \"c\" not found; known collections: a", "CollectionNotFound"),
+            ("spec.collection", "no target: set collection (here or in the template) or phases", "InvalidSpec"),
+            ("spec.maintenanceWindows[0].timeZone", "unknown time zone \"Europe/Atlantis\"", "UnknownTimeZone"),
+            ("spec.deadline", "a mandatory deployment needs a deadline", "InvalidDeadline"),
+            ("spec.phases[0].name", "duplicate phase \"pilot\"", "InvalidSpec"),
+        ];
+        for (field, message, reason) in cases {
+            let got = ConditionReason::of(&problem(field, message));
+            assert_eq!(got.to_string(), reason, "{field}: {message}");
         }
     }
 }

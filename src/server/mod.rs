@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::delta::CatalogDelta;
 use crate::compliance::messages::StateBatch;
-use crate::store::{BatchOutcome, ClientInfo, Enrollment, Store, TokenOwner};
+use crate::store::{BatchOutcome, ClientInfo, Enrollment, Store, StoreError, TokenOwner};
 use metrics::Metrics;
 
 /// The store as the server shares it between requests.
@@ -271,7 +271,7 @@ impl IntoResponse for ApiError {
 /// The store's message without its location (clients need not know where the store is).
 fn store_message(e: &crate::Error) -> String {
     match e {
-        crate::Error::Store { message, .. } => message.clone(),
+        crate::Error::Store { error, .. } => error.to_string(),
         other => other.to_string(),
     }
 }
@@ -297,7 +297,7 @@ where
 /// Read a body of at most `limit` bytes, within `timeout` (a body trickled in slowly is
 /// cut off rather than holding a connection and its memory indefinitely).
 async fn read_body(body: Body, limit: usize, timeout: Duration, what: &str) -> Result<Bytes, ApiError> {
-    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await.map_err(|_| {
+    let read = tokio::time::timeout(timeout, collect_limited(body, limit)).await.map_err(|_| {
         tracing::warn!(timeout_seconds = timeout.as_secs_f64(), "{what} not received in time; the request is cut off");
         ApiError {
             close: true,
@@ -308,24 +308,40 @@ async fn read_body(body: Body, limit: usize, timeout: Duration, what: &str) -> R
         }
     })?;
     read.map_err(|e| {
-        // http_body_util's LengthLimitError is not re-exported; it is known by its message.
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        let mut too_large = false;
-        while let Some(s) = source {
-            too_large |= s.to_string().contains("length limit exceeded");
-            source = s.source();
-        }
-        let error = if too_large {
-            ApiError::new(
+        let error = match e {
+            BodyError::TooLarge => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the {what} is larger than the limit of {limit} bytes; send it in smaller parts"),
-            )
-        } else {
-            ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the {what}: {e}; send it again"))
+            ),
+            BodyError::Read(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, format!("cannot read the {what}: {e}; send it again"))
+            }
         };
         // The rest of the body is not read: the connection cannot carry another request.
         ApiError { close: true, ..error }
     })
+}
+
+/// Why a body was not read whole.
+enum BodyError {
+    /// It is longer than the limit (what was read so far is dropped).
+    TooLarge,
+    Read(axum::Error),
+}
+
+/// The body's bytes, stopping as soon as more than `limit` arrived.
+async fn collect_limited(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut out: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyError::Read)?;
+        if out.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -776,25 +792,26 @@ async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> 
                  nothing was applied; register again",
             ))
         }
+        Err(crate::Error::Store { error: error @ StoreError::UnknownUpdate { .. }, .. }) => {
+            state.metrics.batch("unknown_update");
+            Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{error}; nothing was applied; fetch the catalog, scan again and send a new batch"),
+            ))
+        }
+        Err(crate::Error::Store { error: error @ StoreError::SequenceTooLarge { .. }, .. }) => {
+            state.metrics.batch("invalid");
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{error}; nothing was applied")))
+        }
+        Err(crate::Error::Store { error: error @ StoreError::NotRegistered { .. }, .. }) => {
+            state.metrics.batch("forbidden");
+            forget_tokens(&state, &client);
+            Err(ApiError::unauthorized(format!("{error}; nothing was applied")))
+        }
+        // Unreachable, failing or unreadable: the client keeps the batch and retries.
         Err(e) => {
-            let message = store_message(&e);
-            if message.contains("is not in the catalog") {
-                state.metrics.batch("unknown_update");
-                Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("{message}; nothing was applied; fetch the catalog, scan again and send a new batch"),
-                ))
-            } else if message.contains("sequence number is too large") {
-                state.metrics.batch("invalid");
-                Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{message}; nothing was applied")))
-            } else if message.contains("is not registered") {
-                state.metrics.batch("forbidden");
-                forget_tokens(&state, &client);
-                Err(ApiError::unauthorized(format!("{message}; nothing was applied")))
-            } else {
-                state.metrics.batch("store_error");
-                Err(ApiError::unavailable("cannot apply the batch now (keep it spooled)", &e))
-            }
+            state.metrics.batch("store_error");
+            Err(ApiError::unavailable("cannot apply the batch now (keep it spooled)", &e))
         }
     }
 }
@@ -874,7 +891,9 @@ impl BackgroundServer {
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
             .map_err(|e| crate::Error::Usage(format!("cannot listen on {addr}: {e}")))?;
-        let addr = listener.local_addr().map_err(|e| crate::Error::Usage(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| crate::Error::Runtime(format!("cannot read the listening address: {e}")))?;
         let base = format!("http://{addr}");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -882,11 +901,11 @@ impl BackgroundServer {
                 .worker_threads(2)
                 .enable_all()
                 .build()
-                .map_err(|e| crate::Error::Usage(e.to_string()))?;
+                .map_err(|e| crate::Error::Runtime(format!("cannot start the management point's runtime: {e}")))?;
             let keep = shared.clone();
             let served = rt.block_on(async move {
-                let listener =
-                    tokio::net::TcpListener::from_std(listener).map_err(|e| crate::Error::Usage(e.to_string()))?;
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .map_err(|e| crate::Error::Runtime(format!("cannot listen on {addr}: {e}")))?;
                 serve_listener(listener, shared, config, async move {
                     let _ = rx.await;
                 })
@@ -906,7 +925,7 @@ impl BackgroundServer {
         }
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(r)) => r,
-            Some(Err(_)) => Err(crate::Error::Usage("the management point thread panicked".into())),
+            Some(Err(_)) => Err(crate::Error::Runtime("the management point thread panicked (see the log)".into())),
             None => Ok(()),
         }
     }

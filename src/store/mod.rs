@@ -1,10 +1,17 @@
-//! The store: catalog versions, clients and their facts, per (client, update) compliance
-//! state with sub-reason and time, client policies, resource status and its history.
-//! One trait, two backends with the same schema and behaviour: an embedded SQLite file
-//! (the default) and PostgreSQL (selected by a `postgres://` URL).
+//! The store: catalog versions, clients and their compliance, client policies, resource
+//! status and its history — one trait, typed failures ([`StoreError`]), the decisions
+//! once (`catalog`, `batch`, `reconcile`), and two backends holding only SQL: SQLite
+//! (a file, the default) and PostgreSQL (a `postgres://` URL), same schema and behaviour.
 
+mod batch;
+mod catalog;
+mod error;
 pub mod postgres;
+mod reconcile;
+mod rows;
 pub mod sqlite;
+
+pub use error::StoreError;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -15,14 +15,19 @@ use jiff::Timestamp;
 use postgres::config::Host;
 use postgres::{Client as PgClient, IsolationLevel, NoTls, SimpleQueryMessage};
 
-use super::sqlite::common::*;
+use super::batch::{self, BatchClient, BatchWriter, ScanRecorded, ScanState};
+use super::catalog::{
+    self, CatalogRow, CatalogWriter, CurrentRow, LoadedCatalog, NewVersion, check_delta, check_version, parse_update,
+};
+use super::reconcile::{self, ReconcileWrite, ReconcileWriter, StoredStatuses, build_record};
+use super::rows::*;
 use super::{
     BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, PolicyAssignment, REJECTED_PER_CLIENT,
-    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, TokenOwner, rejected_prefix,
+    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, StoreError, TokenOwner, rejected_prefix,
 };
 use crate::catalog::delta::CatalogDelta;
 use crate::catalog::{Catalog, Update};
-use crate::compliance::messages::{StateBatch, StateMessage};
+use crate::compliance::messages::StateBatch;
 use crate::compliance::{Client, Fleet, PackedState};
 use crate::{Error, Result};
 
@@ -56,10 +61,10 @@ impl PostgresStore {
     }
 
     fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
-        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| Error::Store {
-            location: redact(url),
-            message: format!("invalid PostgreSQL URL: {}; write postgres://user@host:port/database", pg_message(&e)),
-            source: Some(Box::new(e)),
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            let message =
+                format!("invalid PostgreSQL URL: {}; write postgres://user@host:port/database", pg_message(&e));
+            Error::store(redact(url), message, e)
         })?;
         let location = describe(&config, schema);
         if config.get_connect_timeout().is_none() {
@@ -99,7 +104,7 @@ impl PostgresStore {
             let current: i32 =
                 tx.query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[]).map_err(&fail)?.get(0);
             if current > newest {
-                return Err(schema_too_new(&location, current as i64, newest as i64));
+                return Err(StoreError::SchemaTooNew { current: current as i64, newest: newest as i64 }.at(&location));
             }
             if current >= version {
                 continue;
@@ -119,8 +124,9 @@ impl PostgresStore {
         self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn fail(&self, message: String) -> Error {
-        Error::Store { location: self.location.clone(), message, source: None }
+    /// Stored data that cannot be read back.
+    fn corrupt(&self, message: String) -> Error {
+        StoreError::Corrupt(message).at(&self.location)
     }
 
     /// Run SQL (typically `SELECT … FROM v_…`) with the simple query protocol and return
@@ -370,7 +376,7 @@ impl Store for PostgresStore {
             .query_opt("SELECT token_sha256, revoked_at FROM clients WHERE name = $1 FOR UPDATE", &[&client.name])
             .map_err(&fail)?
             .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, Option<i64>>(1)));
-        if let Some(refused) = enrollment_refused(&self.location, held, presented_sha256)? {
+        if let Some(refused) = enrollment_refused(held, presented_sha256).map_err(|e| e.at(&self.location))? {
             return Ok(refused);
         }
         tx.execute(
@@ -445,7 +451,7 @@ impl Store for PostgresStore {
             .map_err(pg(&self.location, "cannot read the client policy"))?;
         row.map(|r| {
             let body: String = r.get(1);
-            let doc = parse_json(&body, "policy").map_err(|m| self.fail(m))?;
+            let doc = parse_json(&body, "policy").map_err(|m| self.corrupt(m))?;
             Ok((r.get(0), doc))
         })
         .transpose()
@@ -456,106 +462,17 @@ impl Store for PostgresStore {
     }
 
     fn save_catalog(&mut self, updates: &[Update], now: Timestamp) -> Result<CatalogSaved> {
-        let fail = pg(&self.location, "cannot save the catalog");
-        let plan = CatalogRows::new(updates);
+        let (location, what) = (self.location.as_str(), "cannot save the catalog");
+        let fail = pg(location, what);
         let mut client = self.conn();
         let mut tx = client.transaction().map_err(&fail)?;
         // One catalog writer at a time; readers are not blocked.
         tx.batch_execute("LOCK TABLE catalog_versions IN EXCLUSIVE MODE").map_err(&fail)?;
-        let current = tx
-            .query_opt("SELECT version, digest FROM catalog_versions ORDER BY version DESC LIMIT 1", &[])
-            .map_err(&fail)?
-            .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)));
-        if let Some((version, digest)) = &current
-            && *digest == plan.digest
-        {
-            return Ok(CatalogSaved { version: *version as u64, changed: false });
+        let saved = catalog::save(&mut Tx { tx: &mut tx, location, what }, updates, now)?;
+        if saved.changed {
+            tx.commit().map_err(&fail)?;
         }
-        let version = current.as_ref().map_or(0, |c| c.0) + 1;
-        let mut existing: HashMap<String, CurrentRow> = tx
-            .query(
-                "SELECT u.id, cu.key, cu.superseded, cu.body FROM catalog_updates cu \
-                 JOIN updates u ON u.key = cu.key WHERE cu.valid_to IS NULL",
-                &[],
-            )
-            .map_err(&fail)?
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get::<_, String>(0),
-                    CurrentRow { key: r.get::<_, i32>(1) as i64, superseded: r.get(2), body: r.get(3) },
-                )
-            })
-            .collect();
-        let unseen: Vec<&str> =
-            plan.rows.iter().filter(|r| !existing.contains_key(&r.id)).map(|r| r.id.as_str()).collect();
-        let known: HashMap<String, i32> = tx
-            .query("SELECT id, key FROM updates WHERE id = ANY($1)", &[&unseen])
-            .map_err(&fail)?
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        let mut next_key: i32 = tx.query_one("SELECT COALESCE(MAX(key), 0) FROM updates", &[]).map_err(&fail)?.get(0);
-
-        let mut close: Vec<i32> = Vec::new();
-        let (mut new_keys, mut new_ids): (Vec<i32>, Vec<&str>) = (Vec::new(), Vec::new());
-        let mut ins = InsertColumns::default();
-        for row in &plan.rows {
-            let key = match existing.remove(&row.id) {
-                Some(cur) if cur.body == row.body && cur.superseded == row.superseded => continue,
-                Some(cur) => {
-                    close.push(cur.key as i32);
-                    cur.key as i32
-                }
-                None => match known.get(&row.id) {
-                    Some(&key) => key,
-                    None => {
-                        next_key += 1;
-                        new_keys.push(next_key);
-                        new_ids.push(&row.id);
-                        next_key
-                    }
-                },
-            };
-            ins.push(key, row);
-        }
-        close.extend(existing.values().map(|c| c.key as i32));
-        tx.execute(
-            "UPDATE catalog_updates SET valid_to = $2 WHERE key = ANY($1) AND valid_to IS NULL",
-            &[&close, &version],
-        )
-        .map_err(&fail)?;
-        tx.execute(
-            "INSERT INTO updates (key, id, first_version) SELECT k, i, $3::bigint FROM unnest($1::int[], $2::text[]) AS t (k, i)",
-            &[&new_keys, &new_ids, &version],
-        )
-        .map_err(&fail)?;
-        tx.execute(
-            "INSERT INTO catalog_updates (key, valid_from, kb, title, classification, severity, released, superseded, \
-             expired, body) \
-             SELECT k, $1::bigint, kb, ti, cl, se, re, su, ex, bo FROM unnest($2::int[], $3::text[], $4::text[], $5::text[], \
-             $6::text[], $7::text[], $8::bool[], $9::bool[], $10::text[]) AS t (k, kb, ti, cl, se, re, su, ex, bo)",
-            &[
-                &version,
-                &ins.keys,
-                &ins.kb,
-                &ins.title,
-                &ins.classification,
-                &ins.severity,
-                &ins.released,
-                &ins.superseded,
-                &ins.expired,
-                &ins.body,
-            ],
-        )
-        .map_err(&fail)?;
-        tx.execute(
-            "INSERT INTO catalog_versions (version, digest, created_at, update_count) VALUES ($1, $2, $3, $4)",
-            &[&version, &plan.digest, &secs(now), &(plan.rows.len() as i64)],
-        )
-        .map_err(&fail)?;
-        tx.commit().map_err(&fail)?;
-        Ok(CatalogSaved { version: version as u64, changed: true })
+        Ok(saved)
     }
 
     fn load_catalog(&self) -> Result<Catalog> {
@@ -573,9 +490,7 @@ impl Store for PostgresStore {
         let mut tx = snapshot(&mut client).map_err(&fail)?;
         let newest: i64 =
             tx.query_one("SELECT COALESCE(MAX(version), 0) FROM catalog_versions", &[]).map_err(&fail)?.get(0);
-        if version as i64 > newest {
-            return Err(self.fail(format!("catalog version {version} does not exist; the newest is {newest}")));
-        }
+        check_version(version, newest).map_err(|e| e.at(&self.location))?;
         let rows = tx
             .query(
                 "SELECT u.id, u.key, u.first_version, cu.body FROM catalog_updates cu \
@@ -587,7 +502,7 @@ impl Store for PostgresStore {
         tx.commit().map_err(&fail)?;
         let mut loaded = LoadedCatalog::default();
         for r in rows {
-            loaded.add(r.get(0), r.get::<_, i32>(1) as i64, r.get(2), r.get(3)).map_err(|m| self.fail(m))?;
+            loaded.add(r.get(0), r.get::<_, i32>(1) as i64, r.get(2), r.get(3)).map_err(|e| e.at(&self.location))?;
         }
         Ok(loaded.into_catalog(version as i64))
     }
@@ -598,16 +513,7 @@ impl Store for PostgresStore {
         let mut tx = snapshot(&mut client).map_err(&fail)?;
         let newest: i64 =
             tx.query_one("SELECT COALESCE(MAX(version), 0) FROM catalog_versions", &[]).map_err(&fail)?.get(0);
-        for v in [from, to] {
-            if v as i64 > newest {
-                return Err(self.fail(format!("catalog version {v} does not exist; the newest is {newest}")));
-            }
-        }
-        if from > to {
-            return Err(
-                self.fail(format!("a delta runs from an older version to a newer one; {from} is newer than {to}"))
-            );
-        }
+        check_delta(from, to, newest).map_err(|e| e.at(&self.location))?;
         let (a, b) = (from as i64, to as i64);
         let upserts = tx
             .query(
@@ -629,9 +535,7 @@ impl Store for PostgresStore {
         let mut delta = CatalogDelta { from, to, ..Default::default() };
         for r in upserts {
             let body: String = r.get(0);
-            delta.upserts.push(serde_json::from_str(&body).map_err(|e| {
-                self.fail(format!("a stored update does not parse ({e}); the store was written by another version"))
-            })?);
+            delta.upserts.push(parse_update(&body).map_err(|e| e.at(&self.location))?);
         }
         delta.removed = removed.iter().map(|r| r.get(0)).collect();
         delta.upserts.sort_by(|a, b| a.id.cmp(&b.id));
@@ -649,7 +553,7 @@ impl Store for PostgresStore {
                 Ok(CatalogVersionInfo {
                     version: r.get::<_, i64>(0) as u64,
                     digest: r.get(1),
-                    created_at: from_secs(r.get(2)).map_err(|m| self.fail(m))?,
+                    created_at: from_secs(r.get(2)).map_err(|m| self.corrupt(m))?,
                     update_count: r.get::<_, i64>(3) as u64,
                 })
             })
@@ -675,107 +579,17 @@ impl Store for PostgresStore {
         token_generation: Option<u64>,
         now: Timestamp,
     ) -> Result<BatchOutcome> {
-        let location = self.location.clone();
+        let location = self.location.as_str();
         let what = format!("cannot apply batch {} of client {:?}", batch.sequence, batch.client);
-        let fail = pg(&location, &what);
-        let sequence = sequence_i64(&location, batch)?;
+        let fail = pg(location, &what);
         let mut client = self.conn();
         let mut tx = client.transaction().map_err(&fail)?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT key, last_sequence, scan_time, failure_time, token_generation FROM clients \
-                 WHERE name = $1 FOR UPDATE",
-                &[&batch.client],
-            )
-            .map_err(&fail)?
-        else {
-            return Err(not_registered(&location, &batch.client));
-        };
-        let client_key: i32 = row.get(0);
-        let last_sequence: Option<i64> = row.get(1);
-        let mut scan_time: Option<i64> = row.get(2);
-        let mut failure_time: Option<i64> = row.get(3);
-        let generation: i64 = row.get(4);
-        if token_generation.is_some_and(|g| g != generation as u64) {
-            return Ok(BatchOutcome::TokenReplaced);
+        let outcome =
+            batch::apply(&mut Tx { tx: &mut tx, location, what: &what }, location, batch, token_generation, now)?;
+        if outcome == BatchOutcome::Applied {
+            tx.commit().map_err(&fail)?;
         }
-        if last_sequence.is_some_and(|last| sequence <= last) {
-            return Ok(BatchOutcome::Duplicate);
-        }
-        for message in &batch.messages {
-            match message {
-                StateMessage::ScanCompleted { time, catalog_version, agent_version, updates } => {
-                    let t = secs(*time);
-                    if scan_time.is_some_and(|s| t < s) {
-                        continue; // out of order: a newer scan is already stored
-                    }
-                    let ids: Vec<&str> = updates.iter().map(|u| u.id.as_str()).collect();
-                    let keys: HashMap<String, i32> = tx
-                        .query("SELECT id, key FROM updates WHERE id = ANY($1)", &[&ids])
-                        .map_err(&fail)?
-                        .into_iter()
-                        .map(|r| (r.get(0), r.get(1)))
-                        .collect();
-                    let mut states = BTreeMap::new();
-                    for u in updates {
-                        let key = *keys.get(&u.id).ok_or_else(|| unknown_update(&location, batch, &u.id))?;
-                        states.insert(key, (u.result as u8 as i16, u.enforcement as u8 as i16));
-                    }
-                    let update_keys: Vec<i32> = states.keys().copied().collect();
-                    let scans: Vec<i16> = states.values().map(|v| v.0).collect();
-                    let enforcements: Vec<i16> = states.values().map(|v| v.1).collect();
-                    tx.execute("DELETE FROM compliance WHERE client_key = $1", &[&client_key]).map_err(&fail)?;
-                    tx.execute(
-                        "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
-                         SELECT $1::int, u, s, e, $5::bigint FROM unnest($2::int[], $3::smallint[], $4::smallint[]) AS t (u, s, e)",
-                        &[&client_key, &update_keys, &scans, &enforcements, &t],
-                    )
-                    .map_err(&fail)?;
-                    tx.execute(
-                        "UPDATE clients SET scan_time = $2, scan_catalog_version = $3, \
-                         agent_version = COALESCE($4, agent_version) WHERE key = $1",
-                        &[&client_key, &t, &(*catalog_version as i64), agent_version],
-                    )
-                    .map_err(&fail)?;
-                    scan_time = Some(t);
-                }
-                StateMessage::ScanFailed { time, catalog_version, error } => {
-                    let t = secs(*time);
-                    if failure_time.is_some_and(|f| t < f) {
-                        continue;
-                    }
-                    tx.execute(
-                        "UPDATE clients SET failure_time = $2, failure_catalog_version = $3, failure_error = $4 \
-                         WHERE key = $1",
-                        &[&client_key, &t, &(*catalog_version as i64), &without_nul(error).as_ref()],
-                    )
-                    .map_err(&fail)?;
-                    failure_time = Some(t);
-                }
-                StateMessage::Enforcement { time, update, state } => {
-                    let key: i32 = tx
-                        .query_opt("SELECT key FROM updates WHERE id = $1", &[update])
-                        .map_err(&fail)?
-                        .ok_or_else(|| unknown_update(&location, batch, update))?
-                        .get(0);
-                    tx.execute(
-                        "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
-                         VALUES ($1, $2, 0, $3, $4) \
-                         ON CONFLICT (client_key, update_key) DO UPDATE SET enforcement = EXCLUDED.enforcement, \
-                         time = EXCLUDED.time WHERE EXCLUDED.time >= compliance.time",
-                        &[&client_key, &key, &(*state as u8 as i16), &secs(*time)],
-                    )
-                    .map_err(&fail)?;
-                }
-            }
-        }
-        tx.execute(
-            "UPDATE clients SET last_sequence = $2, last_seen = $3 WHERE key = $1",
-            &[&client_key, &sequence, &secs(now)],
-        )
-        .map_err(&fail)?;
-        tx.commit().map_err(&fail)?;
-        Ok(BatchOutcome::Applied)
+        Ok(outcome)
     }
 
     fn record_rejected(&mut self, client: &str, raw: &str, error: &str, now: Timestamp) -> Result<()> {
@@ -826,7 +640,7 @@ impl Store for PostgresStore {
                 pending_messages: r.get::<_, i32>(9) as i64,
                 rejected_at: r.get(10),
             };
-            clients.push(row.into_client().map_err(|m| self.fail(m))?);
+            clients.push(row.into_client().map_err(|m| self.corrupt(m))?);
         }
         let mut group = StateGrouper::new(keys);
         {
@@ -837,7 +651,7 @@ impl Store for PostgresStore {
                 )
                 .map_err(&fail)?;
             let reader = std::io::BufReader::with_capacity(1 << 20, reader);
-            read_binary_states(reader, &mut group, &mut clients).map_err(|m| self.fail(m))?;
+            read_binary_states(reader, &mut group, &mut clients).map_err(|m| self.corrupt(m))?;
         }
         group.finish(&mut clients);
         tx.commit().map_err(&fail)?;
@@ -850,88 +664,11 @@ impl Store for PostgresStore {
         policies: &HashMap<String, serde_json::Value>,
         assignments: &[PolicyAssignment],
     ) -> Result<()> {
-        let fail = pg(&self.location, "cannot save the reconcile");
-        let time = secs(record.time);
-        let catalog_version = record.catalog_version as i64;
+        let (location, what) = (self.location.as_str(), "cannot save the reconcile");
+        let fail = pg(location, what);
         let mut conn = self.conn();
         let mut tx = conn.transaction().map_err(&fail)?;
-
-        let etags: Vec<&str> = policies.keys().map(String::as_str).collect();
-        let bodies: Vec<String> = policies.values().map(|v| v.to_string()).collect();
-        tx.execute(
-            "INSERT INTO policy_docs (etag, body) SELECT e, b::jsonb FROM unnest($1::text[], $2::text[]) AS t (e, b) \
-             ON CONFLICT (etag) DO UPDATE SET body = EXCLUDED.body",
-            &[&etags, &bodies],
-        )
-        .map_err(&fail)?;
-
-        let mut assigned: BTreeMap<&str, &str> = BTreeMap::new();
-        for a in assignments {
-            assigned.insert(&a.client, &a.etag); // the last wins, as row by row
-        }
-        let clients: Vec<&str> = assigned.keys().copied().collect();
-        let etags: Vec<&str> = assigned.values().copied().collect();
-        tx.execute(
-            "INSERT INTO client_policies (client, etag) SELECT c, e FROM unnest($1::text[], $2::text[]) AS t (c, e) \
-             ON CONFLICT (client) DO UPDATE SET etag = EXCLUDED.etag",
-            &[&clients, &etags],
-        )
-        .map_err(&fail)?;
-
-        let mut stored = StoredStatuses::default();
-        for r in tx.query("SELECT kind, namespace, name, status::text FROM resource_status", &[]).map_err(&fail)? {
-            stored.add(r.get(0), r.get(1), r.get(2), r.get(3));
-        }
-        let changes = stored.changes(&record.statuses);
-        let mut latest: BTreeMap<(&str, &str, &str), &ResourceStatus> = BTreeMap::new();
-        for s in &record.statuses {
-            latest.insert((&s.kind, &s.namespace, &s.name), s);
-        }
-        let column = |f: fn(&ResourceStatus) -> &str| -> Vec<&str> { latest.values().map(|s| f(s)).collect() };
-        let (kinds, namespaces, names) = (column(|s| &s.kind), column(|s| &s.namespace), column(|s| &s.name));
-        let statuses: Vec<String> = latest.values().map(|s| s.status.to_string()).collect();
-        tx.execute(
-            "INSERT INTO resource_status (kind, namespace, name, revision, catalog_version, status, updated_at) \
-             SELECT k, ns, n, $5::text, $6::bigint, s::jsonb, $7::bigint FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
-             AS t (k, ns, n, s) \
-             ON CONFLICT (kind, namespace, name) DO UPDATE SET revision = EXCLUDED.revision, \
-             catalog_version = EXCLUDED.catalog_version, status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
-            &[&kinds, &namespaces, &names, &statuses, &record.revision, &catalog_version, &time],
-        )
-        .map_err(&fail)?;
-
-        let removed: [Vec<&str>; 3] = [
-            changes.removed.iter().map(|r| r.0.as_str()).collect(),
-            changes.removed.iter().map(|r| r.1.as_str()).collect(),
-            changes.removed.iter().map(|r| r.2.as_str()).collect(),
-        ];
-        tx.execute(
-            "DELETE FROM resource_status WHERE (kind, namespace, name) IN \
-             (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
-            &[&removed[0], &removed[1], &removed[2]],
-        )
-        .map_err(&fail)?;
-
-        let h = &changes.history;
-        let history: [Vec<&str>; 4] = [
-            h.iter().map(|r| r.0.as_str()).collect(),
-            h.iter().map(|r| r.1.as_str()).collect(),
-            h.iter().map(|r| r.2.as_str()).collect(),
-            h.iter().map(|r| r.3.as_str()).collect(),
-        ];
-        tx.execute(
-            "INSERT INTO status_history (time, revision, catalog_version, kind, namespace, name, status) \
-             SELECT $5::bigint, $6::text, $7::bigint, k, ns, n, s::jsonb FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
-             WITH ORDINALITY AS t (k, ns, n, s, i) ORDER BY i",
-            &[&history[0], &history[1], &history[2], &history[3], &time, &record.revision, &catalog_version],
-        )
-        .map_err(&fail)?;
-
-        tx.execute(
-            "INSERT INTO reconciles (time, revision, catalog_version) VALUES ($1, $2, $3)",
-            &[&time, &record.revision, &catalog_version],
-        )
-        .map_err(&fail)?;
+        reconcile::save(&mut Tx { tx: &mut tx, location, what }, record, policies, assignments)?;
         tx.commit().map_err(&fail)
     }
 
@@ -953,13 +690,17 @@ impl Store for PostgresStore {
                 kind: r.get(0),
                 namespace: r.get(1),
                 name: r.get(2),
-                status: parse_json(r.get(3), "resource status").map_err(|m| self.fail(m))?,
+                status: parse_json(r.get(3), "resource status").map_err(|m| self.corrupt(m))?,
             });
         }
-        Ok(Some(build_record(last.get(0), last.get(1), last.get(2), statuses).map_err(|m| self.fail(m))?))
+        Ok(Some(build_record(last.get(0), last.get(1), last.get(2), statuses).map_err(|e| e.at(&self.location))?))
     }
 }
 
+/// A read-only transaction seeing one consistent snapshot, for multi-query reads.
+fn snapshot(client: &mut postgres::Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
+    client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()
+}
 /// catalog_updates rows as column arrays for one `unnest` insert.
 #[derive(Default)]
 struct InsertColumns<'a> {
@@ -988,7 +729,278 @@ impl<'a> InsertColumns<'a> {
     }
 }
 
-/// A read-only transaction seeing one consistent snapshot, for multi-query reads.
-fn snapshot(client: &mut postgres::Client) -> Result<postgres::Transaction<'_>, postgres::Error> {
-    client.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start()
+/// One write transaction, as the shared decisions ([`catalog::save`], [`batch::apply`],
+/// [`reconcile::save`]) see it: only SQL here, many rows sent as arrays.
+struct Tx<'t, 'c> {
+    tx: &'t mut postgres::Transaction<'c>,
+    location: &'t str,
+    /// What the transaction does, for messages ("cannot save the catalog: …").
+    what: &'t str,
+}
+
+impl Tx<'_, '_> {
+    fn keys_of(&mut self, ids: &[&str]) -> Result<HashMap<String, i64>> {
+        let rows = self
+            .tx
+            .query("SELECT id, key FROM updates WHERE id = ANY($1)", &[&ids])
+            .map_err(pg(self.location, self.what))?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get::<_, i32>(1) as i64)).collect())
+    }
+}
+
+impl CatalogWriter for Tx<'_, '_> {
+    fn current_version(&mut self) -> Result<Option<(i64, String)>> {
+        let row = self
+            .tx
+            .query_opt("SELECT version, digest FROM catalog_versions ORDER BY version DESC LIMIT 1", &[])
+            .map_err(pg(self.location, self.what))?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    fn current_rows(&mut self) -> Result<HashMap<String, CurrentRow>> {
+        let rows = self
+            .tx
+            .query(
+                "SELECT u.id, cu.key, cu.superseded, cu.body FROM catalog_updates cu \
+                 JOIN updates u ON u.key = cu.key WHERE cu.valid_to IS NULL",
+                &[],
+            )
+            .map_err(pg(self.location, self.what))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), CurrentRow { key: r.get::<_, i32>(1) as i64, superseded: r.get(2), body: r.get(3) }))
+            .collect())
+    }
+
+    fn known_keys(&mut self, ids: &[&str]) -> Result<HashMap<String, i64>> {
+        self.keys_of(ids)
+    }
+
+    fn max_key(&mut self) -> Result<i64> {
+        let row = self
+            .tx
+            .query_one("SELECT COALESCE(MAX(key), 0) FROM updates", &[])
+            .map_err(pg(self.location, self.what))?;
+        Ok(row.get::<_, i32>(0) as i64)
+    }
+
+    fn write_version(&mut self, v: &NewVersion<'_>) -> Result<()> {
+        let fail = pg(self.location, self.what);
+        let close: Vec<i32> = v.close.iter().map(|k| *k as i32).collect();
+        self.tx
+            .execute(
+                "UPDATE catalog_updates SET valid_to = $2 WHERE key = ANY($1) AND valid_to IS NULL",
+                &[&close, &v.version],
+            )
+            .map_err(&fail)?;
+        let new_keys: Vec<i32> = v.new_keys.iter().map(|(k, _)| *k as i32).collect();
+        let new_ids: Vec<&str> = v.new_keys.iter().map(|(_, id)| *id).collect();
+        self.tx
+            .execute(
+                "INSERT INTO updates (key, id, first_version) \
+                 SELECT k, i, $3::bigint FROM unnest($1::int[], $2::text[]) AS t (k, i)",
+                &[&new_keys, &new_ids, &v.version],
+            )
+            .map_err(&fail)?;
+        let mut ins = InsertColumns::default();
+        for (key, row) in &v.rows {
+            ins.push(*key as i32, row);
+        }
+        self.tx
+            .execute(
+                "INSERT INTO catalog_updates (key, valid_from, kb, title, classification, severity, released, \
+                 superseded, expired, body) \
+                 SELECT k, $1::bigint, kb, ti, cl, se, re, su, ex, bo FROM unnest($2::int[], $3::text[], \
+                 $4::text[], $5::text[], $6::text[], $7::text[], $8::bool[], $9::bool[], $10::text[]) \
+                 AS t (k, kb, ti, cl, se, re, su, ex, bo)",
+                &[
+                    &v.version,
+                    &ins.keys,
+                    &ins.kb,
+                    &ins.title,
+                    &ins.classification,
+                    &ins.severity,
+                    &ins.released,
+                    &ins.superseded,
+                    &ins.expired,
+                    &ins.body,
+                ],
+            )
+            .map_err(&fail)?;
+        self.tx
+            .execute(
+                "INSERT INTO catalog_versions (version, digest, created_at, update_count) VALUES ($1, $2, $3, $4)",
+                &[&v.version, &v.digest, &v.created_at, &v.update_count],
+            )
+            .map_err(&fail)?;
+        Ok(())
+    }
+}
+
+impl BatchWriter for Tx<'_, '_> {
+    fn client(&mut self, name: &str) -> Result<Option<BatchClient>> {
+        let row = self
+            .tx
+            .query_opt(
+                "SELECT key, last_sequence, scan_time, failure_time, token_generation FROM clients \
+                 WHERE name = $1 FOR UPDATE",
+                &[&name],
+            )
+            .map_err(pg(self.location, self.what))?;
+        Ok(row.map(|r| BatchClient {
+            key: r.get::<_, i32>(0) as i64,
+            last_sequence: r.get(1),
+            scan_time: r.get(2),
+            failure_time: r.get(3),
+            token_generation: r.get(4),
+        }))
+    }
+
+    fn update_keys(&mut self, ids: &[&str]) -> Result<HashMap<String, i64>> {
+        self.keys_of(ids)
+    }
+
+    fn record_scan(&mut self, client: i64, states: &BTreeMap<i64, ScanState>, scan: &ScanRecorded<'_>) -> Result<()> {
+        let fail = pg(self.location, self.what);
+        let client = client as i32;
+        let update_keys: Vec<i32> = states.keys().map(|k| *k as i32).collect();
+        let results: Vec<i16> = states.values().map(|v| v.0 as i16).collect();
+        let enforcements: Vec<i16> = states.values().map(|v| v.1 as i16).collect();
+        self.tx.execute("DELETE FROM compliance WHERE client_key = $1", &[&client]).map_err(&fail)?;
+        self.tx
+            .execute(
+                "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
+                 SELECT $1::int, u, s, e, $5::bigint FROM unnest($2::int[], $3::smallint[], $4::smallint[]) AS t (u, s, e)",
+                &[&client, &update_keys, &results, &enforcements, &scan.time],
+            )
+            .map_err(&fail)?;
+        self.tx
+            .execute(
+                "UPDATE clients SET scan_time = $2, scan_catalog_version = $3, \
+                 agent_version = COALESCE($4, agent_version) WHERE key = $1",
+                &[&client, &scan.time, &scan.catalog_version, &scan.agent_version],
+            )
+            .map_err(&fail)?;
+        Ok(())
+    }
+
+    fn record_failure(&mut self, client: i64, time: i64, catalog_version: i64, error: &str) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE clients SET failure_time = $2, failure_catalog_version = $3, failure_error = $4 WHERE key = $1",
+                &[&(client as i32), &time, &catalog_version, &error],
+            )
+            .map_err(pg(self.location, self.what))?;
+        Ok(())
+    }
+
+    fn record_enforcement(&mut self, client: i64, update: i64, state: u8, time: i64) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
+                 VALUES ($1, $2, 0, $3, $4) \
+                 ON CONFLICT (client_key, update_key) DO UPDATE SET enforcement = EXCLUDED.enforcement, \
+                 time = EXCLUDED.time WHERE EXCLUDED.time >= compliance.time",
+                &[&(client as i32), &(update as i32), &(state as i16), &time],
+            )
+            .map_err(pg(self.location, self.what))?;
+        Ok(())
+    }
+
+    fn finish(&mut self, client: i64, sequence: i64, now: i64) -> Result<()> {
+        self.tx
+            .execute(
+                "UPDATE clients SET last_sequence = $2, last_seen = $3 WHERE key = $1",
+                &[&(client as i32), &sequence, &now],
+            )
+            .map_err(pg(self.location, self.what))?;
+        Ok(())
+    }
+}
+
+impl ReconcileWriter for Tx<'_, '_> {
+    fn stored_statuses(&mut self) -> Result<StoredStatuses> {
+        let rows = self
+            .tx
+            .query("SELECT kind, namespace, name, status::text FROM resource_status", &[])
+            .map_err(pg(self.location, self.what))?;
+        let mut stored = StoredStatuses::default();
+        for r in rows {
+            stored.add(r.get(0), r.get(1), r.get(2), r.get(3));
+        }
+        Ok(stored)
+    }
+
+    fn write_reconcile(&mut self, w: &ReconcileWrite<'_>) -> Result<()> {
+        let fail = pg(self.location, self.what);
+        let etags: Vec<&str> = w.policies.iter().map(|p| p.0).collect();
+        let bodies: Vec<&str> = w.policies.iter().map(|p| p.1.as_str()).collect();
+        self.tx
+            .execute(
+                "INSERT INTO policy_docs (etag, body) SELECT e, b::jsonb FROM unnest($1::text[], $2::text[]) AS t (e, b) \
+                 ON CONFLICT (etag) DO UPDATE SET body = EXCLUDED.body",
+                &[&etags, &bodies],
+            )
+            .map_err(&fail)?;
+        let clients: Vec<&str> = w.assignments.iter().map(|a| a.0).collect();
+        let etags: Vec<&str> = w.assignments.iter().map(|a| a.1).collect();
+        self.tx
+            .execute(
+                "INSERT INTO client_policies (client, etag) SELECT c, e FROM unnest($1::text[], $2::text[]) AS t (c, e) \
+                 ON CONFLICT (client) DO UPDATE SET etag = EXCLUDED.etag",
+                &[&clients, &etags],
+            )
+            .map_err(&fail)?;
+        let status: [Vec<&str>; 4] = [
+            w.statuses.iter().map(|s| s.0.0).collect(),
+            w.statuses.iter().map(|s| s.0.1).collect(),
+            w.statuses.iter().map(|s| s.0.2).collect(),
+            w.statuses.iter().map(|s| s.1.as_str()).collect(),
+        ];
+        self.tx
+            .execute(
+                "INSERT INTO resource_status (kind, namespace, name, revision, catalog_version, status, updated_at) \
+                 SELECT k, ns, n, $5::text, $6::bigint, s::jsonb, $7::bigint \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t (k, ns, n, s) \
+                 ON CONFLICT (kind, namespace, name) DO UPDATE SET revision = EXCLUDED.revision, \
+                 catalog_version = EXCLUDED.catalog_version, status = EXCLUDED.status, updated_at = EXCLUDED.updated_at",
+                &[&status[0], &status[1], &status[2], &status[3], &w.revision, &w.catalog_version, &w.time],
+            )
+            .map_err(&fail)?;
+        let removed: [Vec<&str>; 3] = [
+            w.removed.iter().map(|r| r.0.as_str()).collect(),
+            w.removed.iter().map(|r| r.1.as_str()).collect(),
+            w.removed.iter().map(|r| r.2.as_str()).collect(),
+        ];
+        self.tx
+            .execute(
+                "DELETE FROM resource_status WHERE (kind, namespace, name) IN \
+                 (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))",
+                &[&removed[0], &removed[1], &removed[2]],
+            )
+            .map_err(&fail)?;
+        let h = &w.history;
+        let history: [Vec<&str>; 4] = [
+            h.iter().map(|r| r.0.as_str()).collect(),
+            h.iter().map(|r| r.1.as_str()).collect(),
+            h.iter().map(|r| r.2.as_str()).collect(),
+            h.iter().map(|r| r.3.as_str()).collect(),
+        ];
+        self.tx
+            .execute(
+                "INSERT INTO status_history (time, revision, catalog_version, kind, namespace, name, status) \
+                 SELECT $5::bigint, $6::text, $7::bigint, k, ns, n, s::jsonb \
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS t (k, ns, n, s, i) \
+                 ORDER BY i",
+                &[&history[0], &history[1], &history[2], &history[3], &w.time, &w.revision, &w.catalog_version],
+            )
+            .map_err(&fail)?;
+        self.tx
+            .execute(
+                "INSERT INTO reconciles (time, revision, catalog_version) VALUES ($1, $2, $3)",
+                &[&w.time, &w.revision, &w.catalog_version],
+            )
+            .map_err(&fail)?;
+        Ok(())
+    }
 }
