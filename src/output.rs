@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::ValueEnum;
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::Table;
 
 use crate::store::ReconcileRecord;
 
@@ -36,6 +36,11 @@ pub fn set_no_headers(no_headers: bool) {
     NO_HEADERS.store(no_headers, Ordering::Relaxed);
 }
 
+/// Whether tables print their header row (and the line above it): false with `--no-headers`.
+pub fn headers() -> bool {
+    !NO_HEADERS.load(Ordering::Relaxed)
+}
+
 /// Whether a column is in the default table or only in `-o wide`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shown {
@@ -54,8 +59,8 @@ impl Columns {
     pub fn new(header: &[(&str, Shown)], format: OutputFormat) -> Self {
         let keep: Vec<bool> = header.iter().map(|(_, s)| *s == Shown::Always || format == OutputFormat::Wide).collect();
         let mut table = Table::new();
-        table.load_preset(UTF8_FULL_CONDENSED);
-        if !NO_HEADERS.load(Ordering::Relaxed) {
+        table.load_preset(comfy_table::presets::NOTHING);
+        if headers() {
             table.set_header(header.iter().zip(&keep).filter(|(_, k)| **k).map(|((h, _), _)| *h));
         }
         Columns { table, keep }
@@ -67,9 +72,24 @@ impl Columns {
     }
 }
 
+/// As kubectl prints: no borders, two spaces between columns, no trailing blanks.
 impl std::fmt::Display for Columns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.table.fmt(f)
+        let mut table = self.table.clone();
+        table.column_iter_mut().for_each(|c| {
+            c.set_padding((0, 2));
+        });
+        let text = table.to_string();
+        let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// A time as tables show it: to the minute, in UTC (`2026-12-01T16:00Z`).
+pub fn minute(v: &serde_json::Value) -> String {
+    match v.as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()) {
+        Some(t) => t.strftime("%Y-%m-%dT%H:%MZ").to_string(),
+        None => text(v),
     }
 }
 
@@ -122,8 +142,8 @@ pub fn deployments_table(record: &ReconcileRecord, format: OutputFormat) -> Stri
             text(field(st, "machines.failed")),
             text(field(st, "machines.pendingReboot")),
             text(field(st, "machines.waived")),
-            text(field(st, "nextMaintenanceWindow")),
-            text(field(st, "deadline")),
+            minute(field(st, "nextMaintenanceWindow")),
+            minute(field(st, "deadline")),
         ]);
     }
     t.to_string()
@@ -132,10 +152,14 @@ pub fn deployments_table(record: &ReconcileRecord, format: OutputFormat) -> Stri
 pub fn print_record(record: &ReconcileRecord, format: OutputFormat) {
     match format {
         OutputFormat::Table | OutputFormat::Wide => {
-            println!(
-                "revision {}  catalog version {}  reconciled {}",
-                record.revision, record.catalog_version, record.time
-            );
+            if headers() {
+                println!(
+                    "revision {}  catalog version {}  reconciled {}",
+                    short_revision(&record.revision),
+                    record.catalog_version,
+                    record.time.round(jiff::Unit::Second).unwrap_or(record.time)
+                );
+            }
             println!("{}", deployments_table(record, format));
             for s in record.statuses.iter().filter(|s| s.kind == "Waiver" || s.kind == "CompliancePolicy") {
                 let ready = s.status.get("conditions").and_then(|c| c.get(0));
@@ -145,5 +169,13 @@ pub fn print_record(record: &ReconcileRecord, format: OutputFormat) {
         }
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(record).expect("records serialize")),
         OutputFormat::Yaml => print!("{}", serde_saphyr::to_string(record).expect("records serialize")),
+    }
+}
+
+/// A revision with its commit cut to 12 hex digits, as git shows it (`main@sha1:0123456789ab`).
+pub fn short_revision(revision: &str) -> &str {
+    match revision.find("sha1:") {
+        Some(i) => &revision[..(i + 5 + 12).min(revision.len())],
+        None => revision,
     }
 }

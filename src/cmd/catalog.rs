@@ -51,7 +51,9 @@ pub enum CatalogCommand {
     },
     /// What changed between two catalog versions: added, changed, removed, expired,
     /// newly superseded. Exit 0 when nothing changed, 2 when something did, 1 on error.
-    #[command(after_help = "Examples:\n  patchops catalog diff 3 4\n  patchops catalog diff 3 4 -o json | jq '.added | length'")]
+    #[command(
+        after_help = "Examples:\n  patchops catalog diff 3 4\n  patchops catalog diff 3 4 -o json | jq '.added | length'"
+    )]
     Diff {
         from: u64,
         to: u64,

@@ -144,9 +144,11 @@ impl PackedState {
 
 /// Outcome of a client's most recent scan.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ScanRecord {
     pub time: Timestamp,
     /// Catalog version the scan ran against.
+    #[serde(alias = "catalog_version")]
     pub catalog_version: u64,
     /// None when the scan succeeded; the error the client reported otherwise.
     pub error: Option<String>,

@@ -89,6 +89,9 @@ impl GitSource {
         let commit_id = commit.id().to_string();
 
         let folder = normalise_path(self.path.as_deref().unwrap_or(""));
+        if kind == Kind::Local && repo.head().ok().and_then(|h| h.target()) == Some(commit.id()) {
+            warn_about_uncommitted_files(&repo, &self.repo, folder.as_deref().unwrap_or(""), &revision);
+        }
         let tree = commit
             .tree()
             .map_err(|e| Error::git(self.shown_repo(), format!("cannot read the tree of {revision}"), e))?;
@@ -441,6 +444,48 @@ impl GitSource {
 enum Kind {
     Local,
     Url,
+}
+
+/// The YAML files under `folder` of a work tree whose content differs from HEAD's (edited,
+/// added, deleted, untracked), sorted.
+pub fn uncommitted_yaml(repo: &Repository, folder: &str) -> Vec<String> {
+    if repo.is_bare() {
+        return Vec::new();
+    }
+    let mut options = git2::StatusOptions::new();
+    options.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
+    if !folder.is_empty() {
+        options.pathspec(folder);
+    }
+    let Ok(statuses) = repo.statuses(Some(&mut options)) else { return Vec::new() };
+    let mut files: Vec<String> = statuses
+        .iter()
+        .filter(|e| e.status() != git2::Status::CURRENT && !e.status().is_ignored())
+        .filter_map(|e| e.path().ok().map(str::to_string))
+        .filter(|p| is_yaml(p))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Commands read the committed tree, not the files: say so once per process when the
+/// work tree holds YAML changes the commit does not contain (`validate` passing on a
+/// commit while the edited file is broken surprises everyone once).
+fn warn_about_uncommitted_files(repo: &Repository, shown: &str, folder: &str, revision: &str) {
+    static WARNED: std::sync::Mutex<Option<HashSet<String>>> = std::sync::Mutex::new(None);
+    let files = uncommitted_yaml(repo, folder);
+    let Some(first) = files.first() else { return };
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if !warned.get_or_insert_with(HashSet::new).insert(format!("{shown}\0{revision}")) {
+        return;
+    }
+    tracing::warn!(
+        repository = shown,
+        files = files.len(),
+        "{} YAML file(s) have uncommitted changes (first: {first}); patchops reads the commit {revision}, \
+         not the work tree: commit them to include them",
+        files.len()
+    );
 }
 
 /// Set libgit2's network timeouts once, before the first fetch, so that an unresponsive

@@ -113,10 +113,12 @@ pub struct ResourceStatus {
 
 /// One reconcile as recorded in the store.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ReconcileRecord {
     pub time: Timestamp,
     /// Git revision applied (`main@sha1:<hex>`).
     pub revision: String,
+    #[serde(alias = "catalog_version")]
     pub catalog_version: u64,
     pub statuses: Vec<ResourceStatus>,
 }
