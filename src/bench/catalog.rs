@@ -126,7 +126,7 @@ pub fn run() -> Result<ExitCode> {
     // 100,000 updates in the native format.
     let updates = synthetic_updates(100_000, 0);
     let text = serde_saphyr::to_string(&native::NativeCatalog { format: native::FORMAT.into(), updates })
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .map_err(|e| Error::Runtime(format!("cannot write the native catalog: {e}")))?;
     let before = peak_rss().unwrap_or(0);
     let t = Instant::now();
     let parsed = native::parse("synthetic.yaml", &text).map_err(Error::InvalidDesiredState)?;

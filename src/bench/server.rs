@@ -51,11 +51,11 @@ pub fn run() -> Result<ExitCode> {
 
     // The server on an ephemeral loopback port.
     let rt =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Usage(e.to_string()))?;
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| Error::Usage(format!("cannot bind 127.0.0.1: {e}")))?;
-    let addr = listener.local_addr().map_err(|e| Error::Usage(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| Error::Runtime(format!("the listener has no address: {e}")))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = rt.spawn(crate::server::serve_listener(
         listener,

@@ -94,7 +94,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(e.to_string()))?;
+        .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
     let mut keep_store = None;
     let (stop_server, server) = if args.once || args.no_serve {
         (None, None)

@@ -75,7 +75,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Usage(format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
     // Keep a handle here so the store is dropped outside the runtime: the PostgreSQL
     // client closes its connection synchronously.
     let keep = store.clone();
