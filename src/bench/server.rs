@@ -50,8 +50,10 @@ pub fn run() -> Result<ExitCode> {
     let store: crate::server::SharedStore = Arc::new(Mutex::new(Box::new(store)));
 
     // The server on an ephemeral loopback port.
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .map_err(|e| Error::Usage(format!("cannot bind 127.0.0.1: {e}")))?;

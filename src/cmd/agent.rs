@@ -208,8 +208,10 @@ fn drive<M: Machine>(mut agent: Agent<M>, args: &AgentArgs) -> Result<ExitCode> 
     }
     let state_dir = agent.options.state_dir.clone().unwrap_or_default();
     info!(client = %agent.options.name, server = %agent.options.server, state_dir = %state_dir.display(), "agent started");
-    let rt =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
     loop {
         let wake = agent.tick(Timestamp::now())?;
         if let Some(why) = &agent.registration_refused {

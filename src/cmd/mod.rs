@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod client;
 pub mod completion;
 pub mod content;
+pub mod controller;
 pub mod crds;
 pub mod rules;
 pub mod run;
@@ -73,10 +74,14 @@ pub enum Command {
     /// Check the desired state at a revision: every problem with file, line, column and
     /// field, and every CompliancePolicy violation (deadline targets against the catalog of
     /// --store when it exists).
-    #[command(after_help = "Examples:\n  patchops validate --repo . --path examples/repo\n  patchops validate https://git.example.org/site.git --rev main")]
+    #[command(
+        after_help = "Examples:\n  patchops validate --repo . --path examples/repo\n  patchops validate https://git.example.org/site.git --rev main"
+    )]
     Validate(validate::Args),
     /// What merging a branch would change (exit 0 no change, 2 change, 1 error).
-    #[command(after_help = "Examples:\n  patchops plan --path examples/repo --base main --head my-change\n  patchops plan --base main --head HEAD -o markdown > plan.md   # exit 2: changes")]
+    #[command(
+        after_help = "Examples:\n  patchops plan --path examples/repo --base main --head my-change\n  patchops plan --base main --head HEAD -o markdown > plan.md   # exit 2: changes"
+    )]
     Plan(crate::git::plan::PlanArgs),
     /// Automatic deployment rules: propose matching updates on a branch.
     #[command(after_help = "Examples:\n  patchops rules run --repo . --path examples/repo --rules-push origin")]
@@ -85,21 +90,29 @@ pub enum Command {
         command: rules::RulesCommand,
     },
     /// The standalone reconciler: sync git and catalogs, reconcile, persist status, repeat.
-    #[command(after_help = "Examples:\n  patchops run --path examples/repo --simulate-fleet examples/fleet.yaml\n  patchops run --repo https://git.example.org/site.git --store postgres://patchops@db/patchops --once")]
+    #[command(
+        after_help = "Examples:\n  patchops run --path examples/repo --simulate-fleet examples/fleet.yaml\n  patchops run --repo https://git.example.org/site.git --store postgres://patchops@db/patchops --once"
+    )]
     Run(Box<run::RunArgs>),
     /// The management point: the HTTP API agents register with, fetch policy and the
     /// catalog from, and send state messages to.
-    #[command(after_help = "Examples:\n  patchops serve --listen 0.0.0.0:8080 --enroll-secret-file /etc/patchops/enroll")]
+    #[command(
+        after_help = "Examples:\n  patchops serve --listen 0.0.0.0:8080 --enroll-secret-file /etc/patchops/enroll"
+    )]
     Serve(serve::Args),
     /// Show the last reconcile from the store; with --at (or --repo), the compliance
     /// snapshot of the status branch as it was at a date.
-    #[command(after_help = "Examples:\n  patchops status\n  patchops status -o wide --no-headers | sort -k3 -n\n  patchops status --repo . --at 2026-11-15 -o json")]
+    #[command(
+        after_help = "Examples:\n  patchops status\n  patchops status -o wide --no-headers | sort -k3 -n\n  patchops status --repo . --at 2026-11-15 -o json"
+    )]
     Status(status::Args),
     /// Print the CustomResourceDefinitions (or write one file per CRD with --dir).
     #[command(after_help = "Examples:\n  patchops crds | kubectl apply -f -\n  patchops crds --dir crds/")]
     Crds(crds::Args),
     /// Catalog tools.
-    #[command(after_help = "Examples:\n  patchops catalog sync --path examples/repo\n  patchops catalog show --filter KB5032189 -o wide")]
+    #[command(
+        after_help = "Examples:\n  patchops catalog sync --path examples/repo\n  patchops catalog show --filter KB5032189 -o wide"
+    )]
     Catalog {
         #[command(subcommand)]
         command: catalog::CatalogCommand,
@@ -107,23 +120,31 @@ pub enum Command {
     /// Who approved or withdrew which update into which deployment, when, in which commit
     /// and merged pull request, from the branch's history. An update list's criteria are
     /// reported as one entry (`criteria: …`) approved or withdrawn when they change.
-    #[command(after_help = "Examples:\n  patchops audit --path examples/repo --update KB5032189\n  patchops audit --deployment 2026-11-servers --since 2026-11-01 -o json")]
+    #[command(
+        after_help = "Examples:\n  patchops audit --path examples/repo --update KB5032189\n  patchops audit --deployment 2026-11-servers --since 2026-11-01 -o json"
+    )]
     Audit(audit::Args),
     /// Which machines are exposed to a CVE: the updates fixing it in every catalog, per
     /// collection the machines exposed, installed, not applicable and unknown, and the
     /// deployments carrying the fix. `--list` lists CVEs by exposure.
-    #[command(after_help = "Examples:\n  patchops cve CVE-2025-21298 --path examples/repo\n  patchops cve --list --severity Critical -o csv > exposure.csv")]
+    #[command(
+        after_help = "Examples:\n  patchops cve CVE-2025-21298 --path examples/repo\n  patchops cve --list --severity Critical -o csv > exposure.csv"
+    )]
     Cve(crate::governance::cve::CveArgs),
     /// The Kubernetes operator: reconcile the custom resources of a namespace into the
     /// store and their status subresources.
-    #[command(after_help = "Examples:\n  patchops controller --namespace patchops-site\n  patchops controller --print-rbac")]
-    Controller(crate::kubernetes::ControllerArgs),
+    #[command(
+        after_help = "Examples:\n  patchops controller --namespace patchops-site\n  patchops controller --print-rbac"
+    )]
+    Controller(controller::Args),
     /// Benchmarks of the reconcile core and the store (build with --release).
     #[command(after_help = "Examples:\n  cargo run --release -- bench\n  cargo run --release -- bench --suite server")]
     Bench(crate::bench::BenchArgs),
     /// The client: registers with the management point, polls its policy, scans, downloads
     /// and installs what mandatory deployments require, and reports state messages.
-    #[command(after_help = "Examples:\n  patchops agent --server http://mp.example.org:8080 --enroll-secret-file /etc/patchops/enroll\n  patchops agent --server http://127.0.0.1:8080 --scan-now --once")]
+    #[command(
+        after_help = "Examples:\n  patchops agent --server http://mp.example.org:8080 --enroll-secret-file /etc/patchops/enroll\n  patchops agent --server http://127.0.0.1:8080 --scan-now --once"
+    )]
     Agent(agent::AgentArgs),
     /// The content library the management point serves to agents.
     #[command(after_help = "Examples:\n  patchops content add --content-dir /srv/patchops/content *.deb")]
@@ -229,7 +250,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Catalog { command } => catalog::run(command),
         Command::Audit(args) => audit::run(args),
         Command::Cve(args) => crate::governance::cve::run(&args),
-        Command::Controller(args) => crate::kubernetes::run(args),
+        Command::Controller(args) => controller::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Simulate(args) => simulate::run(args),

@@ -95,43 +95,36 @@ impl Error {
     }
 }
 
-#[derive(clap::Args, Debug, Clone)]
-pub struct ControllerArgs {
+/// What `patchops controller` runs with (its command-line options, parsed).
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
     /// Store holding the catalog, compliance and policies (the management point's): a
     /// postgres:// URL (or a SQLite path for a single pod). With several namespaces each
     /// is a site with its own store: write `{namespace}` where the namespace goes, e.g.
     /// postgres://patchops@db/patchops_{namespace}.
-    #[arg(long, env = "PATCHOPS_STORE", required_unless_present_any = ["print_rbac", "remove_finalizers"])]
     pub store: Option<String>,
     /// Namespace whose resources this controller manages, each a site. Repeat the flag
     /// (or separate by commas in PATCHOPS_NAMESPACE) to manage several.
-    #[arg(long = "namespace", env = "PATCHOPS_NAMESPACE", value_delimiter = ',', default_value = "default")]
     pub namespaces: Vec<String>,
     /// Namespace of the Lease that keeps one replica active. Default: the first
     /// --namespace (the chart sets the release namespace).
-    #[arg(long, env = "PATCHOPS_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
     /// Address of `/metrics` and `/healthz`.
-    #[arg(long, env = "PATCHOPS_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
     pub metrics_listen: std::net::SocketAddr,
     /// Lease that keeps one replica active.
-    #[arg(long, default_value = "patchops-controller")]
     pub lease_name: String,
     /// How often new compliance and catalog versions in the store are looked for.
-    #[arg(long, default_value = "30s")]
     pub resync: crate::time::Duration,
     /// Print the Roles the controller needs in each namespace (every API call it makes)
     /// and exit; with --remove-finalizers, the Roles that needs.
-    #[arg(long)]
     pub print_rbac: bool,
     /// Remove the patchops finalizer from every UpdateDeployment in the namespaces and
     /// exit: the way out once the controller is gone for good, so namespace deletion is
     /// not blocked. Their client policies are not withdrawn (the store keeps them).
-    #[arg(long)]
     pub remove_finalizers: bool,
 }
 
-impl ControllerArgs {
+impl ControllerOptions {
     fn lease_namespace(&self) -> &str {
         self.lease_namespace.as_deref().unwrap_or(&self.namespaces[0])
     }
@@ -176,7 +169,7 @@ pub fn store_url(template: &str, namespace: &str, several: bool) -> crate::Resul
 }
 
 /// `patchops controller`.
-pub fn run(mut args: ControllerArgs) -> crate::Result<std::process::ExitCode> {
+pub fn run(mut args: ControllerOptions) -> crate::Result<std::process::ExitCode> {
     args.namespaces = args.namespaces()?;
     if args.print_rbac {
         let roles = if args.remove_finalizers {
@@ -225,7 +218,7 @@ async fn connect() -> Result<Client, String> {
     })
 }
 
-async fn run_async(args: ControllerArgs) -> (Result<(), BoxError>, Pipes) {
+async fn run_async(args: ControllerOptions) -> (Result<(), BoxError>, Pipes) {
     let mut pipelines = Vec::new();
     let result = run_until_stopped(args, &mut pipelines).await;
     (result, pipelines)
@@ -260,7 +253,7 @@ pub async fn remove_finalizers(client: Client, namespaces: &[String]) -> Result<
     Ok(removed)
 }
 
-async fn run_until_stopped(args: ControllerArgs, keep: &mut Pipes) -> Result<(), BoxError> {
+async fn run_until_stopped(args: ControllerOptions, keep: &mut Pipes) -> Result<(), BoxError> {
     let client = connect().await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = move || {
