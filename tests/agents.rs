@@ -810,34 +810,51 @@ fn d5_the_dpkg_agent_lets_apt_fetch_the_packages_instead_of_the_management_point
 
 #[test]
 fn the_agent_command_registers_once_and_a_wrong_enrollment_secret_is_a_clear_error() {
-    let w = World::new(BASE, &catalog(&[catalog_entry("KB200", "2026-11-11", false, 1000)]));
+    let mut w = World::new(BASE, &catalog(&[catalog_entry("KB200", "2026-11-11", false, 1000)]));
     let facts = w.dir.path().join("facts.yaml");
     std::fs::write(&facts, "facts: {os: Windows Server 2022, role: server}\ninstalled: [KB100]\n").unwrap();
-    let run = |secret: &str| {
+    let (base, agent_dir) = (w.base(), w.agent_dir("cli-1"));
+    let run_with = |secret: &str, extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
             .args(["agent", "--once", "--scanner", "rules", "--name", "cli-1"])
+            .args(extra)
             .arg("--server")
-            .arg(w.base())
+            .arg(&base)
             .arg("--enroll-secret")
             .arg(secret)
             .arg("--facts")
             .arg(&facts)
             .arg("--state-dir")
-            .arg(w.agent_dir("cli-1"))
+            .arg(&agent_dir)
             .output()
             .unwrap()
     };
+    let run = |secret: &str| run_with(secret, &[]);
     let out = run("wrong");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("wrong enrollment secret") && stderr.contains("--enroll-secret"), "{stderr}");
+    // Registered, but no reconcile has assigned it a policy: --once cannot complete a
+    // cycle and says what to run.
     let out = run(SECRET);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no policy for cli-1 yet") && stderr.contains("patchops run --once"), "{stderr}");
     let state: Value =
         serde_json::from_str(&std::fs::read_to_string(w.agent_dir("cli-1").join("state.json")).unwrap()).unwrap();
     assert!(state["token"].as_str().is_some_and(|t| t.len() >= 32));
     let fleet = w.open_store().load_fleet().unwrap();
     assert_eq!(fleet.clients.iter().find(|c| c.name == "cli-1").unwrap().facts["role"], "server");
+
+    // After a reconcile, one `--once` run is a whole cycle: policy, scan, the state batch
+    // delivered and acknowledged before it exits 0 (not at the next batch interval).
+    w.reconcile(Timestamp::now());
+    let out = run_with(SECRET, &["--scan-now"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("every state message acknowledged"));
+    let fleet = w.open_store().load_fleet().unwrap();
+    let client = fleet.clients.iter().find(|c| c.name == "cli-1").unwrap();
+    assert!(client.compliance.last_scan.is_some(), "the scan reached the store");
 }
 
 #[test]

@@ -245,6 +245,17 @@ impl<M: Machine> Agent<M> {
         Ok(self.next_wake(now))
     }
 
+    /// Send every spooled state message now, batch interval or not (`agent --once`: one
+    /// whole cycle ends with its results delivered). True when nothing is left to send.
+    pub fn flush(&mut self, now: Timestamp) -> Result<bool> {
+        if !self.state.spool.pending.is_empty() {
+            self.state.spool.send_at = Some(now);
+        }
+        self.state.send_retry_at = None;
+        self.send_states(now)?;
+        Ok(self.state.in_flight.is_none() && self.state.spool.pending.is_empty())
+    }
+
     fn ensure_token(&mut self) -> Option<String> {
         if let Some(t) = &self.state.token {
             return Some(t.clone());

@@ -202,9 +202,42 @@ fn dnf(args: &AgentArgs, rpmdb: RpmDb) -> Dnf {
     dnf
 }
 
+/// `--once`: one whole cycle — registered, policy fetched, scanned when due (always with
+/// --scan-now), installed what is due — ends with every state message delivered and
+/// acknowledged; anything short of that is an error with what to do.
+fn finish_once<M: Machine>(agent: &mut Agent<M>) -> Result<ExitCode> {
+    if agent.problems.is_empty() && agent.state.policy.is_none() {
+        return Err(Error::Runtime(format!(
+            "registered with {}, but it has no policy for {} yet: no reconcile has run since the \
+             registration; run `patchops run --once` against the management point's store, then this again",
+            agent.options.server, agent.options.name
+        )));
+    }
+    let delivered = agent.flush(Timestamp::now())?;
+    if !agent.problems.is_empty() || !delivered {
+        return Err(Error::Runtime(format!(
+            "the agent's cycle did not complete ({} problem(s)): {}",
+            agent.problems.len(),
+            if agent.problems.is_empty() { "state messages not delivered".into() } else { agent.problems.join("; ") }
+        )));
+    }
+    let s = agent.stats;
+    info!(
+        scans = s.scans,
+        installs = s.installs,
+        batches_sent = s.batches_sent,
+        "done: every state message acknowledged"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn drive<M: Machine>(mut agent: Agent<M>, args: &AgentArgs) -> Result<ExitCode> {
     if args.scan_now {
         agent.user_trigger(Trigger::UserReevaluation);
+    }
+    if args.once {
+        // One whole cycle starts with a policy poll, whenever the last one was.
+        agent.state.last_poll = None;
     }
     let state_dir = agent.options.state_dir.clone().unwrap_or_default();
     info!(client = %agent.options.name, server = %agent.options.server, state_dir = %state_dir.display(), "agent started");
@@ -229,16 +262,7 @@ fn drive<M: Machine>(mut agent: Agent<M>, args: &AgentArgs) -> Result<ExitCode> 
             return Err(Error::Usage(format!("{why}; {hint}")));
         }
         if args.once {
-            let s = agent.stats;
-            if !agent.problems.is_empty() {
-                return Err(Error::Usage(format!(
-                    "the agent's cycle did not complete ({} problem(s)): {}",
-                    agent.problems.len(),
-                    agent.problems.join("; ")
-                )));
-            }
-            info!(scans = s.scans, installs = s.installs, batches_sent = s.batches_sent, "done");
-            return Ok(ExitCode::SUCCESS);
+            return finish_once(&mut agent);
         }
         // Wake at the next due moment, at least once a minute (the clock may jump).
         let wait =
