@@ -10,7 +10,8 @@ use jiff::Timestamp;
 
 use super::{BenchArgs, peak_rss, synthetic};
 use crate::catalog::Catalog;
-use crate::git::plan::{PlanArgs, PlanFormat, make, markdown};
+use crate::cmd::plan::{Args as PlanArgs, PlanFormat, make};
+use crate::git::plan::markdown;
 use crate::{Error, Result};
 
 const SITES: usize = 10;

@@ -15,6 +15,7 @@ pub mod completion;
 pub mod content;
 pub mod controller;
 pub mod crds;
+pub mod plan;
 pub mod rules;
 pub mod run;
 pub mod serve;
@@ -82,7 +83,7 @@ pub enum Command {
     #[command(
         after_help = "Examples:\n  patchops plan --path examples/repo --base main --head my-change\n  patchops plan --base main --head HEAD -o markdown > plan.md   # exit 2: changes"
     )]
-    Plan(crate::git::plan::PlanArgs),
+    Plan(plan::Args),
     /// Automatic deployment rules: propose matching updates on a branch.
     #[command(after_help = "Examples:\n  patchops rules run --repo . --path examples/repo --rules-push origin")]
     Rules {
@@ -242,7 +243,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Run(args) => run::run(*args),
-        Command::Plan(args) => crate::git::plan::run(&args),
+        Command::Plan(args) => plan::run(&args),
         Command::Rules { command } => rules::run(command),
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
