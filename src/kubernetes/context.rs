@@ -60,6 +60,8 @@ pub struct Caches {
     pub deployments: Cache<UpdateDeployment>,
     pub packages: Cache<DeploymentPackage>,
     pub rules: Cache<DeploymentRule>,
+    pub waivers: Cache<Waiver>,
+    pub compliance_policies: Cache<CompliancePolicy>,
 }
 
 fn values<K: Cached>(cache: &Cache<K>) -> Vec<serde_json::Value> {
@@ -77,6 +79,8 @@ impl Caches {
         all.extend(values(&self.deployments));
         all.extend(values(&self.packages));
         all.extend(values(&self.rules));
+        all.extend(values(&self.waivers));
+        all.extend(values(&self.compliance_policies));
         all
     }
 
@@ -92,6 +96,8 @@ impl Caches {
             self.deployments.wait_until_ready(),
             self.packages.wait_until_ready(),
             self.rules.wait_until_ready(),
+            self.waivers.wait_until_ready(),
+            self.compliance_policies.wait_until_ready(),
         );
     }
 }

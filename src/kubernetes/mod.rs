@@ -341,6 +341,8 @@ pub fn run_site(
     let lists_c = Controller::new(Api::<UpdateList>::namespaced(client.clone(), ns), wc.clone());
     let deployments_c = Controller::new(Api::<UpdateDeployment>::namespaced(client.clone(), ns), wc.clone());
     let packages_c = Controller::new(Api::<DeploymentPackage>::namespaced(client.clone(), ns), wc.clone());
+    let waivers_c = Controller::new(Api::<Waiver>::namespaced(client.clone(), ns), wc.clone());
+    let policies_c = Controller::new(Api::<CompliancePolicy>::namespaced(client.clone(), ns), wc.clone());
     macro_rules! cache {
         ($k:ty) => {{
             let (reader, writer) = reflector::store::<$k>();
@@ -361,11 +363,21 @@ pub fn run_site(
         deployments: deployments_c.store(),
         packages: packages_c.store(),
         rules,
+        waivers: waivers_c.store(),
+        compliance_policies: policies_c.store(),
     };
 
     let mut triggers: Triggers = HashMap::new();
     let mut receivers = HashMap::new();
-    for kind in ["UpdateCatalog", "Collection", "UpdateList", "UpdateDeployment", "DeploymentPackage"] {
+    for kind in [
+        "UpdateCatalog",
+        "Collection",
+        "UpdateList",
+        "UpdateDeployment",
+        "DeploymentPackage",
+        "Waiver",
+        "CompliancePolicy",
+    ] {
         let (tx, rx) = futures::channel::mpsc::unbounded::<String>();
         triggers.insert(kind, tx);
         receivers.insert(kind, rx);
@@ -393,6 +405,8 @@ pub fn run_site(
         run_one(lists_c, rx("UpdateList"), ns.clone(), shutdown.clone(), ctx.clone()),
         run_one(deployments_c, rx("UpdateDeployment"), ns.clone(), shutdown.clone(), ctx.clone()),
         run_one(packages_c, rx("DeploymentPackage"), ns.clone(), shutdown.clone(), ctx.clone()),
+        run_one(waivers_c, rx("Waiver"), ns.clone(), shutdown.clone(), ctx.clone()),
+        run_one(policies_c, rx("CompliancePolicy"), ns.clone(), shutdown.clone(), ctx.clone()),
     ]);
 
     let site_ctx = ctx.clone();

@@ -26,12 +26,14 @@ pub const fn watch(resource: &'static str) -> Call {
 }
 
 /// Status is written by server-side apply on the status subresource.
-pub const PATCH_STATUS: [Call; 5] = [
+pub const PATCH_STATUS: [Call; 7] = [
     call("patchops.dev", "updatecatalogs/status", "patch"),
     call("patchops.dev", "collections/status", "patch"),
     call("patchops.dev", "updatelists/status", "patch"),
     call("patchops.dev", "updatedeployments/status", "patch"),
     call("patchops.dev", "deploymentpackages/status", "patch"),
+    call("patchops.dev", "waivers/status", "patch"),
+    call("patchops.dev", "compliancepolicies/status", "patch"),
 ];
 /// The finalizer of UpdateDeployment is added and removed by a JSON patch.
 pub const PATCH_FINALIZER: Call = call("patchops.dev", "updatedeployments", "patch");
@@ -46,7 +48,7 @@ pub const LEASE: [Call; 3] = [
 ];
 
 /// The resources of every kind the controller watches.
-pub const WATCHED: [&str; 8] = [
+pub const WATCHED: [&str; 10] = [
     "updatecatalogs",
     "collections",
     "clientsettings",
@@ -55,6 +57,8 @@ pub const WATCHED: [&str; 8] = [
     "updatedeployments",
     "deploymentpackages",
     "deploymentrules",
+    "waivers",
+    "compliancepolicies",
 ];
 
 /// The calls in each managed namespace (the Lease is in one namespace only).

@@ -58,6 +58,7 @@ struct Site {
     collections: Vec<Collection>,
     lists: Vec<UpdateList>,
     deployments: Vec<UpdateDeployment>,
+    waivers: Vec<Waiver>,
 }
 
 impl Site {
@@ -71,7 +72,7 @@ impl Site {
             json!({}),
         );
         let list = object("UpdateList", "dec-sec", json!({"updates": ["KB1"]}), json!({}));
-        Site { collections: vec![collection], lists: vec![list], deployments: vec![] }
+        Site { collections: vec![collection], lists: vec![list], deployments: vec![], waivers: vec![] }
     }
 
     fn deployment(mut self, spec: Value, extra: Value) -> Self {
@@ -96,6 +97,8 @@ impl Site {
             deployments: filled(&self.deployments),
             packages: filled(&[]),
             rules: filled(&[]),
+            waivers: filled(&self.waivers),
+            compliance_policies: filled(&[]),
         };
         let pipeline = Pipeline::new(store, &dir.path().join("cache"));
         (Arc::new(Context::new(client, NS, caches, pipeline, Default::default())), handle)
@@ -174,6 +177,32 @@ async fn a_valid_deployment_gets_its_status_by_server_side_apply_and_an_activati
     let action = reconcile(obj, ctx).await.unwrap();
     server.await.unwrap();
     assert_ne!(action, Action::await_change(), "a healthy deployment is looked at again");
+}
+
+/// A Waiver declared as a custom resource is part of the site's desired state: it gets
+/// its status (in force, until when) on its status subresource like the other kinds.
+#[tokio::test]
+async fn a_waiver_resource_is_read_by_the_operator_and_gets_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let expires = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 30)).to_string();
+    let spec = json!({"updates": ["KB1"], "collection": "servers", "reason": "vendor certification pending",
+                      "expires": expires});
+    let mut site = Site::new();
+    site.waivers.push(object("Waiver", "cert", spec.clone(), json!({})));
+    let (ctx, mut handle) = site.context(&dir);
+    assert!(ctx.desired().state.waivers.contains_key("cert"), "the waiver is in the desired state");
+    let obj = Arc::new(site.waivers[0].clone());
+    let reply = serde_json::to_value(object::<Waiver>("Waiver", "cert", spec, json!({}))).unwrap();
+    let server = tokio::spawn(async move {
+        let path = "/apis/patchops.dev/v1alpha1/namespaces/site/waivers/cert/status";
+        let (_, body) = next(&mut handle, "PATCH", path, 200, reply).await;
+        assert_eq!(body["kind"], "Waiver");
+        let ready = condition(&body["status"], "Ready");
+        assert_eq!(ready["status"], "True", "{body:#}");
+        assert!(ready["message"].as_str().unwrap().contains("in force until"), "{body:#}");
+    });
+    reconcile(obj, ctx).await.unwrap();
+    server.await.unwrap();
 }
 
 #[tokio::test]
