@@ -851,7 +851,7 @@ pub fn print(report: &AuditReport, format: OutputFormat) {
                     ("DEPLOYMENT", Always),
                     ("COMMIT", Always),
                     ("PR", Always),
-                    ("AUTHOR", Wide),
+                    ("AUTHOR", Always),
                     ("COMMITTER", Wide),
                     ("VIA", Wide),
                 ],
