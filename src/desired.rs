@@ -293,270 +293,285 @@ impl DesiredState {
         Ok(())
     }
 
-    /// Cross-resource checks: references, timing, windows, criteria.
+    /// Cross-resource checks: references, timing, windows, criteria; one step per kind.
     fn check(&self, docs: &HashMap<(String, String), RawDocument>) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let at = |kind: &str, name: &str, field: &str, msg: String| -> Problem {
-            docs[&(kind.to_string(), name.to_string())].problem(field, format!("{kind} {name:?}: {msg}"))
-        };
-        let known = |m: &dyn Fn() -> Vec<String>| -> String {
-            let names = m();
-            if names.is_empty() { "none declared".to_string() } else { names.join(", ") }
-        };
-        let collections = || self.collections.keys().cloned().collect::<Vec<_>>();
-        let lists = || self.update_lists.keys().cloned().collect::<Vec<_>>();
-        let templates = || self.templates.keys().cloned().collect::<Vec<_>>();
-        let check_collection = |out: &mut Vec<Problem>, kind: &str, name: &str, field: &str, c: &str| {
-            if !self.collections.contains_key(c) {
-                out.push(at(
-                    kind,
-                    name,
-                    field,
-                    format!("collection {c:?} not found; known collections: {}", known(&collections)),
-                ));
-            }
-        };
+        let mut c = Checker { state: self, docs, out: Vec::new() };
+        c.catalogs();
+        c.collections();
+        c.client_settings();
+        c.update_lists();
+        c.templates();
+        for (name, d) in &self.deployments {
+            c.deployment(name, d);
+        }
+        c.packages();
+        c.rules();
+        c.compliance_policies();
+        c.waivers();
+        let mut out = c.out;
+        out.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+        out
+    }
+}
 
-        for (name, c) in &self.catalogs {
+/// The cross-resource checks of one desired state, collecting problems in `out`.
+struct Checker<'a> {
+    state: &'a DesiredState,
+    docs: &'a HashMap<(String, String), RawDocument>,
+    out: Vec<Problem>,
+}
+
+/// The names declared of one kind, for "known …" hints.
+fn known<T>(declared: &BTreeMap<String, T>) -> String {
+    if declared.is_empty() {
+        "none declared".to_string()
+    } else {
+        declared.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl Checker<'_> {
+    /// A problem at a field of the resource `kind`/`name`.
+    fn at(&mut self, kind: &str, name: &str, field: &str, msg: String) {
+        let doc = &self.docs[&(kind.to_string(), name.to_string())];
+        self.out.push(doc.problem(field, format!("{kind} {name:?}: {msg}")));
+    }
+
+    /// `field` of `kind`/`name` names collection `c`, which must exist.
+    fn collection_ref(&mut self, kind: &str, name: &str, field: &str, c: &str) {
+        if !self.state.collections.contains_key(c) {
+            let msg = format!("collection {c:?} not found; known collections: {}", known(&self.state.collections));
+            self.at(kind, name, field, msg);
+        }
+    }
+
+    /// `field` of `kind`/`name` names update list `l`, which must exist.
+    fn list_ref(&mut self, kind: &str, name: &str, field: &str, l: &str) {
+        if !self.state.update_lists.contains_key(l) {
+            let msg = format!("updateList {l:?} not found; known lists: {}", known(&self.state.update_lists));
+            self.at(kind, name, field, msg);
+        }
+    }
+
+    /// `field` of `kind`/`name` names template `t`, which must exist.
+    fn template_ref(&mut self, kind: &str, name: &str, field: &str, t: &str) {
+        if !self.state.templates.contains_key(t) {
+            let msg = format!("template {t:?} not found; known templates: {}", known(&self.state.templates));
+            self.at(kind, name, field, msg);
+        }
+    }
+
+    fn catalogs(&mut self) {
+        for (name, c) in &self.state.catalogs {
             let s = &c.spec.source;
             let given =
                 [s.path.is_some(), s.file.is_some(), s.url.is_some(), s.git.is_some()].iter().filter(|b| **b).count();
             if given != 1 {
-                out.push(at(
-                    "UpdateCatalog",
-                    name,
-                    "spec.source",
-                    format!("give exactly one of path, file, url, git (found {given})"),
-                ));
+                let msg = format!("give exactly one of path, file, url, git (found {given})");
+                self.at("UpdateCatalog", name, "spec.source", msg);
             }
         }
-        for (name, c) in &self.collections {
+    }
+
+    /// References, windows and members of each collection, then include cycles.
+    fn collections(&mut self) {
+        let k = "Collection";
+        for (name, c) in &self.state.collections {
             for (i, inc) in c.spec.include_collections.iter().enumerate() {
-                check_collection(&mut out, "Collection", name, &format!("spec.includeCollections[{i}]"), inc);
+                self.collection_ref(k, name, &format!("spec.includeCollections[{i}]"), inc);
             }
             for (i, exc) in c.spec.exclude_collections.iter().enumerate() {
-                check_collection(&mut out, "Collection", name, &format!("spec.excludeCollections[{i}]"), exc);
+                self.collection_ref(k, name, &format!("spec.excludeCollections[{i}]"), exc);
             }
             for (i, w) in c.spec.maintenance_windows.iter().enumerate() {
                 for (field, msg) in crate::reconcile::windows::problems(w) {
-                    out.push(at("Collection", name, &format!("spec.maintenanceWindows[{i}].{field}"), msg));
+                    self.at(k, name, &format!("spec.maintenanceWindows[{i}].{field}"), msg);
                 }
             }
             if c.spec.selector.is_none() && c.spec.names.is_empty() && c.spec.include_collections.is_empty() {
-                out.push(at(
-                    "Collection",
-                    name,
-                    "spec",
-                    "has no members: give a selector, names or includeCollections".into(),
-                ));
+                self.at(k, name, "spec", "has no members: give a selector, names or includeCollections".into());
             }
         }
-        if let Some(cycle) = crate::reconcile::targeting::include_cycle(&self.collections) {
-            let first = cycle[0].clone();
-            out.push(at(
-                "Collection",
-                &first,
-                "spec.includeCollections",
-                format!("collections include each other in a cycle: {}", cycle.join(" → ")),
-            ));
+        if let Some(cycle) = crate::reconcile::targeting::include_cycle(&self.state.collections) {
+            let msg = format!("collections include each other in a cycle: {}", cycle.join(" → "));
+            self.at(k, &cycle[0], "spec.includeCollections", msg);
         }
+    }
+
+    /// Target collection, a priority unique among settings for the same clients, intervals.
+    fn client_settings(&mut self) {
+        let k = "ClientSettings";
         let mut settings_slots: HashMap<(Option<String>, i32), String> = HashMap::new();
-        for (name, s) in &self.client_settings {
+        for (name, s) in &self.state.client_settings {
             if let Some(c) = &s.spec.collection {
-                check_collection(&mut out, "ClientSettings", name, "spec.collection", c);
+                self.collection_ref(k, name, "spec.collection", c);
             }
             if let Some(other) = settings_slots.insert((s.spec.collection.clone(), s.spec.priority), name.clone()) {
-                out.push(at("ClientSettings", name, "spec.priority", format!(
+                self.at(k, name, "spec.priority", format!(
                     "applies to the same clients with the same priority as ClientSettings {other:?}; give one a higher priority"
-                )));
+                ));
             }
             if s.spec.scan_ttl.as_secs() <= 0
                 || s.spec.policy_poll_interval.as_secs() <= 0
                 || s.spec.state_message_batch_interval.as_secs() <= 0
             {
-                out.push(at(
-                    "ClientSettings",
-                    name,
-                    "spec",
-                    "scanTtl, policyPollInterval and stateMessageBatchInterval must be greater than 0s".into(),
-                ));
+                let msg = "scanTtl, policyPollInterval and stateMessageBatchInterval must be greater than 0s";
+                self.at(k, name, "spec", msg.into());
             }
         }
-        for (name, l) in &self.update_lists {
+    }
+
+    fn update_lists(&mut self) {
+        for (name, l) in &self.state.update_lists {
             if l.spec.updates.is_empty() && l.spec.criteria.as_ref().is_none_or(|c| c.is_empty()) {
-                out.push(at("UpdateList", name, "spec", "selects nothing: give updates, criteria, or both".into()));
+                self.at("UpdateList", name, "spec", "selects nothing: give updates, criteria, or both".into());
             }
         }
-        for (name, t) in &self.templates {
+    }
+
+    fn templates(&mut self) {
+        for (name, t) in &self.state.templates {
             if let Some(c) = &t.spec.collection {
-                check_collection(&mut out, "DeploymentTemplate", name, "spec.collection", c);
+                self.collection_ref("DeploymentTemplate", name, "spec.collection", c);
             }
         }
-        for (name, d) in &self.deployments {
-            let k = "UpdateDeployment";
-            if !self.update_lists.contains_key(&d.spec.update_list) {
-                out.push(at(
-                    k,
-                    name,
-                    "spec.updateList",
-                    format!("updateList {:?} not found; known lists: {}", d.spec.update_list, known(&lists)),
-                ));
-            }
-            let template = d.spec.template.as_ref().and_then(|t| self.templates.get(t));
-            if let Some(t) = &d.spec.template
-                && template.is_none()
-            {
-                out.push(at(
-                    k,
-                    name,
-                    "spec.template",
-                    format!("template {t:?} not found; known templates: {}", known(&templates)),
-                ));
-            }
-            let settings = crate::reconcile::timing::effective_settings(&d.spec, template.map(|t| t.spec.settings()));
-            if d.spec.phases.is_empty() {
-                match &settings.collection {
-                    Some(c) => check_collection(&mut out, k, name, "spec.collection", c),
-                    None => out.push(at(
-                        k,
-                        name,
-                        "spec.collection",
-                        "no target: set collection (here or in the template) or phases".into(),
-                    )),
+    }
+
+    /// One deployment: its list and template, its target, its phases and budget, its timing.
+    fn deployment(&mut self, name: &str, d: &UpdateDeployment) {
+        let k = "UpdateDeployment";
+        self.list_ref(k, name, "spec.updateList", &d.spec.update_list);
+        if let Some(t) = &d.spec.template {
+            self.template_ref(k, name, "spec.template", t);
+        }
+        let template = d.spec.template.as_ref().and_then(|t| self.state.templates.get(t));
+        let settings = crate::reconcile::timing::effective_settings(&d.spec, template.map(|t| t.spec.settings()));
+        if d.spec.phases.is_empty() {
+            match &settings.collection {
+                Some(c) => self.collection_ref(k, name, "spec.collection", c),
+                None => {
+                    let msg = "no target: set collection (here or in the template) or phases";
+                    self.at(k, name, "spec.collection", msg.into())
                 }
             }
-            let mut phase_names = BTreeSet::new();
-            for (i, p) in d.spec.phases.iter().enumerate() {
-                check_collection(&mut out, k, name, &format!("spec.phases[{i}].collection"), &p.collection);
-                if !phase_names.insert(p.name.clone()) {
-                    out.push(at(k, name, &format!("spec.phases[{i}].name"), format!("duplicate phase {:?}", p.name)));
-                }
-                if let Some(sc) = &p.success_criteria {
-                    if sc.compliant_percent.is_some() == sc.compliant_count.is_some() {
-                        out.push(at(
-                            k,
-                            name,
-                            &format!("spec.phases[{i}].successCriteria"),
-                            "give exactly one of compliantPercent, compliantCount".into(),
-                        ));
-                    }
-                    if let Some(pct) = sc.compliant_percent
-                        && !(0.0..=100.0).contains(&pct)
-                    {
-                        out.push(at(
-                            k,
-                            name,
-                            &format!("spec.phases[{i}].successCriteria.compliantPercent"),
-                            format!("{pct} is not between 0 and 100"),
-                        ));
-                    }
-                }
+        }
+        self.phases(name, &d.spec);
+        if let Some(b) = &d.spec.failure_budget
+            && let Some(pct) = b.max_failed_percent
+            && !(0.0..=100.0).contains(&pct)
+        {
+            self.at(k, name, "spec.failureBudget.maxFailedPercent", format!("{pct} is not between 0 and 100"));
+        }
+        self.deployment_timing(name, &d.spec, &settings);
+    }
+
+    /// Each phase: its collection, a unique name, one success criterion within range.
+    fn phases(&mut self, name: &str, spec: &UpdateDeploymentSpec) {
+        let k = "UpdateDeployment";
+        let mut phase_names = BTreeSet::new();
+        for (i, p) in spec.phases.iter().enumerate() {
+            self.collection_ref(k, name, &format!("spec.phases[{i}].collection"), &p.collection);
+            if !phase_names.insert(p.name.clone()) {
+                self.at(k, name, &format!("spec.phases[{i}].name"), format!("duplicate phase {:?}", p.name));
             }
-            if let Some(b) = &d.spec.failure_budget
-                && let Some(pct) = b.max_failed_percent
+            let Some(sc) = &p.success_criteria else { continue };
+            if sc.compliant_percent.is_some() == sc.compliant_count.is_some() {
+                let msg = "give exactly one of compliantPercent, compliantCount";
+                self.at(k, name, &format!("spec.phases[{i}].successCriteria"), msg.into());
+            }
+            if let Some(pct) = sc.compliant_percent
                 && !(0.0..=100.0).contains(&pct)
             {
-                out.push(at(k, name, "spec.failureBudget.maxFailedPercent", format!("{pct} is not between 0 and 100")));
-            }
-            let timing = crate::reconcile::timing::Timing::of(&d.spec, &settings);
-            if settings.mandatory.unwrap_or(true) && timing.deadline.is_none() {
-                out.push(at(
-                    k,
-                    name,
-                    "spec.deadline",
-                    "a mandatory deployment needs a deadline: set deadline, or deadlineAfter here or in the template"
-                        .into(),
-                ));
-            }
-            if let Some(deadline) = timing.deadline
-                && deadline < timing.available
-            {
-                out.push(at(
-                    k,
-                    name,
-                    "spec.deadline",
-                    format!(
-                        "deadline {deadline} is before the available time {}; move the deadline later",
-                        timing.available
-                    ),
-                ));
+                let field = format!("spec.phases[{i}].successCriteria.compliantPercent");
+                self.at(k, name, &field, format!("{pct} is not between 0 and 100"));
             }
         }
-        for (name, p) in &self.packages {
+    }
+
+    /// A mandatory deployment has a deadline, and no deadline comes before availability.
+    fn deployment_timing(&mut self, name: &str, spec: &UpdateDeploymentSpec, settings: &DeploymentSettings) {
+        let k = "UpdateDeployment";
+        let timing = crate::reconcile::timing::Timing::of(spec, settings);
+        if settings.mandatory.unwrap_or(true) && timing.deadline.is_none() {
+            let msg = "a mandatory deployment needs a deadline: set deadline, or deadlineAfter here or in the template";
+            self.at(k, name, "spec.deadline", msg.into());
+        }
+        if let Some(deadline) = timing.deadline
+            && deadline < timing.available
+        {
+            let msg = format!(
+                "deadline {deadline} is before the available time {}; move the deadline later",
+                timing.available
+            );
+            self.at(k, name, "spec.deadline", msg);
+        }
+    }
+
+    fn packages(&mut self) {
+        let k = "DeploymentPackage";
+        for (name, p) in &self.state.packages {
             for (i, l) in p.spec.update_lists.iter().enumerate() {
-                if !self.update_lists.contains_key(l) {
-                    out.push(at(
-                        "DeploymentPackage",
-                        name,
-                        &format!("spec.updateLists[{i}]"),
-                        format!("updateList {l:?} not found; known lists: {}", known(&lists)),
-                    ));
-                }
+                self.list_ref(k, name, &format!("spec.updateLists[{i}]"), l);
             }
             for (i, f) in p.spec.files.iter().enumerate() {
                 if f.sha256.len() != 64 || !f.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                    out.push(at(
-                        "DeploymentPackage",
-                        name,
-                        &format!("spec.files[{i}].sha256"),
-                        "must be 64 hex digits".into(),
-                    ));
+                    self.at(k, name, &format!("spec.files[{i}].sha256"), "must be 64 hex digits".into());
                 }
             }
         }
-        for (name, r) in &self.rules {
-            if !self.templates.contains_key(&r.spec.template) {
-                out.push(at(
-                    "DeploymentRule",
-                    name,
-                    "spec.template",
-                    format!("template {:?} not found; known templates: {}", r.spec.template, known(&templates)),
-                ));
-            }
+    }
+
+    fn rules(&mut self) {
+        let k = "DeploymentRule";
+        for (name, r) in &self.state.rules {
+            self.template_ref(k, name, "spec.template", &r.spec.template);
             if let Some(c) = &r.spec.collection {
-                check_collection(&mut out, "DeploymentRule", name, "spec.collection", c);
+                self.collection_ref(k, name, "spec.collection", c);
             }
         }
-        for (name, p) in &self.compliance_policies {
-            let k = "CompliancePolicy";
+    }
+
+    fn compliance_policies(&mut self) {
+        let k = "CompliancePolicy";
+        for (name, p) in &self.state.compliance_policies {
             for (i, t) in p.spec.deadlines.iter().enumerate() {
-                check_collection(&mut out, k, name, &format!("spec.deadlines[{i}].collection"), &t.collection);
+                self.collection_ref(k, name, &format!("spec.deadlines[{i}].collection"), &t.collection);
                 if t.within.as_secs() <= 0 {
-                    out.push(at(k, name, &format!("spec.deadlines[{i}].within"), "must be greater than 0s".into()));
+                    self.at(k, name, &format!("spec.deadlines[{i}].within"), "must be greater than 0s".into());
                 }
             }
             if p.spec.max_waiver_duration.is_some_and(|d| d.as_secs() <= 0) {
-                out.push(at(k, name, "spec.maxWaiverDuration", "must be greater than 0s".into()));
+                self.at(k, name, "spec.maxWaiverDuration", "must be greater than 0s".into());
             }
         }
-        for (name, w) in &self.waivers {
-            let k = "Waiver";
+    }
+
+    /// What a waiver waives, whom it targets (a collection or machines), and why.
+    fn waivers(&mut self) {
+        let k = "Waiver";
+        for (name, w) in &self.state.waivers {
             let s = &w.spec;
             if s.updates.is_empty() && s.cves.is_empty() {
-                out.push(at(k, name, "spec", "waives nothing: give updates, cves, or both".into()));
+                self.at(k, name, "spec", "waives nothing: give updates, cves, or both".into());
             }
             for (i, cve) in s.cves.iter().enumerate() {
                 if let Err(m) = crate::governance::exposure::parse_cve(cve) {
-                    out.push(at(k, name, &format!("spec.cves[{i}]"), m));
+                    self.at(k, name, &format!("spec.cves[{i}]"), m);
                 }
             }
             match (&s.collection, s.machines.is_empty()) {
-                (Some(c), true) => check_collection(&mut out, k, name, "spec.collection", c),
+                (Some(c), true) => self.collection_ref(k, name, "spec.collection", c),
                 (None, false) => {}
-                (Some(_), false) => out.push(at(
-                    k,
-                    name,
-                    "spec.machines",
-                    "give collection or machines, not both (make a Collection naming the machines)".into(),
-                )),
-                (None, true) => out.push(at(k, name, "spec", "no target: give collection or machines".into())),
+                (Some(_), false) => {
+                    let msg = "give collection or machines, not both (make a Collection naming the machines)";
+                    self.at(k, name, "spec.machines", msg.into())
+                }
+                (None, true) => self.at(k, name, "spec", "no target: give collection or machines".into()),
             }
             if s.reason.trim().is_empty() {
-                out.push(at(k, name, "spec.reason", "say why the updates are not installed".into()));
+                self.at(k, name, "spec.reason", "say why the updates are not installed".into());
             }
         }
-        out.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
-        out
     }
 }
 

@@ -14,11 +14,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::catalog::Catalog;
-use crate::compliance::{ComplianceState, Fleet, classify, client_unknown_reason};
+use crate::compliance::{Client, ClientCompliance, ComplianceState, Fleet, classify, client_unknown_reason};
 use crate::desired::DesiredState;
-use crate::reconcile::targeting::Collections;
-use crate::reconcile::timing::{Timing, effective_settings};
-use crate::reconcile::{Inputs, Previous, reconcile, resolve, supersedence_warnings, windows};
+use crate::reconcile::targeting::member;
+use crate::reconcile::{Inputs, Outcome, Prepared, PreparedDeployment, Previous, reconcile, windows};
+use crate::resources::ClientSettingsSpec;
 
 /// What merging head into base changes.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -151,64 +151,47 @@ pub struct World<'a> {
     pub now: Timestamp,
 }
 
-/// One side, prepared: each deployment's updates and targets.
+/// One side, prepared as the reconcile core prepares it, with the warnings a plan shows.
 struct Side {
-    collections: Collections,
-    /// Per deployment (desired order): deployed catalog indices, target collection per slot.
-    deployments: Vec<(String, Vec<u32>, Vec<Option<usize>>)>,
+    prepared: Prepared,
     /// Per deployment: what its list names that it will not deploy as written.
     warnings: Vec<Vec<String>>,
 }
 
 impl Side {
-    fn new(desired: &DesiredState, world: &World<'_>) -> Self {
-        let collections = Collections::new(&desired.collections);
-        let mut warnings = Vec::new();
-        let deployments = desired
+    fn new(desired: &DesiredState, catalog: &Catalog) -> Self {
+        let prepared = Prepared::new(desired, catalog);
+        let warnings = prepared
             .deployments
             .iter()
-            .map(|(name, d)| {
-                let resolved =
-                    desired.update_lists.get(&d.spec.update_list).map(|l| resolve::resolve(&l.spec, world.catalog));
-                let updates = resolved.as_ref().map(|r| r.deployed(world.catalog)).unwrap_or_default();
-                warnings.push(
-                    resolved
-                        .iter()
-                        .flat_map(|r| {
-                            let not_in_catalog = r.excluded.iter().filter(|e| e.reason == "NotInCatalog");
-                            supersedence_warnings(r, world.catalog)
-                                .into_iter()
-                                .map(|(_, m)| m)
-                                .chain(not_in_catalog.map(|e| e.message.clone()))
-                                .collect::<Vec<_>>()
-                        })
-                        .collect(),
-                );
-                let settings = settings_of(desired, name);
-                let slots = if d.spec.phases.is_empty() {
-                    vec![settings.collection.as_deref().and_then(|c| collections.index_of(c))]
-                } else {
-                    d.spec.phases.iter().map(|p| collections.index_of(&p.collection)).collect()
-                };
-                (name.clone(), updates, slots)
+            .map(|d| {
+                let excluded = prepared.list_of(d).into_iter().flat_map(|r| &r.excluded);
+                let not_in_catalog = excluded.filter(|e| e.reason == "NotInCatalog").map(|e| e.message.clone());
+                d.warnings.iter().map(|(_, m)| m.clone()).chain(not_in_catalog).collect()
             })
             .collect();
-        Side { collections, deployments, warnings }
+        Side { prepared, warnings }
+    }
+
+    fn deployments(&self) -> &[PreparedDeployment] {
+        &self.prepared.deployments
     }
 
     fn index(&self, name: &str) -> Option<usize> {
-        self.deployments.iter().position(|(n, _, _)| n == name)
+        self.prepared.index(name)
     }
-}
 
-fn settings_of(desired: &DesiredState, deployment: &str) -> crate::resources::DeploymentSettings {
-    let d = &desired.deployments[deployment];
-    let template = d.spec.template.as_ref().and_then(|t| desired.templates.get(t)).map(|t| t.spec.settings());
-    effective_settings(&d.spec, template)
-}
+    /// The update ids deployment `di` deploys.
+    fn ids(&self, di: usize, catalog: &Catalog) -> Vec<String> {
+        self.deployments()[di].updates.iter().map(|&i| catalog.updates[i as usize].id.clone()).collect()
+    }
 
-fn member(row: &[u64], collection: Option<usize>) -> bool {
-    collection.is_some_and(|i| row[i / 64] >> (i % 64) & 1 == 1)
+    /// A client's membership row in this side's collections.
+    fn row(&self, client: &Client) -> Vec<u64> {
+        let mut row = vec![0u64; self.prepared.collections.len().div_ceil(64).max(1)];
+        self.prepared.collections.evaluate(client, &mut row);
+        row
+    }
 }
 
 /// Per-client counters, summed over the fleet.
@@ -256,45 +239,41 @@ fn touched(
     catalog: &Catalog,
 ) -> (Vec<usize>, Vec<usize>) {
     let spec_json = |d: &DesiredState, name: &str| serde_json::to_value(&d.deployments[name].spec).ok();
-    let ids = |side: &Side, di: usize| -> Vec<String> {
-        side.deployments[di].1.iter().map(|&i| catalog.updates[i as usize].id.clone()).collect()
-    };
     let collection_json = |d: &DesiredState| {
         d.collections.iter().map(|(n, c)| (n.clone(), serde_json::to_value(&c.spec).ok())).collect::<Vec<_>>()
     };
     let collections_changed = collection_json(base) != collection_json(head);
-    let changed_spec: Vec<usize> = (0..h.deployments.len())
+    let changed_spec: Vec<usize> = (0..h.deployments().len())
         .filter(|&hi| {
-            let name = &h.deployments[hi].0;
+            let name = &h.deployments()[hi].name;
             match b.index(name) {
                 None => true,
                 Some(bi) => {
                     spec_json(base, name) != spec_json(head, name)
-                        || settings_of(base, name) != settings_of(head, name)
-                        || ids(b, bi) != ids(h, hi)
+                        || b.deployments()[bi].settings != h.deployments()[hi].settings
+                        || b.ids(bi, catalog) != h.ids(hi, catalog)
                 }
             }
         })
         .collect();
-    let changed_head = if collections_changed { (0..h.deployments.len()).collect() } else { changed_spec.clone() };
+    let changed_head = if collections_changed { (0..h.deployments().len()).collect() } else { changed_spec.clone() };
     (changed_spec, changed_head)
 }
 
 /// The stable keys of the updates whose compliance a plan reads: those of the head
 /// deployments it may change and of the base deployments of the same names or removed.
 pub fn needed_update_keys(base: &DesiredState, head: &DesiredState, catalog: &Catalog) -> Vec<u32> {
-    let world = World { catalog, fleet: &Fleet::default(), previous: &Previous::default(), now: Timestamp::UNIX_EPOCH };
-    let (b, h) = (Side::new(base, &world), Side::new(head, &world));
+    let (b, h) = (Side::new(base, catalog), Side::new(head, catalog));
     let (_, changed_head) = touched(base, head, &b, &h, catalog);
-    let names: HashSet<&str> = changed_head.iter().map(|&hi| h.deployments[hi].0.as_str()).collect();
+    let names: HashSet<&str> = changed_head.iter().map(|&hi| h.deployments()[hi].name.as_str()).collect();
     let mut keys: Vec<u32> = changed_head
         .iter()
-        .flat_map(|&hi| h.deployments[hi].1.iter())
+        .flat_map(|&hi| h.deployments()[hi].updates.iter())
         .chain(
-            b.deployments
+            b.deployments()
                 .iter()
-                .filter(|d| names.contains(d.0.as_str()) || h.index(&d.0).is_none())
-                .flat_map(|d| d.1.iter()),
+                .filter(|d| names.contains(d.name.as_str()) || h.index(&d.name).is_none())
+                .flat_map(|d| d.updates.iter()),
         )
         .map(|&i| catalog.keys[i as usize])
         .collect();
@@ -303,101 +282,171 @@ pub fn needed_update_keys(base: &DesiredState, head: &DesiredState, catalog: &Ca
     keys
 }
 
-/// Compare two desired states against the same catalog, fleet and time.
+/// Compare two desired states against the same catalog, fleet and time: prepare both
+/// sides, find the deployments a merge may touch, count the fleet once for both sides,
+/// reconcile the changed deployments on each side, and describe each change.
 pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> Plan {
     let catalog = world.catalog;
-    let (b, h) = (Side::new(base, world), Side::new(head, world));
-    let ids = |side: &Side, di: usize| -> Vec<String> {
-        side.deployments[di].1.iter().map(|&i| catalog.updates[i as usize].id.clone()).collect()
-    };
+    let (b, h) = (Side::new(base, catalog), Side::new(head, catalog));
     let (changed_spec, changed_head) = touched(base, head, &b, &h, catalog);
-    // For each update a changed head deployment deploys: the base deployments that
-    // already deploy it (a machine they target receives it already).
-    let mut base_with: HashMap<u32, Vec<usize>> = HashMap::new();
-    for &hi in &changed_head {
-        for &u in &h.deployments[hi].1 {
-            base_with.entry(u).or_insert_with(|| {
-                (0..b.deployments.len()).filter(|&bi| b.deployments[bi].1.binary_search(&u).is_ok()).collect()
-            });
+    let tally = FleetCount::new(&b, &h, &changed_head, head, world).count();
+    let changed = changed_deployments(&b, &h, &changed_spec, &tally);
+    let (before, after) = reconcile_changed(base, head, &b, &h, &changed, world);
+    let compared = Compared { b: &b, h: &h, world, tally, before, after };
+    let mut deployments: Vec<DeploymentPlan> =
+        (0..h.deployments().len()).filter(|&hi| changed[hi]).map(|hi| compared.changed_plan(hi)).collect();
+    deployments.extend(
+        (0..b.deployments().len())
+            .filter(|&bi| h.index(&b.deployments()[bi].name).is_none())
+            .map(|bi| compared.removed_plan(bi)),
+    );
+    deployments.sort_by(|a, b| a.name.cmp(&b.name));
+    Plan {
+        base_revision: base.revision.clone(),
+        head_revision: head.revision.clone(),
+        catalog_version: catalog.version,
+        clients: world.fleet.clients.len() as u64,
+        now: world.now,
+        deployments,
+        unchanged_deployments: changed.iter().filter(|c| !**c).count() as u64,
+        resources: resource_changes(base, head),
+        warnings: store_warnings(catalog),
+        violations: Vec::new(),
+    }
+}
+
+/// A client's scan as the plan judges it (with the settings that apply to every client).
+struct Scan {
+    usable: bool,
+    version: u64,
+}
+
+/// Counts the fleet once for both sides: machines targeted per deployment, and for the
+/// deployments a merge may change, who newly receives each update and which windows.
+struct FleetCount<'a> {
+    b: &'a Side,
+    h: &'a Side,
+    changed_head: &'a [usize],
+    /// For each update a changed head deployment deploys: the base deployments that
+    /// already deploy it (a machine they target receives it already).
+    base_with: HashMap<u32, Vec<usize>>,
+    defaults: ClientSettingsSpec,
+    /// Head collections with maintenance windows.
+    windowed: Vec<usize>,
+    world: &'a World<'a>,
+}
+
+impl<'a> FleetCount<'a> {
+    fn new(b: &'a Side, h: &'a Side, changed_head: &'a [usize], head: &DesiredState, world: &'a World<'a>) -> Self {
+        let mut base_with: HashMap<u32, Vec<usize>> = HashMap::new();
+        for &hi in changed_head {
+            for &u in &h.deployments()[hi].updates {
+                base_with.entry(u).or_insert_with(|| {
+                    (0..b.deployments().len())
+                        .filter(|&bi| b.deployments()[bi].updates.binary_search(&u).is_ok())
+                        .collect()
+                });
+            }
+        }
+        let defaults = crate::pipeline::default_settings(head);
+        FleetCount { b, h, changed_head, base_with, defaults, windowed: h.prepared.collections.windowed(), world }
+    }
+
+    fn count(&self) -> Tally {
+        let empty = || Tally {
+            targeted_base: vec![0; self.b.deployments().len()],
+            targeted_head: vec![0; self.h.deployments().len()],
+            ..Default::default()
+        };
+        self.world.fleet.clients.par_iter().fold(empty, |t, client| self.client(t, client)).reduce(empty, Tally::merge)
+    }
+
+    /// One client: which deployments target it on each side, and what it newly receives.
+    fn client(&self, mut t: Tally, client: &Client) -> Tally {
+        let (brow, hrow) = (self.b.row(client), self.h.row(client));
+        let base_targets: Vec<bool> =
+            self.b.deployments().iter().map(|d| d.slots.iter().any(|&c| member(&brow, c))).collect();
+        for (i, &x) in base_targets.iter().enumerate() {
+            t.targeted_base[i] += x as u64;
+        }
+        for (i, d) in self.h.deployments().iter().enumerate() {
+            t.targeted_head[i] += d.slots.iter().any(|&c| member(&hrow, c)) as u64;
+        }
+        let c = &client.compliance;
+        let (ttl, min_agent) = (self.defaults.scan_ttl.signed(), self.defaults.minimum_agent_version.as_deref());
+        let scan = Scan {
+            usable: client_unknown_reason(c, ttl, min_agent, self.world.now).is_none(),
+            version: c.last_scan.as_ref().map_or(0, |s| s.catalog_version),
+        };
+        for &hi in self.changed_head {
+            let Some(slot) = self.h.deployments()[hi].slots.iter().position(|&col| member(&hrow, col)) else {
+                continue;
+            };
+            let mut any_window = false;
+            for &ci in self.windowed.iter().filter(|&&ci| member(&hrow, Some(ci))) {
+                *t.window_machines.entry((hi, slot, ci)).or_default() += 1;
+                any_window = true;
+            }
+            let e = t.slot_machines.entry((hi, slot)).or_default();
+            e[0] += 1;
+            e[1] += any_window as u64;
+            self.receipts(&mut t, (hi, slot), &base_targets, c, &scan);
+        }
+        t
+    }
+
+    /// The updates of head deployment `hi` the client receives through `slot` that no
+    /// base deployment targeting it delivers already, and whether it requires each now.
+    fn receipts(
+        &self,
+        t: &mut Tally,
+        (hi, slot): (usize, usize),
+        base_targets: &[bool],
+        c: &ClientCompliance,
+        scan: &Scan,
+    ) {
+        let catalog = self.world.catalog;
+        for (p, u) in self.h.deployments()[hi].updates.iter().enumerate() {
+            if self.base_with[u].iter().any(|&bi| base_targets[bi]) {
+                continue;
+            }
+            let required = scan.usable && {
+                let key = catalog.keys[*u as usize];
+                let reported = c.states.binary_search_by_key(&key, |s| s.key()).ok().map(|i| c.states[i]);
+                classify(reported, true, catalog.since_version[*u as usize], scan.version).state()
+                    == ComplianceState::Required
+            };
+            let e = t.receipts.entry((hi, p, slot)).or_default();
+            e[0] += 1;
+            e[1] += required as u64;
         }
     }
-    let defaults = crate::pipeline::default_settings(head);
-    let windowed: Vec<usize> =
-        (0..h.collections.len()).filter(|&c| !h.collections.spec(c).maintenance_windows.is_empty()).collect();
-    let empty = || Tally {
-        targeted_base: vec![0; b.deployments.len()],
-        targeted_head: vec![0; h.deployments.len()],
-        receipts: HashMap::new(),
-        slot_machines: HashMap::new(),
-        window_machines: HashMap::new(),
-    };
-    let tally = world
-        .fleet
-        .clients
-        .par_iter()
-        .fold(empty, |mut t, client| {
-            let mut brow = vec![0u64; b.collections.len().div_ceil(64).max(1)];
-            let mut hrow = vec![0u64; h.collections.len().div_ceil(64).max(1)];
-            b.collections.evaluate(client, &mut brow);
-            h.collections.evaluate(client, &mut hrow);
-            let base_targets: Vec<bool> =
-                b.deployments.iter().map(|(_, _, slots)| slots.iter().any(|&c| member(&brow, c))).collect();
-            for (i, &x) in base_targets.iter().enumerate() {
-                t.targeted_base[i] += x as u64;
-            }
-            for (i, (_, _, slots)) in h.deployments.iter().enumerate() {
-                t.targeted_head[i] += slots.iter().any(|&c| member(&hrow, c)) as u64;
-            }
-            let c = &client.compliance;
-            let usable = client_unknown_reason(
-                c,
-                defaults.scan_ttl.signed(),
-                defaults.minimum_agent_version.as_deref(),
-                world.now,
-            )
-            .is_none();
-            let scanned = c.last_scan.as_ref().map_or(0, |s| s.catalog_version);
-            for &hi in &changed_head {
-                let (_, updates, slots) = &h.deployments[hi];
-                let Some(slot) = slots.iter().position(|&col| member(&hrow, col)) else { continue };
-                let mut any_window = false;
-                for &ci in windowed.iter().filter(|&&ci| member(&hrow, Some(ci))) {
-                    *t.window_machines.entry((hi, slot, ci)).or_default() += 1;
-                    any_window = true;
-                }
-                let e = t.slot_machines.entry((hi, slot)).or_default();
-                e[0] += 1;
-                e[1] += any_window as u64;
-                for (p, u) in updates.iter().enumerate() {
-                    if base_with[u].iter().any(|&bi| base_targets[bi]) {
-                        continue;
-                    }
-                    let required = usable && {
-                        let key = catalog.keys[*u as usize];
-                        let reported = c.states.binary_search_by_key(&key, |s| s.key()).ok().map(|i| c.states[i]);
-                        classify(reported, true, catalog.since_version[*u as usize], scanned).state()
-                            == ComplianceState::Required
-                    };
-                    let e = t.receipts.entry((hi, p, slot)).or_default();
-                    e[0] += 1;
-                    e[1] += required as u64;
-                }
-            }
-            t
-        })
-        .reduce(empty, Tally::merge);
+}
 
-    // What merging changes, by name; the core reconciles just those on both sides.
-    let changed: Vec<bool> = (0..h.deployments.len())
+/// Per head deployment: whether merging changes it (its spec or its updates, the
+/// machines it targets, or machines newly receiving an update).
+fn changed_deployments(b: &Side, h: &Side, changed_spec: &[usize], tally: &Tally) -> Vec<bool> {
+    (0..h.deployments().len())
         .map(|hi| {
             changed_spec.contains(&hi)
-                || b.index(&h.deployments[hi].0).map_or(0, |bi| tally.targeted_base[bi]) != tally.targeted_head[hi]
+                || b.index(&h.deployments()[hi].name).map_or(0, |bi| tally.targeted_base[bi]) != tally.targeted_head[hi]
                 || tally.receipts.keys().any(|k| k.0 == hi)
         })
-        .collect();
+        .collect()
+}
+
+/// The core's outcome on each side for just the deployments merging changes or removes.
+fn reconcile_changed(
+    base: &DesiredState,
+    head: &DesiredState,
+    b: &Side,
+    h: &Side,
+    changed: &[bool],
+    world: &World<'_>,
+) -> (Outcome, Outcome) {
     let mut names: HashSet<&str> =
-        h.deployments.iter().zip(&changed).filter(|(_, c)| **c).map(|(d, _)| d.0.as_str()).collect();
-    names.extend(b.deployments.iter().map(|d| d.0.as_str()).filter(|n| h.index(n).is_none()));
+        h.deployments().iter().zip(changed).filter(|(_, c)| **c).map(|(d, _)| d.name.as_str()).collect();
+    names.extend(b.deployments().iter().map(|d| d.name.as_str()).filter(|n| h.index(n).is_none()));
     let only = |d: &DesiredState| {
         let mut d = d.clone();
         d.deployments.retain(|n, _| names.contains(n.as_str()));
@@ -413,74 +462,100 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
             now: world.now,
         })
     };
-    let (b_out, h_out) = rayon::join(|| run(&only_base), || run(&only_head));
+    rayon::join(|| run(&only_base), || run(&only_head))
+}
 
-    let mut deployments = Vec::new();
-    let mut unchanged = 0;
-    for (hi, (name, updates, slots)) in h.deployments.iter().enumerate() {
-        let bi = b.index(name);
-        let before: Vec<String> = bi.map(|bi| ids(&b, bi)).unwrap_or_default();
-        let after = ids(&h, hi);
-        let targeted_before = bi.map_or(0, |bi| tally.targeted_base[bi]);
-        let timing = Timing::of(&head.deployments[name].spec, &settings_of(head, name));
-        let timing_before = bi.map(|_| Timing::of(&base.deployments[name].spec, &settings_of(base, name)));
-        if !changed[hi] {
-            unchanged += 1;
-            continue;
-        }
-        let max_run = updates
-            .iter()
-            .map(|&i| catalog.updates[i as usize].max_run_time.signed())
-            .max()
-            .unwrap_or(SignedDuration::ZERO);
-        let mut warnings = h.warnings[hi].clone();
-        if let Some(deadline) = timing.deadline
-            && deadline < world.now
+/// Both sides, counted and reconciled: what each deployment's change is.
+struct Compared<'a> {
+    b: &'a Side,
+    h: &'a Side,
+    world: &'a World<'a>,
+    tally: Tally,
+    /// The core's outcome before and after the merge (changed deployments only).
+    before: Outcome,
+    after: Outcome,
+}
+
+impl Compared<'_> {
+    /// A head deployment merging adds or changes.
+    fn changed_plan(&self, hi: usize) -> DeploymentPlan {
+        let (catalog, d) = (self.world.catalog, &self.h.deployments()[hi]);
+        let bi = self.b.index(&d.name);
+        let before: Vec<String> = bi.map(|bi| self.b.ids(bi, catalog)).unwrap_or_default();
+        let after = self.h.ids(hi, catalog);
+        let mut warnings = self.h.warnings[hi].clone();
+        if let Some(deadline) = d.timing.deadline
+            && deadline < self.world.now
         {
             warnings.push(format!(
                 "the deadline {deadline} is in the past: mandatory updates install at once on merge, outside maintenance windows"
             ));
         }
+        DeploymentPlan {
+            name: d.name.clone(),
+            change: if bi.is_some() { Change::Changed } else { Change::Added },
+            updates_added: after.iter().filter(|u| !before.contains(u)).cloned().collect(),
+            updates_removed: before.iter().filter(|u| !after.contains(u)).cloned().collect(),
+            new_receipts: self.receipts(hi, &after),
+            updates: after,
+            phase: self.after.deployments.get(&d.name).map(|s| s.phase.clone()),
+            phase_before: self.before.deployments.get(&d.name).map(|s| s.phase.clone()),
+            targeted_before: bi.map_or(0, |bi| self.tally.targeted_base[bi]),
+            targeted_after: self.tally.targeted_head[hi],
+            available_time: Some(d.timing.available),
+            deadline: d.timing.deadline,
+            deadline_before: bi.and_then(|bi| self.b.deployments()[bi].timing.deadline),
+            max_run_time: human(d.max_run_time),
+            collections: self.collection_fits(hi, &mut warnings),
+            warnings,
+        }
+    }
+
+    /// A base deployment the head no longer has.
+    fn removed_plan(&self, bi: usize) -> DeploymentPlan {
+        let d = &self.b.deployments()[bi];
+        DeploymentPlan {
+            name: d.name.clone(),
+            change: Change::Removed,
+            updates: vec![],
+            updates_added: vec![],
+            updates_removed: self.b.ids(bi, self.world.catalog),
+            phase: None,
+            phase_before: self.before.deployments.get(&d.name).map(|s| s.phase.clone()),
+            targeted_before: self.tally.targeted_base[bi],
+            targeted_after: 0,
+            available_time: None,
+            deadline: None,
+            deadline_before: d.timing.deadline,
+            max_run_time: human(SignedDuration::ZERO),
+            collections: vec![],
+            new_receipts: vec![],
+            warnings: vec![],
+        }
+    }
+
+    /// Each target collection of head deployment `hi`: per collection with windows its
+    /// machines get, the next window that fits, and the machines with no window at all.
+    fn collection_fits(&self, hi: usize, warnings: &mut Vec<String>) -> Vec<CollectionFit> {
+        let (d, names) = (&self.h.deployments()[hi], &self.h.prepared.collections.names);
+        let windowed = self.h.prepared.collections.windowed();
         let mut collections = Vec::new();
         let mut seen = HashSet::new();
-        let from = timing.available.max(world.now);
-        let honor = settings_of(head, name).honor_maintenance_windows_at_deadline.unwrap_or(false);
-        for (slot, &target) in slots.iter().enumerate() {
+        for (slot, &target) in d.slots.iter().enumerate() {
             let Some(ci) = target else { continue };
             if !seen.insert(ci) {
                 continue;
             }
-            let cname = h.collections.names[ci].clone();
-            let members = h_out.collections.get(&cname).map_or(0, |s| s.member_count);
+            let cname = names[ci].clone();
+            let members = self.after.collections.get(&cname).map_or(0, |s| s.member_count);
             if members == 0 {
                 warnings.push(format!("collection {cname} has no members: the deployment reaches no machine there"));
             }
-            let [machines, with_windows] = tally.slot_machines.get(&(hi, slot)).copied().unwrap_or_default();
             for &wi in &windowed {
-                let Some(&n) = tally.window_machines.get(&(hi, slot, wi)) else { continue };
-                let wname = h.collections.names[wi].clone();
-                let next = windows::next_window(&h.collections.spec(wi).maintenance_windows, from, max_run);
-                let fits = match (next, timing.deadline) {
-                    (_, None) => true,
-                    (Some(w), Some(deadline)) => crate::time::add(w.start.max(from), max_run) <= deadline,
-                    (None, Some(_)) => false,
-                };
-                if !fits {
-                    warnings.push(format!(
-                        "{n} machine(s) of {cname} get the windows of {wname}, and none before the deadline fits {}: they install at the deadline{}",
-                        human(max_run),
-                        if honor { " only if a window opens (honorMaintenanceWindowsAtDeadline)" } else { ", outside any window" }
-                    ));
-                }
-                collections.push(CollectionFit {
-                    name: cname.clone(),
-                    members,
-                    windows_of: Some(wname),
-                    machines: n,
-                    next_window: next.map(|w| w.start),
-                    fits_before_deadline: fits,
-                });
+                let Some(&n) = self.tally.window_machines.get(&(hi, slot, wi)) else { continue };
+                collections.push(self.window_fit(d, &cname, members, wi, n, warnings));
             }
+            let [machines, with_windows] = self.tally.slot_machines.get(&(hi, slot)).copied().unwrap_or_default();
             if machines == with_windows && machines > 0 {
                 continue;
             }
@@ -493,61 +568,69 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
                 fits_before_deadline: true,
             });
         }
-        let mut receipts: Vec<((usize, usize), Receipt)> = tally
+        collections
+    }
+
+    /// The `n` machines of target collection `cname` that get the windows of collection
+    /// `wi`: the next window that leaves the max run time free, and whether it comes
+    /// before the deadline (a warning when not).
+    fn window_fit(
+        &self,
+        d: &PreparedDeployment,
+        cname: &str,
+        members: u64,
+        wi: usize,
+        n: u64,
+        warnings: &mut Vec<String>,
+    ) -> CollectionFit {
+        let collections = &self.h.prepared.collections;
+        let (from, max_run) = (d.timing.available.max(self.world.now), d.max_run_time);
+        let wname = collections.names[wi].clone();
+        let next = windows::next_window(&collections.spec(wi).maintenance_windows, from, max_run);
+        let fits = match (next, d.timing.deadline) {
+            (_, None) => true,
+            (Some(w), Some(deadline)) => crate::time::add(w.start.max(from), max_run) <= deadline,
+            (None, Some(_)) => false,
+        };
+        if !fits {
+            let honor = d.settings.honor_maintenance_windows_at_deadline.unwrap_or(false);
+            warnings.push(format!(
+                "{n} machine(s) of {cname} get the windows of {wname}, and none before the deadline fits {}: they install at the deadline{}",
+                human(max_run),
+                if honor { " only if a window opens (honorMaintenanceWindowsAtDeadline)" } else { ", outside any window" }
+            ));
+        }
+        CollectionFit {
+            name: cname.to_string(),
+            members,
+            windows_of: Some(wname),
+            machines: n,
+            next_window: next.map(|w| w.start),
+            fits_before_deadline: fits,
+        }
+    }
+
+    /// Machines newly receiving each update of head deployment `hi` (ids `after`), by
+    /// update and target collection.
+    fn receipts(&self, hi: usize, after: &[String]) -> Vec<Receipt> {
+        let (slots, names) = (&self.h.deployments()[hi].slots, &self.h.prepared.collections.names);
+        let mut receipts: Vec<((usize, usize), Receipt)> = self
+            .tally
             .receipts
             .iter()
             .filter(|((d, _, _), _)| *d == hi)
             .map(|(&(_, p, slot), &[machines, required])| {
-                let collection = slots[slot].map(|c| h.collections.names[c].clone()).unwrap_or_default();
+                let collection = slots[slot].map(|c| names[c].clone()).unwrap_or_default();
                 ((p, slot), Receipt { update: after[p].clone(), collection, machines, required })
             })
             .collect();
         receipts.sort_by_key(|(k, _)| *k);
-        deployments.push(DeploymentPlan {
-            name: name.clone(),
-            change: if bi.is_some() { Change::Changed } else { Change::Added },
-            updates_added: after.iter().filter(|u| !before.contains(u)).cloned().collect(),
-            updates_removed: before.iter().filter(|u| !after.contains(u)).cloned().collect(),
-            updates: after,
-            phase: h_out.deployments.get(name).map(|s| s.phase.clone()),
-            phase_before: b_out.deployments.get(name).map(|s| s.phase.clone()),
-            targeted_before,
-            targeted_after: tally.targeted_head[hi],
-            available_time: Some(timing.available),
-            deadline: timing.deadline,
-            deadline_before: timing_before.and_then(|t| t.deadline),
-            max_run_time: human(max_run),
-            collections,
-            new_receipts: receipts.into_iter().map(|(_, r)| r).collect(),
-            warnings,
-        });
+        receipts.into_iter().map(|(_, r)| r).collect()
     }
-    for (bi, (name, _, _)) in b.deployments.iter().enumerate() {
-        if h.index(name).is_some() {
-            continue;
-        }
-        let timing = Timing::of(&base.deployments[name].spec, &settings_of(base, name));
-        deployments.push(DeploymentPlan {
-            name: name.clone(),
-            change: Change::Removed,
-            updates: vec![],
-            updates_added: vec![],
-            updates_removed: ids(&b, bi),
-            phase: None,
-            phase_before: b_out.deployments.get(name).map(|s| s.phase.clone()),
-            targeted_before: tally.targeted_base[bi],
-            targeted_after: 0,
-            available_time: None,
-            deadline: None,
-            deadline_before: timing.deadline,
-            max_run_time: human(SignedDuration::ZERO),
-            collections: vec![],
-            new_receipts: vec![],
-            warnings: vec![],
-        });
-    }
-    deployments.sort_by(|a, b| a.name.cmp(&b.name));
+}
 
+/// Warnings about the plan as a whole.
+fn store_warnings(catalog: &Catalog) -> Vec<String> {
     let mut warnings = Vec::new();
     if catalog.version == 0 {
         warnings.push(
@@ -555,18 +638,7 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
                 .to_string(),
         );
     }
-    Plan {
-        base_revision: base.revision.clone(),
-        head_revision: head.revision.clone(),
-        catalog_version: catalog.version,
-        clients: world.fleet.clients.len() as u64,
-        now: world.now,
-        deployments,
-        unchanged_deployments: unchanged,
-        resources: resource_changes(base, head),
-        warnings,
-        violations: Vec::new(),
-    }
+    warnings
 }
 
 /// Every resource but deployments, as (kind, name) → spec JSON.

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use rayon::prelude::*;
+
 use crate::compliance::Client;
 use crate::resources::{Collection, CollectionSpec, FactOperator, FactSelector};
 
@@ -86,6 +88,10 @@ impl Collections {
     pub fn spec(&self, i: usize) -> &CollectionSpec {
         &self.specs[i]
     }
+    /// The collections that have maintenance windows.
+    pub fn windowed(&self) -> Vec<usize> {
+        (0..self.len()).filter(|&c| !self.specs[c].maintenance_windows.is_empty()).collect()
+    }
 
     /// One client's membership row (bit i: member of collection i).
     pub fn evaluate(&self, client: &Client, row: &mut [u64]) {
@@ -105,16 +111,18 @@ impl Collections {
         }
     }
 
-    /// Membership of every client of `clients`.
+    /// Membership of every client of `clients` (evaluated in parallel).
     pub fn membership(&self, clients: &[Client]) -> Membership {
         let mut m = Membership::new(clients.len(), self.len());
-        let mut row = vec![0u64; m.words()];
-        for (ci, c) in clients.iter().enumerate() {
-            self.evaluate(c, &mut row);
-            m.set_row(ci, &row);
-        }
+        let words = m.words;
+        m.bits.par_chunks_mut(words).zip(clients.par_iter()).for_each(|(row, c)| self.evaluate(c, row));
         m
     }
+}
+
+/// Is a client with this membership row in the collection? (None: no collection, never.)
+pub fn member(row: &[u64], collection: Option<usize>) -> bool {
+    collection.is_some_and(|i| row[i / 64] >> (i % 64) & 1 == 1)
 }
 
 /// Does the selector match the client's facts? An empty selector matches every client.

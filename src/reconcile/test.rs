@@ -7,7 +7,10 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::*;
 use crate::catalog::test_support::update;
-use crate::compliance::{ClientCompliance, ComplianceState, PackedState, ScanRecord, classify};
+use crate::compliance::{
+    ClientCompliance, ComplianceState, Enforcement, PackedState, ScanRecord, ScanResult, classify,
+    client_unknown_reason,
+};
 use crate::time::Duration;
 
 fn at(s: &str) -> Timestamp {
