@@ -94,6 +94,9 @@ pub enum Command {
     /// collection the machines exposed, installed, not applicable and unknown, and the
     /// deployments carrying the fix. `--list` lists CVEs by exposure.
     Cve(crate::governance::cve::CveArgs),
+    /// How long patching took: release → approval (merge) → 90 % and 100 % compliant, with
+    /// percentiles per severity and collection and the breaches of deadline targets.
+    Sla(crate::governance::sla::SlaArgs),
     /// The Kubernetes operator: reconcile the custom resources of a namespace into the
     /// store and their status subresources.
     Controller(crate::kubernetes::ControllerArgs),
@@ -342,6 +345,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Catalog { command } => catalog(command),
         Command::Audit(args) => crate::git::audit::run(args),
         Command::Cve(args) => crate::governance::cve::run(&args),
+        Command::Sla(args) => crate::governance::sla::run(&args),
         Command::Controller(args) => crate::kubernetes::run(args),
         Command::Bench(args) => crate::standalone::bench::run(args),
         Command::Agent(args) => crate::agent::command::run(args),

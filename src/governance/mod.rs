@@ -7,6 +7,8 @@ pub mod bench;
 pub mod cve;
 pub mod exposure;
 pub mod policy;
+pub mod sla;
+pub mod sla_bench;
 pub mod waivers;
 
 use clap::ValueEnum;

@@ -33,6 +33,8 @@ pub enum Suite {
     Rpm,
     /// `patchops cve --list` and `cve CVE-…` over the bench fleet.
     Cve,
+    /// `patchops sla` over a year of daily status history of the bench deployments.
+    Sla,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -182,6 +184,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         Suite::Plan => return super::bench_plan::run(&args),
         Suite::Rpm => return super::bench_rpm::run(),
         Suite::Cve => return crate::governance::bench::run(&args),
+        Suite::Sla => return crate::governance::sla_bench::run(&args),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();
