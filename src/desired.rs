@@ -58,6 +58,8 @@ pub struct DesiredState {
     pub rules: BTreeMap<String, DeploymentRule>,
     pub waivers: BTreeMap<String, Waiver>,
     pub compliance_policies: BTreeMap<String, CompliancePolicy>,
+    pub notification_providers: BTreeMap<String, NotificationProvider>,
+    pub alerts: BTreeMap<String, Alert>,
     /// (kind, name) → where it was declared.
     pub origins: HashMap<(String, String), Origin>,
 }
@@ -286,6 +288,10 @@ impl DesiredState {
                 status: None,
             })?,
             "Waiver" => insert(&mut self.waivers, doc, meta, |m, s| Waiver { metadata: m, spec: s, status: None })?,
+            "NotificationProvider" => insert(&mut self.notification_providers, doc, meta, |m, s| {
+                NotificationProvider { metadata: m, spec: s, status: None }
+            })?,
+            "Alert" => insert(&mut self.alerts, doc, meta, |m, s| Alert { metadata: m, spec: s, status: None })?,
             _ => unreachable!("kind checked above"),
         }
         self.origins.insert(key.clone(), Origin { file: doc.file.clone(), line: doc.line });
@@ -553,6 +559,50 @@ impl DesiredState {
             }
             if s.reason.trim().is_empty() {
                 out.push(at(k, name, "spec.reason", "say why the updates are not installed".into()));
+            }
+        }
+        for (name, p) in &self.notification_providers {
+            let k = "NotificationProvider";
+            if let Err(m) = crate::notify::check_address(&p.spec.address) {
+                out.push(at(k, name, "spec.address", m));
+            }
+            let secret = p.spec.secret_ref.is_some() || p.spec.secret_file.is_some();
+            if p.spec.secret_ref.is_some() && p.spec.secret_file.is_some() {
+                out.push(at(k, name, "spec.secretFile", "give secretRef or secretFile, not both".into()));
+            } else if secret && p.spec.type_ != ProviderType::Generic {
+                out.push(at(
+                    k,
+                    name,
+                    "spec.type",
+                    "only a generic webhook is signed with a secret; Slack, Teams and Alertmanager URLs carry their own \
+                     token: remove secretRef/secretFile"
+                        .into(),
+                ));
+            }
+            if p.spec.timeout.is_some_and(|t| t.as_secs() <= 0) {
+                out.push(at(k, name, "spec.timeout", "must be greater than 0s".into()));
+            }
+        }
+        let providers = || self.notification_providers.keys().cloned().collect::<Vec<_>>();
+        for (name, a) in &self.alerts {
+            let k = "Alert";
+            if !self.notification_providers.contains_key(&a.spec.provider_ref.name) {
+                out.push(at(
+                    k,
+                    name,
+                    "spec.providerRef.name",
+                    format!(
+                        "NotificationProvider {:?} not found; known providers: {}",
+                        a.spec.provider_ref.name,
+                        known(&providers)
+                    ),
+                ));
+            }
+            if a.spec.events.is_empty() {
+                out.push(at(k, name, "spec.events", "sends nothing: name at least one event, e.g. RolloutHalted".into()));
+            }
+            for (i, c) in a.spec.collections.iter().enumerate() {
+                check_collection(&mut out, k, name, &format!("spec.collections[{i}]"), c);
             }
         }
         out.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));

@@ -1,0 +1,251 @@
+//! Notifications, as Flux's notification controller sends them: `NotificationProvider`s
+//! (a generic webhook signed with HMAC-SHA256, Slack, Microsoft Teams, Alertmanager) and
+//! `Alert`s routing events to them, filtered by collection and severity.
+//!
+//! After each reconcile [`after_reconcile`] derives the events users are alerted on from
+//! what the reconcile produced and recorded ([`notices`], pure), renders one payload per
+//! matching alert ([`payload`]) and hands it to a background sender through a bounded
+//! queue ([`delivery`]): it never waits for a receiver — a full queue drops the
+//! notification with a warning and a metric; the sender retries failures with exponential
+//! backoff and counts them in metrics.
+
+pub mod delivery;
+pub mod payload;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::catalog::{Catalog, Severity};
+use crate::desired::DesiredState;
+use crate::reconcile::Event;
+use crate::resources::{AlertEvent, AlertSpec, CompliancePolicyStatus, DeploymentRuleStatus, UpdateDeploymentStatus};
+use crate::store::ReconcileRecord;
+
+/// One event users can be alerted on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notice {
+    pub event: AlertEvent,
+    /// The resource it concerns (`UpdateDeployment`, `Waiver`, `CompliancePolicy`,
+    /// `UpdateCatalog`, `DeploymentRule`) and its name.
+    pub kind: String,
+    pub name: String,
+    pub message: String,
+    pub time: Timestamp,
+    /// The collections it concerns (none: not about a collection).
+    pub collections: Vec<String>,
+    /// The severity of the update it concerns, if about one severity.
+    pub severity: Option<Severity>,
+    /// The revision (`branch@sha1:<hex>`) the reconcile applied.
+    pub revision: String,
+}
+
+/// A URL patchops can POST to: http or https with a host.
+pub fn check_address(address: &str) -> Result<(), String> {
+    let uri: ureq::http::Uri =
+        address.parse().map_err(|e| format!("{address:?} is not a URL ({e}); give http(s)://host/path"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(()),
+        (Some(other), _) if other != "http" && other != "https" => {
+            Err(format!("{address:?}: scheme {other:?} is not supported; use http or https"))
+        }
+        _ => Err(format!("{address:?} has no scheme or host; give http(s)://host/path")),
+    }
+}
+
+/// The collections a deployment targets: its collection (or its template's), or its
+/// phases'.
+fn deployment_collections(desired: &DesiredState, name: &str) -> Vec<String> {
+    let Some(d) = desired.deployments.get(name) else { return Vec::new() };
+    if !d.spec.phases.is_empty() {
+        return d.spec.phases.iter().map(|p| p.collection.clone()).collect();
+    }
+    let template = d.spec.template.as_ref().and_then(|t| desired.templates.get(t));
+    d.spec.collection.clone().or_else(|| template.and_then(|t| t.spec.collection.clone())).into_iter().collect()
+}
+
+fn statuses<'a, T: serde::de::DeserializeOwned>(
+    record: Option<&'a ReconcileRecord>,
+    kind: &'a str,
+) -> impl Iterator<Item = (&'a str, T)> + 'a {
+    record
+        .into_iter()
+        .flat_map(|r| &r.statuses)
+        .filter(move |s| s.kind == kind)
+        .filter_map(|s| serde_json::from_value(s.status.clone()).ok().map(|t| (s.name.as_str(), t)))
+}
+
+/// The events of one reconcile: from the core's events (RolloutHalted, a deadline passed
+/// with machines not compliant, WaiverExpired) and from what changed between the previous
+/// record and this one (new CompliancePolicy breaches, Critical updates new in the catalog,
+/// a DeploymentRule's new proposal). Nothing is derived from a first record but the
+/// core's events: everything would be new.
+pub fn notices(
+    desired: &DesiredState,
+    catalog: &Catalog,
+    previous: Option<&ReconcileRecord>,
+    record: &ReconcileRecord,
+    events: &[Event],
+) -> Vec<Notice> {
+    let now = record.time;
+    let notice = |event, kind: &str, name: &str, message: String, collections: Vec<String>, severity| Notice {
+        event,
+        kind: kind.into(),
+        name: name.into(),
+        message,
+        time: now,
+        collections,
+        severity,
+        revision: record.revision.clone(),
+    };
+    let mut out = Vec::new();
+    let deployments: BTreeMap<&str, UpdateDeploymentStatus> = statuses(Some(record), "UpdateDeployment").collect();
+    for e in events {
+        match e.reason.as_str() {
+            "RolloutHalted" => out.push(notice(
+                AlertEvent::RolloutHalted,
+                &e.kind,
+                &e.name,
+                e.message.clone(),
+                deployment_collections(desired, &e.name),
+                None,
+            )),
+            "DeadlinePassed" => {
+                let Some(s) = deployments.get(e.name.as_str()) else { continue };
+                if s.targeted == 0 || s.compliance_percent >= 100.0 {
+                    continue;
+                }
+                let deadline = s.deadline.map_or_else(|| "its deadline".to_string(), |d| d.to_string());
+                out.push(notice(
+                    AlertEvent::DeadlineMissed,
+                    &e.kind,
+                    &e.name,
+                    format!(
+                        "deadline {deadline} passed with {:.1} % of {} machines compliant ({} required, {} unknown)",
+                        s.compliance_percent, s.targeted, s.machines.required, s.machines.unknown
+                    ),
+                    deployment_collections(desired, &e.name),
+                    None,
+                ));
+            }
+            "WaiverExpired" => {
+                let collections = desired.waivers.get(&e.name).and_then(|w| w.spec.collection.clone());
+                out.push(notice(
+                    AlertEvent::WaiverExpired,
+                    &e.kind,
+                    &e.name,
+                    e.message.clone(),
+                    collections.into_iter().collect(),
+                    None,
+                ));
+            }
+            _ => {}
+        }
+    }
+    let Some(previous) = previous else { return out };
+    // New breaches of CompliancePolicy targets.
+    let before: BTreeMap<&str, CompliancePolicyStatus> = statuses(Some(previous), "CompliancePolicy").collect();
+    for (policy, status) in statuses::<CompliancePolicyStatus>(Some(record), "CompliancePolicy") {
+        let known: BTreeSet<(&str, &str)> = before
+            .get(policy)
+            .map(|s| s.breaches.iter().map(|b| (b.update.as_str(), b.collection.as_str())).collect())
+            .unwrap_or_default();
+        for b in status.breaches.iter().filter(|b| !known.contains(&(b.update.as_str(), b.collection.as_str()))) {
+            let severity = catalog.find(&b.update).first().map(|&i| catalog.updates[i as usize].severity);
+            out.push(notice(
+                AlertEvent::SlaBreached,
+                "CompliancePolicy",
+                policy,
+                format!("{} on {} was due {}: {}", b.update, b.collection, b.due, b.message),
+                vec![b.collection.clone()],
+                severity,
+            ));
+        }
+    }
+    // Critical updates new in the catalog since the previous reconcile.
+    if record.catalog_version > previous.catalog_version {
+        let new: Vec<&str> = (0..catalog.len())
+            .filter(|&i| {
+                catalog.since_version[i] > previous.catalog_version
+                    && catalog.updates[i].severity == Severity::Critical
+                    && !catalog.updates[i].expired
+            })
+            .map(|i| catalog.updates[i].id.as_str())
+            .collect();
+        if !new.is_empty() {
+            let shown: Vec<&str> = new.iter().take(20).copied().collect();
+            let more = if new.len() > shown.len() { format!(" and {} more", new.len() - shown.len()) } else { String::new() };
+            out.push(notice(
+                AlertEvent::NewCriticalUpdates,
+                "UpdateCatalog",
+                "",
+                format!(
+                    "catalog version {} brought {} Critical update(s): {}{more}",
+                    record.catalog_version,
+                    new.len(),
+                    shown.join(", ")
+                ),
+                Vec::new(),
+                Some(Severity::Critical),
+            ));
+        }
+    }
+    // DeploymentRules that proposed something new.
+    let proposal = |s: &DeploymentRuleStatus| {
+        s.conditions.iter().find(|c| c.reason == "Proposed").map(|c| c.message.clone())
+    };
+    let before: BTreeMap<&str, DeploymentRuleStatus> = statuses(Some(previous), "DeploymentRule").collect();
+    for (rule, status) in statuses::<DeploymentRuleStatus>(Some(record), "DeploymentRule") {
+        let Some(message) = proposal(&status) else { continue };
+        if before.get(rule).and_then(proposal).as_deref() == Some(message.as_str()) {
+            continue;
+        }
+        let collections = desired.rules.get(rule).and_then(|r| r.spec.collection.clone());
+        out.push(notice(AlertEvent::RuleProposed, "DeploymentRule", rule, message, collections.into_iter().collect(), None));
+    }
+    out
+}
+
+/// Whether an alert passes a notice.
+pub fn routes(alert: &AlertSpec, n: &Notice) -> bool {
+    !alert.suspend
+        && alert.events.contains(&n.event)
+        && (alert.collections.is_empty()
+            || n.collections.is_empty()
+            || n.collections.iter().any(|c| alert.collections.contains(c)))
+        && (alert.severities.is_empty() || n.severity.is_none_or(|s| alert.severities.contains(&s)))
+}
+
+/// After a reconcile was saved: derive its notices and queue one delivery per notice and
+/// matching alert on the process's sender. Returns at once; nothing here waits for a
+/// receiver.
+pub fn after_reconcile(
+    desired: &DesiredState,
+    catalog: &Catalog,
+    previous: Option<&ReconcileRecord>,
+    record: &ReconcileRecord,
+    events: &[Event],
+) {
+    if desired.alerts.is_empty() {
+        return;
+    }
+    let notices = notices(desired, catalog, previous, record, events);
+    if notices.is_empty() {
+        return;
+    }
+    let sender = delivery::Sender::global();
+    for (alert_name, alert) in &desired.alerts {
+        let Some(provider) = desired.notification_providers.get(&alert.spec.provider_ref.name) else { continue };
+        for n in notices.iter().filter(|n| routes(&alert.spec, n)) {
+            match payload::render(&alert.spec.provider_ref.name, &provider.spec, alert_name, &alert.spec, n) {
+                Ok(d) => sender.send(d),
+                Err(e) => {
+                    tracing::warn!(provider = %alert.spec.provider_ref.name, alert = %alert_name, "notification not sent: {e}");
+                    delivery::counters().failed(&alert.spec.provider_ref.name);
+                }
+            }
+        }
+    }
+}
