@@ -599,7 +599,12 @@ impl DesiredState {
                 ));
             }
             if a.spec.events.is_empty() {
-                out.push(at(k, name, "spec.events", "sends nothing: name at least one event, e.g. RolloutHalted".into()));
+                out.push(at(
+                    k,
+                    name,
+                    "spec.events",
+                    "sends nothing: name at least one event, e.g. RolloutHalted".into(),
+                ));
             }
             for (i, c) in a.spec.collections.iter().enumerate() {
                 check_collection(&mut out, k, name, &format!("spec.collections[{i}]"), c);

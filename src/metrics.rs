@@ -148,7 +148,11 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         r.register("patchops_reconcile_errors", "Failed reconciles by kind and error", errors.clone());
         let notify = crate::notify::delivery::counters();
-        r.register("patchops_notifications_sent", "Notifications delivered, per NotificationProvider", notify.sent.clone());
+        r.register(
+            "patchops_notifications_sent",
+            "Notifications delivered, per NotificationProvider",
+            notify.sent.clone(),
+        );
         r.register(
             "patchops_notification_failures",
             "Failed notification attempts (error or non-2xx answer; retried with backoff), per NotificationProvider",

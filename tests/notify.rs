@@ -260,7 +260,12 @@ fn bad_providers_and_alerts_are_rejected_naming_file_line_and_field() {
         ("type: generic", "type: pager", 5, "spec.type"),
         ("https://hooks.example.com/x", "ftp://hooks.example.com/x", 6, "scheme \"ftp\""),
         ("https://hooks.example.com/x", "not a url", 6, "spec.address"),
-        ("providerRef: {name: p}", "providerRef: {name: q}", 12, "NotificationProvider \"q\" not found; known providers: p"),
+        (
+            "providerRef: {name: p}",
+            "providerRef: {name: q}",
+            12,
+            "NotificationProvider \"q\" not found; known providers: p",
+        ),
         ("events: [RolloutHalted]", "events: []", 13, "spec.events"),
         ("events: [RolloutHalted]", "events: [Halted]", 13, "spec.events"),
         ("type: generic", "type: slack\n  secretFile: /etc/k", 5, "only a generic webhook is signed"),

@@ -103,8 +103,10 @@ fn sla_measures_release_to_approval_to_compliance_across_merges_squashes_and_rev
         &[c0, f1],
     );
     // A squash merge, reverted, then approved again.
-    let s2 = commit(&repo, "main", "2026-11-12T00:00:00Z", "Approve KB2 for servers (#13)", &["KB1-srv", "KB2-srv"], &[m1]);
-    let r3 = commit(&repo, "main", "2026-11-13T00:00:00Z", "Revert \"Approve KB2 for servers (#13)\"", &["KB1-srv"], &[s2]);
+    let s2 =
+        commit(&repo, "main", "2026-11-12T00:00:00Z", "Approve KB2 for servers (#13)", &["KB1-srv", "KB2-srv"], &[m1]);
+    let r3 =
+        commit(&repo, "main", "2026-11-13T00:00:00Z", "Revert \"Approve KB2 for servers (#13)\"", &["KB1-srv"], &[s2]);
     let s4 = commit(&repo, "main", "2026-11-15T00:00:00Z", "Approve KB2 again (#14)", &["KB1-srv", "KB2-srv"], &[r3]);
     repo.set_head("refs/heads/main").unwrap();
 
@@ -138,28 +140,31 @@ fn sla_measures_release_to_approval_to_compliance_across_merges_squashes_and_rev
     drop(store);
 
     let run = |extra: &[&str]| -> serde_json::Value {
-        let mut args = vec!["sla", "--repo", root.to_str().unwrap(), "--path", "desired", "--store", db.to_str().unwrap()];
+        let mut args =
+            vec!["sla", "--repo", root.to_str().unwrap(), "--path", "desired", "--store", db.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let out = Command::new(env!("CARGO_BIN_EXE_patchops")).args(&args).env("PATCHOPS_LOG", "error").output().unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_patchops")).args(&args).env("PATCHOPS_LOG", "error").output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice(&out.stdout).unwrap()
     };
     let report = run(&["-o", "json"]);
     let hours = |h: i64| serde_json::json!(h * 3600);
-    let rows: Vec<(String, serde_json::Value, serde_json::Value, serde_json::Value, serde_json::Value)> = report["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["update"].as_str().unwrap().to_string(),
-                r["pullRequest"].clone(),
-                r["releaseToApprovalSecs"].clone(),
-                r["releaseTo90Secs"].clone(),
-                r["releaseTo100Secs"].clone(),
-            )
-        })
-        .collect();
+    let rows: Vec<(String, serde_json::Value, serde_json::Value, serde_json::Value, serde_json::Value)> =
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["update"].as_str().unwrap().to_string(),
+                    r["pullRequest"].clone(),
+                    r["releaseToApprovalSecs"].clone(),
+                    r["releaseTo90Secs"].clone(),
+                    r["releaseTo100Secs"].clone(),
+                )
+            })
+            .collect();
     assert_eq!(
         rows,
         [
@@ -173,7 +178,10 @@ fn sla_measures_release_to_approval_to_compliance_across_merges_squashes_and_rev
     assert_eq!(report["rows"][0]["commit"], m1.to_string());
     assert_eq!(report["rows"][1]["commit"], s2.to_string());
     let group = &report["groups"][0];
-    assert_eq!((group["severity"].as_str(), group["collection"].as_str(), group["updates"].as_u64()), (Some("Critical"), Some("servers"), Some(2)));
+    assert_eq!(
+        (group["severity"].as_str(), group["collection"].as_str(), group["updates"].as_u64()),
+        (Some("Critical"), Some("servers"), Some(2))
+    );
     assert_eq!(group["to100"], serde_json::json!({"p50": 84 * 3600, "p90": 168 * 3600, "max": 168 * 3600}));
     assert_eq!(group["toApproval"]["p50"], hours(30));
     // Due 5 days after release (11-15 00:00): KB2 reached 100 % two days late; KB3 has
@@ -190,13 +198,33 @@ fn sla_measures_release_to_approval_to_compliance_across_merges_squashes_and_rev
     // Filters, and the CSV auditors load.
     assert_eq!(run(&["-o", "json", "--since", "2026-11-11"])["rows"], serde_json::json!([]));
     let err = Command::new(env!("CARGO_BIN_EXE_patchops"))
-        .args(["sla", "--repo", root.to_str().unwrap(), "--path", "desired", "--store", db.to_str().unwrap(), "--collection", "nope"])
+        .args([
+            "sla",
+            "--repo",
+            root.to_str().unwrap(),
+            "--path",
+            "desired",
+            "--store",
+            db.to_str().unwrap(),
+            "--collection",
+            "nope",
+        ])
         .output()
         .unwrap();
     assert_eq!(err.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&err.stderr).contains("known collections: servers"));
     let csv = Command::new(env!("CARGO_BIN_EXE_patchops"))
-        .args(["sla", "--repo", root.to_str().unwrap(), "--path", "desired", "--store", db.to_str().unwrap(), "-o", "csv"])
+        .args([
+            "sla",
+            "--repo",
+            root.to_str().unwrap(),
+            "--path",
+            "desired",
+            "--store",
+            db.to_str().unwrap(),
+            "-o",
+            "csv",
+        ])
         .output()
         .unwrap();
     let csv = String::from_utf8(csv.stdout).unwrap();

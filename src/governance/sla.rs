@@ -92,9 +92,8 @@ pub fn milestones(events: &[Approval], samples: &[Sample]) -> Milestones {
     let Some(first) = events.iter().position(|e| e.action == Action::Approved) else {
         return Milestones::default();
     };
-    let carried = |at: Timestamp| {
-        events.iter().take_while(|e| e.time <= at).last().is_some_and(|e| e.action == Action::Approved)
-    };
+    let carried =
+        |at: Timestamp| events.iter().take_while(|e| e.time <= at).last().is_some_and(|e| e.action == Action::Approved);
     let mut out = Milestones { approval: Some(first), ..Default::default() };
     for s in samples {
         if s.time < events[first].time || !carried(s.revision_time.unwrap_or(s.time)) {
@@ -291,7 +290,14 @@ pub fn report(
             });
         }
     }
-    rows.sort_by(|a, b| (a.released, &a.update, &a.deployment, &a.collection).cmp(&(b.released, &b.update, &b.deployment, &b.collection)));
+    rows.sort_by(|a, b| {
+        (a.released, &a.update, &a.deployment, &a.collection).cmp(&(
+            b.released,
+            &b.update,
+            &b.deployment,
+            &b.collection,
+        ))
+    });
     let (breaches, waived) = breaches(desired, catalog, &rows, filter, now);
     SlaReport { now, groups: groups(&rows), rows, breaches, waived }
 }
@@ -386,7 +392,8 @@ fn breaches(
             }
         }
     }
-    let order = |a: &SlaBreach, b: &SlaBreach| (a.due, &a.update, &a.collection).cmp(&(b.due, &b.update, &b.collection));
+    let order =
+        |a: &SlaBreach, b: &SlaBreach| (a.due, &a.update, &a.collection).cmp(&(b.due, &b.update, &b.collection));
     out.sort_by(order);
     waived.sort_by(order);
     (out, waived)
@@ -411,7 +418,10 @@ fn waivers_covering(
     let mut row = vec![0u64; c / 64 + 1];
     row[c / 64] |= 1 << (c % 64);
     let names: Vec<&str> = w.names().collect();
-    w.targeting(&row, "").filter(|(_, ups)| ups.binary_search(&update).is_ok()).map(|(i, _)| names[i].to_string()).collect()
+    w.targeting(&row, "")
+        .filter(|(_, ups)| ups.binary_search(&update).is_ok())
+        .map(|(i, _)| names[i].to_string())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -591,7 +601,15 @@ pub fn print(r: &SlaReport, format: ReportFormat) {
         ReportFormat::Csv => print!("{}", super::to_csv(&r.rows)),
         ReportFormat::Table => {
             let mut t = super::cve::table(&[
-                "UPDATE", "SEVERITY", "RELEASED", "DEPLOYMENT", "COLLECTION", "APPROVED", "PR", "TO APPROVAL", "TO 90%",
+                "UPDATE",
+                "SEVERITY",
+                "RELEASED",
+                "DEPLOYMENT",
+                "COLLECTION",
+                "APPROVED",
+                "PR",
+                "TO APPROVAL",
+                "TO 90%",
                 "TO 100%",
             ]);
             for row in &r.rows {
@@ -635,7 +653,16 @@ pub fn print(r: &SlaReport, format: ReportFormat) {
                 if list.is_empty() {
                     continue;
                 }
-                let mut t = super::cve::table(&[title, "POLICY", "COLLECTION", "DUE", "100%", "LATE", "DEPLOYMENTS", "WAIVERS"]);
+                let mut t = super::cve::table(&[
+                    title,
+                    "POLICY",
+                    "COLLECTION",
+                    "DUE",
+                    "100%",
+                    "LATE",
+                    "DEPLOYMENTS",
+                    "WAIVERS",
+                ]);
                 for b in list {
                     t.add_row([
                         b.update.clone(),
@@ -665,14 +692,7 @@ mod test {
     }
 
     fn ev(action: Action, time: &str) -> Approval {
-        Approval {
-            deployment: "d".into(),
-            update: 0,
-            action,
-            time: at(time),
-            commit: time.into(),
-            pull_request: None,
-        }
+        Approval { deployment: "d".into(), update: 0, action, time: at(time), commit: time.into(), pull_request: None }
     }
 
     fn sample(time: &str, revision: Option<&str>, percent: Option<f64>) -> Sample {
@@ -688,7 +708,8 @@ mod test {
         let d4 = "2026-11-04T00:00:00Z";
         let d5 = "2026-11-05T00:00:00Z";
         // (case, events, samples, expected (approval, 90 %, 100 %))
-        type Case = (&'static str, Vec<Approval>, Vec<Sample>, (Option<usize>, Option<&'static str>, Option<&'static str>));
+        type Case =
+            (&'static str, Vec<Approval>, Vec<Sample>, (Option<usize>, Option<&'static str>, Option<&'static str>));
         let cases: Vec<Case> = vec![
             ("never approved", vec![], vec![sample(d2, None, Some(100.0))], (None, None, None)),
             ("only withdrawn", vec![ev(W, d1)], vec![sample(d2, None, Some(100.0))], (None, None, None)),
@@ -839,18 +860,36 @@ spec:
             commit: "c0ffee".into(),
             pull_request: Some("#7".into()),
         };
-        let approvals = vec![approve(0, "2026-11-11T00:00:00Z"), approve(1, "2026-11-11T00:00:00Z"), approve(2, "2026-11-11T00:00:00Z")];
+        let approvals = vec![
+            approve(0, "2026-11-11T00:00:00Z"),
+            approve(1, "2026-11-11T00:00:00Z"),
+            approve(2, "2026-11-11T00:00:00Z"),
+        ];
         let s = |t: &str, p: f64| sample(t, None, Some(p));
         let series: HashMap<SeriesKey, Vec<Sample>> = HashMap::from([
-            (("nov-servers".into(), Some("pilot".into())), vec![s("2026-11-12T00:00:00Z", 95.0), s("2026-11-13T00:00:00Z", 100.0)]),
-            (("nov-servers".into(), Some("broad".into())), vec![s("2026-11-16T00:00:00Z", 92.0), s("2026-11-20T00:00:00Z", 100.0)]),
+            (
+                ("nov-servers".into(), Some("pilot".into())),
+                vec![s("2026-11-12T00:00:00Z", 95.0), s("2026-11-13T00:00:00Z", 100.0)],
+            ),
+            (
+                ("nov-servers".into(), Some("broad".into())),
+                vec![s("2026-11-16T00:00:00Z", 92.0), s("2026-11-20T00:00:00Z", 100.0)],
+            ),
         ]);
         let now = at("2026-11-25T00:00:00Z");
         let r = report(&desired, &catalog, &approvals, &series, &Filter::default(), now);
         let shown: Vec<(&str, &str, i64, Option<i64>, Option<i64>)> = r
             .rows
             .iter()
-            .map(|r| (r.update.as_str(), r.collection.as_str(), r.release_to_approval_secs, r.release_to90_secs, r.release_to100_secs))
+            .map(|r| {
+                (
+                    r.update.as_str(),
+                    r.collection.as_str(),
+                    r.release_to_approval_secs,
+                    r.release_to90_secs,
+                    r.release_to100_secs,
+                )
+            })
             .collect();
         let day = 86_400;
         let mut expected = Vec::new();
@@ -866,7 +905,10 @@ spec:
         let b: Vec<(&str, i64)> = r.breaches.iter().map(|b| (b.update.as_str(), b.late_secs)).collect();
         assert_eq!(b, [("KB1-srv", 3 * day), ("KB2-srv", 3 * day)]);
         assert_eq!(r.waived.len(), 1);
-        assert_eq!((r.waived[0].update.as_str(), r.waived[0].waivers.as_slice()), ("KB3-srv", &["kb3-servers".to_string()][..]));
+        assert_eq!(
+            (r.waived[0].update.as_str(), r.waived[0].waivers.as_slice()),
+            ("KB3-srv", &["kb3-servers".to_string()][..])
+        );
         // Filters: the Low update was never approved; by collection; by release date.
         let only = |f: Filter| report(&desired, &catalog, &approvals, &series, &f, now);
         let pilot = only(Filter { collection: Some("pilot".into()), ..Default::default() });

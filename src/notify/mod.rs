@@ -176,7 +176,8 @@ pub fn notices(
             .collect();
         if !new.is_empty() {
             let shown: Vec<&str> = new.iter().take(20).copied().collect();
-            let more = if new.len() > shown.len() { format!(" and {} more", new.len() - shown.len()) } else { String::new() };
+            let more =
+                if new.len() > shown.len() { format!(" and {} more", new.len() - shown.len()) } else { String::new() };
             out.push(notice(
                 AlertEvent::NewCriticalUpdates,
                 "UpdateCatalog",
@@ -193,9 +194,8 @@ pub fn notices(
         }
     }
     // DeploymentRules that proposed something new.
-    let proposal = |s: &DeploymentRuleStatus| {
-        s.conditions.iter().find(|c| c.reason == "Proposed").map(|c| c.message.clone())
-    };
+    let proposal =
+        |s: &DeploymentRuleStatus| s.conditions.iter().find(|c| c.reason == "Proposed").map(|c| c.message.clone());
     let before: BTreeMap<&str, DeploymentRuleStatus> = statuses(Some(previous), "DeploymentRule").collect();
     for (rule, status) in statuses::<DeploymentRuleStatus>(Some(record), "DeploymentRule") {
         let Some(message) = proposal(&status) else { continue };
@@ -203,7 +203,14 @@ pub fn notices(
             continue;
         }
         let collections = desired.rules.get(rule).and_then(|r| r.spec.collection.clone());
-        out.push(notice(AlertEvent::RuleProposed, "DeploymentRule", rule, message, collections.into_iter().collect(), None));
+        out.push(notice(
+            AlertEvent::RuleProposed,
+            "DeploymentRule",
+            rule,
+            message,
+            collections.into_iter().collect(),
+            None,
+        ));
     }
     out
 }
@@ -246,6 +253,204 @@ pub fn after_reconcile(
                     delivery::counters().failed(&alert.spec.provider_ref.name);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::catalog::test_support::update;
+    use crate::store::ResourceStatus;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    const DESIRED: &str = r#"apiVersion: patchops.dev/v1alpha1
+kind: Collection
+metadata: {name: servers}
+spec:
+  selector: {matchFacts: {role: server}}
+---
+apiVersion: patchops.dev/v1alpha1
+kind: UpdateList
+metadata: {name: nov}
+spec:
+  updates: [KB1-srv]
+---
+apiVersion: patchops.dev/v1alpha1
+kind: UpdateDeployment
+metadata: {name: nov-servers}
+spec:
+  updateList: nov
+  collection: servers
+  startTime: 2026-11-09T00:00:00Z
+  deadline: 2026-11-14T00:00:00Z
+"#;
+
+    fn record(time: &str, catalog_version: u64, statuses: Vec<(&str, &str, serde_json::Value)>) -> ReconcileRecord {
+        ReconcileRecord {
+            time: at(time),
+            revision: "main@sha1:abc".into(),
+            catalog_version,
+            statuses: statuses
+                .into_iter()
+                .map(|(kind, name, status)| ResourceStatus {
+                    kind: kind.into(),
+                    namespace: "default".into(),
+                    name: name.into(),
+                    status,
+                })
+                .collect(),
+        }
+    }
+
+    fn deadline_event() -> Event {
+        Event {
+            kind: "UpdateDeployment".into(),
+            name: "nov-servers".into(),
+            reason: "DeadlinePassed".into(),
+            message: "deadline reached".into(),
+            time: at("2026-11-14T00:00:00Z"),
+        }
+    }
+
+    fn breach(update: &str) -> serde_json::Value {
+        json!({"update": update, "collection": "servers", "due": "2026-11-17T00:00:00Z", "message": "no deployment"})
+    }
+
+    fn proposed(message: &str) -> serde_json::Value {
+        json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Proposed", "message": message, "lastTransitionTime": "2026-11-20T00:00:00Z"}]})
+    }
+
+    #[test]
+    fn notices_come_from_the_core_events_and_from_what_changed_since_the_previous_record() {
+        let desired = DesiredState::load("main@sha1:0", &[("d.yaml".into(), DESIRED.into())]).unwrap();
+        let mut low = update("KB3-srv", "P", "2026-11-10");
+        low.severity = Severity::Low;
+        let since = HashMap::from([("KB1-srv".to_string(), 1), ("KB2-srv".to_string(), 2), ("KB3-srv".to_string(), 2)]);
+        let catalog = Catalog::new(
+            2,
+            vec![update("KB1-srv", "P", "2026-11-10"), update("KB2-srv", "P", "2026-11-12"), low],
+            &since,
+        );
+        let deployment = |percent: f64| json!({"phase": "PastDeadline", "targeted": 10, "compliancePercent": percent, "deadline": "2026-11-14T00:00:00Z", "machines": {"compliant": 0, "required": 4, "unknown": 1, "failed": 0, "pendingReboot": 0}});
+        let before = record(
+            "2026-11-19T00:00:00Z",
+            1,
+            vec![
+                ("CompliancePolicy", "baseline", json!({"breachCount": 1, "breaches": [breach("KB1-srv")]})),
+                ("DeploymentRule", "monthly", proposed("proposed branch patchops/rule-monthly-1")),
+            ],
+        );
+        // (case, previous record, this record, events, expected "event kind/name collections severity")
+        type Case = (&'static str, Option<ReconcileRecord>, ReconcileRecord, Vec<Event>, Vec<&'static str>);
+        let cases: Vec<Case> = vec![
+            (
+                "a deadline passed with machines not compliant",
+                None,
+                record("2026-11-20T00:00:00Z", 1, vec![("UpdateDeployment", "nov-servers", deployment(60.0))]),
+                vec![deadline_event()],
+                vec!["DeadlineMissed UpdateDeployment/nov-servers [servers] None"],
+            ),
+            (
+                "a deadline passed with every machine compliant",
+                None,
+                record("2026-11-20T00:00:00Z", 1, vec![("UpdateDeployment", "nov-servers", deployment(100.0))]),
+                vec![deadline_event()],
+                vec![],
+            ),
+            (
+                "a first record: only the core's events",
+                None,
+                record(
+                    "2026-11-20T00:00:00Z",
+                    2,
+                    vec![("CompliancePolicy", "baseline", json!({"breaches": [breach("KB2-srv")]}))],
+                ),
+                vec![],
+                vec![],
+            ),
+            (
+                "a new breach, a new Critical update, a new proposal",
+                Some(before.clone()),
+                record(
+                    "2026-11-20T00:00:00Z",
+                    2,
+                    vec![
+                        ("CompliancePolicy", "baseline", json!({"breaches": [breach("KB1-srv"), breach("KB2-srv")]})),
+                        ("DeploymentRule", "monthly", proposed("proposed branch patchops/rule-monthly-2")),
+                    ],
+                ),
+                vec![],
+                vec![
+                    "SlaBreached CompliancePolicy/baseline [servers] Some(Critical)",
+                    "NewCriticalUpdates UpdateCatalog/ [] Some(Critical)",
+                    "RuleProposed DeploymentRule/monthly [] None",
+                ],
+            ),
+            (
+                "nothing new",
+                Some(before.clone()),
+                record(
+                    "2026-11-20T00:00:00Z",
+                    1,
+                    before.statuses.iter().map(|s| (s.kind.as_str(), s.name.as_str(), s.status.clone())).collect(),
+                ),
+                vec![],
+                vec![],
+            ),
+        ];
+        for (name, previous, now, events, expected) in cases {
+            let got: Vec<String> = notices(&desired, &catalog, previous.as_ref(), &now, &events)
+                .iter()
+                .map(|n| format!("{:?} {}/{} [{}] {:?}", n.event, n.kind, n.name, n.collections.join(","), n.severity))
+                .collect();
+            assert_eq!(got, expected, "{name}");
+        }
+        let critical = notices(&desired, &catalog, Some(&before), &record("2026-11-20T00:00:00Z", 2, vec![]), &[]);
+        assert_eq!(critical[0].message, "catalog version 2 brought 1 Critical update(s): KB2-srv");
+    }
+
+    #[test]
+    fn alerts_route_by_event_collection_and_severity() {
+        let alert = |collections: &[&str], severities: Vec<Severity>, suspend| AlertSpec {
+            provider_ref: crate::resources::ProviderRef { name: "p".into() },
+            events: vec![AlertEvent::SlaBreached, AlertEvent::NewCriticalUpdates],
+            collections: collections.iter().map(|c| c.to_string()).collect(),
+            severities,
+            summary: None,
+            suspend,
+        };
+        let notice = |event, collections: &[&str], severity| Notice {
+            event,
+            kind: "CompliancePolicy".into(),
+            name: "baseline".into(),
+            message: String::new(),
+            time: at("2026-11-20T00:00:00Z"),
+            collections: collections.iter().map(|c| c.to_string()).collect(),
+            severity,
+            revision: String::new(),
+        };
+        use AlertEvent::*;
+        let c = Some(Severity::Critical);
+        // (alert, notice, routed)
+        let cases = [
+            (alert(&[], vec![], false), notice(SlaBreached, &["servers"], c), true),
+            (alert(&[], vec![], true), notice(SlaBreached, &["servers"], c), false),
+            (alert(&[], vec![], false), notice(RolloutHalted, &["servers"], None), false),
+            (alert(&["servers"], vec![], false), notice(SlaBreached, &["servers"], c), true),
+            (alert(&["desktops"], vec![], false), notice(SlaBreached, &["servers"], c), false),
+            (alert(&["desktops"], vec![], false), notice(NewCriticalUpdates, &[], c), true),
+            (alert(&[], vec![Severity::Important], false), notice(SlaBreached, &["servers"], c), false),
+            (alert(&[], vec![Severity::Critical], false), notice(SlaBreached, &["servers"], c), true),
+            (alert(&[], vec![Severity::Important], false), notice(SlaBreached, &["servers"], None), true),
+        ];
+        for (i, (a, n, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(routes(&a, &n), expected, "case {i}");
         }
     }
 }

@@ -31,8 +31,8 @@ fn secret(spec: &NotificationProviderSpec) -> Result<Option<Vec<u8>>, String> {
         (None, Some(r)) => secrets_dir().join(&r.name).join(r.key.as_deref().unwrap_or("token")),
         (None, None) => return Ok(None),
     };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read the HMAC key from {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read the HMAC key from {}: {e}", path.display()))?;
     let key = text.lines().next().unwrap_or("").trim();
     if key.is_empty() {
         return Err(format!("{}: the file is empty; write the HMAC key on its first line", path.display()));
@@ -154,9 +154,9 @@ pub fn render(
         address: spec.address.clone(),
         headers,
         body,
-        timeout: spec.timeout.map_or(std::time::Duration::from_secs(10), |t| {
-            std::time::Duration::from_secs(t.as_secs().max(1) as u64)
-        }),
+        timeout: spec
+            .timeout
+            .map_or(std::time::Duration::from_secs(10), |t| std::time::Duration::from_secs(t.as_secs().max(1) as u64)),
     })
 }
 
