@@ -878,7 +878,8 @@ spec:
         ]);
         let now = at("2026-11-25T00:00:00Z");
         let r = report(&desired, &catalog, &approvals, &series, &Filter::default(), now);
-        let shown: Vec<(&str, &str, i64, Option<i64>, Option<i64>)> = r
+        type Shown<'a> = (&'a str, &'a str, i64, Option<i64>, Option<i64>);
+        let shown: Vec<Shown> = r
             .rows
             .iter()
             .map(|r| {
