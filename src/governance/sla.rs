@@ -137,10 +137,9 @@ pub fn breach(due: Timestamp, reached100: Option<Timestamp>, now: Timestamp) -> 
     }
 }
 
-/// The midnight (UTC) starting a release date: every SLA clock starts then.
-pub fn released_at(date: jiff::civil::Date) -> Timestamp {
-    date.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH)
-}
+// Every SLA clock starts at the midnight (UTC) starting the release date, as a deadline
+// target's.
+pub(crate) use super::policy::released_at;
 
 /// Which rows the report keeps.
 #[derive(Clone, Debug, Default)]
@@ -304,7 +303,7 @@ pub fn report(
 
 /// The (collection, rollout phase) pairs a deployment targets: its collection (or its
 /// template's), or each phase's; "-" for a deployment the tip no longer declares.
-fn targets(desired: &DesiredState, deployment: &str) -> Vec<(String, Option<String>)> {
+pub(crate) fn targets(desired: &DesiredState, deployment: &str) -> Vec<(String, Option<String>)> {
     let Some(d) = desired.deployments.get(deployment) else { return vec![("-".into(), None)] };
     if !d.spec.phases.is_empty() {
         return d.spec.phases.iter().map(|p| (p.collection.clone(), Some(p.name.clone()))).collect();

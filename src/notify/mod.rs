@@ -58,12 +58,7 @@ pub fn check_address(address: &str) -> Result<(), String> {
 /// The collections a deployment targets: its collection (or its template's), or its
 /// phases'.
 fn deployment_collections(desired: &DesiredState, name: &str) -> Vec<String> {
-    let Some(d) = desired.deployments.get(name) else { return Vec::new() };
-    if !d.spec.phases.is_empty() {
-        return d.spec.phases.iter().map(|p| p.collection.clone()).collect();
-    }
-    let template = d.spec.template.as_ref().and_then(|t| desired.templates.get(t));
-    d.spec.collection.clone().or_else(|| template.and_then(|t| t.spec.collection.clone())).into_iter().collect()
+    crate::governance::sla::targets(desired, name).into_iter().map(|(c, _)| c).filter(|c| c != "-").collect()
 }
 
 fn statuses<'a, T: serde::de::DeserializeOwned>(
