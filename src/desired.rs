@@ -58,6 +58,8 @@ pub struct DesiredState {
     pub rules: BTreeMap<String, DeploymentRule>,
     pub waivers: BTreeMap<String, Waiver>,
     pub compliance_policies: BTreeMap<String, CompliancePolicy>,
+    pub notification_providers: BTreeMap<String, NotificationProvider>,
+    pub alerts: BTreeMap<String, Alert>,
     /// (kind, name) → where it was declared.
     pub origins: HashMap<(String, String), Origin>,
 }
@@ -286,6 +288,10 @@ impl DesiredState {
                 status: None,
             })?,
             "Waiver" => insert(&mut self.waivers, doc, meta, |m, s| Waiver { metadata: m, spec: s, status: None })?,
+            "NotificationProvider" => insert(&mut self.notification_providers, doc, meta, |m, s| {
+                NotificationProvider { metadata: m, spec: s, status: None }
+            })?,
+            "Alert" => insert(&mut self.alerts, doc, meta, |m, s| Alert { metadata: m, spec: s, status: None })?,
             _ => unreachable!("kind checked above"),
         }
         self.origins.insert(key.clone(), Origin { file: doc.file.clone(), line: doc.line });
@@ -308,6 +314,8 @@ impl DesiredState {
         c.rules();
         c.compliance_policies();
         c.waivers();
+        c.notification_providers();
+        c.alerts();
         let mut out = c.out;
         out.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         out
@@ -570,6 +578,50 @@ impl Checker<'_> {
             }
             if s.reason.trim().is_empty() {
                 self.at(k, name, "spec.reason", "say why the updates are not installed".into());
+            }
+        }
+    }
+
+    /// Where notifications go: an address patchops can post to, and a signing secret only
+    /// where the receiver checks one.
+    fn notification_providers(&mut self) {
+        let k = "NotificationProvider";
+        for (name, p) in &self.state.notification_providers {
+            if let Err(m) = crate::notify::check_address(&p.spec.address) {
+                self.at(k, name, "spec.address", m);
+            }
+            let secret = p.spec.secret_ref.is_some() || p.spec.secret_file.is_some();
+            if p.spec.secret_ref.is_some() && p.spec.secret_file.is_some() {
+                self.at(k, name, "spec.secretFile", "give secretRef or secretFile, not both".into());
+            } else if secret && p.spec.type_ != ProviderType::Generic {
+                let msg = "only a generic webhook is signed with a secret; Slack, Teams and Alertmanager URLs carry \
+                           their own token: remove secretRef/secretFile";
+                self.at(k, name, "spec.type", msg.into());
+            }
+            if p.spec.timeout.is_some_and(|t| t.as_secs() <= 0) {
+                self.at(k, name, "spec.timeout", "must be greater than 0s".into());
+            }
+        }
+    }
+
+    /// Which events go to which provider: the provider exists, some event is named, the
+    /// collections filtered on exist.
+    fn alerts(&mut self) {
+        let k = "Alert";
+        for (name, a) in &self.state.alerts {
+            if !self.state.notification_providers.contains_key(&a.spec.provider_ref.name) {
+                let msg = format!(
+                    "NotificationProvider {:?} not found; known providers: {}",
+                    a.spec.provider_ref.name,
+                    known(&self.state.notification_providers)
+                );
+                self.at(k, name, "spec.providerRef.name", msg);
+            }
+            if a.spec.events.is_empty() {
+                self.at(k, name, "spec.events", "sends nothing: name at least one event, e.g. RolloutHalted".into());
+            }
+            for (i, c) in a.spec.collections.iter().enumerate() {
+                self.collection_ref(k, name, &format!("spec.collections[{i}]"), c);
             }
         }
     }

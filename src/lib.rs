@@ -16,6 +16,7 @@ pub mod git;
 pub mod governance;
 pub mod kubernetes;
 pub mod metrics;
+pub mod notify;
 pub mod output;
 pub mod pipeline;
 pub mod process;

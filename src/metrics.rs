@@ -147,6 +147,27 @@ impl Default for Metrics {
         // prometheus-client appends `_total` to counter names.
         let errors = Family::<ErrorLabels, Counter>::default();
         r.register("patchops_reconcile_errors", "Failed reconciles by kind and error", errors.clone());
+        let notify = crate::notify::delivery::counters();
+        r.register(
+            "patchops_notifications_sent",
+            "Notifications delivered, per NotificationProvider",
+            notify.sent.clone(),
+        );
+        r.register(
+            "patchops_notification_failures",
+            "Failed notification attempts (error or non-2xx answer; retried with backoff), per NotificationProvider",
+            notify.failures.clone(),
+        );
+        r.register(
+            "patchops_notifications_abandoned",
+            "Notifications given up after the last retry, per NotificationProvider",
+            notify.abandoned.clone(),
+        );
+        r.register(
+            "patchops_notifications_dropped",
+            "Notifications dropped because the send queue was full, per NotificationProvider",
+            notify.dropped.clone(),
+        );
         let m = Metrics {
             duration,
             errors,

@@ -176,6 +176,7 @@ impl Reconciler {
             .map(|(c, etag)| crate::store::PolicyAssignment { client: c.name.clone(), etag: etag.to_string() })
             .collect();
         store.save_reconcile(&record, &policies, &assignments)?;
+        crate::notify::after_reconcile(desired, catalog, last.as_ref(), &record, &outcome.events);
         self.saved_etags.extend(policies.into_keys());
         for a in assignments {
             self.saved_assignments.insert(a.client, a.etag);

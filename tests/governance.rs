@@ -397,7 +397,7 @@ fn cve_counts_exposed_installed_not_applicable_and_unknown_machines_per_collecti
     assert_eq!(dep["compliancePercent"], 50.0, "srv-2 and srv-3 of srv-0, srv-2, srv-3 and srv-4 (srv-1 waived)");
     assert_eq!(status("Waiver", "srv-1-app")["state"], "Active");
     assert_eq!(status("Waiver", "srv-0-ended")["state"], "Expired");
-    let shown = String::from_utf8(patchops(&["status", "--store", &store]).stdout).unwrap();
+    let shown = String::from_utf8(patchops(&["status", "--store", &store, "-o", "wide"]).stdout).unwrap();
     assert!(shown.contains("WAIVED"), "{shown}");
     assert!(
         shown.contains("Waiver srv-1-app: in force until 2099-01-01T00:00:00Z: 1 required pair(s) waived"),

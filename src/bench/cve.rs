@@ -13,7 +13,7 @@ use crate::bench::{BenchArgs, synthetic};
 use crate::catalog::Severity;
 use crate::governance::exposure::{Scope, cve_index, cve_list, cve_report};
 
-fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
+pub(crate) fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (f64, T) {
     let mut best = f64::MAX;
     let mut last = None;
     for _ in 0..runs {

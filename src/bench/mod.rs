@@ -10,6 +10,7 @@ pub mod cve;
 pub mod plan;
 pub mod rpm;
 pub mod server;
+pub mod sla;
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ pub enum Suite {
     Rpm,
     /// `patchops cve --list` and `cve CVE-…` over the bench fleet.
     Cve,
+    /// `patchops sla` over a year of daily status history of the bench deployments.
+    Sla,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -191,6 +194,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         Suite::Plan => return plan::run(&args),
         Suite::Rpm => return rpm::run(),
         Suite::Cve => return cve::run(&args),
+        Suite::Sla => return sla::run(&args),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();

@@ -132,6 +132,11 @@ pub enum Command {
         after_help = "Examples:\n  patchops cve CVE-2025-21298 --path examples/repo\n  patchops cve --list --severity Critical -o csv > exposure.csv"
     )]
     Cve(crate::governance::cve::CveArgs),
+    /// How long patching took: release → approval (merge) → 90 % and 100 % compliant, with
+    /// percentiles per severity and collection and the breaches of deadline targets.
+    #[command(after_help = "Examples:\n  patchops sla --path examples/repo --since 2026-01-01\n  \
+                            patchops sla --severity Critical --collection servers -o csv > sla.csv")]
+    Sla(crate::governance::sla::SlaArgs),
     /// The Kubernetes operator: reconcile the custom resources of a namespace into the
     /// store and their status subresources.
     #[command(
@@ -218,6 +223,7 @@ fn only_prints(command: &Command) -> bool {
             | Command::Catalog { .. }
             | Command::Audit(_)
             | Command::Cve(_)
+            | Command::Sla(_)
             | Command::Version(_)
             | Command::Completion(_)
     )
@@ -251,6 +257,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Catalog { command } => catalog::run(command),
         Command::Audit(args) => audit::run(args),
         Command::Cve(args) => crate::governance::cve::run(&args),
+        Command::Sla(args) => crate::governance::sla::run(&args),
         Command::Controller(args) => controller::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Agent(args) => agent::run(args),

@@ -104,7 +104,7 @@ pub fn recorded_deployments(record: Option<crate::store::ReconcileRecord>) -> Ha
         .collect()
 }
 
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(header);

@@ -6,6 +6,7 @@
 pub mod cve;
 pub mod exposure;
 pub mod policy;
+pub mod sla;
 pub mod waivers;
 
 use clap::ValueEnum;

@@ -52,7 +52,7 @@ fn located(desired: &DesiredState, kind: &str, name: &str, field: &str, message:
 }
 
 /// The midnight (UTC) starting a release date: the clock of a deadline target starts then.
-fn released_at(date: jiff::civil::Date) -> Timestamp {
+pub(crate) fn released_at(date: jiff::civil::Date) -> Timestamp {
     date.to_zoned(jiff::tz::TimeZone::UTC).map(|z| z.timestamp()).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 

@@ -1,6 +1,7 @@
 //! The resource kinds (group `patchops.dev`, version `v1alpha1`). The same Rust types
 //! read YAML from git and custom resources from a cluster; `crds/` is generated from them.
 
+mod alert;
 mod client_settings;
 mod collection;
 mod common;
@@ -8,11 +9,13 @@ mod compliance_policy;
 mod deployment_package;
 mod deployment_rule;
 mod deployment_template;
+mod notification_provider;
 mod update_catalog;
 mod update_deployment;
 mod update_list;
 mod waiver;
 
+pub use alert::*;
 pub use client_settings::*;
 pub use collection::*;
 pub use common::*;
@@ -20,6 +23,7 @@ pub use compliance_policy::*;
 pub use deployment_package::*;
 pub use deployment_rule::*;
 pub use deployment_template::*;
+pub use notification_provider::*;
 pub use update_catalog::*;
 pub use update_deployment::*;
 pub use update_list::*;
@@ -32,7 +36,7 @@ pub const API_GROUP: &str = "patchops.dev";
 pub const API_VERSION: &str = "patchops.dev/v1alpha1";
 
 /// Every kind patchops reads, in the order dependencies usually flow.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 12] = [
     "UpdateCatalog",
     "Collection",
     "ClientSettings",
@@ -43,6 +47,8 @@ pub const KINDS: [&str; 10] = [
     "DeploymentRule",
     "Waiver",
     "CompliancePolicy",
+    "NotificationProvider",
+    "Alert",
 ];
 
 /// The CRDs of all kinds, with the file name each is committed under in `crds/`.
@@ -58,6 +64,8 @@ pub fn crds() -> Vec<(String, CustomResourceDefinition)> {
         DeploymentRule::crd(),
         Waiver::crd(),
         CompliancePolicy::crd(),
+        NotificationProvider::crd(),
+        Alert::crd(),
     ]
     .into_iter()
     .map(|crd| {
