@@ -379,9 +379,11 @@ pub fn compute(base: &DesiredState, head: &DesiredState, world: &World<'_>) -> P
     let compared = Compared { b: &b, h: &h, world, tally, before, after };
     let mut deployments: Vec<DeploymentPlan> =
         (0..h.deployments().len()).filter(|&hi| changed[hi]).map(|hi| compared.changed_plan(hi)).collect();
-    deployments.extend((0..b.deployments().len()).filter(|&bi| h.index(&b.deployments()[bi].name).is_none()).map(
-        |bi| compared.removed_plan(bi),
-    ));
+    deployments.extend(
+        (0..b.deployments().len())
+            .filter(|&bi| h.index(&b.deployments()[bi].name).is_none())
+            .map(|bi| compared.removed_plan(bi)),
+    );
     deployments.sort_by(|a, b| a.name.cmp(&b.name));
     Plan {
         base_revision: base.revision.clone(),
@@ -424,7 +426,9 @@ impl<'a> FleetCount<'a> {
         for &hi in changed_head {
             for &u in &h.deployments()[hi].updates {
                 base_with.entry(u).or_insert_with(|| {
-                    (0..b.deployments().len()).filter(|&bi| b.deployments()[bi].updates.binary_search(&u).is_ok()).collect()
+                    (0..b.deployments().len())
+                        .filter(|&bi| b.deployments()[bi].updates.binary_search(&u).is_ok())
+                        .collect()
                 });
             }
         }

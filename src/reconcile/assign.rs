@@ -71,9 +71,11 @@ impl Engine {
     /// A rollout halted, resumed or started a phase since the last outcome.
     fn rollout_moved(&self, out: &Outcome, halted: &[bool]) -> bool {
         halted != self.halted
-            || out.deployments.values().zip(self.outcome.deployments.values()).any(|(a, b)| {
-                a.phases.iter().map(|p| p.started_time).ne(b.phases.iter().map(|p| p.started_time))
-            })
+            || out
+                .deployments
+                .values()
+                .zip(self.outcome.deployments.values())
+                .any(|(a, b)| a.phases.iter().map(|p| p.started_time).ne(b.phases.iter().map(|p| p.started_time)))
     }
 
     /// One client moved from `old_slot` to `slot`: a document goes with its last client.

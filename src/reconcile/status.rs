@@ -76,7 +76,8 @@ impl Statuses<'_> {
         for &i in &resolved.updates {
             let u = &catalog.updates[i as usize];
             let since = catalog.since_version[i as usize];
-            let c = counts(acc.fleet_clients, fleet_unknown, &acc.fleet_valid_by_version, since, acc.fleet_upd[i as usize]);
+            let c =
+                counts(acc.fleet_clients, fleet_unknown, &acc.fleet_valid_by_version, since, acc.fleet_upd[i as usize]);
             add_counts(&mut status.totals, &c);
             status.updates.push(UpdateCounts { id: u.id.clone(), kb: u.kb.clone(), title: u.title.clone(), counts: c });
         }

@@ -379,7 +379,8 @@ impl Layout {
             failed |= s.enforcement().failed();
             reboot |= s.enforcement() == Enforcement::PendingReboot;
         }
-        let mut m = Machines { targeted: 1, failed: failed as i64, pending_reboot: reboot as i64, ..Default::default() };
+        let mut m =
+            Machines { targeted: 1, failed: failed as i64, pending_reboot: reboot as i64, ..Default::default() };
         if required {
             m.required = 1;
         } else if v < d.max_since {

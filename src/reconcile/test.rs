@@ -8,7 +8,8 @@ use jiff::{SignedDuration, Timestamp};
 use super::*;
 use crate::catalog::test_support::update;
 use crate::compliance::{
-    ClientCompliance, ComplianceState, Enforcement, PackedState, ScanRecord, ScanResult, classify, client_unknown_reason,
+    ClientCompliance, ComplianceState, Enforcement, PackedState, ScanRecord, ScanResult, classify,
+    client_unknown_reason,
 };
 use crate::time::Duration;
 
