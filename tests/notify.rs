@@ -12,8 +12,8 @@ use patchops::desired::DesiredState;
 use patchops::git::GitSource;
 use patchops::notify::delivery::counters;
 use patchops::notify::payload::signature;
+use patchops::pipeline::Pipeline;
 use patchops::reconcile::Event;
-use patchops::standalone::Runner;
 use patchops::store::ReconcileRecord;
 
 /// A request the receiver got.
@@ -234,7 +234,7 @@ fn a_receiver_that_never_answers_does_not_hold_up_the_reconcile() {
         cache_dir: dir.path().join("cache"),
     };
     let store = dir.path().join("n.db").display().to_string();
-    let mut runner = Runner::new(source, patchops::store::open(&store).unwrap(), None);
+    let mut runner = Pipeline::new(source, patchops::store::open(&store).unwrap(), None);
     runner.reconcile_once("2026-11-20T12:00:00Z".parse().unwrap()).unwrap();
     // The waiver expires between the two reconciles: a WaiverExpired notification to a
     // receiver that holds every request open (for the provider's timeout of an hour).
