@@ -20,6 +20,9 @@ pub struct Problem {
     /// Field path, e.g. `spec.phases[0].collection` (empty for file-level problems).
     pub field: String,
     pub message: String,
+    /// The field names another resource that does not exist (a controller reports it as
+    /// `…NotFound`, and the object waits for it to appear).
+    pub missing_reference: bool,
 }
 
 impl fmt::Display for Problem {
@@ -349,7 +352,15 @@ impl Checker<'_> {
     fn collection_ref(&mut self, kind: &str, name: &str, field: &str, c: &str) {
         if !self.state.collections.contains_key(c) {
             let msg = format!("collection {c:?} not found; known collections: {}", known(&self.state.collections));
-            self.at(kind, name, field, msg);
+            self.missing(kind, name, field, msg);
+        }
+    }
+
+    /// A problem at a field naming a resource that does not exist.
+    fn missing(&mut self, kind: &str, name: &str, field: &str, msg: String) {
+        self.at(kind, name, field, msg);
+        if let Some(p) = self.out.last_mut() {
+            p.missing_reference = true;
         }
     }
 
@@ -357,7 +368,7 @@ impl Checker<'_> {
     fn list_ref(&mut self, kind: &str, name: &str, field: &str, l: &str) {
         if !self.state.update_lists.contains_key(l) {
             let msg = format!("updateList {l:?} not found; known lists: {}", known(&self.state.update_lists));
-            self.at(kind, name, field, msg);
+            self.missing(kind, name, field, msg);
         }
     }
 
@@ -365,7 +376,7 @@ impl Checker<'_> {
     fn template_ref(&mut self, kind: &str, name: &str, field: &str, t: &str) {
         if !self.state.templates.contains_key(t) {
             let msg = format!("template {t:?} not found; known templates: {}", known(&self.state.templates));
-            self.at(kind, name, field, msg);
+            self.missing(kind, name, field, msg);
         }
     }
 
@@ -615,7 +626,7 @@ impl Checker<'_> {
                     a.spec.provider_ref.name,
                     known(&self.state.notification_providers)
                 );
-                self.at(k, name, "spec.providerRef.name", msg);
+                self.missing(k, name, "spec.providerRef.name", msg);
             }
             if a.spec.events.is_empty() {
                 self.at(k, name, "spec.events", "sends nothing: name at least one event, e.g. RolloutHalted".into());
@@ -781,6 +792,7 @@ spec:
         assert_eq!(p.field, "spec.updateList");
         assert_eq!(p.line, 25);
         assert_eq!(p.message, "UpdateDeployment \"pilot\": updateList \"nov-sec\" not found; known lists: dec-sec");
+        assert!(p.missing_reference, "a missing list is marked as such for the controller");
         let bad = BASE.replace("collection: servers", "collection: desktops");
         assert!(
             one_problem(&[("a.yaml", &bad)])

@@ -57,7 +57,14 @@ impl RawDocument {
     /// A problem located at `path` in this document.
     pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
         let (line, column) = self.position(path);
-        Problem { file: self.file.clone(), line, column, field: path.to_string(), message: message.into() }
+        Problem {
+            file: self.file.clone(),
+            line,
+            column,
+            field: path.to_string(),
+            message: message.into(),
+            missing_reference: false,
+        }
     }
 
     /// Deserialize the value at `path` (`""` for the whole document) into `T`, reporting
@@ -152,6 +159,7 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Vec<RawDocument>, Probl
         column,
         field: String::new(),
         message: format!("YAML syntax: {message}"),
+        missing_reference: false,
     };
     // Pass 1: byte range and field positions of each document, from parser events.
     let mut docs: Vec<Span1> = Vec::new();

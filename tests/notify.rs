@@ -129,6 +129,7 @@ fn each_provider_type_gets_its_payload_signed_generic_webhooks_and_a_500_is_retr
         reason: "RolloutHalted".into(),
         message: "failure budget exceeded: 3 machines failed".into(),
         time: now,
+        severity: patchops::reconcile::Severity::Warning,
     };
     let activated = Event { reason: "DeploymentActivated".into(), ..halted.clone() };
     let catalog = patchops::catalog::Catalog::default();

@@ -189,6 +189,7 @@ pub fn expired_event(name: &str, spec: &WaiverSpec) -> Event {
             spec.expires, spec.reason
         ),
         time: spec.expires,
+        severity: crate::reconcile::Severity::Normal,
     }
 }
 

@@ -239,10 +239,9 @@ impl ConditionReason {
             _ => None,
         };
         // A reference field has other problems too ("no target: set collection"); only
-        // a missing object is NotFound. `desired::Problem` does not carry which one it
-        // is, so this reads the wording desired.rs gives every such problem.
+        // a missing object is NotFound.
         match missing {
-            Some(reason) if problem.message.contains("not found") => reason,
+            Some(reason) if problem.missing_reference => reason,
             _ if problem.field.ends_with("timeZone") => ConditionReason::UnknownTimeZone,
             _ if problem.field == "spec.deadline" => ConditionReason::InvalidDeadline,
             _ => ConditionReason::InvalidSpec,
@@ -337,10 +336,9 @@ async fn publish_outcome(
 ) -> Result<(), Error> {
     for e in &applied.events {
         let Some(r) = reference(objects, &e.kind, &e.name) else { continue };
-        let type_ = if matches!(e.reason.as_str(), "RolloutHalted" | "UpdateSuperseded" | "UpdateExpired") {
-            EventType::Warning
-        } else {
-            EventType::Normal
+        let type_ = match e.severity {
+            crate::reconcile::Severity::Warning => EventType::Warning,
+            crate::reconcile::Severity::Normal => EventType::Normal,
         };
         publish(ctx, r, type_, &e.reason, &e.message).await?;
     }
@@ -427,7 +425,16 @@ mod tests {
     use crate::desired::Problem;
 
     fn problem(field: &str, message: &str) -> Problem {
-        Problem { file: "site.yaml".into(), line: 3, column: 5, field: field.into(), message: message.into() }
+        // As desired.rs marks them: the "… not found" problems are missing references.
+        let missing_reference = message.contains(" not found;");
+        Problem {
+            file: "site.yaml".into(),
+            line: 3,
+            column: 5,
+            field: field.into(),
+            message: message.into(),
+            missing_reference,
+        }
     }
 
     #[test]

@@ -310,6 +310,7 @@ spec:
             reason: "DeadlinePassed".into(),
             message: "deadline reached".into(),
             time: at("2026-11-14T00:00:00Z"),
+            severity: crate::reconcile::Severity::Normal,
         }
     }
 

@@ -50,6 +50,19 @@ pub struct Event {
     pub reason: String,
     pub message: String,
     pub time: Timestamp,
+    /// Whether it asks for attention (Kubernetes event type `Warning`) or informs (`Normal`).
+    #[serde(default)]
+    pub severity: Severity,
+}
+
+/// How much an [`Event`] asks of its reader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Severity {
+    /// Something happened as planned (a deployment became available, a phase advanced).
+    #[default]
+    Normal,
+    /// Something needs a person (a rollout halted, a deployed update was superseded).
+    Warning,
 }
 
 /// Everything the core produces.

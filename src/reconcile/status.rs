@@ -392,6 +392,7 @@ fn warning_events(d: &PreparedDeployment, prev: Option<&UpdateDeploymentStatus>,
             reason: reason.to_string(),
             message: message.clone(),
             time: now,
+            severity: super::Severity::Warning,
         })
         .collect()
 }
@@ -410,6 +411,7 @@ fn events_for(
         reason: reason.into(),
         message,
         time: now,
+        severity: if reason == "RolloutHalted" { super::Severity::Warning } else { super::Severity::Normal },
     };
     let before = prev.map(|p| p.phase.as_str()).unwrap_or("");
     if before != now_status.phase {
@@ -432,4 +434,24 @@ fn events_for(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::reconcile::Severity;
+
+    #[test]
+    fn a_halted_rollout_is_a_warning_event_and_an_activation_a_normal_one() {
+        let now: Timestamp = "2026-11-20T12:00:00Z".parse().unwrap();
+        let status = |phase: &str| UpdateDeploymentStatus { phase: phase.into(), ..Default::default() };
+        let severity = |from: &str, to: &str, reason: &str| {
+            events_for("d", Some(&status(from)), &status(to), now)
+                .into_iter()
+                .find(|e| e.reason == reason)
+                .map(|e| e.severity)
+        };
+        assert_eq!(severity("Available", "Halted", "RolloutHalted"), Some(Severity::Warning));
+        assert_eq!(severity("Pending", "Available", "DeploymentActivated"), Some(Severity::Normal));
+    }
 }
