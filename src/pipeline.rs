@@ -145,6 +145,14 @@ impl Reconciler {
         for (name, s) in &outcome.waivers {
             push("Waiver", ns(&desired.waivers[name].metadata.namespace), name, json(s));
         }
+        for (name, s) in crate::notify::provider_statuses(desired, now) {
+            push(
+                "NotificationProvider",
+                ns(&desired.notification_providers[&name].metadata.namespace),
+                &name,
+                json(&s),
+            );
+        }
         for (name, s) in &outcome.packages {
             push("DeploymentPackage", ns(&desired.packages[name].metadata.namespace), name, json(s));
         }

@@ -62,6 +62,8 @@ pub struct Caches {
     pub rules: Cache<DeploymentRule>,
     pub waivers: Cache<Waiver>,
     pub compliance_policies: Cache<CompliancePolicy>,
+    pub notification_providers: Cache<NotificationProvider>,
+    pub alerts: Cache<Alert>,
 }
 
 fn values<K: Cached>(cache: &Cache<K>) -> Vec<serde_json::Value> {
@@ -81,6 +83,8 @@ impl Caches {
         all.extend(values(&self.rules));
         all.extend(values(&self.waivers));
         all.extend(values(&self.compliance_policies));
+        all.extend(values(&self.notification_providers));
+        all.extend(values(&self.alerts));
         all
     }
 
@@ -98,6 +102,8 @@ impl Caches {
             self.rules.wait_until_ready(),
             self.waivers.wait_until_ready(),
             self.compliance_policies.wait_until_ready(),
+            self.notification_providers.wait_until_ready(),
+            self.alerts.wait_until_ready(),
         );
     }
 }

@@ -343,6 +343,7 @@ pub fn run_site(
     let packages_c = Controller::new(Api::<DeploymentPackage>::namespaced(client.clone(), ns), wc.clone());
     let waivers_c = Controller::new(Api::<Waiver>::namespaced(client.clone(), ns), wc.clone());
     let policies_c = Controller::new(Api::<CompliancePolicy>::namespaced(client.clone(), ns), wc.clone());
+    let providers_c = Controller::new(Api::<NotificationProvider>::namespaced(client.clone(), ns), wc.clone());
     macro_rules! cache {
         ($k:ty) => {{
             let (reader, writer) = reflector::store::<$k>();
@@ -354,6 +355,7 @@ pub fn run_site(
     let (client_settings, settings_s) = cache!(ClientSettings);
     let (templates, templates_s) = cache!(DeploymentTemplate);
     let (rules, rules_s) = cache!(DeploymentRule);
+    let (alerts, alerts_s) = cache!(Alert);
     let caches = Caches {
         catalogs: catalogs_c.store(),
         collections: collections_c.store(),
@@ -365,6 +367,8 @@ pub fn run_site(
         rules,
         waivers: waivers_c.store(),
         compliance_policies: policies_c.store(),
+        notification_providers: providers_c.store(),
+        alerts,
     };
 
     let mut triggers: Triggers = HashMap::new();
@@ -377,6 +381,7 @@ pub fn run_site(
         "DeploymentPackage",
         "Waiver",
         "CompliancePolicy",
+        "NotificationProvider",
     ] {
         let (tx, rx) = futures::channel::mpsc::unbounded::<String>();
         triggers.insert(kind, tx);
@@ -407,6 +412,7 @@ pub fn run_site(
         run_one(packages_c, rx("DeploymentPackage"), ns.clone(), shutdown.clone(), ctx.clone()),
         run_one(waivers_c, rx("Waiver"), ns.clone(), shutdown.clone(), ctx.clone()),
         run_one(policies_c, rx("CompliancePolicy"), ns.clone(), shutdown.clone(), ctx.clone()),
+        run_one(providers_c, rx("NotificationProvider"), ns.clone(), shutdown.clone(), ctx.clone()),
     ]);
 
     let site_ctx = ctx.clone();
@@ -422,7 +428,7 @@ pub fn run_site(
                 }))
             }};
         }
-        let drains = [drain!(settings_s), drain!(templates_s), drain!(rules_s)];
+        let drains = [drain!(settings_s), drain!(templates_s), drain!(rules_s), drain!(alerts_s)];
         let resync_ctx = site_ctx.clone();
         let resync_stop = shutdown.clone();
         let resync_task = tokio::spawn(async move {

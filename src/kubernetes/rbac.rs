@@ -26,7 +26,7 @@ pub const fn watch(resource: &'static str) -> Call {
 }
 
 /// Status is written by server-side apply on the status subresource.
-pub const PATCH_STATUS: [Call; 7] = [
+pub const PATCH_STATUS: [Call; 8] = [
     call("patchops.dev", "updatecatalogs/status", "patch"),
     call("patchops.dev", "collections/status", "patch"),
     call("patchops.dev", "updatelists/status", "patch"),
@@ -34,6 +34,7 @@ pub const PATCH_STATUS: [Call; 7] = [
     call("patchops.dev", "deploymentpackages/status", "patch"),
     call("patchops.dev", "waivers/status", "patch"),
     call("patchops.dev", "compliancepolicies/status", "patch"),
+    call("patchops.dev", "notificationproviders/status", "patch"),
 ];
 /// The finalizer of UpdateDeployment is added and removed by a JSON patch.
 pub const PATCH_FINALIZER: Call = call("patchops.dev", "updatedeployments", "patch");
@@ -48,7 +49,7 @@ pub const LEASE: [Call; 3] = [
 ];
 
 /// The resources of every kind the controller watches.
-pub const WATCHED: [&str; 10] = [
+pub const WATCHED: [&str; 12] = [
     "updatecatalogs",
     "collections",
     "clientsettings",
@@ -59,6 +60,8 @@ pub const WATCHED: [&str; 10] = [
     "deploymentrules",
     "waivers",
     "compliancepolicies",
+    "notificationproviders",
+    "alerts",
 ];
 
 /// The calls in each managed namespace (the Lease is in one namespace only).

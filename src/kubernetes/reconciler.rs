@@ -44,6 +44,7 @@ impl Managed for crate::resources::UpdateList {}
 impl Managed for crate::resources::DeploymentPackage {}
 impl Managed for crate::resources::Waiver {}
 impl Managed for crate::resources::CompliancePolicy {}
+impl Managed for crate::resources::NotificationProvider {}
 impl Managed for crate::resources::UpdateDeployment {
     const FINALIZER: Option<&'static str> = Some(FINALIZER);
 }

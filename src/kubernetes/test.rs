@@ -99,6 +99,8 @@ impl Site {
             rules: filled(&[]),
             waivers: filled(&self.waivers),
             compliance_policies: filled(&[]),
+            notification_providers: filled(&[]),
+            alerts: filled(&[]),
         };
         let pipeline = Pipeline::new(store, &dir.path().join("cache"));
         (Arc::new(Context::new(client, NS, caches, pipeline, Default::default())), handle)

@@ -66,6 +66,30 @@ impl Counters {
     }
 }
 
+/// How the last delivery attempt to a provider ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LastAttempt {
+    pub time: jiff::Timestamp,
+    /// None when the receiver accepted it; the error otherwise.
+    pub error: Option<String>,
+}
+
+fn attempts() -> &'static Mutex<HashMap<String, LastAttempt>> {
+    static ATTEMPTS: OnceLock<Mutex<HashMap<String, LastAttempt>>> = OnceLock::new();
+    ATTEMPTS.get_or_init(Default::default)
+}
+
+/// Remember how the last attempt to `provider` ended, for the provider's status.
+pub fn record_attempt(provider: &str, error: Option<String>) {
+    let attempt = LastAttempt { time: jiff::Timestamp::now(), error };
+    attempts().lock().unwrap_or_else(|e| e.into_inner()).insert(provider.to_string(), attempt);
+}
+
+/// How the last attempt to `provider` in this process ended, if one was made.
+pub fn last_attempt(provider: &str) -> Option<LastAttempt> {
+    attempts().lock().unwrap_or_else(|e| e.into_inner()).get(provider).cloned()
+}
+
 /// The process's notification counters (the metrics registry shares them).
 pub fn counters() -> &'static Counters {
     static COUNTERS: OnceLock<Counters> = OnceLock::new();
@@ -197,9 +221,13 @@ fn worker(rx: Receiver<Delivery>, config: Config) {
             let Reverse(p) = waiting.pop().expect("peeked");
             let d = &p.delivery;
             match post(d) {
-                Ok(()) => Counters::inc(&counters().sent, &d.provider),
+                Ok(()) => {
+                    Counters::inc(&counters().sent, &d.provider);
+                    record_attempt(&d.provider, None);
+                }
                 Err(e) if p.attempt < config.attempts => {
                     Counters::inc(&counters().failures, &d.provider);
+                    record_attempt(&d.provider, Some(e.clone()));
                     let wait = backoff(&config, p.attempt);
                     tracing::warn!(
                         provider = %d.provider, address = %d.address, attempt = p.attempt,
@@ -211,6 +239,7 @@ fn worker(rx: Receiver<Delivery>, config: Config) {
                 Err(e) => {
                     Counters::inc(&counters().failures, &d.provider);
                     Counters::inc(&counters().abandoned, &d.provider);
+                    record_attempt(&d.provider, Some(format!("{e} (given up after {} attempts)", p.attempt)));
                     tracing::warn!(
                         provider = %d.provider, address = %d.address, attempts = p.attempt,
                         "notification failed: {e}; given up after {} attempts", p.attempt

@@ -20,7 +20,10 @@ use serde::Serialize;
 use crate::catalog::{Catalog, Severity};
 use crate::desired::DesiredState;
 use crate::reconcile::Event;
-use crate::resources::{AlertEvent, AlertSpec, CompliancePolicyStatus, DeploymentRuleStatus, UpdateDeploymentStatus};
+use crate::resources::{
+    AlertEvent, AlertSpec, CompliancePolicyStatus, Condition, DeploymentRuleStatus, NotificationProviderStatus,
+    UpdateDeploymentStatus,
+};
 use crate::store::ReconcileRecord;
 
 /// One event users can be alerted on.
@@ -246,10 +249,36 @@ pub fn after_reconcile(
                 Err(e) => {
                     tracing::warn!(provider = %alert.spec.provider_ref.name, alert = %alert_name, "notification not sent: {e}");
                     delivery::counters().failed(&alert.spec.provider_ref.name);
+                    delivery::record_attempt(&alert.spec.provider_ref.name, Some(e.to_string()));
                 }
             }
         }
     }
+}
+
+/// Each provider's status, from this process's deliveries: Ready while its last delivery
+/// was accepted (or before the first), not Ready with the error while its last attempt
+/// failed, so `status` and `kubectl get notificationproviders` show a broken receiver.
+pub fn provider_statuses(desired: &DesiredState, now: Timestamp) -> BTreeMap<String, NotificationProviderStatus> {
+    let status = |name: &str| {
+        let ready = match delivery::last_attempt(name) {
+            None => Condition::new("Ready", true, "NoDeliveryYet", "no notification sent yet", now),
+            Some(delivery::LastAttempt { time, error: None }) => {
+                Condition::new("Ready", true, "Delivered", format!("last notification delivered at {time}"), time)
+            }
+            Some(delivery::LastAttempt { time, error: Some(e) }) => Condition::new(
+                "Ready",
+                false,
+                "DeliveryFailed",
+                format!(
+                    "last delivery failed at {time}: {e}; check spec.address and the receiver (retried with backoff)"
+                ),
+                time,
+            ),
+        };
+        NotificationProviderStatus { conditions: vec![ready] }
+    };
+    desired.notification_providers.keys().map(|name| (name.clone(), status(name))).collect()
 }
 
 #[cfg(test)]
@@ -301,6 +330,36 @@ spec:
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_provider_whose_last_delivery_failed_is_not_ready_and_says_why() {
+        let desired = DesiredState::load_in(
+            "main@sha1:0",
+            None,
+            &[(
+                "p.yaml".into(),
+                "apiVersion: patchops.dev/v1alpha1\nkind: NotificationProvider\nmetadata: {name: status-test-hook}\n\
+                 spec: {type: generic, address: \"http://127.0.0.1:9/hook\"}\n---\n\
+                 apiVersion: patchops.dev/v1alpha1\nkind: NotificationProvider\nmetadata: {name: status-test-other}\n\
+                 spec: {type: slack, address: \"http://127.0.0.1:9/slack\"}\n"
+                    .into(),
+            )],
+        )
+        .unwrap();
+        let now = at("2026-11-20T12:00:00Z");
+        let ready = |name: &str| provider_statuses(&desired, now)[name].conditions[0].clone();
+        assert_eq!(
+            (ready("status-test-hook").status.as_str(), ready("status-test-hook").reason.as_str()),
+            ("True", "NoDeliveryYet")
+        );
+        delivery::record_attempt("status-test-hook", Some("http://127.0.0.1:9/hook answered 500".into()));
+        let failed = ready("status-test-hook");
+        assert_eq!((failed.status.as_str(), failed.reason.as_str()), ("False", "DeliveryFailed"));
+        assert!(failed.message.contains("answered 500") && failed.message.contains("spec.address"), "{failed:?}");
+        assert_eq!(ready("status-test-other").status, "True", "another provider is not affected");
+        delivery::record_attempt("status-test-hook", None);
+        assert_eq!(ready("status-test-hook").reason, "Delivered");
     }
 
     fn deadline_event() -> Event {

@@ -84,13 +84,13 @@ labels: {{- include "patchops.labels" . | nindent 2 }}
   resources: [events]
   verbs: [create, patch]
 - apiGroups: [patchops.dev]
-  resources: [clientsettings, collections, compliancepolicies, deploymentpackages, deploymentrules, deploymenttemplates, updatecatalogs, updatelists, waivers]
+  resources: [alerts, clientsettings, collections, compliancepolicies, deploymentpackages, deploymentrules, deploymenttemplates, notificationproviders, updatecatalogs, updatelists, waivers]
   verbs: [list, watch]
 - apiGroups: [patchops.dev]
   resources: [updatedeployments]
   verbs: [list, patch, watch]
 - apiGroups: [patchops.dev]
-  resources: [collections/status, compliancepolicies/status, deploymentpackages/status, updatecatalogs/status, updatedeployments/status, updatelists/status, waivers/status]
+  resources: [collections/status, compliancepolicies/status, deploymentpackages/status, notificationproviders/status, updatecatalogs/status, updatedeployments/status, updatelists/status, waivers/status]
   verbs: [patch]
 {{- end -}}
 
