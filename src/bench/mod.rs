@@ -75,6 +75,24 @@ pub fn peak_rss() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
 
+/// A bench desired state with `sites` collections `site-N`, each selecting the machines
+/// whose `site` fact is its name.
+pub fn site_collections(sites: usize) -> DesiredState {
+    let mut desired = DesiredState { revision: "bench@sha1:0".into(), ..Default::default() };
+    for s in 0..sites {
+        let name = format!("site-{s}");
+        let spec = CollectionSpec {
+            selector: Some(FactSelector {
+                match_facts: BTreeMap::from([("site".to_string(), name.clone())]),
+                match_expressions: vec![],
+            }),
+            ..Default::default()
+        };
+        desired.collections.insert(name.clone(), Collection::new(&name, spec));
+    }
+    desired
+}
+
 /// The synthetic inputs: products with monthly updates, sites as collections,
 /// deployments of one product's updates to one site.
 pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fleet) {
@@ -105,18 +123,7 @@ pub fn synthetic(args: &BenchArgs, now: Timestamp) -> (DesiredState, Catalog, Fl
         .collect();
     let catalog = Catalog::new(1, updates, &HashMap::new());
     let sites = 10;
-    let mut desired = DesiredState { revision: "bench@sha1:0".into(), ..Default::default() };
-    for s in 0..sites {
-        let name = format!("site-{s}");
-        let spec = CollectionSpec {
-            selector: Some(FactSelector {
-                match_facts: BTreeMap::from([("site".to_string(), name.clone())]),
-                match_expressions: vec![],
-            }),
-            ..Default::default()
-        };
-        desired.collections.insert(name.clone(), Collection::new(&name, spec));
-    }
+    let mut desired = site_collections(sites);
     for p in 0..args.products {
         let name = format!("product-{p}");
         let spec = UpdateListSpec {

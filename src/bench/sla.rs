@@ -9,7 +9,6 @@ use super::BenchArgs;
 use super::cve::best_of;
 use crate::Result;
 use crate::catalog::Severity;
-use crate::desired::DesiredState;
 
 /// `patchops bench sla`: one year of daily status history of one deployment per ten
 /// updates (the bench fleet's machines as targeted counts), written to a SQLite store
@@ -22,7 +21,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     use crate::governance::sla::{Approval, Filter, load_history, report, series};
     use crate::resources::*;
     use jiff::{SignedDuration, civil::date};
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::HashMap;
 
     let days = 365usize;
     let sites = 10usize;
@@ -52,18 +51,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         })
         .collect();
     let catalog = Catalog::new(1, updates, &HashMap::new());
-    let mut desired = DesiredState { revision: "bench@sha1:0".into(), ..Default::default() };
-    for s in 0..sites {
-        let name = format!("site-{s}");
-        let spec = CollectionSpec {
-            selector: Some(FactSelector {
-                match_facts: BTreeMap::from([("site".to_string(), name.clone())]),
-                match_expressions: vec![],
-            }),
-            ..Default::default()
-        };
-        desired.collections.insert(name.clone(), Collection::new(&name, spec));
-    }
+    let mut desired = super::site_collections(sites);
     // Deployment d carries updates d*10 .. d*10+9, approved a few days after the last
     // one's release; its machines become compliant over the next days.
     let mut approvals = Vec::new();
