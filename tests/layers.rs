@@ -1,5 +1,5 @@
-//! Data flows one way. The command layer (`src/cmd/`, `src/main.rs`) and the benchmarks
-//! (`src/bench/`) sit on top and may use anything; the drivers (the management point, the
+//! Data flows one way. The command layer (`src/cmd/`, `src/main.rs`) sits on top and may
+//! use anything; the benchmarks (`src/bench/`) may use everything below it; the drivers (the management point, the
 //! Kubernetes operator, the agent) use only the layers below them — the pipeline, the
 //! store, git, the core — never each other; and nothing below the top imports it back.
 
@@ -63,7 +63,8 @@ const DRIVERS: [&str; 3] = ["server", "kubernetes", "agent"];
 
 #[test]
 fn no_module_below_the_command_layer_imports_it() {
-    let bad = violations(|from, to| !(TOP.contains(&to) || to == "cli") || TOP.contains(&from));
+    // Only the command layer itself (and main) may name it; the benchmarks call the layers below.
+    let bad = violations(|from, to| !["cmd", "main", "cli"].contains(&to) || ["cmd", "main"].contains(&from));
     assert!(bad.is_empty(), "imports of the command layer from below it:\n{}", bad.join("\n"));
 }
 

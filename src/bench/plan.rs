@@ -10,8 +10,7 @@ use jiff::Timestamp;
 
 use super::{BenchArgs, peak_rss, synthetic};
 use crate::catalog::Catalog;
-use crate::cmd::plan::{Args as PlanArgs, PlanFormat, make};
-use crate::git::plan::markdown;
+use crate::git::plan::{PlanInputs, make, markdown};
 use crate::{Error, Result};
 
 const SITES: usize = 10;
@@ -48,13 +47,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
     drop(fleet);
 
-    let args = PlanArgs {
+    let args = PlanInputs {
         repo: repo_path.display().to_string(),
         base: "main".into(),
         head: "change".into(),
         path: Some("desired".into()),
         store: store_path.display().to_string(),
-        output: PlanFormat::Markdown,
         now: Some(now),
     };
     let mut times = Vec::new();
@@ -109,7 +107,7 @@ impl Drop for Scratch {
 }
 
 /// Where the time of one plan goes.
-fn breakdown(args: &PlanArgs) -> Result<()> {
+fn breakdown(args: &PlanInputs) -> Result<()> {
     let t = Instant::now();
     let source = |rev: &str| crate::git::GitSource {
         repo: args.repo.clone(),

@@ -17,8 +17,9 @@ use crate::catalog::Catalog;
 use crate::compliance::{Client, ClientCompliance, ComplianceState, Fleet, classify, client_unknown_reason};
 use crate::desired::DesiredState;
 use crate::reconcile::targeting::member;
-use crate::reconcile::{Inputs, Outcome, Prepared, PreparedDeployment, Previous, reconcile, windows};
+use crate::reconcile::{Inputs, Outcome, Prepared, PreparedDeployment, Previous, previous_from, reconcile, windows};
 use crate::resources::ClientSettingsSpec;
+use crate::{Error, Result};
 
 /// What merging head into base changes.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -149,6 +150,63 @@ pub struct World<'a> {
     pub fleet: &'a Fleet,
     pub previous: &'a Previous,
     pub now: Timestamp,
+}
+
+/// What `plan` reads: the repository and its two revisions, the store, the moment.
+#[derive(Clone, Debug)]
+pub struct PlanInputs {
+    /// Local path or URL of the repository.
+    pub repo: String,
+    /// The revision merged into.
+    pub base: String,
+    /// The revision proposed.
+    pub head: String,
+    /// Folder inside the repository holding the resources.
+    pub path: Option<String>,
+    /// Store with the current catalog and compliance.
+    pub store: String,
+    /// Evaluate at this time instead of now.
+    pub now: Option<Timestamp>,
+}
+
+/// Read both revisions and the store, and compute the plan.
+pub fn make(args: &PlanInputs) -> Result<Plan> {
+    let state = crate::process::state_dir();
+    let source = |rev: &str| crate::git::GitSource {
+        repo: args.repo.clone(),
+        revision: Some(rev.to_string()),
+        path: args.path.clone(),
+        cache_dir: state.join("git-cache"),
+    };
+    let (base_tree, base) = crate::pipeline::load_desired(&source(&args.base)).inspect_err(|e| {
+        if matches!(e, Error::InvalidDesiredState(_)) {
+            eprintln!("error: the base revision {:?} is invalid; fix it first", args.base);
+        }
+    })?;
+    let (head_tree, head) = crate::pipeline::load_desired(&source(&args.head)).inspect_err(|e| {
+        if matches!(e, Error::InvalidDesiredState(_)) {
+            eprintln!("error: the head revision {:?} is invalid; merging it would be rejected", args.head);
+        }
+    })?;
+    let store = crate::store::open_existing(&args.store)?;
+    let catalog = store.load_catalog()?;
+    // Only the compliance of the updates the change touches is read.
+    let fleet = store.load_fleet_for(&needed_update_keys(&base, &head, &catalog))?;
+    let last = store.last_reconcile()?;
+    let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
+    let world =
+        World { catalog: &catalog, fleet: &fleet, previous: &previous, now: args.now.unwrap_or_else(Timestamp::now) };
+    let mut plan = compute(&base, &head, &world);
+    // Only what the branch brings: a violation the base already has is not this change's.
+    use crate::governance::policy::violations;
+    let key = |v: &crate::governance::policy::Violation| (v.resource.clone(), v.field.clone(), v.policy.clone());
+    let before: std::collections::HashSet<_> =
+        violations(&base, &catalog, source(&args.base).commit_time(&base_tree.commit)?).iter().map(key).collect();
+    plan.violations = violations(&head, &catalog, source(&args.head).commit_time(&head_tree.commit)?)
+        .into_iter()
+        .filter(|v| !before.contains(&key(v)))
+        .collect();
+    Ok(plan)
 }
 
 /// One side, prepared as the reconcile core prepares it, with the warnings a plan shows.
