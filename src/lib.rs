@@ -24,6 +24,7 @@ pub mod reconcile;
 pub mod resources;
 pub mod secrets;
 pub mod server;
+pub mod site;
 pub mod sim;
 pub mod store;
 pub mod time;

@@ -188,6 +188,21 @@ impl Engine {
         self.finish(inputs, Some(index))
     }
 
+    /// The desired state resolved against the catalog, as this engine counts it.
+    pub fn prepared(&self) -> &Prepared {
+        &self.prepared
+    }
+
+    /// Collection membership of every client (same order as the fleet).
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// The outcome as of the last change applied.
+    pub fn outcome(&self) -> &Outcome {
+        &self.outcome
+    }
+
     /// Turn counters into statuses, kind by kind, then into client policies. `only`: one
     /// client changed; None when that change moved a rollout (phase start or halt), which
     /// needs a full reconcile.

@@ -87,6 +87,12 @@ pub struct ServerConfig {
     pub body_timeout: Duration,
     /// Most connections open at once; more wait in the listen queue.
     pub max_connections: usize,
+    /// The live site engine of this process, when it runs one: policies, tokens and the
+    /// read API are answered from it.
+    pub site: Option<crate::site::SiteHandle>,
+    /// sha256 (hex) of the read tokens that may use the read API and the console (never
+    /// a client token). Empty: the read API answers nobody.
+    pub read_token_hashes: Vec<String>,
 }
 
 impl ServerConfig {
@@ -101,6 +107,8 @@ impl ServerConfig {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            site: None,
+            read_token_hashes: Vec::new(),
         }
     }
 }
@@ -116,6 +124,8 @@ impl std::fmt::Debug for ServerConfig {
             .field("header_timeout", &self.header_timeout)
             .field("body_timeout", &self.body_timeout)
             .field("max_connections", &self.max_connections)
+            .field("site", &self.site.is_some())
+            .field("read_tokens", &self.read_token_hashes.len())
             .finish()
     }
 }

@@ -1,0 +1,52 @@
+//! The live site: one site's compliance picture kept in memory and current. It starts
+//! from the store (cold start), then follows the store's change feed — each acknowledged
+//! state batch, registration or fact change — and re-derives only the clients it names;
+//! a new desired-state revision or catalog version re-derives everything it touches.
+//! Every driver (`run`, `serve`, the operator) goes through it, and the management point
+//! answers policies, tokens and the read API from it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use jiff::Timestamp;
+
+use crate::catalog::Catalog;
+use crate::compliance::Fleet;
+use crate::desired::DesiredState;
+use crate::reconcile::Engine;
+use crate::resources::UpdateCatalogStatus;
+
+/// What the site engine holds: the inputs of the last derivation and its engine. The
+/// fleet is in the engine's order (its index is `index`), not necessarily sorted by name.
+pub struct SiteState {
+    pub desired: Arc<DesiredState>,
+    pub catalog: Arc<Catalog>,
+    pub catalog_status: BTreeMap<String, UpdateCatalogStatus>,
+    pub fleet: Fleet,
+    pub engine: Engine,
+    /// When the statuses were last derived (the `now` of the engine's outcome).
+    pub derived_at: Timestamp,
+    /// Client name → position in `fleet` (and in the engine).
+    pub index: HashMap<String, usize>,
+}
+
+impl SiteState {
+    /// A client by name.
+    pub fn client(&self, name: &str) -> Option<(usize, &crate::compliance::Client)> {
+        self.index.get(name).map(|&i| (i, &self.fleet.clients[i]))
+    }
+}
+
+/// A handle on a running site engine, shared by the drivers and the management point.
+#[derive(Clone, Default)]
+pub struct SiteHandle {
+    state: Arc<RwLock<Option<SiteState>>>,
+}
+
+impl SiteHandle {
+    /// Read the site as it is now; None before the first derivation finished.
+    pub fn read<R>(&self, f: impl FnOnce(&SiteState) -> R) -> Option<R> {
+        let guard = self.state.read().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().map(f)
+    }
+}
