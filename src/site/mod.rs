@@ -50,3 +50,29 @@ impl SiteHandle {
         guard.as_ref().map(f)
     }
 }
+
+impl SiteState {
+    /// A full derivation over an in-memory fleet (sorted by name here).
+    pub fn derive(
+        desired: Arc<DesiredState>,
+        catalog: Arc<Catalog>,
+        catalog_status: BTreeMap<String, UpdateCatalogStatus>,
+        fleet: Fleet,
+        previous: &crate::reconcile::Previous,
+        now: Timestamp,
+    ) -> SiteState {
+        let fleet = Fleet::new(fleet.clients);
+        let inputs =
+            crate::reconcile::Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous, now };
+        let (engine, _) = Engine::new(&inputs);
+        let index = fleet.clients.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+        SiteState { desired, catalog, catalog_status, fleet, engine, derived_at: now, index }
+    }
+}
+
+impl SiteHandle {
+    /// A handle holding `state` (tests, and the engine once it derived the site).
+    pub fn with_state(state: SiteState) -> SiteHandle {
+        SiteHandle { state: Arc::new(RwLock::new(Some(state))) }
+    }
+}
