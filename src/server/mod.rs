@@ -10,6 +10,7 @@
 use crate::content;
 mod listen;
 mod metrics;
+mod ui;
 
 pub use listen::raise_open_file_limit;
 
@@ -93,6 +94,10 @@ pub struct ServerConfig {
     /// sha256 (hex) of the read tokens that may use the read API and the console (never
     /// a client token). Empty: the read API answers nobody.
     pub read_token_hashes: Vec<String>,
+    /// Behind an authenticating proxy (oauth2-proxy): the request header (e.g.
+    /// `X-Auth-Request-User`) whose presence signs a user in to the console and the read
+    /// API. Set it only when nothing but the proxy can reach this listener.
+    pub ui_trusted_header: Option<String>,
 }
 
 impl ServerConfig {
@@ -109,6 +114,7 @@ impl ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             site: None,
             read_token_hashes: Vec::new(),
+            ui_trusted_header: None,
         }
     }
 }
@@ -177,6 +183,7 @@ pub fn router(store: SharedStore, config: ServerConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .merge(ui::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
