@@ -9,6 +9,7 @@ const STATES = [
   ['Unknown', 'unknown', 'Unknown'],
   ['Failed', 'failed', 'Failed'],
   ['PendingReboot', 'reboot', 'Pending reboot'],
+  ['Waived', 'waived', 'Waived'],
 ];
 
 /** Machine counts of a deployment status, by state name of the machines endpoint. */
@@ -120,11 +121,12 @@ export async function deployment(main, { name }) {
   let machines;
 
   const machineColumns = [
-    { key: 'name', label: 'Machine', value: (m) => pick(m, 'name', 'client'), render: (m) => link(`#/machines/${seg(pick(m, 'name', 'client'))}`, pick(m, 'name', 'client')) },
-    { key: 'state', label: 'State', value: (m) => pick(m, 'state') },
+    { key: 'name', label: 'Machine', sorts: ['name'], value: (m) => pick(m, 'name', 'client'), render: (m) => link(`#/machines/${seg(pick(m, 'name', 'client'))}`, pick(m, 'name', 'client')) },
+    { key: 'state', label: 'State', value: (m) => [m.state, m.failed ? 'Failed' : '', m.pendingReboot ? 'PendingReboot' : ''].filter(Boolean).join(' · ') },
+    { key: 'phase', label: 'Rollout phase', value: (m) => m.phase },
     { key: 'reason', label: 'Sub-reason (Table 1)', value: (m) => { const r = reasonText(m); return Array.isArray(r) ? r.join(', ') : r; } },
     { key: 'message', label: 'Failure message', value: (m) => pick(m, 'message', 'failure', 'error') },
-    { key: 'lastScan', label: 'Last scan', value: (m) => pick(m, 'lastScan.time', 'lastScan', 'lastScanTime'), render: (m) => fmtTime(pick(m, 'lastScan.time', 'lastScan', 'lastScanTime')) },
+    { key: 'lastScan', label: 'Last scan', sorts: ['lastScan', '-lastScan'], value: (m) => pick(m, 'lastScan.time', 'lastScan', 'lastScanTime'), render: (m) => fmtTime(pick(m, 'lastScan.time', 'lastScan', 'lastScanTime')) },
   ];
 
   function select(state) {
@@ -134,7 +136,7 @@ export async function deployment(main, { name }) {
     machines = table({
       caption: `Machines ${state} for ${name}`, columns: machineColumns, csvName: `${name}-${state}`, initialSort: 'name',
       filters: [{ name: 'q', label: 'Filter machines', placeholder: 'machine name' }],
-      load: (p) => read(`deployments/${seg(name)}/machines`, { ...p, state }),
+      load: (p) => read(`deployments/${seg(name)}/machines`, { ...p, state }), serverSort: true,
       rowKey: (m) => pick(m, 'name', 'client'),
     });
     panel.setAttribute('aria-labelledby', `tab-${state}`);
@@ -153,7 +155,6 @@ export async function deployment(main, { name }) {
     const d = await read(`deployments/${seg(name)}`);
     const s = statusOf(d);
     const c = counts(s);
-    const spec = d.spec || {};
     summary.replaceChildren(
       h('div', { class: 'grid' },
         facts([
@@ -161,8 +162,10 @@ export async function deployment(main, { name }) {
           ['Compliance', h('span', { id: 'compliance-percent' }, fmtPercent(s.compliancePercent))],
           ['Targeted machines', h('span', { id: 'targeted' }, fmtNum(s.targeted))],
           ['Updates deployed', fmtNum(s.updateCount)],
-          ['Update list', pick(spec, 'updateList', 'updateListRef')],
-          ['Collection', pick(spec, 'collection') ? link(`#/collections/${seg(spec.collection)}`, spec.collection) : undefined],
+          ['Update list', pick(d, 'updateList', 'spec.updateList')],
+          ['Template', pick(d, 'template')],
+          ['Mandatory', d.mandatory === undefined ? undefined : d.mandatory ? 'yes' : 'no (optional)'],
+          ['Collections', (d.collections || []).length ? h('span', {}, d.collections.flatMap((n, i) => [i ? ', ' : '', link(`#/collections/${seg(n)}`, n)])) : undefined],
         ]),
         facts([
           ['Available', fmtTime(s.availableTime)],
@@ -207,15 +210,15 @@ export async function deployment(main, { name }) {
 export function machines(main) {
   heading(main, 'Machines');
   const t = table({
-    caption: 'Machines', csvName: 'machines', initialSort: 'name', rowKey: (c) => c.name,
+    caption: 'Machines', csvName: 'machines', initialSort: 'name', rowKey: (c) => c.name, serverSort: true,
     columns: [
-      { key: 'name', label: 'Machine', value: (c) => c.name, render: (c) => link(`#/machines/${seg(c.name)}`, c.name) },
-      { key: 'os', label: 'OS', value: (c) => pick(c, 'facts.os') },
+      { key: 'name', label: 'Machine', sorts: ['name'], value: (c) => c.name, render: (c) => link(`#/machines/${seg(c.name)}`, c.name) },
+      { key: 'os', label: 'OS', value: (c) => pick(c, 'os', 'facts.os') },
       { key: 'agentVersion', label: 'Agent', value: (c) => c.agentVersion },
-      { key: 'lastScan', label: 'Last scan', value: (c) => pick(c, 'lastScan.time', 'lastScan'), render: (c) => fmtTime(pick(c, 'lastScan.time', 'lastScan')) },
-      { key: 'required', label: 'Required', num: true, value: (c) => pick(c, 'required', 'counts.required') },
-      { key: 'unknown', label: 'Unknown', num: true, value: (c) => pick(c, 'unknown', 'counts.unknown') },
-      { key: 'compliant', label: 'Compliant', value: (c) => { const v = pick(c, 'compliant'); return v === undefined ? undefined : v ? 'yes' : 'no'; } },
+      { key: 'lastScan', label: 'Last scan', sorts: ['lastScan', '-lastScan'], value: (c) => pick(c, 'lastScan.time', 'lastScan'), render: (c) => fmtTime(pick(c, 'lastScan.time', 'lastScan')) },
+      { key: 'scanState', label: 'Scan', value: (c) => c.scanState },
+      { key: 'required', label: 'Updates required', num: true, value: (c) => pick(c, 'required', 'counts.required') },
+      { key: 'deployments', label: 'Deployments', num: true, value: (c) => (Array.isArray(c.deployments) ? c.deployments.length : c.deployments) },
     ],
     filters: [
       { name: 'q', label: 'Name', placeholder: 'ber-ws' },
@@ -227,11 +230,17 @@ export function machines(main) {
   return refreshAll([t]);
 }
 
+/** A maintenance window in words: "lunch: Weekly Mon, Tue at 12:00 Europe/Berlin for 1h". */
+function windowText(w) {
+  if (typeof w === 'string') return w;
+  const days = (w.daysOfWeek || []).join(', ');
+  const week = w.weekOfMonth ? ` (week ${w.weekOfMonth}${w.offsetDays ? ` + ${w.offsetDays} days` : ''})` : '';
+  return `${w.name ?? 'window'}: ${w.recurrence ?? ''}${days ? ` ${days}` : ''}${week} at ${w.start ?? '?'} ${w.timeZone ?? 'UTC'} for ${w.duration ?? '?'}`;
+}
+
 function windowsList(windows) {
   if (!Array.isArray(windows) || !windows.length) return 'none (installs at once)';
-  return h('ul', {}, windows.map((w) => h('li', {}, typeof w === 'string' ? w
-    : [pick(w, 'collection') ? `${w.collection}: ` : '', pick(w, 'name', 'schedule') ?? '', w.next ? ` — next ${fmtTime(w.next)}` : '',
-      pick(w, 'duration') ? ` for ${w.duration}` : ''].join(''))));
+  return h('ul', {}, windows.map((w) => h('li', {}, windowText(w))));
 }
 
 /** The one sentence that says why a machine is not compliant (from the API, or made from its states). */
@@ -265,6 +274,10 @@ export async function machine(main, { name }) {
           ['Last scan', fmtTime(pick(c, 'lastScan.time', 'lastScan'))],
           ['Scanned catalog version', pick(c, 'lastScan.catalogVersion') ?? '—'],
           ['Scan error', pick(c, 'lastScan.error')],
+          ['Last failed scan', c.lastFailure ? `${fmtTime(c.lastFailure.time)}: ${c.lastFailure.error ?? ''}` : undefined],
+          ['Every update Unknown because', c.unknownReason],
+          ['Deployments', (c.deployments || []).length ? h('span', {}, c.deployments.flatMap((d, i) => [i ? ', ' : '', link(`#/deployments/${seg(d.name ?? d)}`, d.name ?? d),
+            d.phase ? ` (${d.phase})` : ''])) : 'none'],
           ['Pending reboot', (pick(c, 'pendingReboot') ?? states.some((s) => /PendingReboot/.test(reasonText(s)))) ? 'yes' : 'no'],
           ['Collections', collections.length ? h('span', {}, collections.flatMap((n, i) => [i ? ', ' : '', link(`#/collections/${seg(n.name ?? n)}`, n.name ?? n)])) : 'none'],
           ['Maintenance windows', windowsList(pick(c, 'maintenanceWindows', 'windows'))],
@@ -285,6 +298,7 @@ export async function machine(main, { name }) {
       { key: 'deployments', label: 'Deployments', value: (s) => (s.deployments || []).join(', '),
         render: (s) => h('span', {}, (s.deployments || []).flatMap((d, i) => [i ? ', ' : '', link(`#/deployments/${seg(d)}`, d)])) },
       { key: 'message', label: 'Message', value: (s) => pick(s, 'message', 'error') },
+      { key: 'waivedBy', label: 'Waived by', value: (s) => (s.waivedBy || []).join(', ') },
     ],
     filters: [{ name: 'q', label: 'Filter updates' }],
     load: async () => states,
@@ -311,7 +325,7 @@ export function updates(main) {
   heading(main, 'Updates');
   const q = new URLSearchParams(location.hash.split('?')[1] || '');
   const t = table({
-    caption: 'Updates', csvName: 'updates', initialSort: '-released', rowKey: (u) => u.id,
+    caption: 'Updates', csvName: 'updates', rowKey: (u) => u.id, serverSort: true,
     columns: [
       { key: 'id', label: 'Update', value: (u) => u.id, render: (u) => link(`#/updates/${seg(u.id)}`, u.id) },
       { key: 'kb', label: 'KB / advisory', value: (u) => pick(u, 'kb', 'advisory') },
@@ -322,8 +336,9 @@ export function updates(main) {
       { key: 'released', label: 'Released', value: (u) => u.released },
       { key: 'cves', label: 'CVEs', value: (u) => (u.cves || []).join(' ') },
       { key: 'required', label: 'Systems requiring', num: true, value: (u) => pick(u, 'required', 'counts.required', 'fleet.required') },
+      { key: 'installed', label: 'Installed on', num: true, value: (u) => pick(u, 'installed') },
       { key: 'deployments', label: 'Deployments', value: (u) => (u.deployments || []).join(', ') },
-      { key: 'flags', label: 'Status', sort: false, value: (u) => [u.superseded || (u.supersededBy || []).length ? 'superseded' : '', u.expired ? 'expired' : ''].filter(Boolean).join(' '), render: flags },
+      { key: 'flags', label: 'Status', value: (u) => [u.superseded || (u.supersededBy || []).length ? 'superseded' : '', u.expired ? 'expired' : ''].filter(Boolean).join(' '), render: flags },
     ],
     filters: [
       { name: 'q', label: 'Search', placeholder: 'title, id…', value: q.get('q') || '' },
@@ -333,6 +348,8 @@ export function updates(main) {
       { name: 'product', label: 'Product', placeholder: 'Windows 11 24H2', value: q.get('product') || '' },
       { name: 'classification', label: 'Classification', type: 'select', options: CLASSIFICATIONS, value: q.get('classification') || '' },
       { name: 'severity', label: 'Severity', type: 'select', options: SEVERITIES, value: q.get('severity') || '' },
+      { name: 'superseded', label: 'Superseded', type: 'select', options: [['true', 'Superseded'], ['false', 'Current']], value: q.get('superseded') || '' },
+      { name: 'expired', label: 'Expired', type: 'select', options: [['true', 'Expired'], ['false', 'Not expired']], value: q.get('expired') || '' },
     ],
     load: (p) => read('updates', p),
   });
@@ -347,6 +364,7 @@ export async function update(main, { id }) {
   async function load() {
     const u = await read(`updates/${seg(id)}`);
     const fleet = u.fleet || u.counts || u;
+    const full = u.update || u;
     const list = (xs, href) => (xs && xs.length ? h('span', {}, xs.flatMap((x, i) => [i ? ', ' : '', href ? link(href(x), x) : x])) : 'none');
     body.replaceChildren(
       h('p', { class: 'card' }, h('strong', {}, u.title ?? id), ' ', flags(u)),
@@ -355,16 +373,17 @@ export async function update(main, { id }) {
           ['KB', u.kb ?? '—'], ['Advisory', u.advisory], ['Classification', u.classification ?? '—'], ['Severity', u.severity ?? '—'],
           ['Products', (u.products || []).join(', ') || '—'], ['Released', u.released ?? '—'],
           ['CVEs', list(u.cves, (c) => `#/updates?cve=${seg(c)}`)],
-          ['Supersedes', list(u.supersedes, (x) => `#/updates/${seg(x)}`)],
+          ['Supersedes', list(full.supersedes, (x) => `#/updates/${seg(x)}`)],
           ['Superseded by', list(u.supersededBy, (x) => `#/updates/${seg(x)}`)],
-          ['Expired', u.expired ? 'yes' : 'no'], ['Restart', u.rebootRequired ? 'required' : 'not required'],
-          ['Max run time', u.maxRunTime],
+          ['Expired', u.expired ? 'yes' : 'no'], ['Restart', full.rebootRequired ? 'required' : 'not required'],
+          ['Max run time', full.maxRunTime],
+          ['In catalog since version', u.sinceVersion],
         ])),
         h('section', { class: 'card', 'aria-labelledby': 'h-fleet' }, h('h2', { id: 'h-fleet' }, 'Systems'), facts([
           ['Required', h('span', { id: 'update-required' }, fmtNum(pick(fleet, 'required')))],
           ['Installed', fmtNum(pick(fleet, 'installed'))],
-          ['Not required', fmtNum(pick(fleet, 'notRequired'))],
-          ['Unknown', fmtNum(pick(fleet, 'unknown'))],
+          ['Not required', pick(fleet, 'notRequired') === undefined ? undefined : fmtNum(fleet.notRequired)],
+          ['Unknown', pick(fleet, 'unknown') === undefined ? undefined : fmtNum(fleet.unknown)],
           ['Deployments', list((u.deployments || []).map((d) => d.name ?? d), (d) => `#/deployments/${seg(d)}`)],
           ['Update lists', list((u.updateLists || []).map((d) => d.name ?? d))],
         ]))));
@@ -385,7 +404,8 @@ export function collections(main) {
       { key: 'memberCount', label: 'Members', num: true, value: (c) => pick(c, 'memberCount', 'status.memberCount', 'members') },
       { key: 'nextWindow', label: 'Next maintenance window', value: (c) => pick(c, 'nextWindow', 'status.nextWindow', 'nextMaintenanceWindow', 'status.nextMaintenanceWindow'),
         render: (c) => fmtTime(pick(c, 'nextWindow', 'status.nextWindow', 'nextMaintenanceWindow', 'status.nextMaintenanceWindow')) },
-      { key: 'windows', label: 'Windows', value: (c) => (pick(c, 'maintenanceWindows', 'spec.maintenanceWindows') || []).map((w) => w.name ?? w.schedule ?? '').join(', ') },
+      { key: 'nextWindowEnd', label: 'Window ends', value: (c) => pick(c, 'status.nextWindowEnd', 'nextWindowEnd'), render: (c) => fmtTime(pick(c, 'status.nextWindowEnd', 'nextWindowEnd')) },
+      { key: 'conditions', label: 'Conditions', value: (c) => conditionText(c.status ?? c) },
     ],
     filters: [{ name: 'q', label: 'Filter' }],
     load: (p) => read('collections', p),
@@ -404,17 +424,20 @@ export function collection(main, { name }) {
     info.replaceChildren(facts([
       ['Members', fmtNum(pick(c, 'memberCount', 'status.memberCount'))],
       ['Next maintenance window', fmtTime(pick(c, 'nextWindow', 'status.nextWindow', 'nextMaintenanceWindow', 'status.nextMaintenanceWindow'))],
-      ['Maintenance windows', windowsList(pick(c, 'maintenanceWindows', 'spec.maintenanceWindows'))],
+      ['Window ends', fmtTime(pick(c, 'status.nextWindowEnd', 'nextWindowEnd'))],
+      ['Maintenance windows', pick(c, 'maintenanceWindows', 'spec.maintenanceWindows') ? windowsList(pick(c, 'maintenanceWindows', 'spec.maintenanceWindows')) : undefined],
+      ['Conditions', conditionText(c.status ?? c)],
     ]));
   }
   const t = table({
-    caption: `Members of ${name}`, csvName: `${name}-members`, initialSort: 'name',
+    caption: `Members of ${name}`, csvName: `${name}-members`,
     columns: [
       { key: 'name', label: 'Machine', value: (m) => m.name ?? m, render: (m) => link(`#/machines/${seg(m.name ?? m)}`, m.name ?? m) },
-      { key: 'os', label: 'OS', value: (m) => pick(m, 'facts.os') },
+      { key: 'os', label: 'OS', value: (m) => pick(m, 'os', 'facts.os') },
+      { key: 'agentVersion', label: 'Agent', value: (m) => m.agentVersion },
       { key: 'lastScan', label: 'Last scan', value: (m) => pick(m, 'lastScan.time', 'lastScan'), render: (m) => fmtTime(pick(m, 'lastScan.time', 'lastScan')) },
     ],
-    filters: [{ name: 'q', label: 'Filter members' }],
+    filters: [{ name: 'q', label: 'Filter members' }], serverSort: true,
     load: (p) => read(`collections/${seg(name)}/members`, p),
   });
   main.append(h('h2', {}, 'Members'), t.el);
@@ -439,8 +462,8 @@ export async function history(main) {
   async function draw() {
     const name = choose.value;
     if (!name) { summary.textContent = 'No deployments.'; return; }
-    const answer = await read('history', { deployment: name });
-    const points = (Array.isArray(answer) ? answer : answer.items ?? answer.points ?? []).map((p) => ({
+    const answer = await read(`deployments/${seg(name)}/history`);
+    const points = (Array.isArray(answer) ? answer : answer.entries ?? answer.items ?? []).map((p) => ({
       t: Date.parse(pick(p, 'time', 'at', 'timestamp')) / 1000,
       pct: pick(p, 'compliancePercent', 'status.compliancePercent', 'percent'),
       req: pick(p, 'machines.required', 'required', 'status.machines.required'),
@@ -475,8 +498,8 @@ export async function history(main) {
     caption: 'Catalog versions', csvName: 'catalog-versions', initialSort: '-version',
     columns: [
       { key: 'version', label: 'Version', num: true, value: (v) => v.version },
-      { key: 'createdAt', label: 'Synced', value: (v) => pick(v, 'createdAt', 'created', 'time'), render: (v) => fmtTime(pick(v, 'createdAt', 'created', 'time')) },
-      { key: 'updates', label: 'Updates', num: true, value: (v) => pick(v, 'updateCount', 'updates') },
+      { key: 'createdAt', label: 'Synced', value: (v) => pick(v, 'createdAt', 'created_at', 'time'), render: (v) => fmtTime(pick(v, 'createdAt', 'created_at', 'time')) },
+      { key: 'updates', label: 'Updates', num: true, value: (v) => pick(v, 'updateCount', 'update_count', 'updates') },
       { key: 'added', label: 'Added', num: true, value: (v) => pick(v, 'added') },
       { key: 'changed', label: 'Changed', num: true, value: (v) => pick(v, 'changed') },
       { key: 'removed', label: 'Removed', num: true, value: (v) => pick(v, 'removed') },

@@ -6,11 +6,13 @@ import { h, paged, toCsv, download, SignedOut } from './api.js';
 let serial = 0;
 
 /**
- * columns: [{ key, label, value(row), render?(row), num?, sort? (false: not sortable) }]
+ * columns: [{ key, label, value(row), render?(row), num?, sorts? }]
+ *   sorts: the `sort=` values the server accepts for the column, cycled by its header
+ *   (e.g. ['lastScan', '-lastScan']); a list answered whole sorts every column here.
  * filters: [{ name, label, type: 'search' | 'select', options?: [[value, label]], value? }]
  * load(params) → a read-API answer (paged or a list)
  */
-export function table({ caption, columns, load, filters = [], pageSize = 50, csvName = 'export', initialSort, rowKey }) {
+export function table({ caption, columns, load, filters = [], pageSize = 50, csvName = 'export', initialSort, rowKey, serverSort = false }) {
   const id = `t${++serial}`;
   const state = { offset: 0, limit: pageSize, sort: initialSort || '', values: {} };
   for (const f of filters) state.values[f.name] = f.value ?? '';
@@ -48,14 +50,18 @@ export function table({ caption, columns, load, filters = [], pageSize = 50, csv
       h('label', { for: `${id}-size` }, 'Rows per page ', size), exportButton),
     status);
 
+  // The sort values a column's header cycles through.
+  const sortsOf = (c) => (serverSort ? c.sorts || [] : c.sorts === false ? [] : [c.key, `-${c.key}`]);
+
   function header() {
-    const [key, dir] = state.sort.startsWith('-') ? [state.sort.slice(1), 'descending'] : [state.sort, 'ascending'];
     thead.replaceChildren(h('tr', {}, columns.map((c) => {
-      const sorted = c.key === key && state.sort;
-      const th = h('th', { scope: 'col', class: c.num ? 'num' : null, 'aria-sort': sorted ? dir : c.sort === false ? null : 'none' });
-      if (c.sort === false) th.append(c.label);
-      else th.append(h('button', { type: 'button', 'data-sort': c.key, onclick: () => {
-        state.sort = state.sort === c.key ? `-${c.key}` : c.key;
+      const sorts = sortsOf(c);
+      const at = sorts.indexOf(state.sort);
+      const dir = at < 0 ? 'none' : state.sort.startsWith('-') ? 'descending' : 'ascending';
+      const th = h('th', { scope: 'col', class: c.num ? 'num' : null, 'aria-sort': sorts.length ? dir : null });
+      if (!sorts.length) th.append(c.label);
+      else th.append(h('button', { type: 'button', 'data-sort': c.key, title: `Sort by ${c.label}`, onclick: () => {
+        state.sort = sorts[(at + 1) % sorts.length];
         go(0);
       } }, c.label));
       return th;
@@ -64,7 +70,7 @@ export function table({ caption, columns, load, filters = [], pageSize = 50, csv
 
   function params(offset, limit) {
     const p = { offset, limit };
-    if (state.sort) p.sort = state.sort;
+    if (state.sort && serverSort) p.sort = state.sort;
     for (const [k, v] of Object.entries(state.values)) if (v) p[k] = v;
     return p;
   }

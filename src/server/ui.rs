@@ -209,7 +209,7 @@ async fn login(
         return sign_in_page(
             StatusCode::UNAUTHORIZED,
             "This management point has no read tokens, so nobody can sign in. The operator adds one \
-             (patchops serve --read-token-hash) and restarts it.",
+             (patchops serve --read-token-file) and restarts it.",
         );
     }
     // A token is sent back in a header only if it is a valid cookie value (it is checked
