@@ -5,6 +5,7 @@
 //! Every driver (`run`, `serve`, the operator) goes through it, and the management point
 //! answers policies, tokens and the read API from it.
 
+pub mod view;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
