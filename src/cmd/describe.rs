@@ -10,8 +10,8 @@ use clap::ValueEnum;
 use serde_json::Value;
 
 use super::get::{ConnectArgs, ReadClient, segment};
-use crate::output::{Columns, OutputFormat, Shown, minute};
 use crate::Result;
+use crate::output::{Columns, OutputFormat, Shown, minute};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Kind {
@@ -150,7 +150,11 @@ fn deployment(d: &Value) -> String {
     field(
         &mut out,
         "Compliance",
-        format!("{:.1}% of {} targeted machines", st["compliancePercent"].as_f64().unwrap_or(0.0), text(&st["targeted"])),
+        format!(
+            "{:.1}% of {} targeted machines",
+            st["compliancePercent"].as_f64().unwrap_or(0.0),
+            text(&st["targeted"])
+        ),
     );
     field(
         &mut out,
@@ -201,10 +205,8 @@ fn deployment(d: &Value) -> String {
 fn client_text(c: &Value) -> String {
     let mut out = String::new();
     field(&mut out, "Name", text(&c["name"]));
-    let facts: Vec<String> = c["facts"]
-        .as_object()
-        .map(|f| f.iter().map(|(k, v)| format!("{k}={}", text(v))).collect())
-        .unwrap_or_default();
+    let facts: Vec<String> =
+        c["facts"].as_object().map(|f| f.iter().map(|(k, v)| format!("{k}={}", text(v))).collect()).unwrap_or_default();
     field(&mut out, "Facts", if facts.is_empty() { "-".into() } else { facts.join(", ") });
     field(&mut out, "Collections", list(&c["collections"]));
     field(&mut out, "Agent version", text(&c["agentVersion"]));
@@ -242,7 +244,12 @@ fn client_text(c: &Value) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    section(&mut out, "Deployments", &["DEPLOYMENT", "PHASE", "AVAILABLE", "DEADLINE", "MANDATORY", "UPDATES"], deployments);
+    section(
+        &mut out,
+        "Deployments",
+        &["DEPLOYMENT", "PHASE", "AVAILABLE", "DEADLINE", "MANDATORY", "UPDATES"],
+        deployments,
+    );
     let windows = c["maintenanceWindows"]
         .as_array()
         .map(|a| {

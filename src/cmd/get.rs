@@ -66,7 +66,10 @@ impl ReadClient {
             Some(p) if explicit || p.exists() => {
                 let text = std::fs::read_to_string(p).map_err(|source| Error::Io { path: p.clone(), source })?;
                 serde_saphyr::from_str::<ConfigFile>(&text).map_err(|e| {
-                    Error::Usage(format!("{}: {e}; the file holds `server: <url>` and `token: <read token>`", p.display()))
+                    Error::Usage(format!(
+                        "{}: {e}; the file holds `server: <url>` and `token: <read token>`",
+                        p.display()
+                    ))
                 })?
             }
             _ => ConfigFile::default(),
@@ -255,7 +258,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 /// Filters that do not apply to the kind asked for are a usage error, not ignored.
 fn check_flags(args: &Args) -> Result<()> {
-    let update_only = [("--cve", args.cve.is_some()), ("--kb", args.kb.is_some()), ("--advisory", args.advisory.is_some())];
+    let update_only =
+        [("--cve", args.cve.is_some()), ("--kb", args.kb.is_some()), ("--advisory", args.advisory.is_some())];
     for (flag, given) in update_only {
         if given && args.kind != Kind::Updates {
             return Err(Error::Usage(format!("{flag} filters updates; use it with `patchops get updates`")));
@@ -520,7 +524,8 @@ fn print_changes(listing: &Listing, format: GetFormat, before: &BTreeMap<String,
     match format {
         GetFormat::Table | GetFormat::Wide if !changed.is_empty() => {
             let text = table(listing, format, changed.into_iter());
-            let body = if crate::output::headers() { text.lines().skip(1).collect::<Vec<_>>().join("\n") } else { text };
+            let body =
+                if crate::output::headers() { text.lines().skip(1).collect::<Vec<_>>().join("\n") } else { text };
             println!("{body}");
         }
         GetFormat::Csv if !changed.is_empty() => {

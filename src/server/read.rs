@@ -196,9 +196,7 @@ impl<'a> Fields<'a> {
     }
 
     fn parse<T: std::str::FromStr>(&self, key: &str, expected: &str) -> Result<Option<T>, ApiError> {
-        self.text(key)
-            .map(|v| v.parse::<T>().map_err(|_| bad(format!("{key}={v:?} is not {expected}"))))
-            .transpose()
+        self.text(key).map(|v| v.parse::<T>().map_err(|_| bad(format!("{key}={v:?} is not {expected}")))).transpose()
     }
 
     fn page(&self) -> Result<Page, ApiError> {

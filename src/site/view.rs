@@ -19,7 +19,7 @@ use crate::reconcile::PreparedDeployment;
 use crate::reconcile::policy::{ClientPolicy, DeploymentAssignment};
 use crate::reconcile::targeting::member;
 use crate::resources::{
-    CollectionStatus, MaintenanceWindow, UpdateDeploymentStatus, UpdateListStatus, UpdateCatalogStatus,
+    CollectionStatus, MaintenanceWindow, UpdateCatalogStatus, UpdateDeploymentStatus, UpdateListStatus,
 };
 
 /// Most rows one page may hold.
@@ -246,7 +246,9 @@ impl std::str::FromStr for MachineState {
             .into_iter()
             .find(|m| format!("{m:?}").eq_ignore_ascii_case(s))
             .ok_or_else(|| {
-                format!("state={s:?} is not known; ask for Compliant, Required, Unknown, Waived, Failed or PendingReboot")
+                format!(
+                    "state={s:?} is not known; ask for Compliant, Required, Unknown, Waived, Failed or PendingReboot"
+                )
             })
     }
 }
@@ -955,11 +957,8 @@ fn client_updates(s: &SiteState, i: usize, lookup: &Lookup) -> Vec<ClientUpdate>
         let error = reported.filter(|r| r.enforcement().failed()).map(|r| {
             format!("{:?}: the last attempt failed on the client; it retries at its next evaluation", r.enforcement())
         });
-        let waived_by = waivers
-            .covering(i, &c.name, s.engine.membership(), idx as u32)
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let waived_by =
+            waivers.covering(i, &c.name, s.engine.membership(), idx as u32).into_iter().map(String::from).collect();
         seen.insert(idx);
         out.push(ClientUpdate {
             id: u.id.clone(),
@@ -1002,7 +1001,8 @@ pub fn client(s: &SiteState, name: &str) -> Option<ClientDetail> {
         .collect();
     let unknown = unknown_reason(s, i, c);
     let updates = client_updates(s, i, &Lookup::new(s));
-    let pending_reboot = c.compliance.states.iter().any(|st| st.enforcement() == crate::compliance::Enforcement::PendingReboot);
+    let pending_reboot =
+        c.compliance.states.iter().any(|st| st.enforcement() == crate::compliance::Enforcement::PendingReboot);
     let why_not_compliant = why_not_compliant(c, unknown, &updates, &pol.deployments);
     Some(ClientDetail {
         name: c.name.clone(),
