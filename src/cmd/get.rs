@@ -208,7 +208,7 @@ pub struct Args {
     #[arg(long)]
     pub advisory: Option<String>,
     /// Text in the name (clients) or id, KB and title (updates).
-    #[arg(long, short = 'q')]
+    #[arg(long)]
     pub query: Option<String>,
     /// At most this many rows (clients and updates are fetched page by page).
     #[arg(long)]
@@ -269,7 +269,7 @@ fn check_flags(args: &Args) -> Result<()> {
         return Err(Error::Usage("--selector filters clients; use it with `patchops get clients`".into()));
     }
     if args.query.is_some() && !matches!(args.kind, Kind::Clients | Kind::Updates) {
-        return Err(Error::Usage("-q filters clients and updates".into()));
+        return Err(Error::Usage("--query filters clients and updates".into()));
     }
     Ok(())
 }
