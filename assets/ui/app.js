@@ -29,7 +29,7 @@ function signedOut() {
   location.replace('/ui/');
 }
 
-async function route() {
+async function route(event) {
   const hash = location.hash || '#/deployments';
   const found = routes.find(([re]) => re.test(hash)) || routes[1];
   const [re, page, args] = found;
@@ -50,7 +50,9 @@ async function route() {
     main.dataset.ready = 'true';
     const title = document.getElementById('page-title');
     announce.textContent = title ? `${title.textContent} loaded` : '';
-    main.focus({ preventScroll: true });
+    // A new page takes focus to its content (as a page load would put the reader at the
+    // top); the first load leaves it where it is, so the first Tab is the skip link.
+    if (event) main.focus({ preventScroll: true });
   } catch (e) {
     if (e instanceof SignedOut) return signedOut();
     if (mine !== generation) return;

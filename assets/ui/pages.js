@@ -52,6 +52,22 @@ function conditionText(status) {
   return `${r.status === 'True' ? 'Ready' : 'Not ready'}${r.reason ? ` (${r.reason})` : ''}${r.message ? `: ${r.message}` : ''}`;
 }
 
+/** `main@sha1:<40 hex>` as `main@e53f005ef8`, the whole revision in its title. */
+function shortRevision(revision) {
+  if (!revision) return '—';
+  const short = revision.replace(/sha1:([0-9a-f]{10})[0-9a-f]*/, '$1');
+  return h('code', { title: revision }, short);
+}
+
+/** The Ready condition as a tag; its message in the title and for screen readers. */
+function conditionTag(status) {
+  const r = ready(status);
+  if (!r) return '—';
+  const ok = r.status === 'True';
+  return h('span', { class: `tag ${ok ? 'ok' : 'warn'}`, title: conditionText(status) },
+    ok ? 'Ready' : r.reason || 'Not ready', h('span', { class: 'visually-hidden' }, r.message ? `: ${r.message}` : ''));
+}
+
 function phaseText(status) {
   const phase = status?.phase || '—';
   return status?.rolloutPhase ? `${phase} [${status.rolloutPhase}]` : phase;
@@ -91,8 +107,8 @@ const deploymentColumns = [
   { key: 'pendingReboot', label: 'Pending reboot', num: true, value: (d) => counts(statusOf(d)).PendingReboot },
   { key: 'nextMaintenanceWindow', label: 'Next window', value: (d) => statusOf(d).nextMaintenanceWindow, render: (d) => fmtTime(statusOf(d).nextMaintenanceWindow) },
   { key: 'deadline', label: 'Deadline', value: (d) => statusOf(d).deadline, render: (d) => fmtTime(statusOf(d).deadline) },
-  { key: 'revision', label: 'Revision', value: (d) => statusOf(d).lastAppliedRevision },
-  { key: 'conditions', label: 'Conditions', value: (d) => conditionText(statusOf(d)) },
+  { key: 'revision', label: 'Revision', value: (d) => statusOf(d).lastAppliedRevision, render: (d) => shortRevision(statusOf(d).lastAppliedRevision) },
+  { key: 'conditions', label: 'Conditions', value: (d) => conditionText(statusOf(d)), render: (d) => conditionTag(statusOf(d)) },
 ];
 
 export function deployments(main) {
@@ -405,7 +421,7 @@ export function collections(main) {
       { key: 'nextWindow', label: 'Next maintenance window', value: (c) => pick(c, 'nextWindow', 'status.nextWindow', 'nextMaintenanceWindow', 'status.nextMaintenanceWindow'),
         render: (c) => fmtTime(pick(c, 'nextWindow', 'status.nextWindow', 'nextMaintenanceWindow', 'status.nextMaintenanceWindow')) },
       { key: 'nextWindowEnd', label: 'Window ends', value: (c) => pick(c, 'status.nextWindowEnd', 'nextWindowEnd'), render: (c) => fmtTime(pick(c, 'status.nextWindowEnd', 'nextWindowEnd')) },
-      { key: 'conditions', label: 'Conditions', value: (c) => conditionText(c.status ?? c) },
+      { key: 'conditions', label: 'Conditions', value: (c) => conditionText(c.status ?? c), render: (c) => conditionTag(c.status ?? c) },
     ],
     filters: [{ name: 'q', label: 'Filter' }],
     load: (p) => read('collections', p),
@@ -500,9 +516,6 @@ export async function history(main) {
       { key: 'version', label: 'Version', num: true, value: (v) => v.version },
       { key: 'createdAt', label: 'Synced', value: (v) => pick(v, 'createdAt', 'created_at', 'time'), render: (v) => fmtTime(pick(v, 'createdAt', 'created_at', 'time')) },
       { key: 'updates', label: 'Updates', num: true, value: (v) => pick(v, 'updateCount', 'update_count', 'updates') },
-      { key: 'added', label: 'Added', num: true, value: (v) => pick(v, 'added') },
-      { key: 'changed', label: 'Changed', num: true, value: (v) => pick(v, 'changed') },
-      { key: 'removed', label: 'Removed', num: true, value: (v) => pick(v, 'removed') },
       { key: 'digest', label: 'Digest', value: (v) => pick(v, 'digest') },
     ],
     load: (p) => read('catalog/versions', p),

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod console;
 pub mod cve;
 pub mod plan;
 pub mod rpm;
@@ -45,6 +46,9 @@ pub enum Suite {
     Cve,
     /// `patchops sla` over a year of daily status history of the bench deployments.
     Sla,
+    /// The console's deployment page for 10,000 machines: `/ui/` and the read API's
+    /// answers it loads, next to a bare handler.
+    Console,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -202,6 +206,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         Suite::Rpm => return rpm::run(),
         Suite::Cve => return cve::run(&args),
         Suite::Sla => return sla::run(&args),
+        Suite::Console => return console::run(),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();

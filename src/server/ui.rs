@@ -42,7 +42,7 @@ macro_rules! asset {
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
-/// The files behind the session (the sign-in page and its stylesheet are served before).
+/// The files behind the session (the sign-in page, its stylesheet and the icon are served before).
 static ASSETS: &[Asset] = &[
     asset!("app.js", JS),
     asset!("api.js", JS),
@@ -56,6 +56,7 @@ static ASSETS: &[Asset] = &[
 const INDEX: &str = include_str!("../../assets/ui/index.html");
 const LOGIN: &str = include_str!("../../assets/ui/login.html");
 const LOGIN_CSS: &[u8] = include_bytes!("../../assets/ui/login.css");
+const FAVICON: &[u8] = include_bytes!("../../assets/ui/favicon.svg");
 
 /// Each asset's ETag: the start of its sha256, computed once.
 static ETAGS: LazyLock<Vec<String>> =
@@ -68,7 +69,14 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/ui/", get(index))
         .route("/ui/login", post(login).get(|| async { redirect("/ui/") }))
         .route("/ui/logout", post(logout))
-        .route("/ui/login.css", get(|| async { with_security(([(header::CONTENT_TYPE, CSS)], LOGIN_CSS).into_response()) }))
+        .route(
+            "/ui/login.css",
+            get(|| async { with_security(([(header::CONTENT_TYPE, CSS)], LOGIN_CSS).into_response()) }),
+        )
+        .route(
+            "/ui/favicon.svg",
+            get(|| async { with_security(([(header::CONTENT_TYPE, "image/svg+xml")], FAVICON).into_response()) }),
+        )
         .route("/ui/{*path}", get(asset))
 }
 
@@ -180,10 +188,9 @@ async fn index(State(state): State<Shared>, headers: HeaderMap) -> Response {
             let signed_out = matches!(who, Viewer::ReadToken);
             html(
                 StatusCode::OK,
-                INDEX.replace("{{user}}", &escape(&user)).replace(
-                    "{{logout}}",
-                    if signed_out { "" } else { " hidden" },
-                ),
+                INDEX
+                    .replace("{{user}}", &escape(&user))
+                    .replace("{{logout}}", if signed_out { "" } else { " hidden" }),
             )
         }
         None => sign_in_page(StatusCode::OK, ""),
