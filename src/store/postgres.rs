@@ -68,6 +68,25 @@ impl PostgresStore {
         Self::connect(url, Some(schema))
     }
 
+    /// A connection listening on the change-feed channel ([`FEED_CHANNEL`]): its
+    /// notifications say a feed row committed (the row itself is read from the table).
+    pub fn listen(url: &str) -> Result<PgClient> {
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            Error::store(redact(url), format!("invalid PostgreSQL URL: {}", pg_message(&e)), e)
+        })?;
+        let location = describe(&config, None);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let fail = |e: postgres::Error| {
+            let message = format!("cannot listen for the change feed: {}", pg_message(&e));
+            Error::store(location.clone(), message, e)
+        };
+        let mut client = config.connect(NoTls).map_err(fail)?;
+        client.batch_execute(&format!("LISTEN {FEED_CHANNEL}")).map_err(fail)?;
+        Ok(client)
+    }
+
     fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
             let message =
