@@ -61,6 +61,24 @@ impl Pipeline {
         self.reconciler.rules = Some(crate::git::rules::AfterSync::new(proposer));
     }
 
+    /// What the site engine re-reads on every interval: the desired state at the
+    /// source's revision and the synced catalogs (simulated clients report their due
+    /// scans through the store, as agents do). A failing catalog source keeps the
+    /// current catalog version.
+    pub fn refresh(&mut self, now: Timestamp) -> Result<(DesiredState, Catalog, BTreeMap<String, UpdateCatalogStatus>)> {
+        let (tree, desired) = load_desired(&self.source)?;
+        let synced =
+            self.syncer.sync(self.store.as_mut(), &desired, Some((&self.source, tree.commit.as_str())), now, false)?;
+        if let Some(sim) = self.fleet_sim.as_mut() {
+            let schedule = default_settings(&desired).scan_schedule;
+            let scans = sim.scan_due(self.store.as_mut(), &synced.catalog, schedule.signed(), now)?;
+            if scans > 0 {
+                info!(scans, "simulated clients reported scans");
+            }
+        }
+        Ok((desired, synced.catalog, synced.statuses))
+    }
+
     /// One reconcile. Each step is its own transaction: an invalid revision writes
     /// nothing; a failed catalog sync keeps the current catalog version; a failure after
     /// the sync (reading the fleet, saving status) keeps the last good status, while a
