@@ -22,14 +22,17 @@ fn document() -> Value {
     serde_saphyr::from_str(&text).unwrap()
 }
 
-/// (path, method) pairs the router declares, read from its source.
+/// (path, method) pairs the router declares, read from its sources (the agents' API in
+/// src/server/mod.rs, the read API it merges in from src/server/read.rs).
 fn declared_routes() -> BTreeSet<(String, String)> {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/server/mod.rs")).unwrap();
     let mut out = BTreeSet::new();
-    for part in src.split(".route(\"").skip(1) {
-        let (path, rest) = part.split_once('"').unwrap();
-        let method = rest.trim_start_matches(", ").split('(').next().unwrap().trim().to_string();
-        out.insert((path.to_string(), method));
+    for file in ["/src/server/mod.rs", "/src/server/read.rs"] {
+        let src = std::fs::read_to_string(format!("{}{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        for part in src.split(".route(\"").skip(1) {
+            let (path, rest) = part.split_once('"').unwrap();
+            let method = rest.trim_start_matches(", ").split('(').next().unwrap().trim().to_string();
+            out.insert((path.to_string(), method));
+        }
     }
     out
 }
@@ -45,6 +48,7 @@ fn every_route_the_router_declares_is_documented_and_nothing_else_is() {
         .collect();
     let declared = declared_routes();
     assert!(declared.len() >= 8, "the router's routes were found: {declared:?}");
+    assert!(declared.contains(&("/v1/read/clients/{name}".to_string(), "get".to_string())), "{declared:?}");
     assert_eq!(documented, declared);
 }
 
@@ -309,7 +313,120 @@ fn every_documented_answer_comes_from_a_real_request_and_matches_its_schema() {
                 op["responses"].as_object().unwrap().keys().map(move |s| (path.clone(), m.clone(), s.clone()))
             })
         })
-        .filter(|(_, _, s)| s != "503" && s != "408")
+        .filter(|(path, _, s)| s != "503" && s != "408" && !path.starts_with("/v1/read/"))
+        .collect();
+    let missing: Vec<_> = documented.difference(&c.seen).collect();
+    assert!(missing.is_empty(), "documented but never produced: {missing:?}");
+}
+
+/// Every read route, answered by a management point carrying the example site: without a
+/// token, with a client's token, with a read token, with a bad query and an unknown name.
+#[test]
+fn every_documented_read_answer_comes_from_a_real_request_and_matches_its_schema() {
+    use sha2::Digest;
+    const READ: &str = "openapi-read-token-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let (store_path, state) = common::example_site(dir.path(), at("2026-11-25T12:00:00Z"));
+    let read_hashes = vec![hex::encode(sha2::Sha256::digest(READ.as_bytes()))];
+    let mut config = patchops::server::ServerConfig::new(SECRET);
+    config.site = Some(patchops::site::SiteHandle::with_state(state));
+    config.read_token_hashes = read_hashes.clone();
+    let server = BackgroundServer::start_with("127.0.0.1:0".parse().unwrap(), &store_path, config).unwrap();
+    let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut c = Checker { doc: document(), http, base: server.base.clone(), seen: BTreeSet::new() };
+    let registered = c.call(
+        "POST",
+        "/v1/register",
+        "/v1/register",
+        &[],
+        Some(json!({"name": "openapi-client", "facts": {}, "enrollSecret": SECRET}).to_string()),
+    );
+    let client_token =
+        serde_json::from_slice::<Value>(&registered.body).unwrap()["token"].as_str().unwrap().to_string();
+    let client_auth = vec![("Authorization", format!("Bearer {client_token}"))];
+    let read_auth = vec![("Authorization", format!("Bearer {READ}"))];
+
+    // (template, a path answered 200, a query answered 400, a path answered 404)
+    let mut cases: Vec<(&str, String, Option<&str>, Option<String>)> = vec![
+        ("/v1/read/site", "/v1/read/site".into(), None, None),
+        ("/v1/read/deployments", "/v1/read/deployments".into(), None, None),
+        (
+            "/v1/read/deployments/{name}",
+            "/v1/read/deployments/2026-11-servers".into(),
+            None,
+            Some("/v1/read/deployments/nope".into()),
+        ),
+        (
+            "/v1/read/deployments/{name}/machines",
+            "/v1/read/deployments/2026-11-servers/machines?state=Required&limit=20".into(),
+            Some("?state=Bogus"),
+            Some("/v1/read/deployments/nope/machines".into()),
+        ),
+        (
+            "/v1/read/deployments/{name}/history",
+            "/v1/read/deployments/2026-11-servers/history?limit=5".into(),
+            Some("?limit=0"),
+            Some("/v1/read/deployments/nope/history".into()),
+        ),
+        ("/v1/read/collections", "/v1/read/collections".into(), None, None),
+        (
+            "/v1/read/collections/{name}/members",
+            "/v1/read/collections/servers/members?limit=20".into(),
+            Some("?limit=many"),
+            Some("/v1/read/collections/nope/members".into()),
+        ),
+        ("/v1/read/update-lists", "/v1/read/update-lists".into(), None, None),
+        ("/v1/read/updates", "/v1/read/updates?cve=CVE-2025-60979".into(), Some("?severity=Huge"), None),
+        ("/v1/read/clients", "/v1/read/clients?limit=20&selector=role%3Dserver".into(), Some("?sort=size"), None),
+        ("/v1/read/catalog/versions", "/v1/read/catalog/versions".into(), None, None),
+    ];
+    // Names taken from the listings.
+    let updates = c.call("GET", "/v1/read/updates", "/v1/read/updates?limit=1", &read_auth, None);
+    let id = serde_json::from_slice::<Value>(&updates.body).unwrap()["items"][0]["id"].as_str().unwrap().to_string();
+    cases.push(("/v1/read/updates/{id}", format!("/v1/read/updates/{id}"), None, Some("/v1/read/updates/KB0".into())));
+    let clients = c.call("GET", "/v1/read/clients", "/v1/read/clients?limit=1&q=srv", &read_auth, None);
+    let name =
+        serde_json::from_slice::<Value>(&clients.body).unwrap()["items"][0]["name"].as_str().unwrap().to_string();
+    cases.push((
+        "/v1/read/clients/{name}",
+        format!("/v1/read/clients/{name}"),
+        None,
+        Some("/v1/read/clients/nobody".into()),
+    ));
+
+    for (template, ok, bad, missing) in &cases {
+        assert_eq!(c.call("GET", template, ok, &[], None).status, 401, "{ok}");
+        assert_eq!(c.call("GET", template, ok, &client_auth, None).status, 403, "{ok}");
+        assert_eq!(c.call("GET", template, ok, &read_auth, None).status, 200, "{ok}");
+        if let Some(query) = bad {
+            let path = format!("{}{query}", ok.split('?').next().unwrap());
+            assert_eq!(c.call("GET", template, &path, &read_auth, None).status, 400, "{path}");
+        }
+        if let Some(path) = missing {
+            assert_eq!(c.call("GET", template, path, &read_auth, None).status, 404, "{path}");
+        }
+    }
+    server.stop().unwrap();
+
+    // Without a site engine: 503, as documented.
+    let mut bare = patchops::server::ServerConfig::new(SECRET);
+    bare.read_token_hashes = read_hashes;
+    let server = BackgroundServer::start_with("127.0.0.1:0".parse().unwrap(), &store_path, bare).unwrap();
+    c.base = server.base.clone();
+    assert_eq!(c.call("GET", "/v1/read/site", "/v1/read/site", &read_auth, None).status, 503);
+    server.stop().unwrap();
+
+    let documented: BTreeSet<(String, String, String)> = c.doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(path, _)| path.starts_with("/v1/read/"))
+        .flat_map(|(path, ops)| {
+            ops.as_object().unwrap().iter().flat_map(move |(m, op)| {
+                op["responses"].as_object().unwrap().keys().map(move |s| (path.clone(), m.clone(), s.clone()))
+            })
+        })
+        .filter(|(_, _, s)| s != "503")
         .collect();
     let missing: Vec<_> = documented.difference(&c.seen).collect();
     assert!(missing.is_empty(), "documented but never produced: {missing:?}");

@@ -734,6 +734,9 @@ impl Store for BrokenStore {
     fn set_setting(&mut self, _: &str, _: &str) -> patchops::Result<()> {
         down()
     }
+    fn status_history(&self, _: &str, _: &str, _: usize) -> patchops::Result<Vec<ReconcileRecord>> {
+        down()
+    }
 }
 
 #[test]

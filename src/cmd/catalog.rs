@@ -145,7 +145,8 @@ pub fn run(command: CatalogCommand) -> Result<ExitCode> {
 /// Search criteria for `catalog show` (a saved search folder, on the command line).
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct Filter {
-    /// Case-insensitive text in the id, KB or title.
+    /// Case-insensitive text in the id, KB or title, a CVE id the update fixes
+    /// (`CVE-2025-21298`), or a vendor advisory id (`DSA-5380-1`, `ALSA-2024:1234`).
     #[arg(long)]
     pub filter: Option<String>,
     /// Classification, e.g. "Security Updates".
@@ -163,7 +164,11 @@ impl Filter {
     fn matches(&self, catalog: &Catalog, i: usize) -> bool {
         let u = &catalog.updates[i];
         let text = |t: &str| t.to_lowercase().contains(&self.filter.as_deref().unwrap_or("").to_lowercase());
-        (self.filter.is_none() || text(&u.id) || text(&u.title) || u.kb.as_deref().is_some_and(text))
+        let cve_or_advisory =
+            |f: &str| u.cves.iter().any(|c| c.eq_ignore_ascii_case(f.trim())) || crate::site::view::is_advisory(u, f);
+        let by_text =
+            |f: &str| text(&u.id) || text(&u.title) || u.kb.as_deref().is_some_and(text) || cve_or_advisory(f);
+        self.filter.as_deref().is_none_or(by_text)
             && self.classification.as_ref().is_none_or(|c| c.eq_ignore_ascii_case(&u.classification))
             && self.product.as_ref().is_none_or(|p| u.products.iter().any(|q| q.eq_ignore_ascii_case(p)))
             && !(self.active && (u.expired || catalog.is_superseded(i as u32)))
@@ -452,5 +457,24 @@ mod test {
         );
         assert_eq!(ids(Filter { product: Some("Windows 11".into()), ..Default::default() }), vec!["KB3-w11"]);
         assert_eq!(ids(Filter { filter: Some("kb2".into()), ..Default::default() }), vec!["KB2-srv"], "by KB");
+    }
+
+    #[test]
+    fn o_repo_a_text_filter_finds_updates_by_cve_and_by_advisory_id() {
+        let mut kb = update("KB5-srv", "Windows Server 2022", "2026-11-11");
+        kb.cves = vec!["CVE-2025-21298".into(), "CVE-2025-21311".into()];
+        let mut dsa = update("DSA-5380-1-bookworm", "Debian 12", "2026-11-12");
+        dsa.kb = Some("5380-1".into());
+        dsa.cves = vec!["CVE-2025-21311".into()];
+        let other = update("KB6-srv", "Windows Server 2022", "2026-11-11");
+        let catalog = Catalog::new(1, vec![kb, dsa, other], &Default::default());
+        let ids = |text: &str| -> Vec<String> {
+            let f = Filter { filter: Some(text.into()), ..Default::default() };
+            (0..catalog.len()).filter(|&i| f.matches(&catalog, i)).map(|i| catalog.updates[i].id.clone()).collect()
+        };
+        assert_eq!(ids("CVE-2025-21298"), vec!["KB5-srv"]);
+        assert_eq!(ids("cve-2025-21311"), vec!["DSA-5380-1-bookworm", "KB5-srv"], "case-insensitive, every fix");
+        assert_eq!(ids("DSA-5380-1"), vec!["DSA-5380-1-bookworm"], "the advisory without its release suffix");
+        assert!(ids("CVE-2025-99999").is_empty());
     }
 }

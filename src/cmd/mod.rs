@@ -15,6 +15,8 @@ pub mod completion;
 pub mod content;
 pub mod controller;
 pub mod crds;
+pub mod describe;
+pub mod get;
 pub mod plan;
 pub mod rules;
 pub mod run;
@@ -107,6 +109,18 @@ pub enum Command {
         after_help = "Examples:\n  patchops status\n  patchops status -o wide --no-headers | sort -k3 -n\n  patchops status --repo . --at 2026-11-15 -o json"
     )]
     Status(status::Args),
+    /// List deployments, collections, updates or clients through the management point's
+    /// read API (a read token in PATCHOPS_TOKEN or ~/.config/patchops/config.yaml).
+    #[command(after_help = "Examples:\n  patchops get deployments --server http://mp.example.org:8080\n  \
+                            patchops get updates --cve CVE-2025-21298 -o wide\n  \
+                            patchops get clients --selector role=server,site=BER -o csv > servers.csv\n  \
+                            patchops get deployments --watch")]
+    Get(get::Args),
+    /// One deployment, client or update in full: conditions and the machines holding a
+    /// deployment back, or a client's updates with their Table 1 reasons.
+    #[command(after_help = "Examples:\n  patchops describe deployment 2026-11-servers\n  \
+                            patchops describe client ber-ws-0042\n  patchops describe update KB5032189 -o json")]
+    Describe(describe::Args),
     /// Print the CustomResourceDefinitions (or write one file per CRD with --dir).
     #[command(after_help = "Examples:\n  patchops crds | kubectl apply -f -\n  patchops crds --dir crds/")]
     Crds(crds::Args),
@@ -220,6 +234,8 @@ fn only_prints(command: &Command) -> bool {
             | Command::Plan(_)
             | Command::Status(_)
             | Command::Crds(_)
+            | Command::Get(_)
+            | Command::Describe(_)
             | Command::Catalog { .. }
             | Command::Audit(_)
             | Command::Cve(_)
@@ -254,6 +270,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Status(args) => status::run(args),
         Command::Crds(args) => crds::run(args),
+        Command::Get(args) => get::run(args),
+        Command::Describe(args) => describe::run(args),
         Command::Catalog { command } => catalog::run(command),
         Command::Audit(args) => audit::run(args),
         Command::Cve(args) => crate::governance::cve::run(&args),

@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's whole body.
     #[arg(long, default_value_t = crate::server::DEFAULT_BODY_TIMEOUT.as_secs())]
     pub body_timeout: u64,
+    /// A file of read tokens, one per line, for the read API (`patchops get`,
+    /// `describe`) and the console; without it the read API answers nobody.
+    #[arg(long, env = "PATCHOPS_READ_TOKEN_FILE")]
+    pub read_token_file: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -63,6 +67,23 @@ impl ServeArgs {
         config.header_timeout = std::time::Duration::from_secs(self.header_timeout.max(1));
         config.body_timeout = std::time::Duration::from_secs(self.body_timeout.max(1));
         config.content = self.content_dir.as_deref().map(crate::content::ContentLibrary::open).transpose()?;
+        if let Some(path) = &self.read_token_file {
+            // One token a line; blank lines and `#` comments skipped. Only the sha256 is kept.
+            use sha2::Digest;
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.clone(), source })?;
+            config.read_token_hashes = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(|token| hex::encode(sha2::Sha256::digest(token.as_bytes())))
+                .collect();
+            if config.read_token_hashes.is_empty() {
+                return Err(Error::Usage(format!(
+                    "{}: no read token in the file; write one token a line (e.g. `openssl rand -hex 32`)",
+                    path.display()
+                )));
+            }
+        }
         Ok(config)
     }
 }

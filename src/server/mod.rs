@@ -10,6 +10,7 @@
 use crate::content;
 mod listen;
 mod metrics;
+mod read;
 
 pub use listen::raise_open_file_limit;
 
@@ -191,6 +192,7 @@ pub fn router(store: SharedStore, config: ServerConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .merge(read::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
@@ -990,9 +992,14 @@ impl BackgroundServer {
         secret: &str,
         content_dir: Option<std::path::PathBuf>,
     ) -> crate::Result<Self> {
-        let shared: SharedStore = Arc::new(Mutex::new(crate::store::open(store)?));
         let mut config = ServerConfig::new(secret);
         config.content = content_dir.as_deref().map(content::ContentLibrary::open).transpose()?;
+        Self::start_with(addr, store, config)
+    }
+
+    /// [`BackgroundServer::start`] with a whole configuration (a site engine, read tokens).
+    pub fn start_with(addr: SocketAddr, store: &str, config: ServerConfig) -> crate::Result<Self> {
+        let shared: SharedStore = Arc::new(Mutex::new(crate::store::open(store)?));
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|_| l))
             .map_err(|e| crate::Error::Usage(format!("cannot listen on {addr}: {e}")))?;

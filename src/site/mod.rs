@@ -5,6 +5,7 @@
 //! Every driver (`run`, `serve`, the operator) goes through it, and the management point
 //! answers policies, tokens and the read API from it.
 
+pub mod view;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -130,8 +131,7 @@ impl SiteState {
         now: Timestamp,
     ) -> SiteState {
         let fleet = Fleet::new(fleet.clients);
-        let inputs =
-            crate::reconcile::Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous, now };
+        let inputs = crate::reconcile::Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous, now };
         let (engine, _) = Engine::new(&inputs);
         let index = fleet.clients.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
         SiteState { desired, catalog, catalog_status, fleet, engine, derived_at: now, index }

@@ -266,6 +266,10 @@ pub trait Store: Send {
     /// A setting the reporting views read, e.g. `scan_ttl_seconds` (the default client
     /// settings' scan TTL, so `v_update_compliance` counts expired scans as Unknown).
     fn set_setting(&mut self, key: &str, value: &str) -> Result<()>;
+
+    /// The recorded statuses of one resource (`kind`, `name`), oldest first: the last
+    /// `limit` changes, each as a record of the reconcile that wrote it with that one status.
+    fn status_history(&self, kind: &str, name: &str, limit: usize) -> Result<Vec<ReconcileRecord>>;
 }
 
 /// Open a store by URL: `postgres://…` / `postgresql://…`, or a SQLite file path

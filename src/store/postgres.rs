@@ -773,6 +773,30 @@ impl Store for PostgresStore {
         }
         Ok(Some(build_record(last.get(0), last.get(1), last.get(2), statuses).map_err(|e| e.at(&self.location))?))
     }
+
+    fn status_history(&self, kind: &str, name: &str, limit: usize) -> Result<Vec<ReconcileRecord>> {
+        let fail = pg(&self.location, "cannot read the status history");
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = self
+            .conn()
+            .query(
+                "SELECT time, revision, catalog_version, namespace, status::text FROM status_history \
+                 WHERE kind = $1 AND name = $2 ORDER BY time DESC, id DESC LIMIT $3",
+                &[&kind, &name, &limit],
+            )
+            .map_err(&fail)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows.iter().rev() {
+            let status = ResourceStatus {
+                kind: kind.into(),
+                namespace: r.get(3),
+                name: name.into(),
+                status: parse_json(r.get(4), "status history").map_err(|m| self.corrupt(m))?,
+            };
+            out.push(build_record(r.get(0), r.get(1), r.get(2), vec![status]).map_err(|e| e.at(&self.location))?);
+        }
+        Ok(out)
+    }
 }
 
 /// A `clients` row read by `SELECT key, name, facts::text, agent_version, …, rejected_at`.

@@ -689,6 +689,33 @@ impl Store for SqliteStore {
         }
         Ok(Some(build_record(time, revision, catalog_version, statuses).map_err(|e| e.at(&location))?))
     }
+
+    fn status_history(&self, kind: &str, name: &str, limit: usize) -> Result<Vec<ReconcileRecord>> {
+        let location = self.location();
+        let fail = |e: rusqlite::Error| sql_err(&location, "cannot read the status history", e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT time, revision, catalog_version, namespace, status FROM status_history \
+                 WHERE kind = ?1 AND name = ?2 ORDER BY time DESC, id DESC LIMIT ?3",
+            )
+            .map_err(fail)?;
+        let mut rows = stmt.query(params![kind, name, limit.min(i64::MAX as usize) as i64]).map_err(fail)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(fail)? {
+            let text: String = r.get(4).map_err(fail)?;
+            let status = ResourceStatus {
+                kind: kind.into(),
+                namespace: r.get(3).map_err(fail)?,
+                name: name.into(),
+                status: parse_json(&text, "status history").map_err(|m| StoreError::Corrupt(m).at(&location))?,
+            };
+            let (time, revision, version) = (r.get(0).map_err(fail)?, r.get(1).map_err(fail)?, r.get(2).map_err(fail)?);
+            out.push(build_record(time, revision, version, vec![status]).map_err(|e| e.at(&location))?);
+        }
+        out.reverse();
+        Ok(out)
+    }
 }
 
 const UPSERT_ENFORCEMENT: &str = "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
