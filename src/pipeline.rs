@@ -65,7 +65,10 @@ impl Pipeline {
     /// source's revision and the synced catalogs (simulated clients report their due
     /// scans through the store, as agents do). A failing catalog source keeps the
     /// current catalog version.
-    pub fn refresh(&mut self, now: Timestamp) -> Result<(DesiredState, Catalog, BTreeMap<String, UpdateCatalogStatus>)> {
+    pub fn refresh(
+        &mut self,
+        now: Timestamp,
+    ) -> Result<(DesiredState, Catalog, BTreeMap<String, UpdateCatalogStatus>)> {
         let (tree, desired) = load_desired(&self.source)?;
         let synced =
             self.syncer.sync(self.store.as_mut(), &desired, Some((&self.source, tree.commit.as_str())), now, false)?;

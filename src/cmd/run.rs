@@ -252,7 +252,12 @@ fn live_loop(
                     info!(revision = %record.revision, catalog_version = record.catalog_version, elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
                     crate::output::print_record(&record, args.output);
                     if let Some(branch) = &args.status_branch {
-                        crate::git::status::publish_logged(&runner.source, &record, branch, args.status_push.as_deref());
+                        crate::git::status::publish_logged(
+                            &runner.source,
+                            &record,
+                            branch,
+                            args.status_push.as_deref(),
+                        );
                     }
                 }
             }

@@ -192,9 +192,7 @@ impl Engine {
     pub fn update_clients(&mut self, inputs: &Inputs<'_>, changes: &[ClientChange<'_>]) -> Option<Outcome> {
         let joined = changes.iter().filter(|c| matches!(c, ClientChange::Joined { .. })).count();
         let known = self.signatures.len();
-        if self.outcome.valid_until.is_some_and(|t| inputs.now >= t)
-            || inputs.fleet.clients.len() != known + joined
-        {
+        if self.outcome.valid_until.is_some_and(|t| inputs.now >= t) || inputs.fleet.clients.len() != known + joined {
             return None;
         }
         // Checked before anything is counted: a refused wave leaves the engine as it was.

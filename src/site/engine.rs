@@ -79,8 +79,7 @@ impl Site {
         let last_record = store.last_reconcile()?;
         let loaded = started.elapsed();
         let previous = previous_from(last_record.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
-        let state =
-            SiteState::derive(Arc::new(desired), Arc::new(catalog), catalog_status, fleet, &previous, now);
+        let state = SiteState::derive(Arc::new(desired), Arc::new(catalog), catalog_status, fleet, &previous, now);
         info!(
             clients = state.fleet.clients.len(),
             states = state.fleet.state_count(),
@@ -185,10 +184,7 @@ impl Site {
     /// apply them as one wave. Returns how many clients changed.
     pub fn follow(&mut self, now: Timestamp) -> Result<usize> {
         let names = self.cursor.next(self.store.as_ref(), Instant::now())?;
-        let expired = self
-            .handle
-            .read(|s| s.engine.outcome().valid_until.is_some_and(|t| now >= t))
-            .unwrap_or(false);
+        let expired = self.handle.read(|s| s.engine.outcome().valid_until.is_some_and(|t| now >= t)).unwrap_or(false);
         if names.is_empty() {
             if expired {
                 self.rederive(now);

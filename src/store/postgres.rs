@@ -22,8 +22,9 @@ use super::catalog::{
 use super::reconcile::{self, ReconcileWrite, ReconcileWriter, StoredStatuses, build_record};
 use super::rows::*;
 use super::{
-    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, FeedEntry, PolicyAssignment, REJECTED_PER_CLIENT,
-    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, StoreError, TokenOwner, rejected_prefix,
+    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, FeedEntry, PolicyAssignment,
+    REJECTED_PER_CLIENT, REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, StoreError, TokenOwner,
+    rejected_prefix,
 };
 use crate::catalog::delta::CatalogDelta;
 use crate::catalog::{Catalog, Update};
@@ -616,7 +617,10 @@ impl Store for PostgresStore {
     fn feed_since(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>> {
         let rows = self
             .conn()
-            .query("SELECT seq, client FROM feed WHERE seq > $1 ORDER BY seq LIMIT $2", &[&(after as i64), &(limit as i64)])
+            .query(
+                "SELECT seq, client FROM feed WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&(after as i64), &(limit as i64)],
+            )
             .map_err(pg(&self.location, &format!("cannot read the change feed after {after}")))?;
         Ok(rows.iter().map(|r| FeedEntry { seq: r.get::<_, i64>(0) as u64, client: r.get(1) }).collect())
     }

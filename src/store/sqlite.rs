@@ -24,8 +24,9 @@ use super::catalog::{
 use super::reconcile::{self, ReconcileWrite, ReconcileWriter, StoredStatuses, build_record};
 use super::rows::*;
 use super::{
-    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, FeedEntry, PolicyAssignment, REJECTED_PER_CLIENT,
-    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, StoreError, TokenOwner, rejected_prefix,
+    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, FeedEntry, PolicyAssignment,
+    REJECTED_PER_CLIENT, REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, StoreError, TokenOwner,
+    rejected_prefix,
 };
 use crate::catalog::Catalog;
 use crate::catalog::Update;
@@ -577,7 +578,8 @@ impl Store for SqliteStore {
 
     fn feed_since(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>> {
         let read = || -> rusqlite::Result<Vec<FeedEntry>> {
-            let mut stmt = self.conn.prepare_cached("SELECT seq, client FROM feed WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let mut stmt =
+                self.conn.prepare_cached("SELECT seq, client FROM feed WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
             let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
                 Ok(FeedEntry { seq: r.get::<_, i64>(0)? as u64, client: r.get(1)? })
             })?;
