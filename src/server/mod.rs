@@ -139,15 +139,10 @@ struct AppState {
     tokens: Mutex<HashMap<String, (TokenOwner, Instant)>>,
     /// Failed enrollments by address: how many in a row, the last one, the last logged.
     enroll_failures: Mutex<HashMap<IpAddr, EnrollFailures>>,
-    /// Without a site engine here: client → (ETag, when read), trusted for
-    /// [`POLICY_CACHE_TTL`]; the engine elsewhere changes assignments in the store.
-    policy_of: Mutex<HashMap<String, (String, Instant)>>,
     /// Policy documents as sent, by ETag (a document never changes under its ETag).
     documents: Mutex<HashMap<String, Bytes>>,
 }
 
-/// How long a stateless management point trusts a client's policy assignment.
-const POLICY_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Most policy documents kept serialised (they are shared: a site has few).
 const MAX_CACHED_DOCUMENTS: usize = 4096;
 /// How long a registration waits for the site engine to assign the new client's policy.
@@ -179,7 +174,6 @@ pub fn router(store: SharedStore, config: ServerConfig) -> Router {
         metrics: Metrics::new(),
         tokens: Mutex::new(HashMap::new()),
         enroll_failures: Mutex::new(HashMap::new()),
-        policy_of: Mutex::new(HashMap::new()),
         documents: Mutex::new(HashMap::new()),
     });
     Router::new()
@@ -632,6 +626,12 @@ async fn await_policy(state: &Shared, name: &str) {
         }
         return;
     }
+    // Only where an engine has ever published to this store (it saves the scan TTL
+    // setting with every status): otherwise nobody is going to assign a policy.
+    let published = with_store(state, "cannot read the settings", |s| s.setting("scan_ttl_seconds")).await;
+    if !matches!(published, Ok(Ok(Some(_)))) {
+        return;
+    }
     let deadline = Instant::now() + REGISTRATION_POLICY_WAIT;
     while Instant::now() < deadline {
         let who = name.to_string();
@@ -643,8 +643,9 @@ async fn await_policy(state: &Shared, name: &str) {
 }
 
 /// A client's policy: its ETag and document, from the site engine when it knows the
-/// client, else from the store (cached for a second).
-async fn find_policy(state: &Shared, client: &str) -> Result<Option<(String, Option<Bytes>)>, ApiError> {
+/// client, else from the store (a management point without an engine asks the store each
+/// time: the engine elsewhere may have changed the assignment).
+async fn find_policy(state: &Shared, client: &str) -> Result<Option<(String, Bytes)>, ApiError> {
     if let Some(site) = &state.config.site
         && let Some(Some((etag, policy))) = site.policy(client)
     {
@@ -660,13 +661,6 @@ async fn find_policy(state: &Shared, client: &str) -> Result<Option<(String, Opt
                 body
             }
         };
-        return Ok(Some((etag, Some(body))));
-    }
-    let known = state.policy_of.lock().unwrap_or_else(|p| p.into_inner()).get(client).cloned();
-    if let Some((etag, at)) = known
-        && at.elapsed() < POLICY_CACHE_TTL
-    {
-        let body = state.documents.lock().unwrap_or_else(|p| p.into_inner()).get(&etag).cloned();
         return Ok(Some((etag, body)));
     }
     let who = client.to_string();
@@ -675,13 +669,7 @@ async fn find_policy(state: &Shared, client: &str) -> Result<Option<(String, Opt
         .map_err(|e| ApiError::unavailable("cannot read the policy", &e))?;
     let Some((etag, document)) = found else { return Ok(None) };
     let body = Bytes::from(serde_json::to_vec(&document).map_err(|_| ApiError::internal("cannot send the policy"))?);
-    remember_document(state, &etag, body.clone());
-    let mut known = state.policy_of.lock().unwrap_or_else(|p| p.into_inner());
-    if known.len() >= MAX_TRACKED_ADDRESSES {
-        known.retain(|_, (_, at)| at.elapsed() < POLICY_CACHE_TTL);
-    }
-    known.insert(client.to_string(), (etag.clone(), Instant::now()));
-    Ok(Some((etag, Some(body))))
+    Ok(Some((etag, body)))
 }
 
 fn remember_document(state: &Shared, etag: &str, body: Bytes) {
@@ -695,7 +683,7 @@ fn remember_document(state: &Shared, etag: &str, body: Bytes) {
 /// `GET /v1/policy`: the caller's policy document, with its ETag.
 async fn policy(State(state): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     let client = authenticate(&state, &headers).await?.0.client;
-    let Some((etag, mut body)) = find_policy(&state, &client).await? else {
+    let Some((etag, body)) = find_policy(&state, &client).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
@@ -710,12 +698,6 @@ async fn policy(State(state): State<Shared>, headers: HeaderMap) -> Result<Respo
         state.metrics.policy_fetch("hit");
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response());
     }
-    if body.is_none() {
-        // Cached assignment, document evicted: read it again.
-        state.policy_of.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
-        body = find_policy(&state, &client).await?.and_then(|(_, b)| b);
-    }
-    let Some(body) = body else { return Err(ApiError::internal("cannot read the policy document")) };
     state.metrics.policy_fetch("miss");
     let mut response = Response::new(Body::from(body));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
