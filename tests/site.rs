@@ -72,7 +72,6 @@ fn s6_the_site_engine_follows_batches_and_registrations_and_equals_a_full_reconc
     // A replayed batch is no change.
     writer.apply_batch(&scan(&names[0], SEQ, &catalog, ScanResult::Installed), now).unwrap();
 
-
     assert_eq!(site.follow(now).unwrap(), 4, "the three scanned clients and the newcomer, once each");
     let fleet = writer.load_fleet().unwrap();
     let previous = previous_from(&first.statuses);
