@@ -74,31 +74,6 @@ impl Cursor {
     }
 }
 
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    #[test]
-    fn a_gap_holds_the_cursor_until_it_fills_or_times_out_and_no_row_counts_twice() {
-        let mut c = Cursor::at(0);
-        let t0 = Instant::now();
-        for seq in [1, 2, 4, 5] {
-            c.seen.insert(seq);
-        }
-        c.advance(t0);
-        assert_eq!(c.through, 2, "3 is missing");
-        assert!(!c.seen.insert(4), "4 stays seen: it is not applied again");
-        c.seen.insert(3);
-        c.advance(t0 + Duration::from_secs(1));
-        assert_eq!(c.through, 5);
-        c.seen.insert(7);
-        c.advance(t0 + Duration::from_secs(2));
-        assert_eq!(c.through, 5, "6 may still commit");
-        c.advance(t0 + Duration::from_secs(2) + GAP_WAIT);
-        assert_eq!(c.through, 7, "6 never committed: passed");
-    }
-}
-
 /// Wake the site engine whenever a change-feed row commits on the PostgreSQL database at
 /// `url` (`LISTEN`), from a thread of its own, until `stop` is set. A dropped connection
 /// is reopened with backoff, and the engine is woken after each (re)connection: it reads
@@ -144,4 +119,29 @@ pub fn listen_postgres(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn a_gap_holds_the_cursor_until_it_fills_or_times_out_and_no_row_counts_twice() {
+        let mut c = Cursor::at(0);
+        let t0 = Instant::now();
+        for seq in [1, 2, 4, 5] {
+            c.seen.insert(seq);
+        }
+        c.advance(t0);
+        assert_eq!(c.through, 2, "3 is missing");
+        assert!(!c.seen.insert(4), "4 stays seen: it is not applied again");
+        c.seen.insert(3);
+        c.advance(t0 + Duration::from_secs(1));
+        assert_eq!(c.through, 5);
+        c.seen.insert(7);
+        c.advance(t0 + Duration::from_secs(2));
+        assert_eq!(c.through, 5, "6 may still commit");
+        c.advance(t0 + Duration::from_secs(2) + GAP_WAIT);
+        assert_eq!(c.through, 7, "6 never committed: passed");
+    }
 }
