@@ -61,6 +61,27 @@ impl Pipeline {
         self.reconciler.rules = Some(crate::git::rules::AfterSync::new(proposer));
     }
 
+    /// What the site engine re-reads on every interval: the desired state at the
+    /// source's revision and the synced catalogs (simulated clients report their due
+    /// scans through the store, as agents do). A failing catalog source keeps the
+    /// current catalog version.
+    pub fn refresh(
+        &mut self,
+        now: Timestamp,
+    ) -> Result<(DesiredState, Catalog, BTreeMap<String, UpdateCatalogStatus>)> {
+        let (tree, desired) = load_desired(&self.source)?;
+        let synced =
+            self.syncer.sync(self.store.as_mut(), &desired, Some((&self.source, tree.commit.as_str())), now, false)?;
+        if let Some(sim) = self.fleet_sim.as_mut() {
+            let schedule = default_settings(&desired).scan_schedule;
+            let scans = sim.scan_due(self.store.as_mut(), &synced.catalog, schedule.signed(), now)?;
+            if scans > 0 {
+                info!(scans, "simulated clients reported scans");
+            }
+        }
+        Ok((desired, synced.catalog, synced.statuses))
+    }
+
     /// One reconcile. Each step is its own transaction: an invalid revision writes
     /// nothing; a failed catalog sync keeps the current catalog version; a failure after
     /// the sync (reading the fleet, saving status) keeps the last good status, while a
@@ -113,12 +134,64 @@ impl Reconciler {
         let last = store.last_reconcile()?;
         let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
         let outcome = reconcile(&Inputs { desired, catalog, fleet: &fleet, previous: &previous, now });
-        let catalog_saved = store.catalog_versions()?.last().map(|v| v.created_at);
-        self.site = crate::metrics::SiteFacts::of(&fleet, defaults.scan_ttl.signed(), catalog_saved, now);
         for e in &outcome.events {
             info!(kind = %e.kind, name = %e.name, reason = %e.reason, "{}", e.message);
         }
+        let inputs = Published { desired, catalog, catalog_status, fleet: &fleet, previous: &previous, now };
+        let record = self.save_outcome(store, &inputs, &outcome, last.as_ref(), None)?;
+        Ok((record, outcome))
+    }
 
+    /// Save an outcome already derived (the site engine's): the status of every resource,
+    /// the policy documents not saved yet, and the assignments that changed — of the
+    /// clients `changed` (fleet positions) only, or of every client when None. Then the
+    /// notifications the change brings. `last` is the record saved before.
+    pub fn save_outcome(
+        &mut self,
+        store: &mut dyn Store,
+        inputs: &Published<'_>,
+        outcome: &Outcome,
+        last: Option<&ReconcileRecord>,
+        changed: Option<&[usize]>,
+    ) -> Result<ReconcileRecord> {
+        let Published { desired, catalog, fleet, now, .. } = *inputs;
+        let defaults = default_settings(desired);
+        let catalog_saved = store.catalog_versions()?.last().map(|v| v.created_at);
+        self.site = crate::metrics::SiteFacts::of(fleet, defaults.scan_ttl.signed(), catalog_saved, now);
+        let record = self.record(inputs, outcome, changed.is_none());
+        let policies: HashMap<String, serde_json::Value> = outcome
+            .policies
+            .iter()
+            .filter(|(etag, _)| !self.saved_etags.contains(*etag))
+            .map(|(etag, p)| (etag.clone(), serde_json::to_value(p.as_ref()).expect("policies serialize")))
+            .collect();
+        let all: Vec<usize>;
+        let positions = match changed {
+            Some(c) => c,
+            None => {
+                all = (0..fleet.clients.len()).collect();
+                &all
+            }
+        };
+        let assignments: Vec<crate::store::PolicyAssignment> = positions
+            .iter()
+            .map(|&i| (&fleet.clients[i], outcome.etag_of(i)))
+            .filter(|(c, etag)| self.saved_assignments.get(&c.name).map(String::as_str) != Some(*etag))
+            .map(|(c, etag)| crate::store::PolicyAssignment { client: c.name.clone(), etag: etag.to_string() })
+            .collect();
+        store.save_reconcile(&record, &policies, &assignments)?;
+        crate::notify::after_reconcile(desired, catalog, last, &record, &outcome.events);
+        self.saved_etags.extend(policies.into_keys());
+        for a in assignments {
+            self.saved_assignments.insert(a.client, a.etag);
+        }
+        Ok(record)
+    }
+
+    /// The status of every resource as the store keeps it. `full`: a whole derivation
+    /// (policy breaches are logged then, not after every wave of client changes).
+    fn record(&mut self, inputs: &Published<'_>, outcome: &Outcome, full: bool) -> ReconcileRecord {
+        let Published { desired, catalog, catalog_status, fleet, previous, now } = *inputs;
         let ns = |meta: &Option<String>| meta.clone().unwrap_or_else(|| "default".into());
         let mut statuses = Vec::new();
         let mut push = |kind: &str, namespace: String, name: &str, v: serde_json::Value| {
@@ -137,7 +210,7 @@ impl Reconciler {
             push("UpdateDeployment", ns(&desired.deployments[name].metadata.namespace), name, json(s));
         }
         for (name, s) in crate::governance::policy::statuses(desired, catalog, now) {
-            if s.breach_count > 0 {
+            if s.breach_count > 0 && full {
                 warn!(policy = %name, breaches = s.breach_count, "{}", s.conditions[0].message);
             }
             push("CompliancePolicy", ns(&desired.compliance_policies[&name].metadata.namespace), &name, json(&s));
@@ -156,41 +229,26 @@ impl Reconciler {
         for (name, s) in &outcome.packages {
             push("DeploymentPackage", ns(&desired.packages[name].metadata.namespace), name, json(s));
         }
+        // The rules run once per catalog version and revision; otherwise their last status.
         if let Some(rules) = self.rules.as_mut() {
-            for (name, s) in rules.run(desired, catalog, &fleet, &previous, now) {
+            for (name, s) in rules.run(desired, catalog, fleet, previous, now) {
                 push("DeploymentRule", ns(&desired.rules[&name].metadata.namespace), &name, json(&s));
             }
         }
         statuses.sort_by(|a, b| (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name)));
-        let record = ReconcileRecord {
-            time: now,
-            revision: desired.revision.clone(),
-            catalog_version: catalog.version,
-            statuses,
-        };
-
-        let policies: HashMap<String, serde_json::Value> = outcome
-            .policies
-            .iter()
-            .filter(|(etag, _)| !self.saved_etags.contains(*etag))
-            .map(|(etag, p)| (etag.clone(), serde_json::to_value(p.as_ref()).expect("policies serialize")))
-            .collect();
-        let assignments: Vec<crate::store::PolicyAssignment> = fleet
-            .clients
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c, outcome.etag_of(i)))
-            .filter(|(c, etag)| self.saved_assignments.get(&c.name).map(String::as_str) != Some(*etag))
-            .map(|(c, etag)| crate::store::PolicyAssignment { client: c.name.clone(), etag: etag.to_string() })
-            .collect();
-        store.save_reconcile(&record, &policies, &assignments)?;
-        crate::notify::after_reconcile(desired, catalog, last.as_ref(), &record, &outcome.events);
-        self.saved_etags.extend(policies.into_keys());
-        for a in assignments {
-            self.saved_assignments.insert(a.client, a.etag);
-        }
-        Ok((record, outcome))
+        ReconcileRecord { time: now, revision: desired.revision.clone(), catalog_version: catalog.version, statuses }
     }
+}
+
+/// What a saved outcome was derived from.
+#[derive(Clone, Copy)]
+pub struct Published<'a> {
+    pub desired: &'a DesiredState,
+    pub catalog: &'a Catalog,
+    pub catalog_status: &'a BTreeMap<String, UpdateCatalogStatus>,
+    pub fleet: &'a crate::compliance::Fleet,
+    pub previous: &'a crate::reconcile::Previous,
+    pub now: Timestamp,
 }
 
 /// A status as the JSON the store keeps.

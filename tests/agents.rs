@@ -929,3 +929,83 @@ fn run_embeds_the_management_point_so_an_agent_gets_its_policy_from_the_reconcil
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("management point stopped"));
 }
+
+/// Machines targeted by every deployment, as `patchops status -o json` shows them.
+fn targeted_in_status(store: &std::path::Path) -> Option<u64> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+        .args(["status", "--output", "json", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    let record: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let statuses = record["statuses"].as_array()?;
+    Some(
+        statuses
+            .iter()
+            .filter(|s| s["kind"] == "UpdateDeployment")
+            .filter_map(|s| s["status"]["targeted"].as_u64())
+            .sum(),
+    )
+}
+
+#[test]
+fn s6_a_new_machine_is_in_status_seconds_after_one_agent_once_against_run() {
+    let resources = format!("{BASE}---\n{}", deployment("  deadline: 2026-11-30T00:00:00Z\n"));
+    let w = World::new(&resources, &catalog(&[catalog_entry("KB200", "2026-11-11", false, 1000)]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = w.dir.path().join("live.db");
+    // A long interval: only the live site (not a periodic reconcile) can bring the machine in.
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+        .arg("run")
+        .arg("--repo")
+        .arg(w.repo.workdir().unwrap())
+        .arg("--store")
+        .arg(&store)
+        .args(["--interval", "1h", "--listen", &format!("127.0.0.1:{port}"), "--enroll-secret", SECRET])
+        .env("PATCHOPS_STATE_DIR", w.dir.path().join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(w.dir.path().join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(w.dir.path().join("run.log")).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let before = loop {
+        if let Some(n) = targeted_in_status(&store) {
+            break n;
+        }
+        assert!(std::time::Instant::now() < deadline, "run published no status: {}", log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let facts = w.dir.path().join("facts.yaml");
+    std::fs::write(&facts, "facts: {os: Windows Server 2022, role: server}\ninstalled: [KB100]\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+        .args(["agent", "--once", "--scan-now", "--scanner", "rules", "--name", "live-1"])
+        .arg("--server")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(["--enroll-secret", SECRET, "--facts"])
+        .arg(&facts)
+        .arg("--state-dir")
+        .arg(w.agent_dir("live-1"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "one whole cycle: {}", String::from_utf8_lossy(&out.stderr));
+    let acknowledged = std::time::Instant::now();
+    let mut after = before;
+    while after == before && acknowledged.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = targeted_in_status(&store).unwrap_or(before);
+    }
+    let _ = run.kill();
+    let _ = run.wait();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+        .args(["status", "--output", "json", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        after > before,
+        "the new machine reached the deployment status within 10 s ({before} → {after}): {}\n{}",
+        log(),
+        String::from_utf8_lossy(&status.stdout)
+    );
+}

@@ -737,6 +737,18 @@ impl Store for BrokenStore {
     fn status_history(&self, _: &str, _: &str, _: usize) -> patchops::Result<Vec<ReconcileRecord>> {
         down()
     }
+    fn load_clients(&self, _: &[String]) -> patchops::Result<Vec<patchops::compliance::Client>> {
+        down()
+    }
+    fn feed_head(&self) -> patchops::Result<u64> {
+        down()
+    }
+    fn feed_since(&self, _: u64, _: usize) -> patchops::Result<Vec<patchops::store::FeedEntry>> {
+        down()
+    }
+    fn prune_feed(&mut self, _: u64) -> patchops::Result<u64> {
+        down()
+    }
 }
 
 #[test]

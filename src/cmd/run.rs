@@ -78,7 +78,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         info!(clients = s.clients.len(), "simulating clients");
     }
     let mut runner = Pipeline::new(source, store, sim);
-    if args.propose_rules {
+    if args.propose_rules && args.once {
         let proposer = crate::git::rules::Proposer {
             repo: args.repo.repo.clone(),
             base: args.repo.rev.clone(),
@@ -96,6 +96,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
     let mut keep_store = None;
+    let site = crate::site::SiteHandle::default();
     let (stop_server, server) = if args.once || args.no_serve {
         (None, None)
     } else {
@@ -103,7 +104,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         // PostgreSQL) lets it take state messages while a reconcile reads.
         let shared: crate::server::SharedStore =
             std::sync::Arc::new(std::sync::Mutex::new(crate::store::open(&args.store)?));
-        let config = args.server.config()?;
+        let mut config = args.server.config()?;
+        config.site = Some(site.clone());
         let listener = rt.block_on(tokio::net::TcpListener::bind(args.server.listen)).map_err(|e| {
             Error::Usage(format!(
                 "cannot listen on {}: {e}; choose another --listen address or pass --no-serve",
@@ -131,7 +133,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         _ => (None, None),
     };
-    let result = reconcile_loop(&mut runner, &args, &rt, &metrics);
+    let result = if args.once {
+        reconcile_loop(&mut runner, &args, &rt, &metrics)
+    } else {
+        live_loop(&mut runner, &args, &rt, &metrics, site)
+    };
     if let Some(tx) = stop_metrics {
         let _ = tx.send(());
     }
@@ -151,6 +157,136 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     drop(keep_store);
     result
 }
+
+/// The live site: the engine starts from the store and follows its change feed (woken by
+/// the embedded management point, by PostgreSQL notifications, or by a short poll for
+/// other writers of a SQLite file); the desired state and catalogs are re-read every
+/// interval; status is published on change, debounced. The table is printed per interval.
+fn live_loop(
+    runner: &mut Pipeline,
+    args: &RunArgs,
+    rt: &tokio::runtime::Runtime,
+    metrics: &crate::metrics::Metrics,
+    handle: crate::site::SiteHandle,
+) -> Result<ExitCode> {
+    let interval = std::time::Duration::from_secs(args.interval.as_secs().max(1) as u64);
+    let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (stopping, handle) = (stopping.clone(), handle.clone());
+        rt.spawn(async move {
+            crate::process::shutdown_signal().await;
+            stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+            handle.wake();
+        });
+    }
+    let wait = |timeout: std::time::Duration| {
+        rt.block_on(handle.woken(timeout));
+        stopping.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // The first read of the desired state must succeed (retried each interval).
+    let (desired, catalog, status) = loop {
+        match runner.refresh(Timestamp::now()) {
+            Ok(inputs) => break inputs,
+            Err(e) => {
+                metrics.error("Run", e.metric_label());
+                error!(error = %e, "cannot read the desired state and catalogs; retrying in one interval");
+                if wait(interval) {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    let mut site = crate::site::Site::start(
+        handle.clone(),
+        crate::store::open(&args.store)?,
+        desired,
+        catalog,
+        status,
+        Timestamp::now(),
+        crate::site::SiteOptions::default(),
+    )?;
+    if args.propose_rules {
+        site.propose_rules(crate::git::rules::Proposer {
+            repo: args.repo.repo.clone(),
+            base: args.repo.rev.clone(),
+            path: args.repo.path.clone(),
+            push: args.rules.push.clone(),
+            forge: args.rules.forge()?,
+        });
+    }
+    let stop_listener = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener = (args.store.starts_with("postgres://") || args.store.starts_with("postgresql://"))
+        .then(|| crate::site::feed::listen_postgres(args.store.clone(), handle.clone(), stop_listener.clone()));
+    let mut next_refresh = std::time::Instant::now() + interval;
+    let mut print_next = true;
+    let result = loop {
+        let now = Timestamp::now();
+        if std::time::Instant::now() >= next_refresh {
+            next_refresh = std::time::Instant::now() + interval;
+            print_next = true;
+            match runner.refresh(now) {
+                Ok((desired, catalog, status)) => {
+                    if site.set_desired(desired, catalog, status, now) {
+                        info!("desired state or catalog changed; site re-derived");
+                    }
+                }
+                Err(e) => {
+                    metrics.error("Run", e.metric_label());
+                    error!(error = %e, "cannot read the desired state or sync the catalogs; the site keeps the last good ones");
+                }
+            }
+        }
+        if let Err(e) = site.follow(now) {
+            metrics.error("Run", e.metric_label());
+            error!(error = %e, "cannot follow the store's change feed; retrying");
+        }
+        let published = std::time::Instant::now();
+        match site.publish_if_due(now) {
+            Ok(Some(record)) => {
+                metrics.observe("Run", published.elapsed().as_secs_f64());
+                metrics.record(RUN_SITE, &record);
+                metrics.site(RUN_SITE, site.facts());
+                if print_next {
+                    print_next = false;
+                    info!(revision = %record.revision, catalog_version = record.catalog_version, elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
+                    crate::output::print_record(&record, args.output);
+                    if let Some(branch) = &args.status_branch {
+                        crate::git::status::publish_logged(
+                            &runner.source,
+                            &record,
+                            branch,
+                            args.status_push.as_deref(),
+                        );
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => metrics.error("Run", e.metric_label()),
+        }
+        // Sleep until woken, the next publish, the next interval, or a short poll.
+        let until = [site.publish_due(), Some(next_refresh)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|t| t.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or(interval)
+            .min(FEED_POLL);
+        if wait(until) {
+            warn!("shutting down");
+            break Ok(ExitCode::SUCCESS);
+        }
+    };
+    stop_listener.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(l) = listener {
+        let _ = l.join();
+    }
+    result
+}
+
+/// How often the engine reads the change feed when nothing woke it (other processes
+/// writing the same SQLite file; a PostgreSQL notification lost with its connection).
+const FEED_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn reconcile_loop(
     runner: &mut Pipeline,

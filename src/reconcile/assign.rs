@@ -38,33 +38,42 @@ impl Engine {
         self.signatures = signatures;
     }
 
-    /// Client `i`'s policy after a change to it alone, keeping every other document;
-    /// None when the change moved a rollout (then any client's policy may differ).
-    pub(super) fn reassign_policy(
+    /// The policies of the clients `changed` after a change to them alone (a client past
+    /// the known ones joined), keeping every other document; None when the change moved a
+    /// rollout (then any client's policy may differ).
+    pub(super) fn reassign_policies(
         &mut self,
         inputs: &Inputs<'_>,
-        i: usize,
+        changed: &[usize],
         rollouts: &Rollouts,
         out: &mut Outcome,
     ) -> Option<()> {
-        if self.rollout_moved(out, &rollouts.halted) || self.signatures.len() != inputs.fleet.clients.len() {
+        if self.rollout_moved(out, &rollouts.halted) {
             return None;
         }
-        // Only this client's policy can differ; every shared document is unchanged.
+        // Only these clients' policies can differ; every shared document is unchanged.
         out.policies = std::mem::take(&mut self.outcome.policies);
         out.policy_etags = std::mem::take(&mut self.outcome.policy_etags);
         out.assignments = std::mem::take(&mut self.outcome.assignments);
-        let sig = self.signature(i, &rollouts.active);
-        let old_slot = out.assignments[i];
-        let slot = self.slot_for(&sig, inputs, out, &rollouts.halted);
-        self.slot_users[old_slot as usize] -= 1;
-        self.slot_users[slot as usize] += 1;
-        let old_sig = std::mem::replace(&mut self.signatures[i], sig);
-        if self.slot_users[old_slot as usize] == 0 && old_slot != slot {
-            self.slot_of.remove(&old_sig);
+        for &i in changed {
+            let sig = self.signature(i, &rollouts.active);
+            let slot = self.slot_for(&sig, inputs, out, &rollouts.halted);
+            self.slot_users[slot as usize] += 1;
+            if i == out.assignments.len() {
+                *self.etag_users.entry(out.policy_etags[slot as usize].clone()).or_default() += 1;
+                self.signatures.push(sig);
+                out.assignments.push(slot);
+                continue;
+            }
+            let old_slot = out.assignments[i];
+            self.slot_users[old_slot as usize] -= 1;
+            let old_sig = std::mem::replace(&mut self.signatures[i], sig);
+            if self.slot_users[old_slot as usize] == 0 && old_slot != slot {
+                self.slot_of.remove(&old_sig);
+            }
+            self.move_etag_user(old_slot, slot, out);
+            out.assignments[i] = slot;
         }
-        self.move_etag_user(old_slot, slot, out);
-        out.assignments[i] = slot;
         Some(())
     }
 

@@ -123,6 +123,15 @@ pub fn reconcile(inputs: &Inputs<'_>) -> Outcome {
     Engine::new(inputs).1
 }
 
+/// One client's change, applied by [`Engine::update_clients`].
+#[derive(Clone, Copy, Debug)]
+pub enum ClientChange<'a> {
+    /// Client `index` of the fleet changed (states, facts); `before` is how it was.
+    Changed { index: usize, before: &'a Client },
+    /// Client `index` joined: the fleet grew by it, after every client the engine knows.
+    Joined { index: usize },
+}
+
 /// A reconcile that can be advanced one client at a time.
 pub struct Engine {
     prepared: Prepared,
@@ -172,20 +181,57 @@ impl Engine {
     /// The fleet must hold the same clients as when the engine was built (a client that
     /// joins or leaves needs a full reconcile); `None` when it visibly does not.
     pub fn update_client(&mut self, inputs: &Inputs<'_>, index: usize, before: &Client) -> Option<Outcome> {
-        if self.outcome.valid_until.is_some_and(|t| inputs.now >= t)
-            || inputs.fleet.clients.len() != self.signatures.len()
-            || inputs.fleet.clients.get(index).is_none_or(|c| c.name != before.name)
-        {
+        self.update_clients(inputs, &[ClientChange::Changed { index, before }])
+    }
+
+    /// Apply the changes of several clients at once (each named once), then derive the
+    /// statuses once: the cost of a wave is its clients' contributions plus one status
+    /// pass, whatever the fleet's size. None when the changes cannot be applied
+    /// incrementally (a validity horizon passed, a rollout phase moved, the fleet does
+    /// not match): run a full reconcile then.
+    pub fn update_clients(&mut self, inputs: &Inputs<'_>, changes: &[ClientChange<'_>]) -> Option<Outcome> {
+        let joined = changes.iter().filter(|c| matches!(c, ClientChange::Joined { .. })).count();
+        let known = self.signatures.len();
+        if self.outcome.valid_until.is_some_and(|t| inputs.now >= t) || inputs.fleet.clients.len() != known + joined {
             return None;
         }
-        let client = &inputs.fleet.clients[index];
-        let old_row = self.membership.row(index).to_vec();
-        self.layout.contribute(&self.prepared, inputs, before, &old_row, -1, &mut self.acc);
+        // Checked before anything is counted: a refused wave leaves the engine as it was.
+        let mut next_joined = known;
+        for change in changes {
+            let fits = match *change {
+                ClientChange::Changed { index, before } => {
+                    index < known && inputs.fleet.clients[index].name == before.name
+                }
+                ClientChange::Joined { index } => {
+                    next_joined += 1;
+                    index == next_joined - 1
+                }
+            };
+            if !fits {
+                return None;
+            }
+        }
+        let mut indices = Vec::with_capacity(changes.len());
         let mut row = vec![0u64; self.membership.words()];
-        self.prepared.collections.evaluate(client, &mut row);
-        self.membership.set_row(index, &row);
-        self.layout.contribute(&self.prepared, inputs, client, &row, 1, &mut self.acc);
-        self.finish(inputs, Some(index))
+        for change in changes {
+            let index = match *change {
+                ClientChange::Changed { index, before } => {
+                    let old_row = self.membership.row(index).to_vec();
+                    self.layout.contribute(&self.prepared, inputs, before, &old_row, -1, &mut self.acc);
+                    self.prepared.collections.evaluate(&inputs.fleet.clients[index], &mut row);
+                    self.membership.set_row(index, &row);
+                    index
+                }
+                ClientChange::Joined { index } => {
+                    self.prepared.collections.evaluate(&inputs.fleet.clients[index], &mut row);
+                    self.membership.push_row(&row);
+                    index
+                }
+            };
+            self.layout.contribute(&self.prepared, inputs, &inputs.fleet.clients[index], &row, 1, &mut self.acc);
+            indices.push(index);
+        }
+        self.finish(inputs, Some(&indices))
     }
 
     /// The desired state resolved against the catalog, as this engine counts it.
@@ -203,10 +249,10 @@ impl Engine {
         &self.outcome
     }
 
-    /// Turn counters into statuses, kind by kind, then into client policies. `only`: one
-    /// client changed; None when that change moved a rollout (phase start or halt), which
-    /// needs a full reconcile.
-    fn finish(&mut self, inputs: &Inputs<'_>, only: Option<usize>) -> Option<Outcome> {
+    /// Turn counters into statuses, kind by kind, then into client policies. `only`: these
+    /// clients changed (or joined); None when that moved a rollout (phase start or halt),
+    /// which needs a full reconcile.
+    fn finish(&mut self, inputs: &Inputs<'_>, only: Option<&[usize]>) -> Option<Outcome> {
         let (desired, catalog) = (inputs.desired, inputs.catalog);
         let mut out =
             Outcome { revision: desired.revision.clone(), catalog_version: catalog.version, ..Default::default() };
@@ -218,7 +264,7 @@ impl Engine {
         statuses.waivers(&mut out, &mut horizon);
         statuses.packages(&mut out);
         match only {
-            Some(i) => self.reassign_policy(inputs, i, &rollouts, &mut out)?,
+            Some(changed) => self.reassign_policies(inputs, changed, &rollouts, &mut out)?,
             None => self.assign_policies(inputs, &rollouts, &mut out),
         }
         self.halted = rollouts.halted;

@@ -39,6 +39,10 @@ impl Membership {
     pub fn set_row(&mut self, client: usize, row: &[u64]) {
         self.bits[client * self.words..(client + 1) * self.words].copy_from_slice(row);
     }
+    /// Add a row for a client appended to the fleet.
+    pub fn push_row(&mut self, row: &[u64]) {
+        self.bits.extend_from_slice(row);
+    }
     pub fn words(&self) -> usize {
         self.words
     }

@@ -498,3 +498,42 @@ fn a_changed_client_set_is_refused_by_the_incremental_path() {
     assert!(engine.update_client(&inputs, 1, &before).is_none());
     assert!(engine.update_client(&inputs, 0, &before).is_none());
 }
+
+#[test]
+fn clients_joining_and_changing_in_one_wave_give_what_a_full_reconcile_gives() {
+    let catalog = catalog();
+    let desired = desired();
+    let previous = Previous::default();
+    let mut fleet = Fleet::new(vec![scanned_client("a", "server", at(NOW)), scanned_client("b", "printer", at(NOW))]);
+    let (mut engine, _) =
+        Engine::new(&Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now: at(NOW) });
+    for wave in 0..4 {
+        let before = fleet.clients[0].clone();
+        fleet.clients[0].facts.insert("role".into(), if wave % 2 == 0 { "printer" } else { "server" }.into());
+        // Joined clients go after the known ones, whatever their names.
+        let known = fleet.clients.len();
+        fleet.clients.push(scanned_client(&format!("new-{wave}-a"), "server", at(NOW)));
+        fleet.clients.push(scanned_client(&format!("0-new-{wave}"), "printer", at(NOW)));
+        let inputs = Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now: at(NOW) };
+        let changes = [
+            ClientChange::Joined { index: known },
+            ClientChange::Changed { index: 0, before: &before },
+            ClientChange::Joined { index: known + 1 },
+        ];
+        let inc = engine.update_clients(&inputs, &changes).expect("applied incrementally");
+        let full = reconcile(&inputs);
+        assert_eq!(inc.deployments, full.deployments, "wave {wave}");
+        assert_eq!(inc.collections, full.collections, "wave {wave}");
+        assert_eq!(inc.update_lists, full.update_lists, "wave {wave}");
+        for c in 0..fleet.clients.len() {
+            assert_eq!(inc.policy_of(c), full.policy_of(c), "wave {wave}: client {c}");
+        }
+        assert_eq!(inc.policies, full.policies, "wave {wave}: the same documents are in use");
+    }
+    // A join that skips a position is refused (the caller reconciles in full).
+    fleet.clients.push(scanned_client("late", "server", at(NOW)));
+    fleet.clients.push(scanned_client("later", "server", at(NOW)));
+    let inputs = Inputs { desired: &desired, catalog: &catalog, fleet: &fleet, previous: &previous, now: at(NOW) };
+    let last = fleet.clients.len() - 1;
+    assert!(engine.update_clients(&inputs, &[ClientChange::Joined { index: last }]).is_none());
+}

@@ -145,7 +145,14 @@ struct AppState {
     tokens: Mutex<HashMap<String, (TokenOwner, Instant)>>,
     /// Failed enrollments by address: how many in a row, the last one, the last logged.
     enroll_failures: Mutex<HashMap<IpAddr, EnrollFailures>>,
+    /// Policy documents as sent, by ETag (a document never changes under its ETag).
+    documents: Mutex<HashMap<String, Bytes>>,
 }
+
+/// Most policy documents kept serialised (they are shared: a site has few).
+const MAX_CACHED_DOCUMENTS: usize = 4096;
+/// How long a registration waits for the site engine to assign the new client's policy.
+const REGISTRATION_POLICY_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Clone, Copy, Debug)]
 struct EnrollFailures {
@@ -173,6 +180,7 @@ pub fn router(store: SharedStore, config: ServerConfig) -> Router {
         metrics: Metrics::new(),
         tokens: Mutex::new(HashMap::new()),
         enroll_failures: Mutex::new(HashMap::new()),
+        documents: Mutex::new(HashMap::new()),
     });
     Router::new()
         .route("/v1/register", post(register))
@@ -544,6 +552,7 @@ async fn register(State(state): State<Shared>, request: Request) -> Result<Respo
     // The client's earlier token no longer works here.
     forget_tokens(&state, &name);
     tracing::info!(client = %name, "client registered");
+    await_policy(&state, &name).await;
     Ok((StatusCode::CREATED, axum::Json(json!({ "token": token }))).into_response())
 }
 
@@ -613,17 +622,81 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
     )
 }
 
+/// Wait (briefly) until the new client has a policy: from the site engine of this
+/// process, or else in the store (an engine elsewhere follows the change feed). The
+/// agent's first poll, right after registering, then finds it.
+async fn await_policy(state: &Shared, name: &str) {
+    if let Some(site) = &state.config.site {
+        let who = name.to_string();
+        if !site.wait_until(REGISTRATION_POLICY_WAIT, move |s| s.client(&who).is_some()).await {
+            tracing::debug!(client = %name, "the site engine has not assigned a policy yet");
+        }
+        return;
+    }
+    // Only where an engine has ever published to this store (it saves the scan TTL
+    // setting with every status): otherwise nobody is going to assign a policy.
+    let published = with_store(state, "cannot read the settings", |s| s.setting("scan_ttl_seconds")).await;
+    if !matches!(published, Ok(Ok(Some(_)))) {
+        return;
+    }
+    let deadline = Instant::now() + REGISTRATION_POLICY_WAIT;
+    while Instant::now() < deadline {
+        let who = name.to_string();
+        match with_store(state, "cannot read the policy", move |s| s.client_policy(&who)).await {
+            Ok(Ok(Some(_))) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(None)) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A client's policy: its ETag and document, from the site engine when it knows the
+/// client, else from the store (a management point without an engine asks the store each
+/// time: the engine elsewhere may have changed the assignment).
+async fn find_policy(state: &Shared, client: &str) -> Result<Option<(String, Bytes)>, ApiError> {
+    if let Some(site) = &state.config.site
+        && let Some(Some((etag, policy))) = site.policy(client)
+    {
+        let cached = state.documents.lock().unwrap_or_else(|p| p.into_inner()).get(&etag).cloned();
+        let body = match cached {
+            Some(body) => body,
+            None => {
+                let body = Bytes::from(serde_json::to_vec(policy.as_ref()).map_err(|e| {
+                    tracing::error!(error = %e, "cannot serialise a policy");
+                    ApiError::internal("cannot send the policy")
+                })?);
+                remember_document(state, &etag, body.clone());
+                body
+            }
+        };
+        return Ok(Some((etag, body)));
+    }
+    let who = client.to_string();
+    let found = with_store(state, "cannot read the policy", move |s| s.client_policy(&who))
+        .await?
+        .map_err(|e| ApiError::unavailable("cannot read the policy", &e))?;
+    let Some((etag, document)) = found else { return Ok(None) };
+    let body = Bytes::from(serde_json::to_vec(&document).map_err(|_| ApiError::internal("cannot send the policy"))?);
+    Ok(Some((etag, body)))
+}
+
+fn remember_document(state: &Shared, etag: &str, body: Bytes) {
+    let mut documents = state.documents.lock().unwrap_or_else(|p| p.into_inner());
+    if documents.len() >= MAX_CACHED_DOCUMENTS {
+        documents.clear();
+    }
+    documents.insert(etag.to_string(), body);
+}
+
 /// `GET /v1/policy`: the caller's policy document, with its ETag.
 async fn policy(State(state): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
     let client = authenticate(&state, &headers).await?.0.client;
-    let who = client.clone();
-    let found = with_store(&state, "cannot read the policy", move |s| s.client_policy(&who))
-        .await?
-        .map_err(|e| ApiError::unavailable("cannot read the policy", &e))?;
-    let Some((etag, document)) = found else {
+    let Some((etag, body)) = find_policy(&state, &client).await? else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no policy yet for client {client}; the reconciler assigns one at its next run"),
+            format!(
+                "no policy yet for client {client}; the site engine (`patchops run` or the controller) assigns one \
+                 as soon as it sees the registration"
+            ),
         ));
     };
     let etag_header = HeaderValue::from_str(&format!("\"{etag}\""))
@@ -633,7 +706,8 @@ async fn policy(State(state): State<Shared>, headers: HeaderMap) -> Result<Respo
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response());
     }
     state.metrics.policy_fetch("miss");
-    let mut response = axum::Json(document).into_response();
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response.headers_mut().insert(header::ETAG, etag_header);
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
@@ -793,6 +867,9 @@ async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> 
     .await?;
     match outcome {
         Ok(BatchOutcome::Applied) => {
+            if let Some(site) = &state.config.site {
+                site.wake();
+            }
             state.metrics.batch("applied");
             state.metrics.messages(messages);
             tracing::debug!(client = %client, sequence, messages, "state batch applied");

@@ -17,6 +17,10 @@ use crate::desired::DesiredState;
 use crate::reconcile::Engine;
 use crate::resources::UpdateCatalogStatus;
 
+mod engine;
+pub mod feed;
+pub use engine::{Site, SiteOptions};
+
 /// What the site engine holds: the inputs of the last derivation and its engine. The
 /// fleet is in the engine's order (its index is `index`), not necessarily sorted by name.
 pub struct SiteState {
@@ -42,6 +46,16 @@ impl SiteState {
 #[derive(Clone, Default)]
 pub struct SiteHandle {
     state: Arc<RwLock<Option<SiteState>>>,
+    signals: Arc<Signals>,
+}
+
+#[derive(Default)]
+struct Signals {
+    /// Something was committed to the change feed here: follow it now.
+    wake: tokio::sync::Notify,
+    /// Waves applied so far (a watch, so a waiter sees every later wave).
+    applied: std::sync::Mutex<Option<tokio::sync::watch::Sender<u64>>>,
+    wakes: std::sync::atomic::AtomicU64,
 }
 
 impl SiteHandle {
@@ -49,6 +63,60 @@ impl SiteHandle {
     pub fn read<R>(&self, f: impl FnOnce(&SiteState) -> R) -> Option<R> {
         let guard = self.state.read().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().map(f)
+    }
+
+    fn write<R>(&self, f: impl FnOnce(&mut Option<SiteState>) -> R) -> R {
+        let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// A change was committed to the store by this process: the engine follows the feed
+    /// now instead of at its next poll.
+    pub fn wake(&self) {
+        self.signals.wakes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.signals.wake.notify_one();
+    }
+
+    /// Wait (at most `timeout`) for a wake; true when woken.
+    pub async fn woken(&self, timeout: std::time::Duration) -> bool {
+        tokio::time::timeout(timeout, self.signals.wake.notified()).await.is_ok()
+    }
+
+    fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        let mut slot = self.signals.applied.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| tokio::sync::watch::channel(0).0).subscribe()
+    }
+
+    fn bump_applied(&self) {
+        let mut slot = self.signals.applied.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert_with(|| tokio::sync::watch::channel(0).0).send_modify(|n| *n += 1);
+    }
+
+    /// Wake the engine and wait until `ready` holds of the site (or `timeout` passed);
+    /// true when it holds. The management point waits so for a registered client's
+    /// policy, so the agent gets it in its first poll.
+    pub async fn wait_until(&self, timeout: std::time::Duration, ready: impl Fn(&SiteState) -> bool) -> bool {
+        let mut applied = self.applied_watch();
+        self.wake();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.read(&ready).unwrap_or(false) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, applied.changed()).await.is_err() {
+                return self.read(&ready).unwrap_or(false);
+            }
+        }
+    }
+
+    /// A client's policy as the engine assigned it: its ETag and document.
+    pub fn policy(&self, client: &str) -> Option<Option<(String, Arc<crate::reconcile::policy::ClientPolicy>)>> {
+        self.read(|s| {
+            let (i, _) = s.client(client)?;
+            let outcome = s.engine.outcome();
+            let etag = outcome.etag_of(i);
+            Some((etag.to_string(), outcome.policies.get(etag)?.clone()))
+        })
     }
 }
 
@@ -73,6 +141,6 @@ impl SiteState {
 impl SiteHandle {
     /// A handle holding `state` (tests, and the engine once it derived the site).
     pub fn with_state(state: SiteState) -> SiteHandle {
-        SiteHandle { state: Arc::new(RwLock::new(Some(state))) }
+        SiteHandle { state: Arc::new(RwLock::new(Some(state))), signals: Arc::default() }
     }
 }

@@ -131,6 +131,16 @@ pub struct PolicyAssignment {
     pub etag: String,
 }
 
+/// One row of the change feed: `client` changed (a state batch applied, a registration,
+/// new facts) in the transaction that wrote row `seq`. Sequence numbers only grow; on
+/// PostgreSQL a lower one can commit after a higher one (concurrent transactions), which
+/// the follower allows for (`site::feed`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedEntry {
+    pub seq: u64,
+    pub client: String,
+}
+
 /// The store. Every write is one transaction: it happens whole or not at all.
 pub trait Store: Send {
     /// Where the store is (file path or URL without password), for messages.
@@ -182,6 +192,20 @@ pub trait Store: Send {
 
     /// Every client with facts and compliance: the reconcile core's input.
     fn load_fleet(&self) -> Result<Fleet>;
+
+    /// The named clients with facts and compliance, as [`Store::load_fleet`] reads them
+    /// (names the store does not know are left out), in no particular order.
+    fn load_clients(&self, names: &[String]) -> Result<Vec<crate::compliance::Client>>;
+
+    /// The highest sequence number of the change feed (0: none yet).
+    fn feed_head(&self) -> Result<u64>;
+
+    /// Change-feed rows after sequence `after`, oldest first, at most `limit`.
+    fn feed_since(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>>;
+
+    /// Drop change-feed rows up to and including `through` (every follower is past
+    /// them); returns how many went.
+    fn prune_feed(&mut self, through: u64) -> Result<u64>;
 
     /// Every client, with only its states for these update keys (`plan` reads just the
     /// updates a change touches). The default filters a whole load.

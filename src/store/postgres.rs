@@ -22,8 +22,9 @@ use super::catalog::{
 use super::reconcile::{self, ReconcileWrite, ReconcileWriter, StoredStatuses, build_record};
 use super::rows::*;
 use super::{
-    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, PolicyAssignment, REJECTED_PER_CLIENT,
-    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, StoreError, TokenOwner, rejected_prefix,
+    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, FeedEntry, PolicyAssignment,
+    REJECTED_PER_CLIENT, REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, StoreError, TokenOwner,
+    rejected_prefix,
 };
 use crate::catalog::delta::CatalogDelta;
 use crate::catalog::{Catalog, Update};
@@ -37,7 +38,15 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("schema_postgres.sql")),
     (2, include_str!("schema_postgres_2.sql")),
     (3, include_str!("schema_postgres_3.sql")),
+    (4, include_str!("schema_postgres_4.sql")),
 ];
+
+/// The channel a committed change-feed row is announced on (`LISTEN patchops_feed`).
+pub const FEED_CHANNEL: &str = "patchops_feed";
+
+/// One change-feed row, announced to the followers when the transaction commits.
+const FEED_INSERT: &str = "WITH row AS (INSERT INTO feed (client, at) VALUES ($1, $2) RETURNING seq) \
+     SELECT pg_notify('patchops_feed', seq::text) FROM row";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,6 +67,25 @@ impl PostgresStore {
     /// connection's `search_path`. Tests use a fresh schema each for isolation.
     pub fn open_in_schema(url: &str, schema: &str) -> Result<Self> {
         Self::connect(url, Some(schema))
+    }
+
+    /// A connection listening on the change-feed channel ([`FEED_CHANNEL`]): its
+    /// notifications say a feed row committed (the row itself is read from the table).
+    pub fn listen(url: &str) -> Result<PgClient> {
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            Error::store(redact(url), format!("invalid PostgreSQL URL: {}", pg_message(&e)), e)
+        })?;
+        let location = describe(&config, None);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let fail = |e: postgres::Error| {
+            let message = format!("cannot listen for the change feed: {}", pg_message(&e));
+            Error::store(location.clone(), message, e)
+        };
+        let mut client = config.connect(NoTls).map_err(fail)?;
+        client.batch_execute(&format!("LISTEN {FEED_CHANNEL}")).map_err(fail)?;
+        Ok(client)
     }
 
     fn connect(url: &str, schema: Option<&str>) -> Result<Self> {
@@ -389,6 +417,7 @@ impl Store for PostgresStore {
             &[&client.name, &facts_json(&client.facts), &client.agent_version, &secs(now), &token_sha256],
         )
         .map_err(&fail)?;
+        tx.execute(FEED_INSERT, &[&client.name, &secs(now)]).map_err(&fail)?;
         tx.commit().map_err(&fail)?;
         Ok(Enrollment::Enrolled)
     }
@@ -561,16 +590,81 @@ impl Store for PostgresStore {
     }
 
     fn upsert_client(&mut self, client: &ClientInfo, now: Timestamp) -> Result<()> {
-        self.conn()
-            .execute(
-                "INSERT INTO clients (name, facts, agent_version, registered_at, last_seen) \
-                 VALUES ($1, $2::text::jsonb, $3, $4, $4) \
-                 ON CONFLICT (name) DO UPDATE SET facts = EXCLUDED.facts, \
-                 agent_version = COALESCE(EXCLUDED.agent_version, clients.agent_version), last_seen = EXCLUDED.last_seen",
-                &[&client.name, &facts_json(&client.facts), &client.agent_version, &secs(now)],
+        let what = format!("cannot save client {:?}", client.name);
+        let fail = pg(&self.location, &what);
+        let mut conn = self.conn();
+        let mut tx = conn.transaction().map_err(&fail)?;
+        tx.execute(
+            "INSERT INTO clients (name, facts, agent_version, registered_at, last_seen) \
+             VALUES ($1, $2::text::jsonb, $3, $4, $4) \
+             ON CONFLICT (name) DO UPDATE SET facts = EXCLUDED.facts, \
+             agent_version = COALESCE(EXCLUDED.agent_version, clients.agent_version), last_seen = EXCLUDED.last_seen",
+            &[&client.name, &facts_json(&client.facts), &client.agent_version, &secs(now)],
+        )
+        .map_err(&fail)?;
+        tx.execute(FEED_INSERT, &[&client.name, &secs(now)]).map_err(&fail)?;
+        tx.commit().map_err(&fail)
+    }
+
+    fn feed_head(&self) -> Result<u64> {
+        let row = self
+            .conn()
+            .query_one("SELECT COALESCE(MAX(seq), 0) FROM feed", &[])
+            .map_err(pg(&self.location, "cannot read the change feed"))?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn feed_since(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>> {
+        let rows = self
+            .conn()
+            .query(
+                "SELECT seq, client FROM feed WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&(after as i64), &(limit as i64)],
             )
-            .map_err(pg(&self.location, &format!("cannot save client {:?}", client.name)))?;
-        Ok(())
+            .map_err(pg(&self.location, &format!("cannot read the change feed after {after}")))?;
+        Ok(rows.iter().map(|r| FeedEntry { seq: r.get::<_, i64>(0) as u64, client: r.get(1) }).collect())
+    }
+
+    fn prune_feed(&mut self, through: u64) -> Result<u64> {
+        self.conn()
+            .execute("DELETE FROM feed WHERE seq <= $1", &[&(through as i64)])
+            .map_err(pg(&self.location, "cannot prune the change feed"))
+    }
+
+    fn load_clients(&self, names: &[String]) -> Result<Vec<Client>> {
+        let fail = pg(&self.location, "cannot load clients");
+        let mut conn = self.conn();
+        let mut tx = snapshot(&mut conn).map_err(&fail)?;
+        let rows = tx
+            .query(
+                "SELECT key, name, facts::text, agent_version, scan_time, scan_catalog_version, failure_time, \
+                 failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients \
+                 WHERE name = ANY($1) ORDER BY key",
+                &[&names],
+            )
+            .map_err(&fail)?;
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut clients = Vec::with_capacity(rows.len());
+        for r in &rows {
+            keys.push(r.get::<_, i32>(0));
+            clients.push(client_row(r).into_client().map_err(|m| self.corrupt(m))?);
+        }
+        let states = tx
+            .query(
+                "SELECT client_key, update_key, scan_result, enforcement FROM compliance \
+                 WHERE client_key = ANY($1) ORDER BY client_key, update_key",
+                &[&keys],
+            )
+            .map_err(&fail)?;
+        tx.commit().map_err(&fail)?;
+        let mut group = StateGrouper::new(keys.iter().map(|&k| k as i64).collect());
+        for r in states {
+            let (update, scan, enforcement): (i32, i16, i16) = (r.get(1), r.get(2), r.get(3));
+            let state = pack(update as i64, scan as i64, enforcement as i64).map_err(|m| self.corrupt(m))?;
+            group.push(r.get::<_, i32>(0) as i64, state, &mut clients);
+        }
+        group.finish(&mut clients);
+        Ok(clients)
     }
 
     fn apply_batch_checked(
@@ -628,19 +722,7 @@ impl Store for PostgresStore {
         let mut clients = Vec::with_capacity(rows.len());
         for r in rows {
             keys.push(r.get::<_, i32>(0) as i64);
-            let row = ClientRow {
-                name: r.get(1),
-                facts: r.get(2),
-                agent_version: r.get(3),
-                scan_time: r.get(4),
-                scan_catalog_version: r.get(5),
-                failure_time: r.get(6),
-                failure_catalog_version: r.get(7),
-                failure_error: r.get(8),
-                pending_messages: r.get::<_, i32>(9) as i64,
-                rejected_at: r.get(10),
-            };
-            clients.push(row.into_client().map_err(|m| self.corrupt(m))?);
+            clients.push(client_row(&r).into_client().map_err(|m| self.corrupt(m))?);
         }
         let mut group = StateGrouper::new(keys);
         {
@@ -718,6 +800,22 @@ impl Store for PostgresStore {
             out.push(build_record(r.get(0), r.get(1), r.get(2), vec![status]).map_err(|e| e.at(&self.location))?);
         }
         Ok(out)
+    }
+}
+
+/// A `clients` row read by `SELECT key, name, facts::text, agent_version, …, rejected_at`.
+fn client_row(r: &postgres::Row) -> ClientRow {
+    ClientRow {
+        name: r.get(1),
+        facts: r.get(2),
+        agent_version: r.get(3),
+        scan_time: r.get(4),
+        scan_catalog_version: r.get(5),
+        failure_time: r.get(6),
+        failure_catalog_version: r.get(7),
+        failure_error: r.get(8),
+        pending_messages: r.get::<_, i32>(9) as i64,
+        rejected_at: r.get(10),
     }
 }
 
@@ -932,12 +1030,15 @@ impl BatchWriter for Tx<'_, '_> {
     }
 
     fn finish(&mut self, client: i64, sequence: i64, now: i64) -> Result<()> {
-        self.tx
-            .execute(
-                "UPDATE clients SET last_sequence = $2, last_seen = $3 WHERE key = $1",
+        let name: String = self
+            .tx
+            .query_one(
+                "UPDATE clients SET last_sequence = $2, last_seen = $3 WHERE key = $1 RETURNING name",
                 &[&(client as i32), &sequence, &now],
             )
-            .map_err(pg(self.location, self.what))?;
+            .map_err(pg(self.location, self.what))?
+            .get(0);
+        self.tx.execute(FEED_INSERT, &[&name, &now]).map_err(pg(self.location, self.what))?;
         Ok(())
     }
 }

@@ -24,8 +24,9 @@ use super::catalog::{
 use super::reconcile::{self, ReconcileWrite, ReconcileWriter, StoredStatuses, build_record};
 use super::rows::*;
 use super::{
-    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, PolicyAssignment, REJECTED_PER_CLIENT,
-    REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, StoreError, TokenOwner, rejected_prefix,
+    BatchOutcome, CatalogSaved, CatalogVersionInfo, ClientInfo, Enrollment, FeedEntry, PolicyAssignment,
+    REJECTED_PER_CLIENT, REJECTED_TOTAL, ReconcileRecord, ResourceStatus, Store, StoreError, TokenOwner,
+    rejected_prefix,
 };
 use crate::catalog::Catalog;
 use crate::catalog::Update;
@@ -40,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("schema_sqlite.sql")),
     (2, include_str!("schema_sqlite_2.sql")),
     (3, include_str!("schema_sqlite_3.sql")),
+    (4, include_str!("schema_sqlite_4.sql")),
 ];
 
 /// How long a writer waits for another connection's lock before failing.
@@ -230,6 +232,45 @@ impl SqliteStore {
             .map_err(|message| StoreError::Corrupt(message).at(self.location()))
     }
 
+    /// The named clients (those that exist) with every state, from one snapshot.
+    fn read_clients(&self, names: &[String]) -> rusqlite::Result<std::result::Result<Vec<Client>, String>> {
+        let tx = self.conn.unchecked_transaction()?;
+        let list = serde_json::to_string(names).expect("names serialize");
+        let mut keys: Vec<i64> = Vec::new();
+        let mut clients: Vec<Client> = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT key, name, facts, agent_version, scan_time, scan_catalog_version, failure_time, \
+                 failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients \
+                 WHERE name IN (SELECT value FROM json_each(?1)) ORDER BY key",
+            )?;
+            let mut rows = stmt.query([&list])?;
+            while let Some(r) = rows.next()? {
+                match client_row(r)?.into_client() {
+                    Ok(c) => clients.push(c),
+                    Err(e) => return Ok(Err(e)),
+                }
+                keys.push(r.get(0)?);
+            }
+        }
+        let key_list = serde_json::to_string(&keys).expect("keys serialize");
+        let mut stmt = tx.prepare_cached(
+            "SELECT client_key, update_key, scan_result, enforcement FROM compliance \
+             WHERE client_key IN (SELECT value FROM json_each(?1)) ORDER BY client_key, update_key",
+        )?;
+        let mut rows = stmt.query([&key_list])?;
+        let mut group = StateGrouper::new(keys);
+        while let Some(r) = rows.next()? {
+            let state = match pack(r.get(1)?, r.get(2)?, r.get(3)?) {
+                Ok(s) => s,
+                Err(e) => return Ok(Err(e)),
+            };
+            group.push(r.get(0)?, state, &mut clients);
+        }
+        group.finish(&mut clients);
+        Ok(Ok(clients))
+    }
+
     /// Clients and their states; with `only`, just the states of those update keys.
     fn read_fleet(&self, only: Option<&[u32]>) -> rusqlite::Result<std::result::Result<Vec<Client>, String>> {
         // One read transaction: clients and their states from the same snapshot.
@@ -243,19 +284,7 @@ impl SqliteStore {
             )?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
-                let row = ClientRow {
-                    name: r.get(1)?,
-                    facts: r.get(2)?,
-                    agent_version: r.get(3)?,
-                    scan_time: r.get(4)?,
-                    scan_catalog_version: r.get(5)?,
-                    failure_time: r.get(6)?,
-                    failure_catalog_version: r.get(7)?,
-                    failure_error: r.get(8)?,
-                    pending_messages: r.get(9)?,
-                    rejected_at: r.get(10)?,
-                };
-                match row.into_client() {
+                match client_row(r)?.into_client() {
                     Ok(c) => clients.push(c),
                     Err(e) => return Ok(Err(e)),
                 }
@@ -294,10 +323,29 @@ const UPSERT_CLIENT: &str = "INSERT INTO clients (name, facts, agent_version, re
      ON CONFLICT (name) DO UPDATE SET facts = excluded.facts, \
      agent_version = COALESCE(excluded.agent_version, clients.agent_version), last_seen = excluded.last_seen";
 
+/// One change-feed row: the client named changed in this transaction.
+const FEED_INSERT: &str = "INSERT INTO feed (client, at) VALUES (?1, ?2)";
+
 const UPSERT_STATE: &str = "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
      VALUES (?1, ?2, ?3, ?4, ?5) \
      ON CONFLICT (client_key, update_key) DO UPDATE SET scan_result = excluded.scan_result, \
      enforcement = excluded.enforcement, time = excluded.time";
+
+/// A `clients` row read by `SELECT key, name, facts, agent_version, scan_time, …, rejected_at`.
+fn client_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRow> {
+    Ok(ClientRow {
+        name: r.get(1)?,
+        facts: r.get(2)?,
+        agent_version: r.get(3)?,
+        scan_time: r.get(4)?,
+        scan_catalog_version: r.get(5)?,
+        failure_time: r.get(6)?,
+        failure_catalog_version: r.get(7)?,
+        failure_error: r.get(8)?,
+        pending_messages: r.get(9)?,
+        rejected_at: r.get(10)?,
+    })
+}
 
 fn sql_err(location: &str, what: &str, e: rusqlite::Error) -> Error {
     Error::store(location, format!("{what}: {e}"), e)
@@ -334,6 +382,7 @@ impl Store for SqliteStore {
             params![client.name, token_sha256],
         )
         .map_err(fail)?;
+        tx.execute(FEED_INSERT, params![client.name, secs(now)]).map_err(fail)?;
         tx.commit().map_err(fail)?;
         Ok(Enrollment::Enrolled)
     }
@@ -508,13 +557,48 @@ impl Store for SqliteStore {
     }
 
     fn upsert_client(&mut self, client: &ClientInfo, now: Timestamp) -> Result<()> {
-        self.conn
-            .prepare_cached(UPSERT_CLIENT)
+        let location = self.location();
+        let fail = |e: rusqlite::Error| sql_err(&location, &format!("cannot save client {:?}", client.name), e);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
+        tx.prepare_cached(UPSERT_CLIENT)
             .and_then(|mut s| {
                 s.execute(params![client.name, facts_json(&client.facts), client.agent_version, secs(now)])
             })
-            .map_err(|e| self.err(format!("cannot save client {:?}: {e}", client.name), e))?;
-        Ok(())
+            .map_err(fail)?;
+        tx.execute(FEED_INSERT, params![client.name, secs(now)]).map_err(fail)?;
+        tx.commit().map_err(fail)
+    }
+
+    fn feed_head(&self) -> Result<u64> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get::<_, i64>(0))
+            .map(|s| s as u64)
+            .map_err(|e| self.err(format!("cannot read the change feed: {e}"), e))
+    }
+
+    fn feed_since(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>> {
+        let read = || -> rusqlite::Result<Vec<FeedEntry>> {
+            let mut stmt =
+                self.conn.prepare_cached("SELECT seq, client FROM feed WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
+                Ok(FeedEntry { seq: r.get::<_, i64>(0)? as u64, client: r.get(1)? })
+            })?;
+            rows.collect()
+        };
+        read().map_err(|e| self.err(format!("cannot read the change feed after {after}: {e}"), e))
+    }
+
+    fn prune_feed(&mut self, through: u64) -> Result<u64> {
+        self.conn
+            .execute("DELETE FROM feed WHERE seq <= ?1", [through as i64])
+            .map(|n| n as u64)
+            .map_err(|e| self.err(format!("cannot prune the change feed: {e}"), e))
+    }
+
+    fn load_clients(&self, names: &[String]) -> Result<Vec<Client>> {
+        self.read_clients(names)
+            .map_err(|e| sql_err(&self.location(), "cannot load clients", e))?
+            .map_err(|message| StoreError::Corrupt(message).at(self.location()))
     }
 
     fn apply_batch_checked(
@@ -822,6 +906,10 @@ impl BatchWriter for Tx<'_> {
                 "UPDATE clients SET last_sequence = ?2, last_seen = ?3 WHERE key = ?1",
                 params![client, sequence, now],
             )
+            .map_err(self.fail())?;
+        self.conn
+            .prepare_cached("INSERT INTO feed (client, at) SELECT name, ?2 FROM clients WHERE key = ?1")
+            .and_then(|mut s| s.execute(params![client, now]))
             .map_err(self.fail())?;
         Ok(())
     }
