@@ -927,7 +927,7 @@ fn reopened_store_has_the_same_data(b: &Backend) {
         one(&*s, "SELECT COUNT(DISTINCT version) FROM schema_version"),
         "each migration runs once"
     );
-    assert_eq!(one(&*s, "SELECT MAX(version) FROM schema_version"), "3");
+    assert_eq!(one(&*s, "SELECT MAX(version) FROM schema_version"), "4");
     assert_eq!(fleet.state_count(), 2);
 }
 
