@@ -105,26 +105,25 @@ fn text(v: &serde_json::Value) -> String {
     }
 }
 
+/// The columns of the per-deployment status table (`status`, `get deployments`).
+pub const DEPLOYMENT_COLUMNS: &[(&str, Shown)] = &[
+    ("DEPLOYMENT", Shown::Always),
+    ("PHASE", Shown::Always),
+    ("COMPLIANT %", Shown::Always),
+    ("TARGETED", Shown::Always),
+    ("COMPLIANT", Shown::Wide),
+    ("REQUIRED", Shown::Always),
+    ("UNKNOWN", Shown::Always),
+    ("FAILED", Shown::Always),
+    ("REBOOT", Shown::Wide),
+    ("WAIVED", Shown::Wide),
+    ("NEXT WINDOW", Shown::Always),
+    ("DEADLINE", Shown::Wide),
+];
+
 /// Per-deployment status as a table: what an admin checks every morning.
 pub fn deployments_table(record: &ReconcileRecord, format: OutputFormat) -> String {
-    use Shown::{Always, Wide};
-    let mut t = Columns::new(
-        &[
-            ("DEPLOYMENT", Always),
-            ("PHASE", Always),
-            ("COMPLIANT %", Always),
-            ("TARGETED", Always),
-            ("COMPLIANT", Wide),
-            ("REQUIRED", Always),
-            ("UNKNOWN", Always),
-            ("FAILED", Always),
-            ("REBOOT", Wide),
-            ("WAIVED", Wide),
-            ("NEXT WINDOW", Always),
-            ("DEADLINE", Wide),
-        ],
-        format,
-    );
+    let mut t = Columns::new(DEPLOYMENT_COLUMNS, format);
     for s in record.statuses.iter().filter(|s| s.kind == "UpdateDeployment") {
         let st = &s.status;
         let phase = match field(st, "rolloutPhase") {

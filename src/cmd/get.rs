@@ -318,21 +318,7 @@ fn items(docs: &Value) -> &[Value] {
 
 /// The columns of `patchops status`, from the read API.
 fn deployments(docs: Value) -> Listing {
-    use Shown::{Always, Wide};
-    let header = vec![
-        ("DEPLOYMENT", Always),
-        ("PHASE", Always),
-        ("COMPLIANT %", Always),
-        ("TARGETED", Always),
-        ("COMPLIANT", Wide),
-        ("REQUIRED", Always),
-        ("UNKNOWN", Always),
-        ("FAILED", Always),
-        ("REBOOT", Wide),
-        ("WAIVED", Wide),
-        ("NEXT WINDOW", Always),
-        ("DEADLINE", Wide),
-    ];
+    let header = crate::output::DEPLOYMENT_COLUMNS.to_vec();
     let rows = items(&docs)
         .iter()
         .map(|d| {
