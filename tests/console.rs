@@ -216,3 +216,28 @@ fn behind_a_proxy_the_trusted_header_is_a_session_only_when_configured() {
     assert_eq!(send(&with, get("/ui/app.js", &headers)).status(), StatusCode::OK);
     assert_eq!(send(&with, get("/ui/app.js", &[])).status(), StatusCode::UNAUTHORIZED);
 }
+
+#[test]
+fn with_a_console_listener_only_it_trusts_the_proxy_header_for_pages_and_the_read_api() {
+    let headers = [("x-auth-request-user", "alice@example.org")];
+    let mut config = config_with(None);
+    config.ui_trusted_header = Some("X-Auth-Request-User".into());
+    config.ui_listen = Some("127.0.0.1:0".parse().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore =
+        Arc::new(Mutex::new(patchops::store::open(&dir.path().join("s.db").display().to_string()).unwrap()));
+    let (main, console) = patchops::server::routers(store, config);
+    let console = console.expect("a console router when ui_listen is set");
+    assert_eq!(send(&console, get("/ui/app.js", &headers)).status(), StatusCode::OK);
+    // Signed in, the read API answers (503: this test runs no site engine), not 401.
+    assert_eq!(send(&console, get("/v1/read/site", &headers)).status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(send(&console, get("/v1/read/site", &[])).status(), StatusCode::UNAUTHORIZED);
+    // The agents' listener drops the header: sending it there signs nobody in.
+    assert_eq!(send(&main, get("/ui/app.js", &headers)).status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(send(&main, get("/v1/read/site", &headers)).status(), StatusCode::UNAUTHORIZED);
+    // Agent routes are not on the console listener.
+    assert_eq!(send(&console, get("/v1/policy", &[])).status(), StatusCode::NOT_FOUND);
+    // A read token still works on both.
+    let bearer = format!("Bearer {READ_TOKEN}");
+    assert_eq!(send(&main, get("/ui/app.js", &[("authorization", &bearer)])).status(), StatusCode::OK);
+}

@@ -43,6 +43,9 @@ async function route(event) {
   main.replaceChildren();
   main.dataset.page = section;
   main.removeAttribute('data-ready');
+  // Which route the ready mark belongs to: a waiter (a person's script, the browser test)
+  // tells this page's mark from the one of the page it navigated away from.
+  main.dataset.route = hash;
   try {
     const p = await page(main, args ? args(hash.match(re)) : {});
     if (mine !== generation) return;

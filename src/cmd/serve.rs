@@ -50,6 +50,16 @@ pub struct ServeArgs {
     /// `describe`) and the console; without it the read API answers nobody.
     #[arg(long, env = "PATCHOPS_READ_TOKEN_FILE")]
     pub read_token_file: Option<std::path::PathBuf>,
+    /// Behind an authenticating proxy (oauth2-proxy, …): the request header that names
+    /// the signed-in user, e.g. `X-Auth-Request-User`. A request carrying it may read the
+    /// console and the read API without a read token, so set it only when the proxy is
+    /// the one way in and strips the header from what clients send.
+    #[arg(long, env = "PATCHOPS_UI_TRUSTED_HEADER", requires = "ui_listen")]
+    pub ui_trusted_header: Option<String>,
+    /// A second address serving only the console and the read API (what the proxy
+    /// forwards to); agents keep --listen.
+    #[arg(long, env = "PATCHOPS_UI_LISTEN")]
+    pub ui_listen: Option<std::net::SocketAddr>,
 }
 
 impl ServeArgs {
@@ -67,6 +77,19 @@ impl ServeArgs {
         config.header_timeout = std::time::Duration::from_secs(self.header_timeout.max(1));
         config.body_timeout = std::time::Duration::from_secs(self.body_timeout.max(1));
         config.content = self.content_dir.as_deref().map(crate::content::ContentLibrary::open).transpose()?;
+        config.ui_listen = self.ui_listen;
+        if let Some(name) = &self.ui_trusted_header {
+            config.ui_trusted_header = Some(
+                axum::http::HeaderName::try_from(name.trim())
+                    .map_err(|_| {
+                        Error::Usage(format!(
+                            "--ui-trusted-header {name:?} is not a header name; name the header your proxy sets, e.g. \
+                             X-Auth-Request-User"
+                        ))
+                    })?
+                    .to_string(),
+            );
+        }
         if let Some(path) = &self.read_token_file {
             // One token a line; blank lines and `#` comments skipped. Only the sha256 is kept.
             use sha2::Digest;

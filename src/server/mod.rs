@@ -97,8 +97,12 @@ pub struct ServerConfig {
     pub read_token_hashes: Vec<String>,
     /// Behind an authenticating proxy (oauth2-proxy): the request header (e.g.
     /// `X-Auth-Request-User`) whose presence signs a user in to the console and the read
-    /// API. Set it only when nothing but the proxy can reach this listener.
+    /// API. With [`ServerConfig::ui_listen`] it is honoured only there (the main
+    /// listener drops the header from every request, so an agent cannot send it).
     pub ui_trusted_header: Option<String>,
+    /// A second listener for the console and the read API only (what an authenticating
+    /// proxy forwards to); agents keep the main one.
+    pub ui_listen: Option<SocketAddr>,
 }
 
 impl ServerConfig {
@@ -116,6 +120,7 @@ impl ServerConfig {
             site: None,
             read_token_hashes: Vec::new(),
             ui_trusted_header: None,
+            ui_listen: None,
         }
     }
 }
@@ -174,6 +179,14 @@ type Shared = Arc<AppState>;
 
 /// The router (for tests and for `patchops serve`).
 pub fn router(store: SharedStore, config: ServerConfig) -> Router {
+    routers(store, config).0
+}
+
+/// The main listener's router and, with [`ServerConfig::ui_listen`], the console
+/// listener's (the console, the read API and the health checks), over one state.
+pub fn routers(store: SharedStore, config: ServerConfig) -> (Router, Option<Router>) {
+    let separate = config.ui_listen.is_some();
+    let strip = config.ui_trusted_header.clone().filter(|_| separate);
     let state = Arc::new(AppState {
         store,
         config,
@@ -182,21 +195,35 @@ pub fn router(store: SharedStore, config: ServerConfig) -> Router {
         enroll_failures: Mutex::new(HashMap::new()),
         documents: Mutex::new(HashMap::new()),
     });
-    Router::new()
+    let console = || {
+        Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .merge(read::routes())
+            .merge(ui::routes())
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+            .with_state(state.clone())
+    };
+    let mut main = Router::new()
         .route("/v1/register", post(register))
         .route("/v1/rotate", post(rotate))
         .route("/v1/policy", get(policy))
         .route("/v1/catalog", get(catalog))
         .route("/v1/states", post(states))
         .route("/v1/content/{sha256}", get(content_file))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .merge(read::routes())
-        .merge(ui::routes())
-        .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(console());
+    if let Some(name) = strip {
+        // Only the console listener is behind the proxy: here the header is anyone's.
+        main = main.layer(middleware::from_fn(move |mut request: Request, next: Next| {
+            request.headers_mut().remove(name.as_str());
+            next.run(request)
+        }));
+    }
+    (main, separate.then(console))
 }
 
 /// Bind `addr` and serve until `shutdown` resolves; requests in flight are finished.
@@ -226,8 +253,26 @@ pub async fn serve_listener(
     RAISE.call_once(|| {
         raise_open_file_limit();
     });
+    let ui_listen = config.ui_listen;
+    let console_listener = match ui_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            crate::Error::Usage(format!(
+                "cannot listen on {addr} (--ui-listen): {e}; choose another address or stop what uses it"
+            ))
+        })?),
+        None => None,
+    };
+    let (main, console) = routers(store, config);
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     tracing::info!(address = %local, store = %location, max_connections, "management point listening");
-    listen::serve_bounded(listener, router(store, config), max_connections, header_timeout, shutdown).await;
+    let console = async {
+        if let (Some(listener), Some(app)) = (console_listener, console) {
+            let at = listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+            tracing::info!(address = %at, "console and read API listening");
+            listen::serve_bounded(listener, app, max_connections, header_timeout, shutdown.clone()).await;
+        }
+    };
+    tokio::join!(listen::serve_bounded(listener, main, max_connections, header_timeout, shutdown.clone()), console);
     tracing::info!(address = %local, "management point stopped");
     Ok(())
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::{ServerConfig, Shared, sha256_hex};
 
 /// The session cookie's name; its value is the read token itself.
-pub const COOKIE: &str = "patchops_read";
+pub const COOKIE: &str = super::read::READ_COOKIE;
 
 /// What the browser may load and run: only this origin's files, no inline script or
 /// style, no framing (the console shows fleet data; it must not be overlaid).
@@ -92,46 +92,16 @@ pub enum Viewer {
 /// The request's session: a read token in the cookie or the Authorization header, or
 /// the trusted proxy header. None: sign in first.
 pub fn viewer(config: &ServerConfig, headers: &HeaderMap) -> Option<Viewer> {
-    if let Some(name) = config.ui_trusted_header.as_deref()
-        && let Some(user) = headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|u| !u.is_empty())
-    {
-        return Some(Viewer::Proxy(user.to_string()));
+    if let Some(user) = super::read::proxy_user(config, headers) {
+        return Some(Viewer::Proxy(user));
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim());
-    let token = bearer.or_else(|| cookie(headers, COOKIE))?;
-    is_read_token(config, token).then_some(Viewer::ReadToken)
+    let token = super::read::presented_token(headers).ok().flatten()?;
+    is_read_token(config, &token).then_some(Viewer::ReadToken)
 }
 
-/// Whether `token` is one of the read tokens. Every configured hash is compared, each
-/// in full, so the answer takes the same time whichever one (if any) matched.
+/// Whether `token` is one of the read tokens (every configured hash compared in full).
 pub fn is_read_token(config: &ServerConfig, token: &str) -> bool {
-    if token.is_empty() {
-        return false;
-    }
-    let presented = sha256_hex(token.as_bytes());
-    config.read_token_hashes.iter().fold(false, |found, hash| {
-        let hash = hash.trim().to_ascii_lowercase();
-        let same = hash.len() == presented.len()
-            && hash.bytes().zip(presented.bytes()).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0;
-        found | same
-    })
-}
-
-/// A cookie's value from the request's `Cookie` headers.
-fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim().trim_matches('"'))
+    !token.is_empty() && super::read::known_hash(&sha256_hex(token.as_bytes()), &config.read_token_hashes)
 }
 
 /// Whether the browser reached us over https (directly or through a proxy that says so):

@@ -316,10 +316,31 @@ struct DeploymentLens<'a> {
     s: &'a SiteState,
     d: &'a PreparedDeployment,
     active: usize,
-    /// Catalog key → catalog index, for the deployed updates.
-    deployed: HashMap<u32, u32>,
+    /// (catalog key, catalog index) of the deployed updates, sorted by key.
+    deployed: Vec<(u32, u32)>,
     waivers: Waivers,
     phases: Vec<String>,
+}
+
+/// A machine as a deployment counts it, before its message is written: classifying
+/// 10,000 machines must not format 10,000 sentences for a page of 100.
+struct Counted {
+    client: usize,
+    state: MachineState,
+    failed: bool,
+    pending_reboot: bool,
+    reason: Option<Reason>,
+    slot: usize,
+}
+
+impl Counted {
+    fn is(&self, state: MachineState) -> bool {
+        match state {
+            MachineState::Failed => self.failed,
+            MachineState::PendingReboot => self.pending_reboot,
+            other => self.state == other,
+        }
+    }
 }
 
 impl<'a> DeploymentLens<'a> {
@@ -327,7 +348,8 @@ impl<'a> DeploymentLens<'a> {
         let prepared = s.engine.prepared();
         let d = &prepared.deployments[prepared.index(name)?];
         let status = s.engine.outcome().deployments.get(name)?;
-        let deployed = d.updates.iter().map(|&i| (s.catalog.keys[i as usize], i)).collect();
+        let mut deployed: Vec<(u32, u32)> = d.updates.iter().map(|&i| (s.catalog.keys[i as usize], i)).collect();
+        deployed.sort_unstable();
         let phases = s.desired.deployments.get(name).map(|x| x.spec.phases.iter().map(|p| p.name.clone()).collect());
         Some(DeploymentLens {
             s,
@@ -339,77 +361,127 @@ impl<'a> DeploymentLens<'a> {
         })
     }
 
+    /// The catalog index of a deployed update, by its key.
+    fn deployed(&self, key: u32) -> Option<u32> {
+        self.deployed.binary_search_by_key(&key, |&(k, _)| k).ok().map(|at| self.deployed[at].1)
+    }
+
+    /// The deployed updates a client's last scan was against, with their states.
+    fn scanned<'c>(&'c self, c: &'c Client) -> impl Iterator<Item = (PackedState, u32, u64)> + 'c {
+        let v = c.compliance.last_scan.as_ref().map_or(0, |r| r.catalog_version);
+        c.compliance.states.iter().filter_map(move |st| {
+            let idx = self.deployed(st.key())?;
+            let since = self.s.catalog.since_version[idx as usize];
+            (since <= v).then_some((*st, idx, v))
+        })
+    }
+
     /// The machine, when the deployment counts it now (its first matching slot is active).
-    fn machine(&self, i: usize) -> Option<Machine> {
+    fn count(&self, i: usize) -> Option<Counted> {
         let s = self.s;
         let row = s.engine.membership().row(i);
-        let first = self.d.slots.iter().position(|&col| member(row, col))?;
-        if first >= self.active {
+        let slot = self.d.slots.iter().position(|&col| member(row, col))?;
+        if slot >= self.active {
             return None;
         }
         let c = &s.fleet.clients[i];
-        let mut m = Machine {
-            name: c.name.clone(),
+        let mut m = Counted {
+            client: i,
             state: MachineState::Compliant,
             failed: false,
             pending_reboot: false,
             reason: None,
-            message: None,
-            last_scan: c.compliance.last_scan.as_ref().map(|r| r.time),
-            phase: self.phases.get(first).cloned(),
+            slot,
         };
         if let Some(reason) = unknown_reason(s, i, c) {
             if !self.d.updates.is_empty() {
                 m.state = MachineState::Unknown;
                 m.reason = Some(reason);
-                m.message = Some(unknown_message(reason, c));
             }
             return Some(m);
         }
-        let v = c.compliance.last_scan.as_ref().map_or(0, |r| r.catalog_version);
-        let waived = self.waivers.updates_for(i, &c.name, s.engine.membership());
-        let (mut required, mut failed, mut waived_required) = (Vec::new(), Vec::new(), Vec::new());
-        let mut weightiest: Option<Reason> = None;
-        for st in &c.compliance.states {
-            let Some(&idx) = self.deployed.get(&st.key()) else { continue };
-            let since = s.catalog.since_version[idx as usize];
-            if since > v {
-                continue;
-            }
-            let reason = classify(Some(*st), true, since, v);
-            let id = &s.catalog.updates[idx as usize].id;
-            if reason.state() == ComplianceState::Required && waived.binary_search(&idx).is_ok() {
-                waived_required.push(id.as_str());
-                continue;
-            }
+        let waived = self.waived(i, c);
+        let (mut required, mut waived_required) = (false, false);
+        for (st, idx, v) in self.scanned(c) {
+            let reason = classify(Some(st), true, self.s.catalog.since_version[idx as usize], v);
             if reason.state() == ComplianceState::Required {
-                required.push(id.as_str());
-                weightiest = Some(weightier(weightiest, reason));
+                if waived.binary_search(&idx).is_ok() {
+                    waived_required = true;
+                    continue;
+                }
+                required = true;
+                m.reason = Some(weightier(m.reason, reason));
             }
-            if st.enforcement().failed() {
-                m.failed = true;
-                failed.push(id.as_str());
-            }
-            if st.enforcement() == crate::compliance::Enforcement::PendingReboot {
-                m.pending_reboot = true;
-            }
+            m.failed |= st.enforcement().failed();
+            m.pending_reboot |= st.enforcement() == crate::compliance::Enforcement::PendingReboot;
         }
-        if !required.is_empty() {
+        let v = c.compliance.last_scan.as_ref().map_or(0, |r| r.catalog_version);
+        if required {
             m.state = MachineState::Required;
-            m.reason = weightiest;
-            m.message = Some(required_message(&required, &failed));
         } else if v < self.d.max_since {
             m.state = MachineState::Unknown;
             m.reason = Some(Reason::NotScannedAgainstUpdate);
-            m.message = Some(format!(
-                "scanned catalog version {v}; a deployed update is from version {}: waiting for its next scan",
-                self.d.max_since
-            ));
-        } else if !waived_required.is_empty() {
+        } else if waived_required {
             m.state = MachineState::Waived;
-            m.message = Some(format!("required but waived: {}", list(&waived_required)));
         }
         Some(m)
+    }
+
+    fn waived(&self, i: usize, c: &Client) -> Vec<u32> {
+        if self.waivers.is_empty() {
+            return Vec::new();
+        }
+        self.waivers.updates_for(i, &c.name, self.s.engine.membership())
+    }
+
+    /// The counted machine with its message for a person.
+    fn machine(&self, m: &Counted) -> Machine {
+        let s = self.s;
+        let c = &s.fleet.clients[m.client];
+        let message = match m.state {
+            MachineState::Compliant => None,
+            MachineState::Unknown if m.reason == Some(Reason::NotScannedAgainstUpdate) => {
+                let v = c.compliance.last_scan.as_ref().map_or(0, |r| r.catalog_version);
+                Some(format!(
+                    "scanned catalog version {v}; a deployed update is from version {}: waiting for its next scan",
+                    self.d.max_since
+                ))
+            }
+            MachineState::Unknown => m.reason.map(|r| unknown_message(r, c)),
+            MachineState::Required | MachineState::Waived | MachineState::Failed | MachineState::PendingReboot => {
+                let waived = self.waived(m.client, c);
+                let (mut required, mut failed, mut waived_required) = (Vec::new(), Vec::new(), Vec::new());
+                for (st, idx, v) in self.scanned(c) {
+                    let id = s.catalog.updates[idx as usize].id.as_str();
+                    let reason = classify(Some(st), true, s.catalog.since_version[idx as usize], v);
+                    if reason.state() == ComplianceState::Required {
+                        if waived.binary_search(&idx).is_ok() {
+                            waived_required.push(id);
+                            continue;
+                        }
+                        required.push(id);
+                    }
+                    if st.enforcement().failed() {
+                        failed.push(id);
+                    }
+                }
+                if m.state == MachineState::Required {
+                    Some(required_message(&required, &failed))
+                } else {
+                    Some(format!("required but waived: {}", list(&waived_required)))
+                }
+            }
+        };
+        Machine {
+            name: c.name.clone(),
+            state: m.state,
+            failed: m.failed,
+            pending_reboot: m.pending_reboot,
+            reason: m.reason,
+            message,
+            last_scan: c.compliance.last_scan.as_ref().map(|r| r.time),
+            phase: self.phases.get(m.slot).cloned(),
+        }
     }
 }
 
@@ -488,28 +560,37 @@ fn unknown_message(reason: Reason, c: &Client) -> String {
 }
 
 /// The machines a deployment counts now, filtered, ordered and paged; None for an
-/// unknown deployment.
+/// unknown deployment. Only the page's rows get their message written (and, for a text
+/// search, the rows whose name or reason do not already match).
 pub fn machines(s: &SiteState, name: &str, query: &MachineQuery) -> Option<Paged<Machine>> {
     let lens = DeploymentLens::new(s, name)?;
     let q = query.q.as_deref().map(str::to_lowercase);
-    let text_matches = |m: &Machine| {
-        q.as_deref().is_none_or(|q| {
-            contains_ci(&m.name, q)
-                || m.reason.is_some_and(|r| contains_ci(&format!("{r:?}"), q))
-                || m.message.as_deref().is_some_and(|t| contains_ci(t, q))
-        })
-    };
-    let mut rows: Vec<Machine> = (0..s.fleet.clients.len())
-        .filter_map(|i| lens.machine(i))
+    let mut rows: Vec<Counted> = (0..s.fleet.clients.len())
+        .filter_map(|i| lens.count(i))
         .filter(|m| query.state.is_none_or(|st| m.is(st)))
-        .filter(text_matches)
         .collect();
-    match query.sort {
-        Sort::Name => rows.sort_by(|a, b| a.name.cmp(&b.name)),
-        Sort::LastScan => rows.sort_by(|a, b| (a.last_scan, &a.name).cmp(&(b.last_scan, &b.name))),
-        Sort::LastScanDescending => rows.sort_by(|a, b| (b.last_scan, &a.name).cmp(&(a.last_scan, &b.name))),
+    if let Some(q) = q.as_deref() {
+        rows.retain(|m| {
+            contains_ci(&s.fleet.clients[m.client].name, q)
+                || m.reason.is_some_and(|r| contains_ci(&format!("{r:?}"), q))
+                || lens.machine(m).message.as_deref().is_some_and(|t| contains_ci(t, q))
+        });
     }
-    Some(query.page.cut(rows))
+    let clients = &s.fleet.clients;
+    let scanned = |m: &Counted| clients[m.client].compliance.last_scan.as_ref().map(|r| r.time);
+    let name = |m: &Counted| clients[m.client].name.as_str();
+    match query.sort {
+        Sort::Name => rows.sort_unstable_by(|a, b| name(a).cmp(name(b))),
+        Sort::LastScan => rows.sort_unstable_by(|a, b| (scanned(a), name(a)).cmp(&(scanned(b), name(b)))),
+        Sort::LastScanDescending => rows.sort_unstable_by(|a, b| (scanned(b), name(a)).cmp(&(scanned(a), name(b)))),
+    }
+    let page = query.page.cut(rows);
+    Some(Paged {
+        total: page.total,
+        offset: page.offset,
+        limit: page.limit,
+        items: page.items.iter().map(|m| lens.machine(m)).collect(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------

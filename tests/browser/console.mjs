@@ -64,8 +64,12 @@ page.on('response', (r) => { if (r.status() >= 400 && r.status() !== 401) errors
 page.setDefaultTimeout(15_000);
 
 async function ready() {
-  await page.waitForSelector('main[data-ready]');
-  const state = await page.getAttribute('main', 'data-ready');
+  // A click's hash change is handled after the click returns: wait for the mark of the
+  // page now in the address bar, not the one of the page before.
+  const state = await page.waitForFunction(() => {
+    const m = document.querySelector('main');
+    return m.dataset.ready && m.dataset.route === (location.hash || '#/deployments') && m.dataset.ready;
+  }).then((h) => h.jsonValue());
   if (state !== 'true') throw new Error(`the page did not load: ${await page.textContent('main')}`);
 }
 async function shot(name) {
