@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc::UnboundedSender;
@@ -18,8 +19,8 @@ use super::Error;
 use crate::catalog::sync::Syncer;
 use crate::desired::{DesiredState, Problem};
 use crate::metrics::{Metrics, SiteFacts};
-use crate::pipeline::Reconciler;
 use crate::resources::*;
+use crate::site::{Loaded, Site, SiteHandle, SiteOptions};
 use crate::store::{ReconcileRecord, Store};
 
 /// The field manager of every status the controller applies.
@@ -70,7 +71,48 @@ fn values<K: Cached>(cache: &Cache<K>) -> Vec<serde_json::Value> {
     cache.state().iter().map(|o| serde_json::to_value(o.as_ref()).expect("resources serialize")).collect()
 }
 
+/// Hash what the caches hold of one kind, two ways: every object's resource version
+/// (any change, a status patch too) and what the desired state is made of (the spec's
+/// generation — the spec itself where the API server set none —, labels, annotations,
+/// deletion), so a status patch is not taken for a new desired state.
+fn fingerprint<K: Cached>(cache: &Cache<K>, any: &mut impl Hasher, spec: &mut impl Hasher) {
+    let kind = K::kind(&());
+    let mut objects = cache.state();
+    objects.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+    for o in objects {
+        let m = o.meta();
+        (kind.as_ref(), &m.name, &m.resource_version).hash(any);
+        if m.resource_version.is_none() {
+            // Objects made without an API server (tests): their content is their version.
+            serde_json::to_string(o.as_ref()).ok().hash(any);
+        }
+        (kind.as_ref(), &m.name, &m.uid, &m.labels, &m.annotations, m.deletion_timestamp.is_some()).hash(spec);
+        match m.generation {
+            Some(g) => g.hash(spec),
+            None => serde_json::to_value(o.as_ref()).ok().and_then(|v| v.get("spec").map(|s| s.to_string())).hash(spec),
+        }
+    }
+}
+
 impl Caches {
+    /// (any change, a change of the desired state) as two hashes.
+    pub fn fingerprints(&self) -> (u64, u64) {
+        let (mut any, mut spec) = (DefaultHasher::new(), DefaultHasher::new());
+        fingerprint(&self.catalogs, &mut any, &mut spec);
+        fingerprint(&self.collections, &mut any, &mut spec);
+        fingerprint(&self.client_settings, &mut any, &mut spec);
+        fingerprint(&self.update_lists, &mut any, &mut spec);
+        fingerprint(&self.templates, &mut any, &mut spec);
+        fingerprint(&self.deployments, &mut any, &mut spec);
+        fingerprint(&self.packages, &mut any, &mut spec);
+        fingerprint(&self.rules, &mut any, &mut spec);
+        fingerprint(&self.waivers, &mut any, &mut spec);
+        fingerprint(&self.compliance_policies, &mut any, &mut spec);
+        fingerprint(&self.notification_providers, &mut any, &mut spec);
+        fingerprint(&self.alerts, &mut any, &mut spec);
+        (any.finish(), spec.finish())
+    }
+
     /// Every object as JSON (apiVersion, kind, metadata, spec, status).
     pub fn objects(&self) -> Vec<serde_json::Value> {
         let mut all = values(&self.catalogs);
@@ -119,17 +161,33 @@ pub struct Desired {
     pub objects: HashMap<Key, serde_json::Value>,
 }
 
-/// The store side of a reconcile: catalog sync, then the shared reconcile-and-save.
-/// Synchronous (the store clients are); it runs on a blocking thread.
+/// The store side of a reconcile: catalog sync, then the site engine — started from the
+/// store once (the one fleet load), then kept current from the change feed, re-deriving
+/// in memory when the desired state or the catalog changed. A run that finds nothing
+/// new answers what the last one published: a resync wave over 1,000 objects is one
+/// engine pass. Synchronous (the store clients are); it runs on a blocking thread.
 pub struct Pipeline {
-    pub store: Box<dyn Store>,
+    engine: Engine,
     syncer: Syncer,
-    written: Reconciler,
+    /// What the last publish produced (without its events, which were published then).
+    last: Option<Applied>,
+    /// Loads of the whole fleet from the store: the cold start, and nothing else.
+    pub fleet_loads: u64,
+}
+
+enum Engine {
+    /// Not started: the store the engine will own.
+    Cold(Box<dyn Store>),
+    Live(Box<Site>),
+    /// Only inside [`Pipeline::run`], while the store moves into the engine.
+    Starting,
 }
 
 /// What one pipeline run produced.
+#[derive(Clone)]
 pub struct Applied {
     pub record: ReconcileRecord,
+    /// New since the last run (a whole derivation's events; none from a quiet run).
     pub events: Vec<crate::reconcile::Event>,
     pub valid_until: Option<Timestamp>,
     /// A new catalog version was saved.
@@ -146,22 +204,103 @@ impl Applied {
 
 impl Pipeline {
     pub fn new(store: Box<dyn Store>, cache_dir: &std::path::Path) -> Self {
-        Pipeline { store, syncer: Syncer::new(cache_dir), written: Reconciler::default() }
+        Pipeline { engine: Engine::Cold(store), syncer: Syncer::new(cache_dir), last: None, fleet_loads: 0 }
+    }
+
+    /// The store (the engine's connection once it runs).
+    pub fn store(&self) -> &dyn Store {
+        match &self.engine {
+            Engine::Cold(store) => store.as_ref(),
+            Engine::Live(site) => site.store(),
+            Engine::Starting => unreachable!("the engine starts within one call"),
+        }
+    }
+
+    fn store_mut(engine: &mut Engine) -> &mut dyn Store {
+        match engine {
+            Engine::Cold(store) => store.as_mut(),
+            Engine::Live(site) => site.store_mut(),
+            Engine::Starting => unreachable!("the engine starts within one call"),
+        }
+    }
+
+    /// The site engine's state (None before the first run).
+    pub fn site(&self) -> Option<&Site> {
+        match &self.engine {
+            Engine::Live(site) => Some(site),
+            Engine::Cold(_) | Engine::Starting => None,
+        }
     }
 
     /// Catalog sources are due by their sync interval; `path` sources need a
     /// repository and fail their UpdateCatalog with that message.
     pub fn run(&mut self, desired: &DesiredState, now: Timestamp) -> crate::Result<Applied> {
-        let synced = self.syncer.sync(self.store.as_mut(), desired, None, now, false)?;
-        let (record, outcome) =
-            self.written.reconcile_and_save(self.store.as_mut(), desired, &synced.catalog, &synced.statuses, now)?;
-        Ok(Applied {
-            record,
-            events: outcome.events,
-            valid_until: outcome.valid_until,
-            catalog_changed: synced.changed,
-            site: self.written.site.clone(),
-        })
+        let synced = self.syncer.sync(Self::store_mut(&mut self.engine), desired, None, now, false)?;
+        let derivations = self.site().map_or(0, |s| s.stats.derivations);
+        let site = match &mut self.engine {
+            Engine::Cold(store) => {
+                let loaded = Loaded::read(store.as_ref())?;
+                self.fleet_loads += 1;
+                let Engine::Cold(store) = std::mem::replace(&mut self.engine, Engine::Starting) else {
+                    unreachable!("matched Cold above")
+                };
+                let site = Site::from_loaded(
+                    SiteHandle::default(),
+                    store,
+                    loaded,
+                    desired.clone(),
+                    synced.catalog,
+                    synced.statuses,
+                    now,
+                    SiteOptions::default(),
+                );
+                self.engine = Engine::Live(Box::new(site));
+                let Engine::Live(site) = &mut self.engine else { unreachable!("set above") };
+                site
+            }
+            Engine::Starting => unreachable!("the engine starts within one call"),
+            Engine::Live(site) => {
+                if !site.covers(&desired.revision, &synced.catalog, &synced.statuses) {
+                    site.set_desired(desired.clone(), synced.catalog, synced.statuses, now);
+                }
+                site
+            }
+        };
+        site.follow(now)?;
+        if !site.dirty()
+            && !synced.changed
+            && let Some(last) = &self.last
+        {
+            return Ok(Applied { events: Vec::new(), catalog_changed: false, ..last.clone() });
+        }
+        let record = site.publish(now)?;
+        let fresh = site.stats.derivations > derivations;
+        let (events, valid_until) = site
+            .handle()
+            .read(|s| {
+                (if fresh { s.engine.outcome().events.clone() } else { Vec::new() }, s.engine.outcome().valid_until)
+            })
+            .unwrap_or_default();
+        let applied =
+            Applied { record, events, valid_until, catalog_changed: synced.changed, site: site.facts().clone() };
+        self.last = Some(Applied { events: Vec::new(), catalog_changed: false, ..applied.clone() });
+        Ok(applied)
+    }
+
+    /// Apply what the change feed brought (state batches, registrations) and publish it;
+    /// None when nothing changed or the engine has not started.
+    pub fn follow(&mut self, now: Timestamp) -> crate::Result<Option<Applied>> {
+        let Engine::Live(site) = &mut self.engine else { return Ok(None) };
+        site.follow(now)?;
+        if !site.dirty() {
+            return Ok(None);
+        }
+        let record = site.publish(now)?;
+        let valid_until = site.handle().read(|s| s.engine.outcome().valid_until).flatten();
+        let applied =
+            Applied { record, events: Vec::new(), valid_until, catalog_changed: false, site: site.facts().clone() };
+        self.last = Some(applied.clone());
+        Ok(Some(applied))
     }
 }
 
@@ -178,6 +317,9 @@ pub struct Context {
     pub triggers: Triggers,
     /// Consecutive failures per object, for its backoff.
     pub failures: Mutex<HashMap<Key, u32>>,
+    /// The desired state last built, by the caches' fingerprint: the objects of a resync
+    /// wave share one.
+    built: Mutex<Option<(u64, Arc<Desired>)>>,
 }
 
 impl Context {
@@ -192,6 +334,7 @@ impl Context {
             metrics: Arc::new(Metrics::default()),
             triggers,
             failures: Mutex::new(HashMap::new()),
+            built: Mutex::new(None),
         }
     }
 
@@ -202,8 +345,17 @@ impl Context {
     }
 
     /// The namespace's desired state from the caches. Objects being deleted are left
-    /// out: their finalizer's cleanup is a reconcile without them.
-    pub fn desired(&self) -> Desired {
+    /// out: their finalizer's cleanup is a reconcile without them. Its revision is
+    /// `kubernetes/<namespace>@<hash of what it is made of>`, so the engine re-derives when
+    /// a spec, label or annotation changed and not when a status was patched.
+    pub fn desired(&self) -> Arc<Desired> {
+        let (any, spec) = self.caches.fingerprints();
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, desired)) = built.as_ref()
+            && *at == any
+        {
+            return desired.clone();
+        }
         let all = self.caches.objects();
         let key = |o: &serde_json::Value| -> Key {
             let s = |p: &str| o.pointer(p).and_then(|v| v.as_str()).unwrap_or_default().to_string();
@@ -211,16 +363,19 @@ impl Context {
         };
         let live: Vec<serde_json::Value> =
             all.iter().filter(|o| o.pointer("/metadata/deletionTimestamp").is_none()).cloned().collect();
-        let (state, problems) = DesiredState::from_objects(&format!("kubernetes/{}", self.namespace), &live);
-        Desired { state, problems, objects: all.into_iter().map(|o| (key(&o), o)).collect() }
+        let revision = format!("kubernetes/{}@{spec:016x}", self.namespace);
+        let (state, problems) = DesiredState::from_objects(&revision, &live);
+        let desired = Arc::new(Desired { state, problems, objects: all.into_iter().map(|o| (key(&o), o)).collect() });
+        *built = Some((any, desired.clone()));
+        desired
     }
 
     /// Run the store pipeline on a blocking thread.
-    pub async fn apply(&self, desired: DesiredState) -> Result<Applied, Error> {
+    pub async fn apply(&self, desired: Arc<Desired>) -> Result<Applied, Error> {
         let pipeline = self.pipeline.clone();
         tokio::task::spawn_blocking(move || {
             let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
-            p.run(&desired, Timestamp::now())
+            p.run(&desired.state, Timestamp::now())
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))?
@@ -228,6 +383,25 @@ impl Context {
         .inspect(|applied| {
             self.metrics.record(&self.namespace, &applied.record);
             self.metrics.site(&self.namespace, &applied.site);
+        })
+    }
+
+    /// Follow the change feed on a blocking thread: what state batches and registrations
+    /// changed, published (None when nothing did).
+    pub async fn follow(&self) -> Result<Option<Applied>, Error> {
+        let pipeline = self.pipeline.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
+            p.follow(Timestamp::now())
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(Error::Core)
+        .inspect(|applied| {
+            if let Some(applied) = applied {
+                self.metrics.record(&self.namespace, &applied.record);
+                self.metrics.site(&self.namespace, &applied.site);
+            }
         })
     }
 

@@ -28,6 +28,10 @@ use context::{Caches, Context, Pipeline, Triggers};
 pub use reconciler::FINALIZER;
 use reconciler::Managed;
 
+/// How often each site follows the change feed: a state batch a management point
+/// committed reaches the objects' status within about this much.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// What went wrong talking to the cluster or the store. Every error here is retried
 /// with a per-object backoff; a wrong spec is not an error but a Stalled status.
 #[derive(Debug, thiserror::Error)]
@@ -433,12 +437,27 @@ pub fn run_site(
         let resync_stop = shutdown.clone();
         let resync_task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(resync);
+            let mut follow = tokio::time::interval(FOLLOW_EVERY);
+            follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let stop = resync_stop;
             tokio::pin!(stop);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
                     _ = changed_rx.recv() => {}
+                    _ = follow.tick() => {
+                        // State batches and registrations, as the management points
+                        // committed them: re-queue only the objects whose status moved.
+                        match resync_ctx.follow().await {
+                            Ok(Some(applied)) => {
+                                let desired = resync_ctx.desired();
+                                reconciler::fan_out(&resync_ctx, &applied, &desired.problems, &desired.objects, None);
+                            }
+                            Ok(None) => {}
+                            Err(e) => warn!(namespace = %resync_ctx.namespace, "cannot follow the change feed: {e}; retrying"),
+                        }
+                        continue;
+                    }
                     _ = &mut stop => return,
                 }
                 tokio::select! {
@@ -446,7 +465,7 @@ pub fn run_site(
                     _ = &mut stop => return,
                 }
                 let desired = resync_ctx.desired();
-                match resync_ctx.apply(desired.state).await {
+                match resync_ctx.apply(desired.clone()).await {
                     Ok(applied) => {
                         reconciler::fan_out(&resync_ctx, &applied, &desired.problems, &desired.objects, None)
                     }

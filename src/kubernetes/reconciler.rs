@@ -130,7 +130,7 @@ async fn apply<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         forget_failures(ctx, &key);
         return Ok(Action::await_change());
     }
-    let applied = ctx.apply(desired.state).await?;
+    let applied = ctx.apply(desired.clone()).await?;
     let mut status = applied.status_of(&key.0, &key.1).cloned().unwrap_or_else(|| json!({}));
     stamp(&mut status, generation, &current);
     if status != current {
@@ -147,7 +147,7 @@ async fn apply<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error> {
 async fn cleanup<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let name = obj.name_any();
     let desired = ctx.desired();
-    let applied = ctx.apply(desired.state).await?;
+    let applied = ctx.apply(desired.clone()).await?;
     info!(kind = %kind::<K>(), %name, "deleted: policies withdrawn");
     ctx.metrics.forget_deployment(&ctx.namespace, &name);
     publish(

@@ -61,9 +61,28 @@ pub struct SiteStats {
     pub publishes: u64,
 }
 
+/// What a cold start reads from the store, before the engine owns its connection.
+pub struct Loaded {
+    through: u64,
+    fleet: Fleet,
+    last_record: Option<ReconcileRecord>,
+    took: Duration,
+}
+
+impl Loaded {
+    /// The feed position first, then the fleet and the last saved status, so a change
+    /// committed meanwhile is applied again rather than missed.
+    pub fn read(store: &dyn Store) -> Result<Loaded> {
+        let started = Instant::now();
+        let through = store.feed_head()?;
+        let fleet = store.load_fleet()?;
+        let last_record = store.last_reconcile()?;
+        Ok(Loaded { through, fleet, last_record, took: started.elapsed() })
+    }
+}
+
 impl Site {
-    /// Cold start: the feed position first, then the fleet and the last saved status, so
-    /// a change committed meanwhile is applied again rather than missed.
+    /// Cold start: [`Loaded::read`] the store, then [`Site::from_loaded`].
     pub fn start(
         handle: SiteHandle,
         store: Box<dyn Store>,
@@ -73,19 +92,32 @@ impl Site {
         now: Timestamp,
         options: SiteOptions,
     ) -> Result<Site> {
+        let loaded = Loaded::read(store.as_ref())?;
+        Ok(Site::from_loaded(handle, store, loaded, desired, catalog, catalog_status, now, options))
+    }
+
+    /// The engine over what a cold start read: one whole derivation, then it owns `store`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_loaded(
+        handle: SiteHandle,
+        store: Box<dyn Store>,
+        loaded: Loaded,
+        desired: DesiredState,
+        catalog: Catalog,
+        catalog_status: BTreeMap<String, UpdateCatalogStatus>,
+        now: Timestamp,
+        options: SiteOptions,
+    ) -> Site {
         let started = Instant::now();
-        let through = store.feed_head()?;
-        let fleet = store.load_fleet()?;
-        let last_record = store.last_reconcile()?;
-        let loaded = started.elapsed();
+        let Loaded { through, fleet, last_record, took } = loaded;
         let previous = previous_from(last_record.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));
         let state = SiteState::derive(Arc::new(desired), Arc::new(catalog), catalog_status, fleet, &previous, now);
         info!(
             clients = state.fleet.clients.len(),
             states = state.fleet.state_count(),
             feed = through,
-            load_ms = loaded.as_millis() as u64,
-            derive_ms = (started.elapsed() - loaded).as_millis() as u64,
+            load_ms = took.as_millis() as u64,
+            derive_ms = started.elapsed().as_millis() as u64,
             "site engine started from the store"
         );
         handle.write(|s| *s = Some(state));
@@ -104,7 +136,37 @@ impl Site {
             stats: SiteStats { derivations: 1, ..Default::default() },
         };
         site.events(now);
-        Ok(site)
+        site
+    }
+
+    /// The engine's store connection (catalog syncs and reads share it).
+    pub fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub fn store_mut(&mut self) -> &mut dyn Store {
+        self.store.as_mut()
+    }
+
+    /// Whether the site derived from this revision, catalog version and catalog status.
+    pub fn covers(
+        &self,
+        revision: &str,
+        catalog: &Catalog,
+        catalog_status: &BTreeMap<String, UpdateCatalogStatus>,
+    ) -> bool {
+        self.handle
+            .read(|s| {
+                s.desired.revision == revision
+                    && s.catalog.version == catalog.version
+                    && &s.catalog_status == catalog_status
+            })
+            .unwrap_or(false)
+    }
+
+    /// Something changed since the last publish.
+    pub fn dirty(&self) -> bool {
+        self.dirty_since.is_some()
     }
 
     pub fn handle(&self) -> &SiteHandle {
@@ -130,15 +192,7 @@ impl Site {
         catalog_status: BTreeMap<String, UpdateCatalogStatus>,
         now: Timestamp,
     ) -> bool {
-        let same = self
-            .handle
-            .read(|s| {
-                s.desired.revision == desired.revision
-                    && s.catalog.version == catalog.version
-                    && s.catalog_status == catalog_status
-            })
-            .unwrap_or(false);
-        if same {
+        if self.covers(&desired.revision, &catalog, &catalog_status) {
             return false;
         }
         let (desired, catalog) = (Arc::new(desired), Arc::new(catalog));

@@ -19,7 +19,7 @@ use crate::resources::UpdateCatalogStatus;
 
 mod engine;
 pub mod feed;
-pub use engine::{Site, SiteOptions};
+pub use engine::{Loaded, Site, SiteOptions, SiteStats};
 
 /// What the site engine holds: the inputs of the last derivation and its engine. The
 /// fleet is in the engine's order (its index is `index`), not necessarily sorted by name.
