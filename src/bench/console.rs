@@ -32,6 +32,8 @@ pub fn run() -> Result<ExitCode> {
         deployments: 1,
         products: 1,
         sqlite: None,
+        postgres: None,
+        batches: 0,
     };
     let (mut desired, catalog, fleet) = synthetic(&args, now);
     // One deployment over every machine (the synthetic ones target a site each).

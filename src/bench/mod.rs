@@ -8,9 +8,11 @@ pub mod audit;
 pub mod catalog;
 pub mod console;
 pub mod cve;
+pub mod operator;
 pub mod plan;
 pub mod rpm;
 pub mod server;
+pub mod site;
 pub mod sla;
 
 use std::collections::{BTreeMap, HashMap};
@@ -46,6 +48,12 @@ pub enum Suite {
     Cve,
     /// `patchops sla` over a year of daily status history of the bench deployments.
     Sla,
+    /// The live site engine: whole derivation, waves, memory, cold start, freshness of
+    /// the read API and the store, policy ETag hits next to a bare handler.
+    Site,
+    /// One resync wave of the controller over 1,000 custom resources and the bench fleet,
+    /// behind a mock API server on loopback.
+    Operator,
     /// The console's deployment page for 10,000 machines: `/ui/` and the read API's
     /// answers it loads, next to a bare handler.
     Console,
@@ -70,6 +78,13 @@ pub struct BenchArgs {
     /// once and reused; delete it to rebuild).
     #[arg(long)]
     pub sqlite: Option<std::path::PathBuf>,
+    /// `site`: also measure a cold start from this PostgreSQL database (a scratch schema
+    /// is written and dropped), e.g. postgres://postgres@127.0.0.1:5432/test.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// `site`: state batches whose freshness is measured.
+    #[arg(long, default_value_t = 1000)]
+    pub batches: usize,
 }
 
 /// Peak resident memory of this process, from /proc (bytes).
@@ -207,6 +222,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         Suite::Cve => return cve::run(&args),
         Suite::Sla => return sla::run(&args),
         Suite::Console => return console::run(),
+        Suite::Site => return site::run(&args),
+        Suite::Operator => return operator::run(&args),
         Suite::Reconcile => {}
     }
     let now = Timestamp::now();
@@ -274,11 +291,38 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A SQLite store holding the catalog and the fleet's states, every client scanned
-/// against version 1 an hour before `now` (the reconcile and plan benchmarks).
-pub(super) fn write_store(path: &std::path::Path, catalog: &Catalog, fleet: &Fleet, now: Timestamp) -> Result<u64> {
-    use crate::store::Store;
-    let mut store = crate::store::sqlite::SqliteStore::open(path)?;
+/// The bulk paths both stores have (imports and benchmarks).
+pub(super) trait BulkStore: crate::store::Store {
+    fn upsert_all(&mut self, clients: &[crate::store::ClientInfo], now: Timestamp) -> Result<()>;
+    fn keys(&self) -> Result<HashMap<String, u32>>;
+    fn load_states(&mut self, rows: &mut dyn Iterator<Item = (u32, PackedState, Timestamp)>) -> Result<u64>;
+    fn mark_scanned(&mut self, time: Timestamp, catalog_version: u64) -> Result<()>;
+}
+
+macro_rules! bulk_store {
+    ($t:ty) => {
+        impl BulkStore for $t {
+            fn upsert_all(&mut self, clients: &[crate::store::ClientInfo], now: Timestamp) -> Result<()> {
+                self.upsert_clients(clients, now)
+            }
+            fn keys(&self) -> Result<HashMap<String, u32>> {
+                self.client_keys()
+            }
+            fn load_states(&mut self, rows: &mut dyn Iterator<Item = (u32, PackedState, Timestamp)>) -> Result<u64> {
+                self.bulk_load_states(rows)
+            }
+            fn mark_scanned(&mut self, time: Timestamp, catalog_version: u64) -> Result<()> {
+                <$t>::mark_scanned(self, time, catalog_version)
+            }
+        }
+    };
+}
+bulk_store!(crate::store::sqlite::SqliteStore);
+bulk_store!(crate::store::postgres::PostgresStore);
+
+/// The catalog and the fleet's states written to `store`, every client scanned against
+/// version 1 an hour before `now` (the reconcile, plan and site benchmarks).
+pub(super) fn load_bulk(store: &mut dyn BulkStore, catalog: &Catalog, fleet: &Fleet, now: Timestamp) -> Result<u64> {
     store.save_catalog(&catalog.updates, now)?;
     let stored = store.load_catalog()?;
     let infos: Vec<crate::store::ClientInfo> = fleet
@@ -290,31 +334,31 @@ pub(super) fn write_store(path: &std::path::Path, catalog: &Catalog, fleet: &Fle
             agent_version: c.compliance.agent_version.clone(),
         })
         .collect();
-    store.upsert_clients(&infos, now)?;
-    let keys = store.client_keys()?;
-    let key_of: std::collections::HashMap<u32, u32> = catalog
+    store.upsert_all(&infos, now)?;
+    let keys = store.keys()?;
+    let key_of: HashMap<u32, u32> = catalog
         .keys
         .iter()
         .enumerate()
         .map(|(i, k)| (*k, stored.keys[stored.index_of(&catalog.updates[i].id).expect("same ids") as usize]))
         .collect();
     let (key_of, keys) = (&key_of, &keys);
-    let rows = fleet.clients.iter().flat_map(|c| {
+    let mut rows = fleet.clients.iter().flat_map(|c| {
         let ck = keys[&c.name];
         c.compliance
             .states
             .iter()
             .map(move |s| (ck, PackedState::new(key_of[&s.key()], s.scan(), s.enforcement()), now))
     });
-    let n = store.bulk_load_states(rows)?;
-    drop(store);
-    // Every bench client scanned against version 1 an hour ago.
-    let conn =
-        rusqlite::Connection::open(path).map_err(|e| Error::store(path.display().to_string(), "cannot open", e))?;
-    let scanned = now - SignedDuration::from_hours(1);
-    conn.execute("UPDATE clients SET scan_time = ?1, scan_catalog_version = 1", [scanned.as_second()])
-        .map_err(|e| Error::store(path.display().to_string(), "cannot mark scans", e))?;
+    let n = store.load_states(&mut rows)?;
+    store.mark_scanned(now - SignedDuration::from_hours(1), 1)?;
     Ok(n)
+}
+
+/// [`load_bulk`] into a new SQLite file.
+pub(super) fn write_store(path: &std::path::Path, catalog: &Catalog, fleet: &Fleet, now: Timestamp) -> Result<u64> {
+    let mut store = crate::store::sqlite::SqliteStore::open(path)?;
+    load_bulk(&mut store, catalog, fleet, now)
 }
 
 fn cold_start(

@@ -33,6 +33,7 @@ pub fn run() -> Result<ExitCode> {
     // A catalog of 2,000 updates, 1,000 enrolled clients, one shared policy.
     let mut store = crate::store::sqlite::SqliteStore::open(&db)?;
     let updates = super::catalog::synthetic_updates(2_000, 0);
+    let _ = &updates;
     store.save_catalog(&updates, now)?;
     let mut tokens = Vec::new();
     for c in 0..CLIENTS {
@@ -138,70 +139,10 @@ pub fn run() -> Result<ExitCode> {
         .collect();
     let batch_count: usize = batches.iter().map(Vec::len).sum();
     let messages: usize = batch_count * BATCH;
-    let failures = AtomicUsize::new(0);
-    let retries = AtomicUsize::new(0);
-    let connected = std::sync::Barrier::new(CLIENTS + 1);
-    let mut started = Instant::now();
-    std::thread::scope(|s| {
-        for (c, client_batches) in batches.iter().enumerate() {
-            let (base, tokens, failures, retries, connected) = (&base, &tokens, &failures, &retries, &connected);
-            std::thread::Builder::new()
-                .stack_size(256 * 1024)
-                .spawn_scoped(s, move || {
-                    let agent: ureq::Agent = ureq::Agent::config_builder()
-                        .http_status_as_error(false)
-                        .max_idle_connections_per_host(1)
-                        .build()
-                        .into();
-                    // Open the connection first, so all 1,000 are connected when the clock starts.
-                    for _ in 0..20 {
-                        if agent.get(format!("{base}/healthz")).call().is_ok() {
-                            break;
-                        }
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                    }
-                    connected.wait();
-                    for body in client_batches {
-                        // As an agent does: a batch whose connection broke is sent again
-                        // (same sequence, so it is applied once).
-                        let mut attempts = 0;
-                        loop {
-                            attempts += 1;
-                            let answer = agent
-                                .post(format!("{base}/v1/states"))
-                                .header("Authorization", format!("Bearer {}", tokens[c]))
-                                .header("Content-Type", "application/json")
-                                .send(body.as_str());
-                            match answer {
-                                Ok(r) if r.status().as_u16() == 200 => break,
-                                Err(ureq::Error::Io(_)) if attempts < 5 => {
-                                    retries.fetch_add(1, Ordering::Relaxed);
-                                    std::thread::sleep(std::time::Duration::from_millis(20));
-                                }
-                                other => {
-                                    if failures.fetch_add(1, Ordering::Relaxed) < 3 {
-                                        eprintln!("  a batch failed: {:?}", other.map(|r| r.status()));
-                                    }
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                })
-                .expect("client thread");
-        }
-        connected.wait();
-        started = Instant::now();
-    });
-    let ingest = started.elapsed().as_secs_f64();
+    let (ingest, failed, resent) = ingest(std::slice::from_ref(&base), &tokens, &batches);
     let ingest_rate = messages as f64 / ingest;
     println!(
-        "  state ingestion through HTTP into SQLite: {messages} messages in {} batches of {BATCH} from {CLIENTS} concurrent clients (one connection each): {:.2} s = {:.0} messages/s ({} failed, {} resent after a connection reset)",
-        batch_count,
-        ingest,
-        ingest_rate,
-        failures.load(Ordering::Relaxed),
-        retries.load(Ordering::Relaxed)
+        "  state ingestion through HTTP into SQLite: {messages} messages in {batch_count} batches of {BATCH} from {CLIENTS} concurrent clients (one connection each): {ingest:.2} s = {ingest_rate:.0} messages/s ({failed} failed, {resent} resent after a connection reset)"
     );
     let _ = stop_tx.send(());
     let _ = rt.block_on(server);
@@ -243,6 +184,196 @@ pub fn run() -> Result<ExitCode> {
         "  naive (one INSERT per state message, autocommit): {naive_insert:.0} messages/s over {sample}; GROUP BY summary of them: {group_ms:.1} ms ({groups} groups)"
     );
     println!("  batched ingestion is {:.0}× the naive rate", ingest_rate / naive_insert);
+    raw_reference(&dir, &updates, &batches, ingest_rate, now)?;
+    postgres_two_points(&updates, &tokens, &batches, now)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Send every client's batches (client `c` to `bases[c % len]`, each on its own
+/// connection and thread, all connected before the clock starts); (seconds, failed,
+/// resent after a connection reset).
+fn ingest(bases: &[String], tokens: &[String], batches: &[Vec<String>]) -> (f64, usize, usize) {
+    let failures = AtomicUsize::new(0);
+    let retries = AtomicUsize::new(0);
+    let connected = std::sync::Barrier::new(batches.len() + 1);
+    let mut started = Instant::now();
+    std::thread::scope(|s| {
+        for (c, client_batches) in batches.iter().enumerate() {
+            let base = &bases[c % bases.len()];
+            let (tokens, failures, retries, connected) = (tokens, &failures, &retries, &connected);
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn_scoped(s, move || {
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .max_idle_connections_per_host(1)
+                        .build()
+                        .into();
+                    // Open the connection first, so all are connected when the clock starts.
+                    for _ in 0..20 {
+                        if agent.get(format!("{base}/healthz")).call().is_ok() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    connected.wait();
+                    for body in client_batches {
+                        // As an agent does: a batch whose connection broke is sent again
+                        // (same sequence, so it is applied once).
+                        let mut attempts = 0;
+                        loop {
+                            attempts += 1;
+                            let answer = agent
+                                .post(format!("{base}/v1/states"))
+                                .header("Authorization", format!("Bearer {}", tokens[c]))
+                                .header("Content-Type", "application/json")
+                                .send(body.as_str());
+                            match answer {
+                                Ok(r) if r.status().as_u16() == 200 => break,
+                                Err(ureq::Error::Io(_)) if attempts < 5 => {
+                                    retries.fetch_add(1, Ordering::Relaxed);
+                                    std::thread::sleep(Duration::from_millis(20));
+                                }
+                                other => {
+                                    if failures.fetch_add(1, Ordering::Relaxed) < 3 {
+                                        eprintln!("  a batch failed: {:?}", other.map(|r| r.status()));
+                                    }
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                })
+                .expect("client thread");
+        }
+        connected.wait();
+        started = Instant::now();
+    });
+    (started.elapsed().as_secs_f64(), failures.load(Ordering::Relaxed), retries.load(Ordering::Relaxed))
+}
+
+/// The reference for ingestion: the same rows written straight into a store's compliance
+/// table, one transaction per batch of 500 (the store's own WAL and `synchronous`), no
+/// HTTP, JSON or checks.
+fn raw_reference(
+    dir: &std::path::Path,
+    updates: &[crate::catalog::Update],
+    batches: &[Vec<String>],
+    ingest_rate: f64,
+    now: Timestamp,
+) -> Result<()> {
+    let mut store = crate::store::sqlite::SqliteStore::open(&dir.join("raw.db"))?;
+    store.save_catalog(updates, now)?;
+    let catalog = store.load_catalog()?;
+    let infos: Vec<ClientInfo> = (0..CLIENTS)
+        .map(|c| ClientInfo { name: format!("host-{c:05}"), facts: BTreeMap::new(), agent_version: None })
+        .collect();
+    store.upsert_clients(&infos, now)?;
+    let keys = store.client_keys()?;
+    let parsed: Vec<Vec<(u32, crate::compliance::PackedState, Timestamp)>> = batches
+        .iter()
+        .flatten()
+        .map(|body| {
+            let batch: StateBatch = serde_json::from_str(body).expect("our own batches parse");
+            let client = keys[&batch.client];
+            let StateMessage::ScanCompleted { updates, .. } = &batch.messages[0] else { unreachable!("scans only") };
+            updates
+                .iter()
+                .map(|u| {
+                    let key = catalog.keys[catalog.index_of(&u.id).expect("a catalog update") as usize];
+                    (client, crate::compliance::PackedState::new(key, u.result, u.enforcement), now)
+                })
+                .collect()
+        })
+        .collect();
+    let rows: usize = parsed.iter().map(Vec::len).sum();
+    let started = Instant::now();
+    for batch in parsed {
+        store.bulk_load_states(batch)?;
+    }
+    let raw_rate = rows as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "  reference, the same {rows} rows bulk-inserted into SQLite, one transaction per 500: {raw_rate:.0} rows/s; \
+         HTTP ingestion is {:.2}× that",
+        ingest_rate / raw_rate
+    );
+    Ok(())
+}
+
+/// Ingestion into one PostgreSQL schema through two management points sharing it (the
+/// chart's stateless replicas), clients split between them. Skipped, saying so, when
+/// PostgreSQL does not answer at `PATCHOPS_BENCH_PG` (default the local test database).
+fn postgres_two_points(
+    updates: &[crate::catalog::Update],
+    tokens: &[String],
+    batches: &[Vec<String>],
+    now: Timestamp,
+) -> Result<()> {
+    let url = std::env::var("PATCHOPS_BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let schema = format!("bench_server_{}", std::process::id());
+    let open = || crate::store::postgres::PostgresStore::open_in_schema(&url, &schema);
+    let mut store = match open() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("  PostgreSQL with two management points: skipped ({e})");
+            return Ok(());
+        }
+    };
+    let measured = (|| -> Result<(f64, usize, usize)> {
+        store.save_catalog(updates, now)?;
+        for (c, token) in tokens.iter().enumerate() {
+            let info = ClientInfo { name: format!("host-{c:05}"), facts: BTreeMap::new(), agent_version: None };
+            let hash = hex::encode(Sha256::digest(token.as_bytes()));
+            store.enroll_client(&info, &hash, Some(&hash), now)?;
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
+        let mut bases = Vec::new();
+        let mut stops = Vec::new();
+        let mut servers = Vec::new();
+        let mut keep = Vec::new();
+        for _ in 0..2 {
+            let shared: crate::server::SharedStore = Arc::new(Mutex::new(Box::new(open()?)));
+            keep.push(shared.clone());
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .map_err(|e| Error::Usage(format!("cannot bind 127.0.0.1: {e}")))?;
+            let addr = listener.local_addr().map_err(|e| Error::Runtime(format!("no address: {e}")))?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            servers.push(rt.spawn(crate::server::serve_listener(
+                listener,
+                shared,
+                crate::server::ServerConfig::new("bench"),
+                async move {
+                    let _ = rx.await;
+                },
+            )));
+            stops.push(tx);
+            bases.push(format!("http://{addr}"));
+        }
+        let result = ingest(&bases, tokens, batches);
+        for tx in stops {
+            let _ = tx.send(());
+        }
+        for s in servers {
+            let _ = rt.block_on(s);
+        }
+        drop(rt);
+        drop(keep);
+        Ok(result)
+    })();
+    let mut c = postgres::Client::connect(&url, postgres::NoTls)
+        .map_err(|e| Error::store(url.clone(), "cannot connect to drop the bench schema", e))?;
+    let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+    let (secs, failed, resent) = measured?;
+    let messages: usize = batches.iter().map(Vec::len).sum::<usize>() * BATCH;
+    println!(
+        "  state ingestion through HTTP into PostgreSQL, two management points sharing it: {messages} messages in \
+         {secs:.2} s = {:.0} messages/s ({failed} failed, {resent} resent)",
+        messages as f64 / secs
+    );
+    Ok(())
 }

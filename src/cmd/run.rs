@@ -220,6 +220,7 @@ fn live_loop(
         .then(|| crate::site::feed::listen_postgres(args.store.clone(), handle.clone(), stop_listener.clone()));
     let mut next_refresh = std::time::Instant::now() + interval;
     let mut print_next = true;
+    let mut branch_statuses: Option<Vec<crate::store::ResourceStatus>> = None;
     let result = loop {
         let now = Timestamp::now();
         if std::time::Instant::now() >= next_refresh {
@@ -251,14 +252,14 @@ fn live_loop(
                     print_next = false;
                     info!(revision = %record.revision, catalog_version = record.catalog_version, elapsed_ms = started.elapsed().as_millis() as u64, "reconciled");
                     crate::output::print_record(&record, args.output);
-                    if let Some(branch) = &args.status_branch {
-                        crate::git::status::publish_logged(
-                            &runner.source,
-                            &record,
-                            branch,
-                            args.status_push.as_deref(),
-                        );
-                    }
+                }
+                // The status branch follows every publish whose statuses moved (a commit
+                // only when the snapshot differs; publishes are at most one a second).
+                if let Some(branch) = &args.status_branch
+                    && branch_statuses.as_ref() != Some(&record.statuses)
+                {
+                    crate::git::status::publish_logged(&runner.source, &record, branch, args.status_push.as_deref());
+                    branch_statuses = Some(record.statuses.clone());
                 }
             }
             Ok(None) => {}

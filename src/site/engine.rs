@@ -48,6 +48,9 @@ pub struct Site {
     /// When the first unpublished change happened.
     dirty_since: Option<Instant>,
     last_publish: Option<Instant>,
+    /// After a failed publish: its retry is not due before this (backing off).
+    retry_at: Option<Instant>,
+    failed_publishes: u32,
     last_record: Option<ReconcileRecord>,
     /// Whole derivations and waves applied, for logs and benchmarks.
     pub stats: SiteStats,
@@ -132,6 +135,8 @@ impl Site {
             changed: None,
             dirty_since: Some(Instant::now()),
             last_publish: None,
+            retry_at: None,
+            failed_publishes: 0,
             last_record,
             stats: SiteStats { derivations: 1, ..Default::default() },
         };
@@ -304,10 +309,11 @@ impl Site {
     /// When the next publish is due (None: nothing to publish).
     pub fn publish_due(&self) -> Option<Instant> {
         let dirty = self.dirty_since?;
-        Some(match self.last_publish {
+        let due = match self.last_publish {
             Some(last) => (last + self.options.publish_every).max(dirty),
             None => dirty,
-        })
+        };
+        Some(self.retry_at.map_or(due, |retry| retry.max(due)))
     }
 
     /// Save the status and the changed policy assignments when due; returns the record
@@ -344,10 +350,22 @@ impl Site {
         let record = match saved {
             Ok(r) => r,
             Err(e) => {
-                warn!(error = %e, "cannot publish the site's status; it is retried at the next change or tick");
+                self.failed_publishes += 1;
+                let backoff = PUBLISH_RETRY_FIRST
+                    .saturating_mul(1 << self.failed_publishes.saturating_sub(1).min(16))
+                    .min(PUBLISH_RETRY_MAX);
+                self.retry_at = Some(Instant::now() + backoff);
+                warn!(
+                    error = %e,
+                    failures = self.failed_publishes,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "cannot publish the site's status; check the store, the publish is retried"
+                );
                 return Err(e);
             }
         };
+        self.failed_publishes = 0;
+        self.retry_at = None;
         self.previous = previous_from(&record.statuses);
         self.last_record = Some(record.clone());
         self.changed = Some(BTreeSet::new());
@@ -369,6 +387,10 @@ impl Site {
         self.handle.read(|s| s.fleet.clone()).unwrap_or_default()
     }
 }
+
+/// The first retry of a failed publish, doubling up to [`PUBLISH_RETRY_MAX`].
+const PUBLISH_RETRY_FIRST: Duration = Duration::from_millis(250);
+const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Feed rows kept behind the cursor (a margin for looking back after a restart).
 const FEED_KEEP: u64 = 100_000;

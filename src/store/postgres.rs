@@ -54,6 +54,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PostgresStore {
     client: Mutex<PgClient>,
     location: String,
+    /// How to connect again after the server closed the connection (a restart, a
+    /// failover, an administrator's `pg_terminate_backend`).
+    config: postgres::Config,
+    schema: Option<String>,
 }
 
 impl PostgresStore {
@@ -98,22 +102,29 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        let client = Self::dial(&config, schema, &location)?;
+        let schema = schema.map(str::to_string);
+        let store = PostgresStore { client: Mutex::new(client), location, config, schema };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// A new connection, in the schema when one is named.
+    fn dial(config: &postgres::Config, schema: Option<&str>, location: &str) -> Result<PgClient> {
         let mut client = config.connect(NoTls).map_err(|e| {
             let message = format!(
                 "cannot connect to PostgreSQL: {}; check the URL, the credentials and that the server is running",
                 pg_message(&e)
             );
-            Error::store(location.clone(), message, e)
+            Error::store(location.to_string(), message, e)
         })?;
         if let Some(schema) = schema {
             let q = quote_ident(schema);
             client
                 .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {q}; SET search_path TO {q}"))
-                .map_err(pg(&location, &format!("cannot use schema {schema:?}")))?;
+                .map_err(pg(location, &format!("cannot use schema {schema:?}")))?;
         }
-        let store = PostgresStore { client: Mutex::new(client), location };
-        store.migrate()?;
-        Ok(store)
+        Ok(client)
     }
 
     fn migrate(&self) -> Result<()> {
@@ -148,8 +159,23 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// The connection; one the server closed is replaced by a new one first (when that
+    /// fails, the closed one is handed out and the call fails saying so: the caller's
+    /// retry connects again).
     fn conn(&self) -> MutexGuard<'_, PgClient> {
-        self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        let mut client = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if client.is_closed() {
+            match Self::dial(&self.config, self.schema.as_deref(), &self.location) {
+                Ok(fresh) => {
+                    tracing::warn!(store = %self.location, "the PostgreSQL connection was closed; connected again");
+                    *client = fresh;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the PostgreSQL connection was closed and cannot be opened again; retrying at the next call")
+                }
+            }
+        }
+        client
     }
 
     /// Stored data that cannot be read back.
@@ -226,6 +252,18 @@ impl PostgresStore {
             .query("SELECT name, key FROM clients", &[])
             .map_err(pg(&self.location, "cannot read the clients"))?;
         Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1) as u32)).collect())
+    }
+
+    /// Bulk path, as `SqliteStore::mark_scanned`: every client scanned at `time` against
+    /// `catalog_version`.
+    pub fn mark_scanned(&mut self, time: Timestamp, catalog_version: u64) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE clients SET scan_time = $1, scan_catalog_version = $2",
+                &[&secs(time), &(catalog_version as i64)],
+            )
+            .map(|_| ())
+            .map_err(pg(&self.location, "cannot mark the clients scanned"))
     }
 
     /// Bulk path for imports and benchmarks, as `SqliteStore::bulk_load_states`: rows

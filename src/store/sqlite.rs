@@ -221,6 +221,18 @@ impl SqliteStore {
         Ok(n)
     }
 
+    /// Bulk path, with [`Self::bulk_load_states`]: record every client as scanned at `time`
+    /// against `catalog_version` (no state message, no feed row).
+    pub fn mark_scanned(&mut self, time: Timestamp, catalog_version: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE clients SET scan_time = ?1, scan_catalog_version = ?2",
+                params![secs(time), catalog_version as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(format!("cannot mark the clients scanned: {e}"), e))
+    }
+
     fn err(&self, message: String, e: rusqlite::Error) -> Error {
         Error::store(self.location(), message, e)
     }
