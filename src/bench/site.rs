@@ -325,7 +325,7 @@ fn freshness(base: &str, url: &str, tokens: &[String], batches: usize) -> Result
     let mut compliant = read_compliant(&agent, base)?;
     let mut api = Vec::with_capacity(batches);
     for k in 0..batches {
-        let installed = k % 2 == 0;
+        let installed = k.is_multiple_of(2);
         sequence += 1;
         let body = probe_batch(sequence, installed);
         post_batch(&agent, base, &tokens[0], &body)?;
@@ -340,7 +340,7 @@ fn freshness(base: &str, url: &str, tokens: &[String], batches: usize) -> Result
             if spaced {
                 std::thread::sleep(Duration::from_millis(1200));
             }
-            let installed = (batches + k) % 2 == 0;
+            let installed = (batches + k).is_multiple_of(2);
             sequence += 1;
             post_batch(&agent, base, &tokens[0], &probe_batch(sequence, installed))?;
             compliant = if installed { compliant + 1 } else { compliant - 1 };
