@@ -327,3 +327,31 @@ fn get_flags_that_are_not_understood_are_usage_errors_exit_64() {
     let help = patchops(&["get", "--help"]);
     assert!(stdout(&help).contains("Examples:"));
 }
+
+#[test]
+fn the_update_repository_sorts_on_the_server_most_required_first_and_newest_first() {
+    let all = read("/v1/read/updates?limit=1000");
+    let total = all["total"].as_u64().unwrap() as usize;
+    assert!(total > 5, "the example catalog has updates");
+    let column = |sort: &str, field: &str| -> Vec<Value> {
+        let page = read(&format!("/v1/read/updates?limit=1000&sort={sort}"));
+        assert_eq!(page["total"].as_u64().unwrap() as usize, total, "sorting keeps every update");
+        page["items"].as_array().unwrap().iter().map(|u| u[field].clone()).collect()
+    };
+    let required: Vec<u64> = column("-required", "required").iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(required.windows(2).all(|w| w[0] >= w[1]), "most required first: {required:?}");
+    assert!(required[0] > 0, "some update is required somewhere in the example fleet");
+    let fewest: Vec<u64> = column("required", "required").iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(fewest.windows(2).all(|w| w[0] <= w[1]), "{fewest:?}");
+    let released: Vec<String> =
+        column("-released", "released").iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    assert!(released.windows(2).all(|w| w[0] >= w[1]), "newest first: {released:?}");
+    // A page of a sorted listing is the same slice of the whole sorted listing.
+    let whole = column("-required", "id");
+    let second = read("/v1/read/updates?limit=3&offset=3&sort=-required");
+    let ids: Vec<Value> = second["items"].as_array().unwrap().iter().map(|u| u["id"].clone()).collect();
+    assert_eq!(ids, whole[3..6.min(whole.len())].to_vec());
+    let (status, body) = get("/v1/read/updates?sort=popularity", &[("authorization", &format!("Bearer {READ_TOKEN}"))]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("sort by id, released, severity or required"), "{body}");
+}

@@ -4,12 +4,14 @@
 //! answers every status patch and event. Prints the wave's time, how often the fleet was
 //! loaded and the site derived, and the API calls made; then a second, quiet wave.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 
@@ -74,6 +76,21 @@ fn waves(db: &std::path::Path, desired: &crate::desired::DesiredState, dir: &std
         .enable_all()
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
+    let collections: Vec<_> = desired.collections.values().cloned().map(|o| served(o, false)).collect();
+    let lists: Vec<_> = desired.update_lists.values().cloned().map(|o| served(o, false)).collect();
+    let deployments: Vec<_> = desired.deployments.values().cloned().map(|o| served(o, true)).collect();
+    // What the API server holds, by `<plural>/<name>`: a status patch answers the object.
+    let mut held: HashMap<String, serde_json::Value> = HashMap::new();
+    for o in &collections {
+        held.insert(format!("collections/{}", o.name_any()), serde_json::to_value(o).expect("serializes"));
+    }
+    for o in &lists {
+        held.insert(format!("updatelists/{}", o.name_any()), serde_json::to_value(o).expect("serializes"));
+    }
+    for o in &deployments {
+        held.insert(format!("updatedeployments/{}", o.name_any()), serde_json::to_value(o).expect("serializes"));
+    }
+    let held = Arc::new(held);
     // The mock API server: every status patch 200, every event 201, counted.
     let calls = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
     let listener = rt
@@ -82,15 +99,29 @@ fn waves(db: &std::path::Path, desired: &crate::desired::DesiredState, dir: &std
     let addr = listener.local_addr().map_err(|e| Error::Runtime(format!("no address: {e}")))?;
     let counted = calls.clone();
     let api = axum::Router::new().fallback(move |request: axum::extract::Request| {
-        let calls = counted.clone();
+        let (calls, held) = (counted.clone(), held.clone());
         async move {
-            let (code, slot) = match (request.method().as_str(), request.uri().path().ends_with("/status")) {
+            let path = request.uri().path().to_string();
+            let (code, slot) = match (request.method().as_str(), path.ends_with("/status")) {
                 ("PATCH", true) => (axum::http::StatusCode::OK, 0),
                 ("POST", _) | ("PATCH", false) => (axum::http::StatusCode::CREATED, 1),
                 _ => (axum::http::StatusCode::NOT_FOUND, 2),
             };
             calls[slot].fetch_add(1, Ordering::Relaxed);
-            (code, [(axum::http::header::CONTENT_TYPE, "application/json")], "{}")
+            // The patched object as the API server answers it: the request's body with
+            // the object's name (`…/<plural>/<name>/status`).
+            let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap_or_default();
+            let mut object: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::json!({}));
+            if slot == 0 {
+                let mut parts = path.rsplit('/').skip(1);
+                let (name, plural) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+                if let Some(o) = held.get(&format!("{plural}/{name}")) {
+                    let status = object["status"].take();
+                    object = o.clone();
+                    object["status"] = status;
+                }
+            }
+            (code, [(axum::http::header::CONTENT_TYPE, "application/json")], object.to_string())
         }
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -104,9 +135,6 @@ fn waves(db: &std::path::Path, desired: &crate::desired::DesiredState, dir: &std
     let measured = rt.block_on(async {
         let config = kube::Config::new(format!("http://{addr}").parse().expect("a loopback URL"));
         let client = kube::Client::try_from(config).map_err(|e| Error::Runtime(format!("kube client: {e}")))?;
-        let collections: Vec<_> = desired.collections.values().cloned().map(|o| served(o, false)).collect();
-        let lists: Vec<_> = desired.update_lists.values().cloned().map(|o| served(o, false)).collect();
-        let deployments: Vec<_> = desired.deployments.values().cloned().map(|o| served(o, true)).collect();
         let caches = Caches {
             catalogs: filled(vec![]),
             collections: filled(collections.clone()),

@@ -163,6 +163,21 @@ impl Syncer {
 
     /// Sync the catalogs of `desired`. `force`: fetch every source now. `git`: the
     /// desired-state repository and commit, for `path` sources.
+    /// Whether a sync now would fetch anything: a catalog due by its interval, changed,
+    /// new or gone, or read from a repository path (read every time).
+    pub fn due(&self, desired: &DesiredState, now: Timestamp) -> bool {
+        desired.catalogs.iter().any(|(name, c)| self.is_due(name, c, now))
+            || self.last.keys().any(|name| !desired.catalogs.contains_key(name))
+    }
+
+    fn is_due(&self, name: &str, c: &crate::resources::UpdateCatalog, now: Timestamp) -> bool {
+        c.spec.source.path.is_some()
+            || match self.last.get(name) {
+                Some((at, _, spec)) => spec != &c.spec || now.duration_since(*at) >= c.spec.sync_interval.signed(),
+                None => true,
+            }
+    }
+
     pub fn sync(
         &mut self,
         store: &mut dyn Store,
@@ -177,12 +192,7 @@ impl Syncer {
         let mut imported = Vec::new();
         let mut failed = Vec::new();
         for (name, c) in &desired.catalogs {
-            let due = force
-                || c.spec.source.path.is_some()
-                || match self.last.get(name) {
-                    Some((at, _, spec)) => spec != &c.spec || now.duration_since(*at) >= c.spec.sync_interval.signed(),
-                    None => true,
-                };
+            let due = force || self.is_due(name, c, now);
             if !due {
                 let (at, updates, _) = &self.last[name];
                 statuses.insert(name.clone(), status(updates, *at, None));

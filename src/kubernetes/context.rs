@@ -170,7 +170,7 @@ pub struct Pipeline {
     engine: Engine,
     syncer: Syncer,
     /// What the last publish produced (without its events, which were published then).
-    last: Option<Applied>,
+    last: Option<Arc<Applied>>,
     /// Loads of the whole fleet from the store: the cold start, and nothing else.
     pub fleet_loads: u64,
 }
@@ -194,6 +194,8 @@ pub struct Applied {
     pub catalog_changed: bool,
     /// The site's clients and catalog, for the metrics.
     pub site: SiteFacts,
+    /// Published by this run; false: the last publish answered again (nothing changed).
+    pub fresh: bool,
 }
 
 impl Applied {
@@ -234,44 +236,54 @@ impl Pipeline {
 
     /// Catalog sources are due by their sync interval; `path` sources need a
     /// repository and fail their UpdateCatalog with that message.
-    pub fn run(&mut self, desired: &DesiredState, now: Timestamp) -> crate::Result<Applied> {
-        let synced = self.syncer.sync(Self::store_mut(&mut self.engine), desired, None, now, false)?;
+    pub fn run(&mut self, desired: &DesiredState, now: Timestamp) -> crate::Result<Arc<Applied>> {
         let derivations = self.site().map_or(0, |s| s.stats.derivations);
-        let site = match &mut self.engine {
-            Engine::Cold(store) => {
-                let loaded = Loaded::read(store.as_ref())?;
-                self.fleet_loads += 1;
-                let Engine::Cold(store) = std::mem::replace(&mut self.engine, Engine::Starting) else {
-                    unreachable!("matched Cold above")
-                };
-                let site = Site::from_loaded(
-                    SiteHandle::default(),
-                    store,
-                    loaded,
-                    desired.clone(),
-                    synced.catalog,
-                    synced.statuses,
-                    now,
-                    SiteOptions::default(),
-                );
-                self.engine = Engine::Live(Box::new(site));
-                let Engine::Live(site) = &mut self.engine else { unreachable!("set above") };
-                site
+        let catalog_changed = match &mut self.engine {
+            // Nothing to fetch: the site keeps its catalog (no store read per reconcile).
+            Engine::Live(site) if !self.syncer.due(desired, now) => {
+                if !site.covers_revision(&desired.revision) {
+                    let (catalog, status) = site
+                        .handle()
+                        .read(|s| ((*s.catalog).clone(), s.catalog_status.clone()))
+                        .expect("a live site is derived");
+                    site.set_desired(desired.clone(), catalog, status, now);
+                }
+                false
             }
-            Engine::Starting => unreachable!("the engine starts within one call"),
-            Engine::Live(site) => {
-                if !site.covers(&desired.revision, &synced.catalog, &synced.statuses) {
+            _ => {
+                let synced = self.syncer.sync(Self::store_mut(&mut self.engine), desired, None, now, false)?;
+                if let Engine::Cold(store) = &self.engine {
+                    let loaded = Loaded::read(store.as_ref())?;
+                    self.fleet_loads += 1;
+                    let Engine::Cold(store) = std::mem::replace(&mut self.engine, Engine::Starting) else {
+                        unreachable!("matched Cold above")
+                    };
+                    let site = Site::from_loaded(
+                        SiteHandle::default(),
+                        store,
+                        loaded,
+                        desired.clone(),
+                        synced.catalog,
+                        synced.statuses,
+                        now,
+                        SiteOptions::default(),
+                    );
+                    self.engine = Engine::Live(Box::new(site));
+                } else if let Engine::Live(site) = &mut self.engine
+                    && !site.covers(&desired.revision, &synced.catalog, &synced.statuses)
+                {
                     site.set_desired(desired.clone(), synced.catalog, synced.statuses, now);
                 }
-                site
+                synced.changed
             }
         };
+        let Engine::Live(site) = &mut self.engine else { unreachable!("the engine runs by now") };
         site.follow(now)?;
         if !site.dirty()
-            && !synced.changed
+            && !catalog_changed
             && let Some(last) = &self.last
         {
-            return Ok(Applied { events: Vec::new(), catalog_changed: false, ..last.clone() });
+            return Ok(last.clone());
         }
         let record = site.publish(now)?;
         let fresh = site.stats.derivations > derivations;
@@ -281,15 +293,15 @@ impl Pipeline {
                 (if fresh { s.engine.outcome().events.clone() } else { Vec::new() }, s.engine.outcome().valid_until)
             })
             .unwrap_or_default();
-        let applied =
-            Applied { record, events, valid_until, catalog_changed: synced.changed, site: site.facts().clone() };
-        self.last = Some(Applied { events: Vec::new(), catalog_changed: false, ..applied.clone() });
-        Ok(applied)
+        let applied = Applied { record, events, valid_until, catalog_changed, site: site.facts().clone(), fresh: true };
+        self.last =
+            Some(Arc::new(Applied { events: Vec::new(), catalog_changed: false, fresh: false, ..applied.clone() }));
+        Ok(Arc::new(applied))
     }
 
     /// Apply what the change feed brought (state batches, registrations) and publish it;
     /// None when nothing changed or the engine has not started.
-    pub fn follow(&mut self, now: Timestamp) -> crate::Result<Option<Applied>> {
+    pub fn follow(&mut self, now: Timestamp) -> crate::Result<Option<Arc<Applied>>> {
         let Engine::Live(site) = &mut self.engine else { return Ok(None) };
         site.follow(now)?;
         if !site.dirty() {
@@ -297,9 +309,15 @@ impl Pipeline {
         }
         let record = site.publish(now)?;
         let valid_until = site.handle().read(|s| s.engine.outcome().valid_until).flatten();
-        let applied =
-            Applied { record, events: Vec::new(), valid_until, catalog_changed: false, site: site.facts().clone() };
-        self.last = Some(applied.clone());
+        let applied = Arc::new(Applied {
+            record,
+            events: Vec::new(),
+            valid_until,
+            catalog_changed: false,
+            site: site.facts().clone(),
+            fresh: true,
+        });
+        self.last = Some(Arc::new(Applied { fresh: false, ..(*applied).clone() }));
         Ok(Some(applied))
     }
 }
@@ -371,7 +389,7 @@ impl Context {
     }
 
     /// Run the store pipeline on a blocking thread.
-    pub async fn apply(&self, desired: Arc<Desired>) -> Result<Applied, Error> {
+    pub async fn apply(&self, desired: Arc<Desired>) -> Result<Arc<Applied>, Error> {
         let pipeline = self.pipeline.clone();
         tokio::task::spawn_blocking(move || {
             let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
@@ -381,14 +399,16 @@ impl Context {
         .map_err(|e| Error::Task(e.to_string()))?
         .map_err(Error::Core)
         .inspect(|applied| {
-            self.metrics.record(&self.namespace, &applied.record);
-            self.metrics.site(&self.namespace, &applied.site);
+            if applied.fresh {
+                self.metrics.record(&self.namespace, &applied.record);
+                self.metrics.site(&self.namespace, &applied.site);
+            }
         })
     }
 
     /// Follow the change feed on a blocking thread: what state batches and registrations
     /// changed, published (None when nothing did).
-    pub async fn follow(&self) -> Result<Option<Applied>, Error> {
+    pub async fn follow(&self) -> Result<Option<Arc<Applied>>, Error> {
         let pipeline = self.pipeline.clone();
         tokio::task::spawn_blocking(move || {
             let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());

@@ -137,7 +137,10 @@ async fn apply<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         patch_status::<K>(ctx, &key.1, &status).await?;
     }
     publish_outcome(ctx, &applied, &desired.objects).await?;
-    fan_out(ctx, &applied, &desired.problems, &desired.objects, Some(&key));
+    // A run that only answered the last publish changed no other object's status.
+    if applied.fresh {
+        fan_out(ctx, &applied, &desired.problems, &desired.objects, Some(&key));
+    }
     forget_failures(ctx, &key);
     Ok(Action::requeue(requeue_after(&applied, Timestamp::now())))
 }

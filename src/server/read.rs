@@ -349,6 +349,7 @@ async fn updates(State(state): State<Shared>, headers: HeaderMap, Query(params):
             "severity",
             "superseded",
             "expired",
+            "sort",
             "offset",
             "limit",
         ],
@@ -371,6 +372,7 @@ async fn updates(State(state): State<Shared>, headers: HeaderMap, Query(params):
         severity,
         superseded: f.flag("superseded")?,
         expired: f.flag("expired")?,
+        sort: f.text("sort").map(|v| v.parse().map_err(bad)).transpose()?.unwrap_or_default(),
         page: f.page()?,
     };
     from_site(&state, &headers, move |s| Ok(json(view::updates(s, &query)))).await

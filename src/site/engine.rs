@@ -169,6 +169,11 @@ impl Site {
             .unwrap_or(false)
     }
 
+    /// Whether the site derived from this desired-state revision.
+    pub fn covers_revision(&self, revision: &str) -> bool {
+        self.handle.read(|s| s.desired.revision == revision).unwrap_or(false)
+    }
+
     /// Something changed since the last publish.
     pub fn dirty(&self) -> bool {
         self.dirty_since.is_some()

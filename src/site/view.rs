@@ -699,7 +699,48 @@ pub struct UpdateQuery {
     pub severity: Option<Severity>,
     pub superseded: Option<bool>,
     pub expired: Option<bool>,
+    pub sort: UpdateSortBy,
     pub page: Page,
+}
+
+/// Order of an update listing (`sort=`; a leading `-` reverses it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpdateSort {
+    /// The catalog's order.
+    #[default]
+    Catalog,
+    Id,
+    Released,
+    Severity,
+    /// Systems requiring it: `-required` lists the most needed first.
+    Required,
+}
+
+/// A sort and whether it is reversed.
+impl std::str::FromStr for UpdateSortBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<UpdateSortBy, String> {
+        let (descending, key) = s.strip_prefix('-').map_or((false, s), |k| (true, k));
+        let by = match key {
+            "id" => UpdateSort::Id,
+            "released" => UpdateSort::Released,
+            "severity" => UpdateSort::Severity,
+            "required" => UpdateSort::Required,
+            _ => {
+                return Err(format!(
+                    "sort={s:?} is not known; sort by id, released, severity or required (a leading - reverses)"
+                ));
+            }
+        };
+        Ok(UpdateSortBy { by, descending })
+    }
+}
+
+/// [`UpdateSort`] with its direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpdateSortBy {
+    pub by: UpdateSort,
+    pub descending: bool,
 }
 
 /// Whether an update answers to an advisory id: its KB, its id, or its id followed by
@@ -823,9 +864,28 @@ fn update_summary(s: &SiteState, i: usize, counts: &HashMap<u32, [u64; 2]>) -> U
 
 /// The updates matching a search, in catalog order, paged (fleet counts for the page only).
 pub fn updates(s: &SiteState, query: &UpdateQuery) -> Paged<UpdateSummary> {
-    let matching: Vec<usize> = (0..s.catalog.len()).filter(|&i| query.matches(s, i)).collect();
+    let mut matching: Vec<usize> = (0..s.catalog.len()).filter(|&i| query.matches(s, i)).collect();
+    let u = |i: usize| &s.catalog.updates[i];
+    // Counting every matching update (one pass over the fleet's states) only to sort by it.
+    let counted = (query.sort.by == UpdateSort::Required).then(|| fleet_counts(s, &matching));
+    let required = |i: usize| counted.as_ref().and_then(|c| c.get(&(i as u32))).map_or(0, |c| c[0]);
+    let order = |a: usize, b: usize| match query.sort.by {
+        UpdateSort::Catalog => std::cmp::Ordering::Equal,
+        UpdateSort::Id => u(a).id.cmp(&u(b).id),
+        UpdateSort::Released => u(a).released.cmp(&u(b).released),
+        UpdateSort::Severity => u(a).severity.cmp(&u(b).severity),
+        UpdateSort::Required => required(a).cmp(&required(b)),
+    };
+    // Ties keep the catalog's order either way, so pages do not shuffle between requests.
+    matching.sort_by(|&a, &b| {
+        let o = order(a, b);
+        if query.sort.descending { o.reverse() } else { o }.then(a.cmp(&b))
+    });
     let page = query.page.cut(matching);
-    let counts = fleet_counts(s, &page.items);
+    let counts = match counted {
+        Some(c) => c,
+        None => fleet_counts(s, &page.items),
+    };
     Paged {
         total: page.total,
         offset: page.offset,
