@@ -207,7 +207,9 @@ fn live(
             Ok(site)
         })
     };
-    let measured = freshness(&server.base, &url, &tokens, args.batches).and_then(|_| etag(&server.base, &tokens));
+    let measured = freshness(&server.base, &url, &tokens, args.batches)
+        .and_then(|_| etag(&server.base, &tokens))
+        .and_then(|_| paging(&server.base, clients.0));
     stop.store(true, Ordering::Relaxed);
     handle.wake();
     let site = engine.join().map_err(|_| Error::Runtime("the engine thread panicked".into()))??;
@@ -357,6 +359,39 @@ fn freshness(base: &str, url: &str, tokens: &[String], batches: usize) -> Result
         }
         println!("  freshness, batch acknowledged → store status ({label}): {}", percentiles(stored));
     }
+    Ok(())
+}
+
+/// Pages of 1,000 clients through the read API: the first, the middle and the last.
+fn paging(base: &str, clients: usize) -> Result<()> {
+    let agent = agent();
+    let mut parts = Vec::new();
+    for (label, offset) in [("first", 0), ("middle", clients / 2), ("last", clients.saturating_sub(1000))] {
+        let mut ms = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let mut r = agent
+                .get(format!("{base}/v1/read/clients?limit=1000&offset={offset}"))
+                .header("Authorization", format!("Bearer {READ_TOKEN}"))
+                .call()
+                .map_err(|e| Error::Runtime(format!("read API: {e}")))?;
+            let text = r
+                .body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_string()
+                .map_err(|e| Error::Runtime(format!("read API: {e}")))?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Runtime(format!("read API: {e}")))?;
+            if v["items"].as_array().map_or(0, Vec::len) != 1000.min(clients - offset) {
+                return Err(Error::Runtime(format!("the {label} page of clients is not full")));
+            }
+        }
+        ms.sort_by(|a, b| a.total_cmp(b));
+        parts.push(format!("{label} {:.0} ms", ms[2]));
+    }
+    println!("  read API, a page of 1,000 of the {clients} clients (median of 5): {}", parts.join(", "));
     Ok(())
 }
 
