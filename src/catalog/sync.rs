@@ -186,6 +186,8 @@ impl Syncer {
         now: Timestamp,
         force: bool,
     ) -> Result<SyncOutcome> {
+        // A catalog no longer declared is not synced again, nor waited for.
+        self.last.retain(|name, _| desired.catalogs.contains_key(name));
         let previous = store.load_catalog()?;
         let progress = std::io::stderr().is_terminal();
         let mut statuses = BTreeMap::new();

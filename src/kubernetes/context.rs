@@ -159,6 +159,9 @@ pub struct Desired {
     pub problems: BTreeMap<Key, Vec<Problem>>,
     /// Every object (deleted ones included) as JSON, by key.
     pub objects: HashMap<Key, serde_json::Value>,
+    /// Built after every `Desired` with a lower number: the pipeline never goes back to
+    /// an older one.
+    pub seq: u64,
 }
 
 /// The store side of a reconcile: catalog sync, then the site engine — started from the
@@ -173,6 +176,12 @@ pub struct Pipeline {
     last: Option<Arc<Applied>>,
     /// Loads of the whole fleet from the store: the cold start, and nothing else.
     pub fleet_loads: u64,
+    /// The newest desired state applied ([`Desired::seq`]).
+    seq: u64,
+    /// The engine's derivations as of the last publish (newer ones bring events).
+    published_derivations: u64,
+    /// A catalog version was saved and no answer has said so yet.
+    catalog_pending: bool,
 }
 
 enum Engine {
@@ -206,7 +215,15 @@ impl Applied {
 
 impl Pipeline {
     pub fn new(store: Box<dyn Store>, cache_dir: &std::path::Path) -> Self {
-        Pipeline { engine: Engine::Cold(store), syncer: Syncer::new(cache_dir), last: None, fleet_loads: 0 }
+        Pipeline {
+            engine: Engine::Cold(store),
+            syncer: Syncer::new(cache_dir),
+            last: None,
+            fleet_loads: 0,
+            seq: 0,
+            published_derivations: 0,
+            catalog_pending: false,
+        }
     }
 
     /// The store (the engine's connection once it runs).
@@ -235,13 +252,16 @@ impl Pipeline {
     }
 
     /// Catalog sources are due by their sync interval; `path` sources need a
-    /// repository and fail their UpdateCatalog with that message.
-    pub fn run(&mut self, desired: &DesiredState, now: Timestamp) -> crate::Result<Arc<Applied>> {
-        let derivations = self.site().map_or(0, |s| s.stats.derivations);
-        let catalog_changed = match &mut self.engine {
+    /// repository and fail their UpdateCatalog with that message. `seq` orders desired
+    /// states (see [`Desired::seq`]): one older than the last applied is not applied again
+    /// (a reconcile that waited for the lock while a newer one ran).
+    pub fn run(&mut self, desired: &DesiredState, seq: u64, now: Timestamp) -> crate::Result<Arc<Applied>> {
+        let current = seq >= self.seq;
+        self.seq = self.seq.max(seq);
+        let changed = match &mut self.engine {
             // Nothing to fetch: the site keeps its catalog (no store read per reconcile).
             Engine::Live(site) if !self.syncer.due(desired, now) => {
-                if !site.covers_revision(&desired.revision) {
+                if current && !site.covers_revision(&desired.revision) {
                     let (catalog, status) = site
                         .handle()
                         .read(|s| ((*s.catalog).clone(), s.catalog_status.clone()))
@@ -269,55 +289,78 @@ impl Pipeline {
                         SiteOptions::default(),
                     );
                     self.engine = Engine::Live(Box::new(site));
-                } else if let Engine::Live(site) = &mut self.engine
-                    && !site.covers(&desired.revision, &synced.catalog, &synced.statuses)
-                {
-                    site.set_desired(desired.clone(), synced.catalog, synced.statuses, now);
+                } else if let Engine::Live(site) = &mut self.engine {
+                    let desired = if current {
+                        desired.clone()
+                    } else {
+                        site.handle().read(|s| (*s.desired).clone()).expect("a live site is derived")
+                    };
+                    if !site.covers(&desired.revision, &synced.catalog, &synced.statuses) {
+                        site.set_desired(desired, synced.catalog, synced.statuses, now);
+                    }
                 }
                 synced.changed
             }
         };
+        self.catalog_pending |= changed;
         let Engine::Live(site) = &mut self.engine else { unreachable!("the engine runs by now") };
         site.follow(now)?;
-        if !site.dirty()
-            && !catalog_changed
-            && let Some(last) = &self.last
-        {
-            return Ok(last.clone());
+        match self.publish(now)? {
+            Some(applied) => Ok(applied),
+            None => Ok(self.last.clone().expect("a live site has published")),
+        }
+    }
+
+    /// Apply what the change feed brought (state batches, registrations) and a catalog
+    /// version another process saved, and publish it; None when nothing changed or the
+    /// engine has not started.
+    pub fn follow(&mut self, now: Timestamp) -> crate::Result<Option<Arc<Applied>>> {
+        let Engine::Live(site) = &mut self.engine else { return Ok(None) };
+        let newest = site.store().catalog_versions()?.last().map(|v| v.version);
+        let held = site.handle().read(|s| s.catalog.version).unwrap_or(0);
+        if newest.is_some_and(|v| v > held) {
+            let catalog = site.store().load_catalog()?;
+            let (desired, status) =
+                site.handle().read(|s| ((*s.desired).clone(), s.catalog_status.clone())).expect("derived");
+            site.set_desired(desired, catalog, status, now);
+        }
+        site.follow(now)?;
+        self.publish(now)
+    }
+
+    /// Publish when something changed (and no failed publish is still backing off). The
+    /// events of every derivation since the last publish, and a catalog change, go with
+    /// the first answer that carries them; later answers share the last publish.
+    fn publish(&mut self, now: Timestamp) -> crate::Result<Option<Arc<Applied>>> {
+        let Engine::Live(site) = &mut self.engine else { return Ok(None) };
+        if self.last.is_some() && !site.dirty() && !self.catalog_pending {
+            return Ok(None);
+        }
+        if let Some(wait) = site.backing_off() {
+            return Err(crate::Error::Runtime(format!(
+                "the site's last publish failed; the next try is in {} ms (see the warning before)",
+                wait.as_millis()
+            )));
         }
         let record = site.publish(now)?;
-        let fresh = site.stats.derivations > derivations;
+        let derived = site.stats.derivations > self.published_derivations;
+        self.published_derivations = site.stats.derivations;
         let (events, valid_until) = site
             .handle()
             .read(|s| {
-                (if fresh { s.engine.outcome().events.clone() } else { Vec::new() }, s.engine.outcome().valid_until)
+                (if derived { s.engine.outcome().events.clone() } else { Vec::new() }, s.engine.outcome().valid_until)
             })
             .unwrap_or_default();
-        let applied = Applied { record, events, valid_until, catalog_changed, site: site.facts().clone(), fresh: true };
-        self.last =
-            Some(Arc::new(Applied { events: Vec::new(), catalog_changed: false, fresh: false, ..applied.clone() }));
-        Ok(Arc::new(applied))
-    }
-
-    /// Apply what the change feed brought (state batches, registrations) and publish it;
-    /// None when nothing changed or the engine has not started.
-    pub fn follow(&mut self, now: Timestamp) -> crate::Result<Option<Arc<Applied>>> {
-        let Engine::Live(site) = &mut self.engine else { return Ok(None) };
-        site.follow(now)?;
-        if !site.dirty() {
-            return Ok(None);
-        }
-        let record = site.publish(now)?;
-        let valid_until = site.handle().read(|s| s.engine.outcome().valid_until).flatten();
         let applied = Arc::new(Applied {
             record,
-            events: Vec::new(),
+            events,
             valid_until,
-            catalog_changed: false,
+            catalog_changed: std::mem::take(&mut self.catalog_pending),
             site: site.facts().clone(),
             fresh: true,
         });
-        self.last = Some(Arc::new(Applied { fresh: false, ..(*applied).clone() }));
+        self.last =
+            Some(Arc::new(Applied { events: Vec::new(), catalog_changed: false, fresh: false, ..(*applied).clone() }));
         Ok(Some(applied))
     }
 }
@@ -383,7 +426,9 @@ impl Context {
             all.iter().filter(|o| o.pointer("/metadata/deletionTimestamp").is_none()).cloned().collect();
         let revision = format!("kubernetes/{}@{spec:016x}", self.namespace);
         let (state, problems) = DesiredState::from_objects(&revision, &live);
-        let desired = Arc::new(Desired { state, problems, objects: all.into_iter().map(|o| (key(&o), o)).collect() });
+        let seq = built.as_ref().map_or(1, |(_, d)| d.seq + 1);
+        let objects = all.into_iter().map(|o| (key(&o), o)).collect();
+        let desired = Arc::new(Desired { state, problems, objects, seq });
         *built = Some((any, desired.clone()));
         desired
     }
@@ -393,7 +438,7 @@ impl Context {
         let pipeline = self.pipeline.clone();
         tokio::task::spawn_blocking(move || {
             let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
-            p.run(&desired.state, Timestamp::now())
+            p.run(&desired.state, desired.seq, Timestamp::now())
         })
         .await
         .map_err(|e| Error::Task(e.to_string()))?

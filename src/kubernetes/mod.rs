@@ -452,6 +452,9 @@ pub fn run_site(
                             Ok(Some(applied)) => {
                                 let desired = resync_ctx.desired();
                                 reconciler::fan_out(&resync_ctx, &applied, &desired.problems, &desired.objects, None);
+                                if let Err(e) = reconciler::publish_outcome(&resync_ctx, &applied, &desired.objects).await {
+                                    warn!(namespace = %resync_ctx.namespace, "cannot publish the site's events: {e}");
+                                }
                             }
                             Ok(None) => {}
                             Err(e) => warn!(namespace = %resync_ctx.namespace, "cannot follow the change feed: {e}; retrying"),
@@ -467,7 +470,10 @@ pub fn run_site(
                 let desired = resync_ctx.desired();
                 match resync_ctx.apply(desired.clone()).await {
                     Ok(applied) => {
-                        reconciler::fan_out(&resync_ctx, &applied, &desired.problems, &desired.objects, None)
+                        reconciler::fan_out(&resync_ctx, &applied, &desired.problems, &desired.objects, None);
+                        if let Err(e) = reconciler::publish_outcome(&resync_ctx, &applied, &desired.objects).await {
+                            warn!(namespace = %resync_ctx.namespace, "cannot publish the site's events: {e}");
+                        }
                     }
                     Err(e) => warn!(namespace = %resync_ctx.namespace, "resync failed: {e}"),
                 }

@@ -131,16 +131,17 @@ async fn apply<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let applied = ctx.apply(desired.clone()).await?;
+    // First, before anything here can fail: the other objects whose status this publish
+    // moved (an answer that only repeats the last publish moved none).
+    if applied.fresh {
+        fan_out(ctx, &applied, &desired.problems, &desired.objects, Some(&key));
+    }
     let mut status = applied.status_of(&key.0, &key.1).cloned().unwrap_or_else(|| json!({}));
     stamp(&mut status, generation, &current);
     if status != current {
         patch_status::<K>(ctx, &key.1, &status).await?;
     }
     publish_outcome(ctx, &applied, &desired.objects).await?;
-    // A run that only answered the last publish changed no other object's status.
-    if applied.fresh {
-        fan_out(ctx, &applied, &desired.problems, &desired.objects, Some(&key));
-    }
     forget_failures(ctx, &key);
     Ok(Action::requeue(requeue_after(&applied, Timestamp::now())))
 }
@@ -151,6 +152,7 @@ async fn cleanup<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let name = obj.name_any();
     let desired = ctx.desired();
     let applied = ctx.apply(desired.clone()).await?;
+    fan_out(ctx, &applied, &desired.problems, &desired.objects, None);
     info!(kind = %kind::<K>(), %name, "deleted: policies withdrawn");
     ctx.metrics.forget_deployment(&ctx.namespace, &name);
     publish(
@@ -161,7 +163,7 @@ async fn cleanup<K: Managed>(obj: &K, ctx: &Context) -> Result<Action, Error> {
         "deleted: no client is assigned its updates any more",
     )
     .await?;
-    fan_out(ctx, &applied, &desired.problems, &desired.objects, None);
+    publish_outcome(ctx, &applied, &desired.objects).await?;
     Ok(Action::await_change())
 }
 
@@ -333,7 +335,7 @@ async fn publish(
 /// The core's events (deployment activated, phase advanced, rollout halted, update
 /// superseded) on their objects, and a CatalogSynced event on every UpdateCatalog when a
 /// new catalog version was saved.
-async fn publish_outcome(
+pub(super) async fn publish_outcome(
     ctx: &Context,
     applied: &Applied,
     objects: &std::collections::HashMap<Key, Value>,

@@ -653,3 +653,44 @@ fn a_resync_wave_over_many_objects_is_one_fleet_load_and_a_registration_reaches_
         assert_eq!(p.store().last_reconcile().unwrap().unwrap().statuses.len(), applied.record.statuses.len());
     });
 }
+
+#[test]
+fn an_older_desired_state_never_replaces_a_newer_one_and_a_catalog_saved_elsewhere_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut site = Site::new();
+    for n in 0..3 {
+        site.deployments.push(object("UpdateDeployment", &format!("pilot-{n}"), valid_spec(), json!({})));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (ctx, _handle) = site.context(&dir);
+        let older = ctx.desired();
+        assert_eq!(older.seq, 1);
+        // A newer desired state (pilot-2 deleted) applied first, as when a reconcile that
+        // read the caches earlier waited for the pipeline's lock.
+        let mut state = older.state.clone();
+        state.deployments.remove("pilot-2");
+        state.revision = "kubernetes/site@newer".into();
+        let newer = Arc::new(super::context::Desired {
+            state,
+            problems: older.problems.clone(),
+            objects: older.objects.clone(),
+            seq: 2,
+        });
+        let applied = ctx.apply(newer).await.unwrap();
+        assert!(applied.status_of("UpdateDeployment", "pilot-2").is_none());
+        let again = ctx.apply(older).await.unwrap();
+        assert_eq!(again.record.revision, "kubernetes/site@newer", "the older state is not applied again");
+        assert!(again.status_of("UpdateDeployment", "pilot-2").is_none(), "its policies stay withdrawn");
+
+        // Another process (`patchops catalog import --store`) saves a new catalog version:
+        // the feed tick picks it up without a restart.
+        let mut other = crate::store::open(dir.path().join("patchops.db").to_str().unwrap()).unwrap();
+        let before = again.record.catalog_version;
+        let update = crate::catalog::test_support::update("KB1", "Windows Server 2022", "2026-12-01");
+        other.save_catalog(&[update], jiff::Timestamp::now()).unwrap();
+        let followed = ctx.follow().await.unwrap().expect("a new catalog version is a change");
+        assert!(followed.record.catalog_version > before, "{} > {before}", followed.record.catalog_version);
+        assert_eq!(followed.record.revision, "kubernetes/site@newer");
+    });
+}

@@ -53,7 +53,12 @@ type Params = Query<HashMap<String, String>>;
 /// the header `--ui-trusted-header` configures; None without that setting or header.
 pub(super) fn proxy_user(config: &super::ServerConfig, headers: &HeaderMap) -> Option<String> {
     let name = config.ui_trusted_header.as_deref()?;
-    let user = headers.get(name)?.to_str().ok()?.trim();
+    let mut values = headers.get_all(name).iter();
+    let user = values.next()?.to_str().ok()?.trim();
+    // Two values: a proxy that appended its own to one the client sent. Trust neither.
+    if values.next().is_some() {
+        return None;
+    }
     (!user.is_empty()).then(|| user.to_string())
 }
 

@@ -174,6 +174,11 @@ impl Site {
         self.handle.read(|s| s.desired.revision == revision).unwrap_or(false)
     }
 
+    /// How long a failed publish still backs off (None: a publish may be tried now).
+    pub fn backing_off(&self) -> Option<Duration> {
+        self.retry_at.and_then(|t| t.checked_duration_since(Instant::now())).filter(|d| !d.is_zero())
+    }
+
     /// Something changed since the last publish.
     pub fn dirty(&self) -> bool {
         self.dirty_since.is_some()
