@@ -40,7 +40,7 @@ pub fn render_problems(problems: &[Problem]) -> String {
 }
 
 /// Where a resource was declared.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Origin {
     pub file: String,
     pub line: usize,

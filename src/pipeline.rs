@@ -115,6 +115,9 @@ pub struct Reconciler {
     pub rules: Option<crate::git::rules::AfterSync>,
     /// The site's clients and catalog as of the last reconcile, for the metrics.
     pub site: crate::metrics::SiteFacts,
+    /// What the last desired-state snapshot saved was made of (revision, catalog version,
+    /// catalog status), so a publish saves one only when it changed.
+    snapshot_of: Option<(String, u64, BTreeMap<String, UpdateCatalogStatus>)>,
 }
 
 impl Reconciler {
@@ -185,7 +188,30 @@ impl Reconciler {
         for a in assignments {
             self.saved_assignments.insert(a.client, a.etag);
         }
+        self.save_snapshot(store, inputs);
         Ok(record)
+    }
+
+    /// Save the desired state the outcome was derived from, when it changed since the
+    /// last one saved, for the management points that follow the site (`serve`).
+    fn save_snapshot(&mut self, store: &mut dyn Store, inputs: &Published<'_>) {
+        let current = (inputs.desired.revision.clone(), inputs.catalog.version, inputs.catalog_status.clone());
+        if self.snapshot_of.as_ref() == Some(&current) {
+            return;
+        }
+        let snapshot =
+            crate::site::snapshot::Snapshot::of(inputs.desired, inputs.catalog.version, inputs.catalog_status);
+        match snapshot.save(store) {
+            Ok(stamp) => {
+                tracing::debug!(%stamp, "site desired state saved for the management points");
+                self.snapshot_of = Some(current);
+            }
+            Err(e) => warn!(
+                error = %e,
+                "cannot save the site's desired state for the management points; they keep the last one until the \
+                 next publish saves it"
+            ),
+        }
     }
 
     /// The status of every resource as the store keeps it. `full`: a whole derivation

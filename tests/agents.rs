@@ -1009,3 +1009,108 @@ fn s6_a_new_machine_is_in_status_seconds_after_one_agent_once_against_run() {
         String::from_utf8_lossy(&status.stdout)
     );
 }
+
+#[test]
+fn s6_serve_follows_the_site_run_publishes_gives_a_policy_at_registration_and_reads_the_machine_from_memory() {
+    let resources = format!("{BASE}---\n{}", deployment("  deadline: 2026-11-30T00:00:00Z\n"));
+    let w = World::new(&resources, &catalog(&[catalog_entry("KB200", "2026-11-11", false, 1000)]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = w.dir.path().join("shared.db");
+    let tokens = w.dir.path().join("read-tokens");
+    std::fs::write(&tokens, "read-token-1\n").unwrap();
+    let spawn = |args: &[&std::ffi::OsStr], log: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+            .args(args)
+            .env("PATCHOPS_STATE_DIR", w.dir.path().join("state"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(w.dir.path().join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let log = |name: &str| std::fs::read_to_string(w.dir.path().join(name)).unwrap_or_default();
+    // The engine without a management point, and a management point alone on its store.
+    let mut run = spawn(
+        &[
+            "run".as_ref(),
+            "--repo".as_ref(),
+            w.repo.workdir().unwrap().as_os_str(),
+            "--store".as_ref(),
+            store.as_os_str(),
+        ]
+        .into_iter()
+        .chain(["--interval", "1h", "--no-serve"].map(std::ffi::OsStr::new))
+        .collect::<Vec<_>>(),
+        "run.log",
+    );
+    let mut serve = spawn(
+        &["serve".as_ref(), "--store".as_ref(), store.as_os_str(), "--read-token-file".as_ref(), tokens.as_os_str()]
+            .into_iter()
+            .chain(["--listen", &format!("127.0.0.1:{port}"), "--enroll-secret", SECRET].map(std::ffi::OsStr::new))
+            .collect::<Vec<_>>(),
+        "serve.log",
+    );
+    let describe = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+            .args(["describe", "client", "live-2", "--output", "json", "--server", &format!("http://127.0.0.1:{port}")])
+            .env("PATCHOPS_TOKEN", "read-token-1")
+            .output()
+            .unwrap()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // The read API answers once serve follows the site run published (404: no such client yet).
+    loop {
+        let out = describe();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        if err.contains("404") || err.contains("no client") || err.contains("not found") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve never followed the site: {err}\n{}", log("serve.log"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let facts = w.dir.path().join("facts.yaml");
+    std::fs::write(&facts, "facts: {os: Windows Server 2022, role: server}\ninstalled: [KB100]\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_patchops"))
+        .args(["agent", "--once", "--scan-now", "--scanner", "rules", "--name", "live-2"])
+        .arg("--server")
+        .arg(format!("http://127.0.0.1:{port}"))
+        .args(["--enroll-secret", SECRET, "--facts"])
+        .arg(&facts)
+        .arg("--state-dir")
+        .arg(w.agent_dir("live-2"))
+        .output()
+        .unwrap();
+    let agent_log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "one whole cycle against serve: {agent_log}\n{}", log("serve.log"));
+    // Serve's own engine has the scan: the machine requires KB200 in the deployment.
+    let acknowledged = std::time::Instant::now();
+    let client = loop {
+        let out = describe();
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v["lastScan"].is_object() || v["last_scan"].is_object() {
+                break v;
+            }
+        }
+        assert!(
+            acknowledged.elapsed() < std::time::Duration::from_secs(10),
+            "serve's read API never showed the scan: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            log("serve.log")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let text = client.to_string();
+    assert!(text.contains("KB200") && text.contains("nov-servers"), "{client:#}");
+    // And run, the site's owner, published it to the store.
+    let mut published = false;
+    while !published && acknowledged.elapsed() < std::time::Duration::from_secs(10) {
+        published = targeted_in_status(&store).is_some_and(|n| n >= 1);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for child in [&mut run, &mut serve] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(published, "run published the new machine: {}", log("run.log"));
+    assert!(!agent_log.contains("no policy"), "the policy came with the registration: {agent_log}");
+}

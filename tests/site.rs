@@ -17,11 +17,22 @@ const SEQ: u64 = i64::MAX as u64 - 100;
 
 /// A scan of `client` reporting every update of the catalog with `result`.
 fn scan(client: &str, sequence: u64, catalog: &patchops::catalog::Catalog, result: ScanResult) -> StateBatch {
+    scan_at(client, sequence, catalog, result, at(NOW))
+}
+
+/// [`scan`] at `time`.
+fn scan_at(
+    client: &str,
+    sequence: u64,
+    catalog: &patchops::catalog::Catalog,
+    result: ScanResult,
+    time: jiff::Timestamp,
+) -> StateBatch {
     StateBatch {
         client: client.into(),
         sequence,
         messages: vec![StateMessage::ScanCompleted {
-            time: at(NOW),
+            time,
             catalog_version: catalog.version,
             agent_version: Some("1.0.0".into()),
             updates: catalog
@@ -108,4 +119,120 @@ fn s6_the_site_engine_follows_batches_and_registrations_and_equals_a_full_reconc
     )
     .unwrap();
     assert_eq!(restarted.read(|s| s.engine.outcome().deployments.clone()).unwrap(), full.deployments);
+}
+
+/// Waits (at most 20 s) until `ready` holds.
+fn eventually(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ready() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Every client's policy ETag and every deployment's machine counts: what a following
+/// management point must agree on with the site's owner.
+type Picture = (Vec<(String, String)>, Vec<(String, serde_json::Value)>);
+
+fn picture(handle: &SiteHandle) -> Picture {
+    handle
+        .read(|s| {
+            let o = s.engine.outcome();
+            let mut etags: Vec<(String, String)> =
+                s.fleet.clients.iter().enumerate().map(|(i, c)| (c.name.clone(), o.etag_of(i).to_string())).collect();
+            etags.sort();
+            let counts = o
+                .deployments
+                .iter()
+                .map(|(n, d)| (n.clone(), serde_json::json!([d.machines, d.compliance_percent, d.targeted])))
+                .collect();
+            (etags, counts)
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn s6_a_management_point_follows_the_site_its_owner_publishes_with_the_same_policies_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = jiff::Timestamp::now();
+    let (store_path, state) = common::example_site(dir.path(), now);
+    let (desired, catalog) = ((*state.desired).clone(), (*state.catalog).clone());
+    let owner = SiteHandle::default();
+    let mut site = Site::start(
+        owner.clone(),
+        patchops::store::open(&store_path).unwrap(),
+        desired.clone(),
+        catalog.clone(),
+        state.catalog_status.clone(),
+        now,
+        SiteOptions::default(),
+    )
+    .unwrap();
+    site.publish(now).unwrap();
+
+    let follower = SiteHandle::default();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = patchops::site::follower::spawn(store_path.clone(), follower.clone(), stop.clone());
+    eventually("the follower starts from what the owner published", || follower.started());
+    assert_eq!(picture(&follower), picture(&owner));
+    assert!(!picture(&owner).0.is_empty());
+
+    // A management point takes scans: the follower has them without the owner's help.
+    let mut writer = patchops::store::open(&store_path).unwrap();
+    let names: Vec<String> = state.fleet.clients.iter().take(5).map(|c| c.name.clone()).collect();
+    for (i, name) in names.iter().enumerate() {
+        writer.apply_batch(&scan_at(name, SEQ + i as u64, &catalog, ScanResult::Installed, now), now).unwrap();
+    }
+    let before = picture(&owner);
+    let stored = writer.load_clients(&names).unwrap();
+    let held = |h: &SiteHandle| {
+        h.read(|s| names.iter().map(|n| s.client(n).unwrap().1.compliance.clone()).collect::<Vec<_>>()).unwrap()
+    };
+    let wanted: Vec<_> =
+        names.iter().map(|n| stored.iter().find(|c| &c.name == n).unwrap().compliance.clone()).collect();
+    assert_ne!(held(&owner), wanted, "the scans changed what the store holds");
+    eventually("the follower applies the feed", || held(&follower) == wanted);
+    site.follow(jiff::Timestamp::now()).unwrap();
+    assert_ne!(picture(&owner).1, before.1, "the scans moved a deployment's counts");
+    assert_eq!(picture(&follower), picture(&owner));
+
+    // The owner derives from a new revision without one deployment: the follower follows it.
+    let mut next = desired.clone();
+    next.revision = "main@sha1:0000000000000000000000000000000000000002".into();
+    let dropped = next.deployments.keys().next().cloned().unwrap();
+    next.deployments.remove(&dropped);
+    site.set_desired(next.clone(), catalog.clone(), state.catalog_status.clone(), jiff::Timestamp::now());
+    site.publish(jiff::Timestamp::now()).unwrap();
+    eventually("the follower takes the new desired state", || {
+        follower.read(|s| s.desired.revision == next.revision).unwrap_or(false)
+    });
+    assert!(follower.read(|s| !s.engine.outcome().deployments.contains_key(&dropped)).unwrap());
+    assert_eq!(picture(&follower), picture(&owner));
+
+    // Feed rows pruned before the follower read them: it reloads the fleet from the store.
+    writer.apply_batch(&scan_at(&names[0], SEQ + 100, &catalog, ScanResult::Missing, now), now).unwrap();
+    let head = writer.feed_head().unwrap();
+    writer.prune_feed(head).unwrap();
+    writer.set_setting("site.feed.pruned", &head.to_string()).unwrap();
+    let stored = writer.load_clients(std::slice::from_ref(&names[0])).unwrap().remove(0).compliance;
+    eventually("the follower has the scan whose feed row was pruned", || {
+        follower.read(|s| s.client(&names[0]).unwrap().1.compliance == stored).unwrap()
+    });
+    // And it derives what the owner derives from a cold start of the same store.
+    let restarted = SiteHandle::default();
+    let _owner = Site::start(
+        restarted.clone(),
+        patchops::store::open(&store_path).unwrap(),
+        next.clone(),
+        catalog.clone(),
+        state.catalog_status.clone(),
+        jiff::Timestamp::now(),
+        SiteOptions::default(),
+    )
+    .unwrap();
+    eventually("the follower equals a cold start", || picture(&follower) == picture(&restarted));
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    follower.wake();
+    thread.join().unwrap();
 }

@@ -1,5 +1,7 @@
 //! `patchops serve`: the management point alone — the HTTP API agents register with, fetch
-//! policy and the catalog from, and send state messages to — until SIGINT or SIGTERM.
+//! policy and the catalog from, and send state messages to — until SIGINT or SIGTERM. It
+//! follows the site the engine (`patchops run`, the controller) publishes to the same store,
+//! so policies, tokens, the read API and the console answer from memory.
 
 use std::process::ExitCode;
 
@@ -12,6 +14,11 @@ pub struct Args {
     pub store: String,
     #[command(flatten)]
     pub server: ServeArgs,
+    /// Keep no compliance picture in memory: every policy and token is read from the store
+    /// and the read API and console answer 503 (a small management point in front of a
+    /// large site; by default it follows the site, about 10 bytes a compliance state).
+    #[arg(long)]
+    pub no_follow: bool,
 }
 
 /// The management point's command-line options (`serve`, and `run` which embeds it).
@@ -115,7 +122,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let store = crate::store::open(&args.store)?;
     let store = std::sync::Arc::new(std::sync::Mutex::new(store));
     let listen = args.server.listen;
-    let config = args.server.config()?;
+    let mut config = args.server.config()?;
+    let follower = (!args.no_follow).then(|| {
+        let handle = crate::site::SiteHandle::default();
+        config.site = Some(handle.clone());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = crate::site::follower::spawn(args.store.clone(), handle.clone(), stop.clone());
+        (handle, stop, thread)
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,6 +140,11 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let served = rt.block_on(crate::server::serve(listen, store, config, crate::process::shutdown_signal()));
     drop(rt);
     drop(keep);
+    if let Some((handle, stop, thread)) = follower {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        handle.wake();
+        let _ = thread.join();
+    }
     served?;
     Ok(ExitCode::SUCCESS)
 }

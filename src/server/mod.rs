@@ -671,7 +671,7 @@ fn none_match(headers: &HeaderMap, etag: &str) -> bool {
 /// process, or else in the store (an engine elsewhere follows the change feed). The
 /// agent's first poll, right after registering, then finds it.
 async fn await_policy(state: &Shared, name: &str) {
-    if let Some(site) = &state.config.site {
+    if let Some(site) = state.config.site.as_ref().filter(|s| s.started()) {
         let who = name.to_string();
         if !site.wait_until(REGISTRATION_POLICY_WAIT, move |s| s.client(&who).is_some()).await {
             tracing::debug!(client = %name, "the site engine has not assigned a policy yet");

@@ -167,6 +167,12 @@ where
         ApiError::internal("cannot read the site")
     })?;
     answer.unwrap_or_else(|| {
+        if let Some(why) = state.config.site.as_ref().and_then(|s| s.waiting()) {
+            return Err(ApiError {
+                retry_after: Some(FIRST_DERIVATION_RETRY_SECONDS),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why)
+            });
+        }
         Err(ApiError {
             retry_after: Some(FIRST_DERIVATION_RETRY_SECONDS),
             ..ApiError::new(

@@ -210,6 +210,15 @@ impl Site {
         if self.covers(&desired.revision, &catalog, &catalog_status) {
             return false;
         }
+        if self.covers_revision(&desired.revision)
+            && self.handle.read(|s| s.catalog.version == catalog.version).unwrap_or(false)
+        {
+            // Only a catalog's sync status moved: nothing to derive, only to publish.
+            self.handle.write(|slot| slot.as_mut().expect("the site is started").catalog_status = catalog_status);
+            self.dirty_since.get_or_insert_with(Instant::now);
+            self.handle.bump_applied();
+            return true;
+        }
         let (desired, catalog) = (Arc::new(desired), Arc::new(catalog));
         self.handle.write(|slot| {
             let state = slot.as_mut().expect("the site is started");
@@ -382,14 +391,75 @@ impl Site {
         self.dirty_since = None;
         self.last_publish = Some(Instant::now());
         self.stats.publishes += 1;
-        // Rows every follower is past (this engine is the site's one follower).
+        // Rows this engine is well past; a management point following the site from
+        // further behind reloads its fleet (`site.feed.pruned`).
         if self.cursor.through > FEED_KEEP {
             let through = self.cursor.through - FEED_KEEP;
-            if let Err(e) = self.store.prune_feed(through) {
+            let pruned = self
+                .store
+                .prune_feed(through)
+                .and_then(|_| self.store.set_setting(PRUNED_SETTING, &through.to_string()));
+            if let Err(e) = pruned {
                 warn!(error = %e, "cannot prune the change feed; it is retried at the next publish");
             }
         }
         Ok(record)
+    }
+
+    /// A following management point's stand-in for a publish: nothing is saved (the
+    /// engine that owns the site saves), but the next derivation starts from this one's
+    /// statuses, as the owner's starts from the record it saved.
+    pub fn settle(&mut self) {
+        if self.dirty_since.take().is_none() {
+            return;
+        }
+        self.previous = self
+            .handle
+            .read(|s| {
+                let o = s.engine.outcome();
+                Previous {
+                    deployments: o.deployments.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    waivers: o.waivers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                }
+            })
+            .expect("the site is started");
+        self.changed = Some(BTreeSet::new());
+    }
+
+    /// Derive from now on from the statuses of `record` (the owner's last publish).
+    pub fn set_previous(&mut self, record: Option<&ReconcileRecord>) {
+        self.previous = previous_from(record.map(|r| r.statuses.as_slice()).unwrap_or(&[]));
+    }
+
+    /// Whether the owner pruned change-feed rows this engine has not read: it must then
+    /// [`Site::reload`] its fleet.
+    pub fn fell_behind(&self) -> Result<bool> {
+        let pruned = self.store.setting(PRUNED_SETTING)?.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        Ok(self.cursor.through < pruned)
+    }
+
+    /// A cold start again, keeping the desired state and catalog: the whole fleet read
+    /// from the store and derived.
+    pub fn reload(&mut self, now: Timestamp) -> Result<()> {
+        let Loaded { through, fleet, took, .. } = Loaded::read(self.store.as_ref())?;
+        let (desired, catalog, catalog_status) = self
+            .handle
+            .read(|s| (s.desired.clone(), s.catalog.clone(), s.catalog_status.clone()))
+            .expect("the site is started");
+        let state = SiteState::derive(desired, catalog, catalog_status, fleet, &self.previous, now);
+        info!(
+            clients = state.fleet.clients.len(),
+            feed = through,
+            load_ms = took.as_millis() as u64,
+            "site reloaded from the store"
+        );
+        self.handle.write(|s| *s = Some(state));
+        self.cursor = Cursor::at(through);
+        self.stats.derivations += 1;
+        self.changed = None;
+        self.dirty_since.get_or_insert_with(Instant::now);
+        self.handle.bump_applied();
+        Ok(())
     }
 
     /// The fleet as the engine holds it, for checks (a copy).
@@ -402,5 +472,8 @@ impl Site {
 const PUBLISH_RETRY_FIRST: Duration = Duration::from_millis(250);
 const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// Feed rows kept behind the cursor (a margin for looking back after a restart).
+/// Feed rows kept behind the cursor (a margin for looking back after a restart, and for
+/// management points following the site a little behind).
 const FEED_KEEP: u64 = 100_000;
+/// The setting naming the last feed row pruned.
+pub(super) const PRUNED_SETTING: &str = "site.feed.pruned";

@@ -19,6 +19,8 @@ use crate::resources::UpdateCatalogStatus;
 
 mod engine;
 pub mod feed;
+pub mod follower;
+pub mod snapshot;
 pub use engine::{Loaded, Site, SiteOptions, SiteStats};
 
 /// What the site engine holds: the inputs of the last derivation and its engine. The
@@ -56,6 +58,8 @@ struct Signals {
     /// Waves applied so far (a watch, so a waiter sees every later wave).
     applied: std::sync::Mutex<Option<tokio::sync::watch::Sender<u64>>>,
     wakes: std::sync::atomic::AtomicU64,
+    /// Why there is no site yet, when the engine knows (a follower waiting for the owner).
+    waiting: std::sync::Mutex<Option<String>>,
 }
 
 impl SiteHandle {
@@ -68,6 +72,20 @@ impl SiteHandle {
     fn write<R>(&self, f: impl FnOnce(&mut Option<SiteState>) -> R) -> R {
         let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
+    }
+
+    /// Whether the engine has derived the site (policies and the read API answer from it).
+    pub fn started(&self) -> bool {
+        self.read(|_| ()).is_some()
+    }
+
+    /// Why the site is not derived yet, when the engine said.
+    pub fn waiting(&self) -> Option<String> {
+        self.signals.waiting.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_waiting(&self, why: Option<String>) {
+        *self.signals.waiting.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 
     /// A change was committed to the store by this process: the engine follows the feed

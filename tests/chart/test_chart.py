@@ -214,6 +214,8 @@ class Chart(unittest.TestCase):
         deployments = {d["metadata"]["name"]: d for d in by_kind(docs, "Deployment")}
         self.assertEqual(deployments["patchops-controller"]["spec"]["replicas"], 1)
         self.assertEqual(deployments["patchops-management-point"]["spec"]["replicas"], 2)
+        mp_args = deployments["patchops-management-point"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        self.assertEqual(mp_args, ["serve", "--listen", "0.0.0.0:8080"], "the management points follow the site")
         self.assertEqual(by_kind(docs, "Ingress"), [])
         self.assertEqual(by_kind(docs, "ServiceMonitor"), [])
         secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
@@ -236,6 +238,13 @@ class Chart(unittest.TestCase):
         self.assertEqual(len(by_kind(docs, "ServiceMonitor")), 1)
         (dashboard,) = by_kind(docs, "ConfigMap")
         self.assertIn("patchops_deployment_compliance_ratio", dashboard["data"]["patchops.json"])
+
+    def test_management_points_that_do_not_follow_the_site_pass_no_follow(self):
+        values = json.loads(json.dumps(REQUIRED))
+        values.setdefault("managementPoint", {})["followSite"] = False
+        docs = render(values)
+        mp = next(d for d in by_kind(docs, "Deployment") if d["metadata"]["name"].endswith("management-point"))
+        self.assertIn("--no-follow", mp["spec"]["template"]["spec"]["containers"][0]["args"])
 
     def test_a_missing_database_url_fails_the_render_naming_the_value_to_set(self):
         with self.assertRaises(helm.HelmRenderError) as caught:
