@@ -61,7 +61,7 @@ const errors = [];
 page.on('pageerror', (e) => errors.push(String(e)));
 page.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()} (${m.location().url})`); });
 page.on('response', (r) => { if (r.status() >= 400 && r.status() !== 401) errors.push(`${r.status()} ${r.url()}`); });
-page.setDefaultTimeout(15_000);
+page.setDefaultTimeout(30_000);
 
 async function ready() {
   // A click's hash change is handled after the click returns: wait for the mark of the
@@ -248,7 +248,7 @@ try {
   }
 
   step('live refresh: the page asks the read API again within a few seconds');
-  const asked = page.waitForRequest((r) => r.url().includes('/v1/read/updates'), { timeout: 12_000 });
+  const asked = page.waitForRequest((r) => r.url().includes('/v1/read/updates'), { timeout: 20_000 });
   await asked;
 
   step('signing out clears the cookie; the files answer 401 again');
