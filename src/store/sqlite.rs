@@ -246,63 +246,24 @@ impl SqliteStore {
 
     /// The named clients (those that exist) with every state, from one snapshot.
     fn read_clients(&self, names: &[String]) -> rusqlite::Result<std::result::Result<Vec<Client>, String>> {
-        let tx = self.conn.unchecked_transaction()?;
         let list = serde_json::to_string(names).expect("names serialize");
-        let mut keys: Vec<i64> = Vec::new();
-        let mut clients: Vec<Client> = Vec::new();
-        {
-            let mut stmt = tx.prepare_cached(
-                "SELECT key, name, facts, agent_version, scan_time, scan_catalog_version, failure_time, \
-                 failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients \
-                 WHERE name IN (SELECT value FROM json_each(?1)) ORDER BY key",
-            )?;
-            let mut rows = stmt.query([&list])?;
-            while let Some(r) = rows.next()? {
-                match client_row(r)?.into_client() {
-                    Ok(c) => clients.push(c),
-                    Err(e) => return Ok(Err(e)),
-                }
-                keys.push(r.get(0)?);
-            }
-        }
-        let key_list = serde_json::to_string(&keys).expect("keys serialize");
-        let mut stmt = tx.prepare_cached(
-            "SELECT client_key, update_key, scan_result, enforcement FROM compliance \
-             WHERE client_key IN (SELECT value FROM json_each(?1)) ORDER BY client_key, update_key",
-        )?;
-        let mut rows = stmt.query([&key_list])?;
-        let mut group = StateGrouper::new(keys);
-        while let Some(r) = rows.next()? {
-            let state = match pack(r.get(1)?, r.get(2)?, r.get(3)?) {
-                Ok(s) => s,
-                Err(e) => return Ok(Err(e)),
-            };
-            group.push(r.get(0)?, state, &mut clients);
-        }
-        group.finish(&mut clients);
-        Ok(Ok(clients))
+        self.read_grouped(
+            &format!("{CLIENT_COLUMNS} WHERE name IN (SELECT value FROM json_each(?1)) ORDER BY key"),
+            Some(list),
+            |keys| {
+                let key_list = serde_json::to_string(keys).expect("keys serialize");
+                (
+                    "SELECT client_key, update_key, scan_result, enforcement FROM compliance \
+                 WHERE client_key IN (SELECT value FROM json_each(?1)) ORDER BY client_key, update_key"
+                        .to_string(),
+                    Some(key_list),
+                )
+            },
+        )
     }
 
     /// Clients and their states; with `only`, just the states of those update keys.
     fn read_fleet(&self, only: Option<&[u32]>) -> rusqlite::Result<std::result::Result<Vec<Client>, String>> {
-        // One read transaction: clients and their states from the same snapshot.
-        let tx = self.conn.unchecked_transaction()?;
-        let mut keys: Vec<i64> = Vec::new();
-        let mut clients: Vec<Client> = Vec::new();
-        {
-            let mut stmt = tx.prepare(
-                "SELECT key, name, facts, agent_version, scan_time, scan_catalog_version, failure_time, \
-                 failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients ORDER BY key",
-            )?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                match client_row(r)?.into_client() {
-                    Ok(c) => clients.push(c),
-                    Err(e) => return Ok(Err(e)),
-                }
-                keys.push(r.get(0)?);
-            }
-        }
         // Every state in one scan of the primary key (no sort): rows arrive grouped by
         // client in key order, so a merge with the clients (also in key order) maps
         // them; each client's states are copied once into an exactly sized vector.
@@ -312,11 +273,45 @@ impl SqliteStore {
             let list: Vec<String> = keys.iter().map(u32::to_string).collect();
             format!("WHERE update_key IN ({})", if list.is_empty() { "NULL".to_string() } else { list.join(",") })
         });
-        let mut stmt = tx.prepare(&format!(
+        let states = format!(
             "SELECT client_key, update_key, scan_result, enforcement FROM compliance {} ORDER BY client_key, update_key",
             filter.unwrap_or_default()
-        ))?;
-        let mut rows = stmt.query([])?;
+        );
+        self.read_grouped(&format!("{CLIENT_COLUMNS} ORDER BY key"), None, |_| (states, None))
+    }
+
+    /// Clients read by `clients` (in key order, with `arg` as ?1 when given) and their
+    /// states read by the statement `states` makes of their keys (in client-key order), in
+    /// one read transaction: both from the same snapshot.
+    fn read_grouped(
+        &self,
+        clients_sql: &str,
+        arg: Option<String>,
+        states: impl FnOnce(&[i64]) -> (String, Option<String>),
+    ) -> rusqlite::Result<std::result::Result<Vec<Client>, String>> {
+        let tx = self.conn.unchecked_transaction()?;
+        let mut keys: Vec<i64> = Vec::new();
+        let mut clients: Vec<Client> = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(clients_sql)?;
+            let mut rows = match &arg {
+                Some(a) => stmt.query([a])?,
+                None => stmt.query([])?,
+            };
+            while let Some(r) = rows.next()? {
+                match client_row(r)?.into_client() {
+                    Ok(c) => clients.push(c),
+                    Err(e) => return Ok(Err(e)),
+                }
+                keys.push(r.get(0)?);
+            }
+        }
+        let (states_sql, arg) = states(&keys);
+        let mut stmt = tx.prepare(&states_sql)?;
+        let mut rows = match &arg {
+            Some(a) => stmt.query([a])?,
+            None => stmt.query([])?,
+        };
         let mut group = StateGrouper::new(keys);
         while let Some(r) = rows.next()? {
             let state = match pack(r.get(1)?, r.get(2)?, r.get(3)?) {
@@ -329,6 +324,10 @@ impl SqliteStore {
         Ok(Ok(clients))
     }
 }
+
+/// The `clients` columns [`client_row`] reads.
+const CLIENT_COLUMNS: &str = "SELECT key, name, facts, agent_version, scan_time, scan_catalog_version, failure_time, \
+     failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients";
 
 const UPSERT_CLIENT: &str = "INSERT INTO clients (name, facts, agent_version, registered_at, last_seen) \
      VALUES (?1, ?2, ?3, ?4, ?4) \
