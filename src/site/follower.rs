@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use super::snapshot::Snapshot;
 use super::{Site, SiteHandle, SiteOptions};
 use crate::Result;
+use crate::store::Store;
 
 /// How often the store is asked whether the owner saved another desired state, or pruned
 /// feed rows this follower has not read.
@@ -89,8 +90,9 @@ fn start(url: &str, handle: &SiteHandle, wait: &dyn Fn(Duration) -> bool) -> Opt
             announced = Some(message);
         }
     };
+    let mut kept = None;
     loop {
-        match try_start(url, handle) {
+        match try_start(url, handle, &mut kept) {
             Ok(Some(site)) => return Some(site),
             Ok(None) => say(
                 "no site engine has published to this store yet: registered clients get their policy, and the read \
@@ -106,20 +108,28 @@ fn start(url: &str, handle: &SiteHandle, wait: &dyn Fn(Duration) -> bool) -> Opt
     }
 }
 
-fn try_start(url: &str, handle: &SiteHandle) -> Result<Option<(Site, String)>> {
-    let store = crate::store::open(url)?;
-    let Some((stamp, snapshot)) = Snapshot::load(store.as_ref())? else { return Ok(None) };
-    let desired = snapshot.desired()?;
-    let catalog = store.load_catalog_version(snapshot.catalog_version)?;
-    let site = Site::start(
-        handle.clone(),
-        store,
-        desired,
-        catalog,
-        snapshot.catalog_status,
-        Timestamp::now(),
-        SiteOptions::default(),
-    )?;
+/// The engine, once the owner saved a desired state. The store connection is kept in
+/// `kept` between tries (a registration wakes the follower; it must not dial each time).
+fn try_start(url: &str, handle: &SiteHandle, kept: &mut Option<Box<dyn Store>>) -> Result<Option<(Site, String)>> {
+    let store = match kept.take() {
+        Some(s) => s,
+        None => crate::store::open(url)?,
+    };
+    let prepared = (|| -> Result<Option<_>> {
+        let Some((stamp, snapshot)) = Snapshot::load(store.as_ref())? else { return Ok(None) };
+        let desired = snapshot.desired()?;
+        let catalog = store.load_catalog_version(snapshot.catalog_version)?;
+        Ok(Some((stamp, desired, catalog, snapshot.catalog_status)))
+    })();
+    let (stamp, desired, catalog, catalog_status) = match prepared {
+        Ok(Some(p)) => p,
+        other => {
+            *kept = Some(store);
+            return other.map(|_| None);
+        }
+    };
+    let site =
+        Site::start(handle.clone(), store, desired, catalog, catalog_status, Timestamp::now(), SiteOptions::default())?;
     Ok(Some((site, stamp)))
 }
 
