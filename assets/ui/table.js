@@ -122,9 +122,14 @@ export function table({ caption, columns, load, filters = [], pageSize = 50, csv
     await refresh(true);
   }
 
+  // Each refresh takes a ticket; only the newest one's answer is shown (a live refresh
+  // still in flight when the sort or the page changed would show the old order).
+  let ticket = 0;
   async function refresh(announce = false) {
+    const mine = ++ticket;
     try {
       const answer = await fetchPage(state.offset, state.limit);
+      if (mine !== ticket) return;
       if (answer.offset >= answer.total && answer.total > 0 && state.offset > 0) return go(Math.floor((answer.total - 1) / state.limit) * state.limit);
       last = answer;
       body(answer);

@@ -120,6 +120,11 @@ try {
   step('sorting the deployments by a header is announced by aria-sort');
   await page.click('th button[data-sort="targeted"]');
   await page.waitForSelector('th[aria-sort="ascending"] button[data-sort="targeted"]');
+  // The header announces the sort at once; the rows follow with the answer.
+  await page.waitForFunction(() => {
+    const v = [...document.querySelectorAll('main tbody td[data-col="targeted"]')].map((td) => Number(td.textContent.replace(/[^0-9]/g, '')));
+    return v.length > 0 && v.every((x, i) => i === 0 || v[i - 1] <= x);
+  }).catch(() => {});
   const targetedCells = await page.locator('main tbody td[data-col="targeted"]').allTextContents();
   const sorted = [...targetedCells].map(num).sort((a, b) => a - b);
   assert.deepEqual(targetedCells.map(num), sorted, 'rows are in ascending order of targeted machines');
