@@ -45,6 +45,20 @@ fn scan_at(
     }
 }
 
+/// A site engine over the store at `path` (a cold start), from `desired` and `catalog`.
+fn start(
+    handle: &SiteHandle,
+    path: &str,
+    desired: patchops::desired::DesiredState,
+    catalog: patchops::catalog::Catalog,
+    state: &patchops::site::SiteState,
+    now: jiff::Timestamp,
+) -> Site {
+    let store = patchops::store::open(path).unwrap();
+    Site::start(handle.clone(), store, desired, catalog, state.catalog_status.clone(), now, SiteOptions::default())
+        .unwrap()
+}
+
 #[test]
 fn s6_the_site_engine_follows_batches_and_registrations_and_equals_a_full_reconcile_of_the_store() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,16 +66,7 @@ fn s6_the_site_engine_follows_batches_and_registrations_and_equals_a_full_reconc
     let (store_path, state) = common::example_site(dir.path(), now);
     let (desired, catalog) = ((*state.desired).clone(), (*state.catalog).clone());
     let handle = SiteHandle::default();
-    let mut site = Site::start(
-        handle.clone(),
-        patchops::store::open(&store_path).unwrap(),
-        desired.clone(),
-        catalog.clone(),
-        state.catalog_status.clone(),
-        now,
-        SiteOptions::default(),
-    )
-    .unwrap();
+    let mut site = start(&handle, &store_path, desired.clone(), catalog.clone(), &state, now);
     let first = site.publish(now).unwrap();
     assert_eq!(site.follow(now).unwrap(), 0, "nothing changed since the cold start");
 
@@ -108,16 +113,7 @@ fn s6_the_site_engine_follows_batches_and_registrations_and_equals_a_full_reconc
     // A restart from the store gives the same picture.
     drop(site);
     let restarted = SiteHandle::default();
-    let _site = Site::start(
-        restarted.clone(),
-        patchops::store::open(&store_path).unwrap(),
-        desired,
-        catalog,
-        state.catalog_status.clone(),
-        now,
-        SiteOptions::default(),
-    )
-    .unwrap();
+    let _site = start(&restarted, &store_path, desired, catalog, &state, now);
     assert_eq!(restarted.read(|s| s.engine.outcome().deployments.clone()).unwrap(), full.deployments);
 }
 
@@ -158,16 +154,7 @@ fn s6_a_management_point_follows_the_site_its_owner_publishes_with_the_same_poli
     let (store_path, state) = common::example_site(dir.path(), now);
     let (desired, catalog) = ((*state.desired).clone(), (*state.catalog).clone());
     let owner = SiteHandle::default();
-    let mut site = Site::start(
-        owner.clone(),
-        patchops::store::open(&store_path).unwrap(),
-        desired.clone(),
-        catalog.clone(),
-        state.catalog_status.clone(),
-        now,
-        SiteOptions::default(),
-    )
-    .unwrap();
+    let mut site = start(&owner, &store_path, desired.clone(), catalog.clone(), &state, now);
     site.publish(now).unwrap();
 
     let follower = SiteHandle::default();
@@ -220,16 +207,7 @@ fn s6_a_management_point_follows_the_site_its_owner_publishes_with_the_same_poli
     });
     // And it derives what the owner derives from a cold start of the same store.
     let restarted = SiteHandle::default();
-    let _owner = Site::start(
-        restarted.clone(),
-        patchops::store::open(&store_path).unwrap(),
-        next.clone(),
-        catalog.clone(),
-        state.catalog_status.clone(),
-        jiff::Timestamp::now(),
-        SiteOptions::default(),
-    )
-    .unwrap();
+    let _owner = start(&restarted, &store_path, next.clone(), catalog.clone(), &state, jiff::Timestamp::now());
     eventually("the follower equals a cold start", || picture(&follower) == picture(&restarted));
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
