@@ -2,7 +2,7 @@
 //! deployment and target slot (NotRequired is derived later by subtraction). A client's
 //! contribution can be removed again, which is what makes single-client updates cheap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::{SignedDuration, Timestamp};
 use rayon::prelude::*;
@@ -11,7 +11,7 @@ use super::Inputs;
 use super::prepare::{Prepared, PreparedDeployment};
 use super::targeting::{Membership, member};
 use crate::catalog::Catalog;
-use crate::compliance::{Client, ClientCompliance, Enforcement, ScanResult, client_unknown_reason};
+use crate::compliance::{Client, ClientCompliance, client_unknown_reason};
 use crate::desired::DesiredState;
 use crate::governance::waivers::Waivers;
 use crate::resources::{ClientSettingsSpec, StateCounts};
@@ -83,6 +83,76 @@ pub(super) struct Acc {
     pub bucket_waived_pairs: Vec<i64>,
     /// Per waiver in force: [machines targeted, Required pairs covered].
     pub waiver_counts: Vec<[i64; 2]>,
+    /// Working space for one client's contribution (not a count; never merged).
+    scratch: Targets,
+}
+
+/// The deployments targeting the client being counted, and what its states say in each.
+#[derive(Default)]
+struct Targets {
+    /// Per deployment: where the client's (bucket, update) counters start; NOT_TARGETED if
+    /// the deployment does not target it.
+    upd_base: Vec<usize>,
+    /// The targeting deployments, with the first slot whose collection holds the client.
+    list: Vec<(usize, usize)>,
+    /// Per deployment: what the client's deployed states add up to.
+    found: Vec<Found>,
+    /// Per update group (`Layout::group_of`): its deployments that target the client.
+    in_group: Vec<Vec<u32>>,
+}
+
+// Working space carries no count: every two are equal, and a clone starts empty.
+impl PartialEq for Targets {
+    fn eq(&self, _: &Targets) -> bool {
+        true
+    }
+}
+
+impl Clone for Targets {
+    fn clone(&self) -> Targets {
+        Targets::default()
+    }
+}
+
+impl std::fmt::Debug for Targets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Targets")
+    }
+}
+
+const NOT_TARGETED: usize = usize::MAX;
+
+/// One client's deployed states in one deployment.
+#[derive(Clone, Copy, Default)]
+struct Found {
+    required: bool,
+    failed: bool,
+    reboot: bool,
+    /// Required (machine, update) pairs a waiver keeps out.
+    waived_pairs: i64,
+}
+
+impl Targets {
+    /// Forget the previous client.
+    fn clear(&mut self, layout: &Layout) {
+        if self.upd_base.len() != layout.group_of.len() {
+            self.upd_base = vec![NOT_TARGETED; layout.group_of.len()];
+            self.found = vec![Found::default(); layout.group_of.len()];
+            self.in_group = vec![Vec::new(); layout.groups];
+        }
+        for &(di, _) in &self.list {
+            self.upd_base[di] = NOT_TARGETED;
+            self.in_group[layout.group_of[di] as usize].clear();
+        }
+        self.list.clear();
+    }
+
+    fn add(&mut self, layout: &Layout, di: usize, first: usize, upd_base: usize) {
+        self.upd_base[di] = upd_base;
+        self.found[di] = Found::default();
+        self.in_group[layout.group_of[di] as usize].push(di as u32);
+        self.list.push((di, first));
+    }
 }
 
 impl Acc {
@@ -108,6 +178,7 @@ impl Acc {
         self.bucket_window_members.iter_mut().zip(&o.bucket_window_members).for_each(|(a, b)| *a += b);
         self.bucket_waived_pairs.iter_mut().zip(&o.bucket_waived_pairs).for_each(|(a, b)| *a += b);
         self.waiver_counts.iter_mut().zip(&o.waiver_counts).for_each(|(a, b)| add2(a, b));
+        // `scratch` is working space: nothing to add.
         self.min_expiry = match (self.min_expiry, o.min_expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -132,10 +203,20 @@ pub(super) struct Bases {
 pub(super) struct Layout {
     /// Client settings by descending priority, with their collection index.
     pub settings: Vec<(Option<usize>, ClientSettingsSpec)>,
-    /// Per deployment: position of each catalog key in its `updates` (ABSENT: not deployed).
-    pos_by_key: Vec<Vec<u32>>,
+    /// Deployments whose `updates` are the same (one list, deployed to several
+    /// collections) form an update group; per deployment, its group.
+    group_of: Vec<u32>,
+    groups: usize,
+    /// The update groups carrying each update, by stable key:
+    /// `carriers[carried[key]..carried[key + 1]]` are its (group, position in the group's
+    /// `updates`). A client's states are read once, and each visits only the deployments
+    /// that both carry it and target the client.
+    carried: Vec<u32>,
+    carriers: Vec<(u32, u32)>,
     /// Catalog index by stable key.
     idx_by_key: Vec<u32>,
+    /// Highest `since_version` in the catalog: a scan at least this new has seen every update.
+    max_since: u64,
     /// Collections that have maintenance windows.
     pub windowed: Vec<usize>,
     /// Per deployment.
@@ -164,7 +245,6 @@ struct Contribution<'a> {
 struct Target<'a> {
     di: usize,
     d: &'a PreparedDeployment,
-    first: usize,
     bucket: usize,
 }
 
@@ -176,7 +256,7 @@ impl Layout {
         for (i, k) in catalog.keys.iter().enumerate() {
             idx_by_key[*k as usize] = i as u32;
         }
-        let pos_by_key = prepared.deployments.iter().map(|d| positions(d, catalog, max_key)).collect();
+        let UpdateIndex { group_of, groups, carried, carriers } = carriers(prepared, catalog, max_key);
         let (mut bases, mut buckets, mut upd_slots, mut slots_total) = (Vec::new(), 0, 0, 0);
         for d in &prepared.deployments {
             bases.push(Bases { bucket: buckets, upd: upd_slots, slot: slots_total });
@@ -193,8 +273,12 @@ impl Layout {
         };
         Layout {
             settings: client_settings(desired, prepared),
-            pos_by_key,
+            group_of,
+            groups,
+            carried,
+            carriers,
             idx_by_key,
+            max_since: catalog.since_version.iter().copied().max().unwrap_or(0),
             windowed: collections.windowed(),
             bases,
             buckets,
@@ -219,6 +303,7 @@ impl Layout {
             min_expiry: None,
             bucket_waived_pairs: vec![0; self.buckets],
             waiver_counts: vec![[0; 2]; self.waivers.len()],
+            scratch: Targets::default(),
         }
     }
 
@@ -277,12 +362,21 @@ impl Layout {
         acc.fleet_clients += sign;
         let mut who = Contribution { compliance: c, row, scanned, waived: Vec::new(), sign };
         who.waived = self.count_waivers(catalog, &client.name, &who, acc);
-        self.count_fleet_states(catalog, &who, acc);
+        let mut targets = std::mem::take(&mut acc.scratch);
+        targets.clear(self);
         for (di, d) in prepared.deployments.iter().enumerate() {
             let Some(first) = d.slots.iter().position(|&col| member(row, col)) else { continue };
-            let target = Target { di, d, first, bucket: self.bases[di].bucket + first };
-            self.count_deployment(catalog, &target, &who, acc);
+            targets.add(self, di, first, self.bases[di].upd + first * d.updates.len());
         }
+        if let Some(v) = scanned {
+            self.count_states(catalog, v, &who, &mut targets, acc);
+        }
+        for &(di, first) in &targets.list {
+            let d = &prepared.deployments[di];
+            let target = Target { di, d, bucket: self.bases[di].bucket + first };
+            self.count_deployment(&target, &who, &targets.found[di], acc);
+        }
+        acc.scratch = targets;
     }
 
     /// What each waiver targeting the client covers; returns the waived catalog indices.
@@ -296,7 +390,7 @@ impl Layout {
                 let idx = self.idx_by_key.get(s.key() as usize).copied().unwrap_or(ABSENT);
                 if idx != ABSENT
                     && catalog.since_version[idx as usize] <= v
-                    && state_slot(s.scan(), s.enforcement()) == 0
+                    && s.counter_slot() == 0
                     && covered.binary_search(&idx).is_ok()
                 {
                     acc.waiver_counts[wi][1] += who.sign;
@@ -308,29 +402,50 @@ impl Layout {
         waived
     }
 
-    /// Fleet-wide per-update counts (update lists' statuses).
-    fn count_fleet_states(&self, catalog: &Catalog, who: &Contribution<'_>, acc: &mut Acc) {
-        let Some(v) = who.scanned else { return };
-        *acc.fleet_valid_by_version.entry(v).or_default() += who.sign;
+    /// One pass over the states of a client with a usable scan of version `v`: the
+    /// fleet-wide per-update counts (update lists' statuses), and per targeting deployment
+    /// the (bucket, deployed update) counts and what they add up to.
+    fn count_states(&self, catalog: &Catalog, v: u64, who: &Contribution<'_>, targets: &mut Targets, acc: &mut Acc) {
+        let sign = who.sign;
+        *acc.fleet_valid_by_version.entry(v).or_default() += sign;
+        // The common case, a scan as new as the catalog, needs no per-update version check.
+        let (seen_all, any_waived) = (v >= self.max_since, !who.waived.is_empty());
         for s in &who.compliance.states {
-            let idx = self.idx_by_key.get(s.key() as usize).copied().unwrap_or(ABSENT);
-            if idx == ABSENT || catalog.since_version[idx as usize] > v {
+            let key = s.key() as usize;
+            let idx = self.idx_by_key.get(key).copied().unwrap_or(ABSENT);
+            if idx == ABSENT || (!seen_all && catalog.since_version[idx as usize] > v) {
                 continue; // not in this catalog, or newer than the scan: counted as unknown
             }
-            let slot = state_slot(s.scan(), s.enforcement());
-            acc.fleet_upd[idx as usize][slot] += who.sign;
+            let slot = s.counter_slot();
+            acc.fleet_upd[idx as usize][slot] += sign;
+            // Waived: neither Required nor counted in a deployment; listed as waived.
+            let waived = any_waived && slot == 0 && who.waived.binary_search(&idx).is_ok();
+            for &(g, p) in &self.carriers[self.carried[key] as usize..self.carried[key + 1] as usize] {
+                for &di in &targets.in_group[g as usize] {
+                    let found = &mut targets.found[di as usize];
+                    if waived {
+                        found.waived_pairs += 1;
+                        continue;
+                    }
+                    acc.bucket_upd[targets.upd_base[di as usize] + p as usize][slot] += sign;
+                    found.required |= slot == 0;
+                    found.failed |= s.failed();
+                    found.reboot |= s.pending_reboot();
+                }
+            }
         }
     }
 
     /// One targeted client in one deployment: its machine state, windows and slots.
-    fn count_deployment(&self, catalog: &Catalog, t: &Target<'_>, who: &Contribution<'_>, acc: &mut Acc) {
+    fn count_deployment(&self, t: &Target<'_>, who: &Contribution<'_>, found: &Found, acc: &mut Acc) {
         let sign = who.sign;
         let m = match who.scanned {
             None if !t.d.updates.is_empty() => Machines { targeted: 1, unknown: 1, ..Default::default() },
             None => Machines { targeted: 1, compliant: 1, ..Default::default() },
             Some(v) => {
                 *acc.bucket_valid_by_version[t.bucket].entry(v).or_default() += sign;
-                self.count_deployed_states(catalog, t, v, who, acc)
+                acc.bucket_waived_pairs[t.bucket] += found.waived_pairs * sign;
+                machine_state(t.d, v, found)
             }
         };
         acc.bucket_machines[t.bucket].add(&m.times(sign));
@@ -348,59 +463,71 @@ impl Layout {
             }
         }
     }
-
-    /// The deployed updates' states of a client with a usable scan of version `v`.
-    fn count_deployed_states(
-        &self,
-        catalog: &Catalog,
-        t: &Target<'_>,
-        v: u64,
-        who: &Contribution<'_>,
-        acc: &mut Acc,
-    ) -> Machines {
-        let d = t.d;
-        let pos = &self.pos_by_key[t.di];
-        let base = self.bases[t.di].upd + t.first * d.updates.len();
-        let (mut required, mut failed, mut reboot, mut waived_required) = (false, false, false, false);
-        for s in &who.compliance.states {
-            let p = pos.get(s.key() as usize).copied().unwrap_or(ABSENT);
-            if p == ABSENT || catalog.since_version[d.updates[p as usize] as usize] > v {
-                continue;
-            }
-            let slot = state_slot(s.scan(), s.enforcement());
-            if slot == 0 && who.waived.binary_search(&d.updates[p as usize]).is_ok() {
-                // Waived: neither Required nor counted; listed as waived.
-                acc.bucket_waived_pairs[t.bucket] += who.sign;
-                waived_required = true;
-                continue;
-            }
-            acc.bucket_upd[base + p as usize][slot] += who.sign;
-            required |= slot == 0;
-            failed |= s.enforcement().failed();
-            reboot |= s.enforcement() == Enforcement::PendingReboot;
-        }
-        let mut m =
-            Machines { targeted: 1, failed: failed as i64, pending_reboot: reboot as i64, ..Default::default() };
-        if required {
-            m.required = 1;
-        } else if v < d.max_since {
-            m.unknown = 1;
-        } else if waived_required {
-            m.waived = 1;
-        } else {
-            m.compliant = 1;
-        }
-        m
-    }
 }
 
-/// Position of each catalog key in a deployment's updates (ABSENT: not deployed).
-fn positions(d: &PreparedDeployment, catalog: &Catalog, max_key: usize) -> Vec<u32> {
-    let mut pos = vec![ABSENT; max_key];
-    for (p, &i) in d.updates.iter().enumerate() {
-        pos[catalog.keys[i as usize] as usize] = p as u32;
+/// The machine state of a client with a usable scan of version `v` in a deployment, from
+/// what its deployed states added up to.
+fn machine_state(d: &PreparedDeployment, v: u64, found: &Found) -> Machines {
+    let mut m = Machines {
+        targeted: 1,
+        failed: found.failed as i64,
+        pending_reboot: found.reboot as i64,
+        ..Default::default()
+    };
+    if found.required {
+        m.required = 1;
+    } else if v < d.max_since {
+        m.unknown = 1;
+    } else if found.waived_pairs > 0 {
+        m.waived = 1;
+    } else {
+        m.compliant = 1;
     }
-    pos
+    m
+}
+
+/// The update groups (`Layout::group_of`) and the update → groups index
+/// (`Layout::carriers`), built like a CSR matrix: count per key, prefix sums, then fill.
+fn carriers(prepared: &Prepared, catalog: &Catalog, max_key: usize) -> UpdateIndex {
+    let mut group_by_updates: HashMap<&[u32], u32> = HashMap::new();
+    let mut members: Vec<&[u32]> = Vec::new();
+    let group_of = prepared
+        .deployments
+        .iter()
+        .map(|d| {
+            *group_by_updates.entry(&d.updates).or_insert_with(|| {
+                members.push(&d.updates);
+                members.len() as u32 - 1
+            })
+        })
+        .collect();
+    let mut carried = vec![0u32; max_key + 1];
+    for updates in &members {
+        for &i in *updates {
+            carried[catalog.keys[i as usize] as usize + 1] += 1;
+        }
+    }
+    for k in 1..carried.len() {
+        carried[k] += carried[k - 1];
+    }
+    let mut next = carried.clone();
+    let mut carriers = vec![(0, 0); carried[max_key] as usize];
+    for (g, updates) in members.iter().enumerate() {
+        for (p, &i) in updates.iter().enumerate() {
+            let at = &mut next[catalog.keys[i as usize] as usize];
+            carriers[*at as usize] = (g as u32, p as u32);
+            *at += 1;
+        }
+    }
+    UpdateIndex { group_of, groups: members.len(), carried, carriers }
+}
+
+/// The parts of `Layout` that `carriers` builds (documented there).
+struct UpdateIndex {
+    group_of: Vec<u32>,
+    groups: usize,
+    carried: Vec<u32>,
+    carriers: Vec<(u32, u32)>,
 }
 
 /// Client settings by descending priority, with their collection index.
@@ -413,16 +540,6 @@ fn client_settings(desired: &DesiredState, prepared: &Prepared) -> Vec<(Option<u
     // Highest priority first; at equal priority a collection-specific setting wins.
     settings.sort_by_key(|(c, s)| (std::cmp::Reverse(s.priority), c.is_none()));
     settings
-}
-
-/// Counter slot of a reported state: 0 Required, 1 Installed (Table 1: a pending reboot
-/// keeps the update Required).
-fn state_slot(scan: ScanResult, e: Enforcement) -> usize {
-    match (scan, e) {
-        (ScanResult::Installed, Enforcement::PendingReboot) => 0,
-        (ScanResult::Installed, _) => 1,
-        (ScanResult::Missing, _) => 0,
-    }
 }
 
 /// Clients with a usable scan older than `since` (they have not scanned the update).

@@ -178,6 +178,29 @@ fn t1_deployment_counts_equal_table_1_applied_to_every_machine_and_update() {
 }
 
 #[test]
+fn t1_deployments_of_one_list_to_overlapping_collections_each_count_their_own_machines() {
+    // optional-ws (workstations) and phased-w11 (pilot, then all) deploy the same list: a
+    // workstation's states are read once and counted in both.
+    let catalog = catalog();
+    let desired = desired();
+    let w11 = resolve::resolve(&desired.update_lists["w11"].spec, &catalog).updates;
+    for seed in 0..10 {
+        let fleet = fleet(seed, 120, &catalog);
+        let out = run(&desired, &catalog, &fleet, &Previous::default(), NOW);
+        let ws: Vec<&Client> = fleet.clients.iter().filter(|c| c.facts["role"] == "workstation").collect();
+        let (states, machines) = oracle_counts(&ws, &catalog, &w11, at(NOW));
+        let status = &out.deployments["optional-ws"];
+        assert_eq!(status.updates, states, "seed {seed}");
+        assert_eq!(
+            (status.machines.compliant, status.machines.required, status.machines.unknown),
+            (machines.compliant, machines.required, machines.unknown),
+            "seed {seed}"
+        );
+        assert!(out.deployments["phased-w11"].targeted > 0, "seed {seed}: the phased deployment targets machines too");
+    }
+}
+
+#[test]
 fn p1_update_lists_count_how_many_systems_require_each_update() {
     let catalog = catalog();
     let desired = desired();
