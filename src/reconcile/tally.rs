@@ -90,8 +90,8 @@ pub(super) struct Acc {
 /// The deployments targeting the client being counted, and what its states say in each.
 #[derive(Default)]
 struct Targets {
-    /// Per deployment: where the client's (bucket, update) counters start; NOT_TARGETED if
-    /// the deployment does not target it.
+    /// Per deployment: where the client's (bucket, update) counters start; read only for
+    /// the deployments in `list` (and so in `in_group`).
     upd_base: Vec<usize>,
     /// The targeting deployments, with the first slot whose collection holds the client.
     list: Vec<(usize, usize)>,
@@ -120,8 +120,6 @@ impl std::fmt::Debug for Targets {
     }
 }
 
-const NOT_TARGETED: usize = usize::MAX;
-
 /// One client's deployed states in one deployment.
 #[derive(Clone, Copy, Default)]
 struct Found {
@@ -136,12 +134,11 @@ impl Targets {
     /// Forget the previous client.
     fn clear(&mut self, layout: &Layout) {
         if self.upd_base.len() != layout.group_of.len() {
-            self.upd_base = vec![NOT_TARGETED; layout.group_of.len()];
+            self.upd_base = vec![0; layout.group_of.len()];
             self.found = vec![Found::default(); layout.group_of.len()];
             self.in_group = vec![Vec::new(); layout.groups];
         }
         for &(di, _) in &self.list {
-            self.upd_base[di] = NOT_TARGETED;
             self.in_group[layout.group_of[di] as usize].clear();
         }
         self.list.clear();
