@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use patchops::Error;
@@ -62,12 +63,17 @@ fn config() -> ServerConfig {
 impl Server {
     /// A server on a fresh SQLite store holding two catalog versions (see `catalog_v1`/`v2`).
     fn start() -> Self {
+        Server::start_with(config())
+    }
+
+    /// [`Server::start`] with other settings.
+    fn start_with(config: ServerConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("patchops.db");
         let mut store = SqliteStore::open(&path).unwrap();
         store.save_catalog(&catalog_v1(), at("2026-11-01T00:00:00Z")).unwrap();
         store.save_catalog(&catalog_v2(), at("2026-11-02T00:00:00Z")).unwrap();
-        let mut server = Server::on(Box::new(store), config());
+        let mut server = Server::on(Box::new(store), config);
         server.path = Some(path);
         server._dir = Some(dir);
         server
@@ -765,4 +771,73 @@ fn a_store_error_answers_503_with_a_retry_hint_and_readyz_is_not_ready() {
     assert_eq!(server.get("/healthz", None, &[]).status, 200, "alive, only not ready");
     let register = json!({"name": "web-02", "enrollSecret": SECRET}).to_string();
     assert_eq!(server.post("/v1/register", None, &register).status, 503);
+}
+
+/// Group commit: batches that arrive while the store is busy are applied together, each
+/// answered as it would be alone (a bad one refused without touching the others), and
+/// none before its transaction committed.
+#[test]
+fn s6_batches_arriving_while_the_store_is_busy_share_a_commit_and_each_gets_its_own_answer() {
+    // Tokens checked once and then trusted from memory, so only the batches need the store.
+    let server = Server::start_with(ServerConfig { token_cache_ttl: Duration::from_secs(300), ..config() });
+    let clients: Vec<(String, String)> = (0..12)
+        .map(|i| {
+            let name = format!("ws-{i:02}");
+            let token = server.register(&name);
+            assert_eq!(server.get("/v1/policy", Some(&token), &[]).status, 404, "no policy yet");
+            (token, name)
+        })
+        .collect();
+    let busy = server.store.lock().unwrap();
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let (arrived, early, replies) = std::thread::scope(|s| {
+        let sent: Vec<_> = clients
+            .iter()
+            .enumerate()
+            .map(|(i, (token, name))| {
+                let (server, answered) = (&server, &answered);
+                s.spawn(move || {
+                    let id = if i == 5 { "KB999-nope" } else { "KB1-a" };
+                    let reply = server.post_batch(token, &scan_batch(name, 1, &[(id, ScanResult::Missing)]));
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    reply
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let arrived = loop {
+            if server.get("/metrics", None, &[]).body.contains("patchops_state_batches_pending 12") {
+                break true;
+            }
+            if Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let early = answered.load(std::sync::atomic::Ordering::SeqCst);
+        drop(busy);
+        (arrived, early, sent.into_iter().map(|t| t.join().unwrap()).collect::<Vec<Reply>>())
+    });
+    assert!(arrived, "the 12 batches never were all pending together");
+    assert_eq!(early, 0, "no batch is answered before its commit");
+    for (i, reply) in replies.iter().enumerate() {
+        if i == 5 {
+            assert_eq!(reply.status, 422, "{}", reply.body);
+            assert!(reply.error().contains("KB999-nope"), "{}", reply.body);
+        } else {
+            assert_eq!((reply.status, reply.json()), (200, json!({"outcome": "applied"})), "ws-{i:02}");
+        }
+    }
+    let fleet = server.fleet();
+    for (i, (_, name)) in clients.iter().enumerate() {
+        assert_eq!(client_of(&fleet, name).compliance.states.len(), usize::from(i != 5), "{name}");
+    }
+    let metrics = server.get("/metrics", None, &[]).body;
+    let commits: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("patchops_state_commits_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no commit counter in:\n{metrics}"));
+    assert!((1..=2).contains(&commits), "12 batches waiting for the store took {commits} commits");
+    assert!(metrics.contains("patchops_state_batches_pending 0"), "{metrics}");
 }

@@ -152,6 +152,9 @@ both! {
     s6_replayed_batch_is_a_duplicate:
         sqlite_s6_replayed_batch_is_a_duplicate,
         postgres_s6_replayed_batch_is_a_duplicate;
+    s6_a_group_of_batches_commits_together_and_a_bad_batch_is_rolled_back_alone:
+        sqlite_s6_a_group_of_batches_commits_together_and_a_bad_batch_is_rolled_back_alone,
+        postgres_s6_a_group_of_batches_commits_together_and_a_bad_batch_is_rolled_back_alone;
     unknown_update_fails_the_whole_batch:
         sqlite_unknown_update_fails_the_whole_batch,
         postgres_unknown_update_fails_the_whole_batch;
@@ -597,6 +600,52 @@ fn s6_replayed_batch_is_a_duplicate(b: &Backend) {
 
     let after = (states(&*s, "web-01"), s.rows("SELECT * FROM clients"));
     assert_eq!(before, after, "a duplicate changes nothing, not even last_seen");
+}
+
+/// Group commit (the management point applies concurrent batches in one transaction):
+/// each batch gets the answer it would get alone, a failing one leaves no trace, and one
+/// client's batches apply in the order given.
+fn s6_a_group_of_batches_commits_together_and_a_bad_batch_is_rolled_back_alone(b: &Backend) {
+    let mut s = seeded(b);
+    s.upsert_client(&client("db-01", "paris", "db", None), at(T0)).unwrap();
+    s.apply_batch(&batch("db-01", 1, vec![scan(at(T0), 1, &[("KB3-a", Missing, E::None)])]), at(T0)).unwrap();
+    let db_before = s.rows("SELECT last_sequence, scan_time FROM clients WHERE name = 'db-01'");
+
+    let web1 = batch("web-01", 1, vec![scan(at(T1), 1, &[("KB1-a", Missing, E::None)])]);
+    // Its first message would be written before the unknown update is found.
+    let db_bad = batch(
+        "db-01",
+        2,
+        vec![enforce(at(T1), "KB3-a", E::Installing), scan(at(T1), 1, &[("KB9-nope", Missing, E::None)])],
+    );
+    let web2 = batch("web-01", 2, vec![enforce(at(T2), "KB1-a", E::Installing)]);
+    let ghost = batch("ghost", 1, vec![]);
+    let answers = s
+        .apply_batches_checked(&[(&web1, None), (&db_bad, None), (&web1, None), (&web2, None), (&ghost, None)], at(T2))
+        .unwrap();
+    assert_eq!(answers.len(), 5, "one answer per batch");
+    assert_eq!(answers[0].as_ref().unwrap(), &BatchOutcome::Applied);
+    match &answers[1] {
+        Err(Error::Store { error: StoreError::UnknownUpdate { client, sequence: 2, id }, .. }) => {
+            assert_eq!((client.as_str(), id.as_str()), ("db-01", "KB9-nope"))
+        }
+        other => panic!("expected the unknown update, got {other:?}"),
+    }
+    assert_eq!(answers[2].as_ref().unwrap(), &BatchOutcome::Duplicate, "the replay in the same group");
+    assert_eq!(answers[3].as_ref().unwrap(), &BatchOutcome::Applied, "after batch 1 of the same client");
+    assert!(
+        matches!(&answers[4], Err(Error::Store { error: StoreError::NotRegistered { .. }, .. })),
+        "{:?}",
+        answers[4]
+    );
+
+    assert_eq!(states(&*s, "web-01"), [st("KB1-a", Missing, E::Installing)], "both web-01 batches, in order");
+    assert_eq!(states(&*s, "db-01"), [st("KB3-a", Missing, E::None)], "nothing of the failed batch");
+    assert_eq!(s.rows("SELECT last_sequence, scan_time FROM clients WHERE name = 'db-01'"), db_before);
+    assert_eq!(one(&*s, "SELECT last_sequence FROM clients WHERE name = 'web-01'"), "2");
+    // The failed batch's sequence is not consumed.
+    let db2 = batch("db-01", 2, vec![scan(at(T2), 1, &[("KB2-a", Installed, E::None)])]);
+    assert_eq!(s.apply_batch(&db2, at(T2)).unwrap(), BatchOutcome::Applied);
 }
 
 fn unknown_update_fails_the_whole_batch(b: &Backend) {

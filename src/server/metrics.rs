@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,6 +32,10 @@ pub(super) struct Metrics {
     enrollment_failures: Family<ReasonLabels, Counter>,
     rejected_batches: Counter,
     rejected_bytes: Counter,
+    /// Store transactions that applied state batches, and the batches not yet answered:
+    /// kept by the group commit.
+    pub(super) commits: Counter,
+    pub(super) pending: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,8 +82,23 @@ impl Metrics {
             "Bytes received in rejected state batches",
             rejected_bytes.clone(),
         );
+        let commits = Counter::default();
+        registry.register(
+            "patchops_state_commits",
+            "Store transactions that applied state batches; batches that arrive together share one \
+             (group commit), so applied batches / commits is the batches per commit",
+            commits.clone(),
+        );
+        let pending = Gauge::default();
+        registry.register(
+            "patchops_state_batches_pending",
+            "State batches received and not yet answered (waiting for the store or in its transaction)",
+            pending.clone(),
+        );
         Metrics {
             registry,
+            commits,
+            pending,
             requests,
             messages,
             batches,

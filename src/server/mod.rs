@@ -5,9 +5,11 @@
 //! committed them. `/healthz`, `/readyz` and `/metrics` (Prometheus) are for operators.
 //!
 //! The store is synchronous: it is shared behind a mutex and only called from
-//! `spawn_blocking`, never on a runtime thread.
+//! `spawn_blocking`, never on a runtime thread. State batches that arrive together are
+//! committed together (`commit`).
 
 use crate::content;
+mod commit;
 mod listen;
 mod metrics;
 mod read;
@@ -152,6 +154,8 @@ struct AppState {
     enroll_failures: Mutex<HashMap<IpAddr, EnrollFailures>>,
     /// Policy documents as sent, by ETag (a document never changes under its ETag).
     documents: Mutex<HashMap<String, Bytes>>,
+    /// State batches waiting for the store, applied together (group commit).
+    commits: commit::GroupCommit,
 }
 
 /// Most policy documents kept serialised (they are shared: a site has few).
@@ -187,13 +191,16 @@ pub fn router(store: SharedStore, config: ServerConfig) -> Router {
 pub fn routers(store: SharedStore, config: ServerConfig) -> (Router, Option<Router>) {
     let separate = config.ui_listen.is_some();
     let strip = config.ui_trusted_header.clone().filter(|_| separate);
+    let metrics = Metrics::new();
+    let commits = commit::GroupCommit::new(metrics.commits.clone(), metrics.pending.clone());
     let state = Arc::new(AppState {
         store,
         config,
-        metrics: Metrics::new(),
+        metrics,
         tokens: Mutex::new(HashMap::new()),
         enroll_failures: Mutex::new(HashMap::new()),
         documents: Mutex::new(HashMap::new()),
+        commits,
     });
     let console = || {
         Router::new()
@@ -906,10 +913,7 @@ async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> 
     let messages = batch.messages.len() as u64;
     let sequence = batch.sequence;
     let generation = Some(owner.generation);
-    let outcome = with_store(&state, "cannot apply the batch", move |s| {
-        s.apply_batch_checked(&batch, generation, Timestamp::now())
-    })
-    .await?;
+    let outcome = state.commits.apply(&state.store, batch, generation).await?;
     match outcome {
         Ok(BatchOutcome::Applied) => {
             if let Some(site) = &state.config.site {

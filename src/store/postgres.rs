@@ -711,17 +711,46 @@ impl Store for PostgresStore {
         token_generation: Option<u64>,
         now: Timestamp,
     ) -> Result<BatchOutcome> {
+        let mut answers = self.apply_batches_checked(&[(batch, token_generation)], now)?;
+        answers.pop().expect("one answer per batch")
+    }
+
+    fn apply_batches_checked(
+        &mut self,
+        batches: &[(&StateBatch, Option<u64>)],
+        now: Timestamp,
+    ) -> Result<Vec<Result<BatchOutcome>>> {
         let location = self.location.as_str();
-        let what = format!("cannot apply batch {} of client {:?}", batch.sequence, batch.client);
+        let what = format!("cannot apply {} state batches", batches.len());
         let fail = pg(location, &what);
+        // Each batch locks its client's row: taken in name order, two management points
+        // applying groups of the same clients wait for each other instead of deadlocking.
+        // The sort is stable, so one client's batches keep their order.
+        let mut order: Vec<usize> = (0..batches.len()).collect();
+        order.sort_by(|&a, &b| batches[a].0.client.cmp(&batches[b].0.client));
         let mut client = self.conn();
         let mut tx = client.transaction().map_err(&fail)?;
-        let outcome =
-            batch::apply(&mut Tx { tx: &mut tx, location, what: &what }, location, batch, token_generation, now)?;
-        if outcome == BatchOutcome::Applied {
-            tx.commit().map_err(&fail)?;
+        let mut answers: Vec<Option<Result<BatchOutcome>>> = (0..batches.len()).map(|_| None).collect();
+        for i in order {
+            let (batch, token_generation) = batches[i];
+            let what = format!("cannot apply batch {} of client {:?}", batch.sequence, batch.client);
+            let fail = pg(location, &what);
+            // Dropped without `commit`, a savepoint rolls back only this batch.
+            let mut savepoint = tx.transaction().map_err(&fail)?;
+            let outcome = batch::apply(
+                &mut Tx { tx: &mut savepoint, location, what: &what },
+                location,
+                batch,
+                token_generation,
+                now,
+            );
+            if matches!(outcome, Ok(BatchOutcome::Applied)) {
+                savepoint.commit().map_err(&fail)?;
+            }
+            answers[i] = Some(outcome);
         }
-        Ok(outcome)
+        tx.commit().map_err(&fail)?;
+        Ok(answers.into_iter().map(|a| a.expect("every batch answered")).collect())
     }
 
     fn record_rejected(&mut self, client: &str, raw: &str, error: &str, now: Timestamp) -> Result<()> {

@@ -51,6 +51,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Update id → stable key, as state batches looked them up. A key never changes and
+    /// an `updates` row is never deleted, so a key once read stays true; an id not here
+    /// is asked of the table (another process may have added it).
+    update_keys: HashMap<String, i64>,
 }
 
 impl SqliteStore {
@@ -86,7 +90,7 @@ impl SqliteStore {
             Ok(())
         };
         configure(&conn).map_err(|e| cannot_open(e.to_string()))?;
-        let mut store = SqliteStore { conn, path: path.to_path_buf() };
+        let mut store = SqliteStore { conn, path: path.to_path_buf(), update_keys: HashMap::new() };
         store.migrate()?;
         Ok(store)
     }
@@ -618,21 +622,34 @@ impl Store for SqliteStore {
         token_generation: Option<u64>,
         now: Timestamp,
     ) -> Result<BatchOutcome> {
+        let mut answers = self.apply_batches_checked(&[(batch, token_generation)], now)?;
+        answers.pop().expect("one answer per batch")
+    }
+
+    fn apply_batches_checked(
+        &mut self,
+        batches: &[(&StateBatch, Option<u64>)],
+        now: Timestamp,
+    ) -> Result<Vec<Result<BatchOutcome>>> {
         let location = self.location();
-        let what = format!("cannot apply batch {} of client {:?}", batch.sequence, batch.client);
+        let what = format!("cannot apply {} state batches", batches.len());
         let fail = |e: rusqlite::Error| sql_err(&location, &what, e);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
-        let outcome = batch::apply(
-            &mut Tx { conn: &tx, location: &location, what: &what },
-            &location,
-            batch,
-            token_generation,
-            now,
-        )?;
-        if outcome == BatchOutcome::Applied {
-            tx.commit().map_err(fail)?;
+        let mut tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(fail)?;
+        let mut answers = Vec::with_capacity(batches.len());
+        for &(batch, token_generation) in batches {
+            let what = format!("cannot apply batch {} of client {:?}", batch.sequence, batch.client);
+            // Dropped without `commit`, a savepoint rolls back only this batch.
+            let savepoint = tx.savepoint().map_err(fail)?;
+            let mut writer =
+                BatchTx { tx: Tx { conn: &savepoint, location: &location, what: &what }, known: &mut self.update_keys };
+            let outcome = batch::apply(&mut writer, &location, batch, token_generation, now);
+            if matches!(outcome, Ok(BatchOutcome::Applied)) {
+                savepoint.commit().map_err(fail)?;
+            }
+            answers.push(outcome);
         }
-        Ok(outcome)
+        tx.commit().map_err(fail)?;
+        Ok(answers)
     }
 
     fn record_rejected(&mut self, client: &str, raw: &str, error: &str, now: Timestamp) -> Result<()> {
@@ -852,9 +869,16 @@ impl CatalogWriter for Tx<'_> {
     }
 }
 
-impl BatchWriter for Tx<'_> {
+/// A batch's transaction, with the store's update keys already read.
+struct BatchTx<'a> {
+    tx: Tx<'a>,
+    known: &'a mut HashMap<String, i64>,
+}
+
+impl BatchWriter for BatchTx<'_> {
     fn client(&mut self, name: &str) -> Result<Option<BatchClient>> {
-        self.conn
+        self.tx
+            .conn
             .query_row(
                 "SELECT key, last_sequence, scan_time, failure_time, token_generation FROM clients WHERE name = ?1",
                 [name],
@@ -869,21 +893,37 @@ impl BatchWriter for Tx<'_> {
                 },
             )
             .optional()
-            .map_err(self.fail())
+            .map_err(self.tx.fail())
     }
 
     fn update_keys(&mut self, ids: &[&str]) -> Result<HashMap<String, i64>> {
-        self.keys_of(ids)
+        let mut keys = HashMap::with_capacity(ids.len());
+        let mut unknown = Vec::new();
+        for &id in ids {
+            match self.known.get(id) {
+                Some(&key) => {
+                    keys.insert(id.to_string(), key);
+                }
+                None => unknown.push(id),
+            }
+        }
+        if !unknown.is_empty() {
+            let found = self.tx.keys_of(&unknown)?;
+            self.known.extend(found.iter().map(|(id, key)| (id.clone(), *key)));
+            keys.extend(found);
+        }
+        Ok(keys)
     }
 
     fn record_scan(&mut self, client: i64, states: &BTreeMap<i64, ScanState>, scan: &ScanRecorded<'_>) -> Result<()> {
-        let fail = self.fail();
-        self.conn.execute("DELETE FROM compliance WHERE client_key = ?1", [client]).map_err(&fail)?;
-        let mut insert = self.conn.prepare_cached(UPSERT_STATE).map_err(&fail)?;
+        let fail = self.tx.fail();
+        self.tx.conn.execute("DELETE FROM compliance WHERE client_key = ?1", [client]).map_err(&fail)?;
+        let mut insert = self.tx.conn.prepare_cached(UPSERT_STATE).map_err(&fail)?;
         for (key, (result, enforcement)) in states {
             insert.execute(params![client, key, result, enforcement, scan.time]).map_err(&fail)?;
         }
-        self.conn
+        self.tx
+            .conn
             .execute(
                 "UPDATE clients SET scan_time = ?2, scan_catalog_version = ?3, \
                  agent_version = COALESCE(?4, agent_version) WHERE key = ?1",
@@ -894,34 +934,38 @@ impl BatchWriter for Tx<'_> {
     }
 
     fn record_failure(&mut self, client: i64, time: i64, catalog_version: i64, error: &str) -> Result<()> {
-        self.conn
+        self.tx
+            .conn
             .execute(
                 "UPDATE clients SET failure_time = ?2, failure_catalog_version = ?3, failure_error = ?4 WHERE key = ?1",
                 params![client, time, catalog_version, error],
             )
-            .map_err(self.fail())?;
+            .map_err(self.tx.fail())?;
         Ok(())
     }
 
     fn record_enforcement(&mut self, client: i64, update: i64, state: u8, time: i64) -> Result<()> {
-        self.conn
+        self.tx
+            .conn
             .prepare_cached(UPSERT_ENFORCEMENT)
             .and_then(|mut s| s.execute(params![client, update, state, time]))
-            .map_err(self.fail())?;
+            .map_err(self.tx.fail())?;
         Ok(())
     }
 
     fn finish(&mut self, client: i64, sequence: i64, now: i64) -> Result<()> {
-        self.conn
+        self.tx
+            .conn
             .execute(
                 "UPDATE clients SET last_sequence = ?2, last_seen = ?3 WHERE key = ?1",
                 params![client, sequence, now],
             )
-            .map_err(self.fail())?;
-        self.conn
+            .map_err(self.tx.fail())?;
+        self.tx
+            .conn
             .prepare_cached("INSERT INTO feed (client, at) SELECT name, ?2 FROM clients WHERE key = ?1")
             .and_then(|mut s| s.execute(params![client, now]))
-            .map_err(self.fail())?;
+            .map_err(self.tx.fail())?;
         Ok(())
     }
 }
