@@ -25,6 +25,18 @@ pub fn load_desired(source: &GitSource) -> Result<(SourceTree, DesiredState)> {
     Ok((tree, desired))
 }
 
+/// The setting every publish of an engine writes: a management point whose store has it
+/// knows that somebody assigns policies, and lets a registration wait for one.
+pub const PUBLISHED_SETTING: &str = "engine_published_at";
+
+/// Before a publish: the settings the store's views read (the scan TTL of the default
+/// client settings), and the mark that an engine publishes to this store.
+pub fn save_publish_settings(store: &mut dyn Store, desired: &DesiredState, now: Timestamp) -> Result<()> {
+    let defaults = default_settings(desired);
+    store.set_setting("scan_ttl_seconds", &defaults.scan_ttl.as_secs().to_string())?;
+    store.set_setting(PUBLISHED_SETTING, &now.to_string())
+}
+
 /// The client settings that apply to clients no collection-specific setting covers.
 pub fn default_settings(desired: &DesiredState) -> crate::resources::ClientSettingsSpec {
     desired
@@ -131,8 +143,7 @@ impl Reconciler {
         catalog_status: &BTreeMap<String, UpdateCatalogStatus>,
         now: Timestamp,
     ) -> Result<(ReconcileRecord, Outcome)> {
-        let defaults = default_settings(desired);
-        store.set_setting("scan_ttl_seconds", &defaults.scan_ttl.as_secs().to_string())?;
+        save_publish_settings(store, desired, now)?;
         let fleet = store.load_fleet()?;
         let last = store.last_reconcile()?;
         let previous = previous_from(last.as_ref().map(|r| r.statuses.as_slice()).unwrap_or(&[]));

@@ -218,6 +218,22 @@ fn assign_policy(server: &Server, client: &str, etag: &str, document: Value) {
 // ---------------------------------------------------------------------------------------
 // Registration and authentication.
 
+/// The store's schema has a default scan TTL: that is not the mark of an engine, so a
+/// registration where nobody assigns policies answers at once (it used to wait 3 s for
+/// a policy that could not come), and waits only once an engine has published.
+#[test]
+fn a_registration_waits_for_a_policy_only_where_an_engine_publishes() {
+    let server = Server::start();
+    let started = Instant::now();
+    server.register("web-01");
+    assert!(started.elapsed() < Duration::from_secs(2), "waited {:?} with no engine", started.elapsed());
+
+    server.store.lock().unwrap().set_setting(patchops::pipeline::PUBLISHED_SETTING, "2026-11-03T00:00:00Z").unwrap();
+    let started = Instant::now();
+    server.register("web-02");
+    assert!(started.elapsed() >= Duration::from_secs(2), "an engine publishes here: the policy is waited for");
+}
+
 #[test]
 fn register_with_a_wrong_secret_is_refused_and_with_the_right_one_returns_a_token() {
     let server = Server::start();

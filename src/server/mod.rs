@@ -685,9 +685,10 @@ async fn await_policy(state: &Shared, name: &str) {
         }
         return;
     }
-    // Only where an engine has ever published to this store (it saves the scan TTL
-    // setting with every status): otherwise nobody is going to assign a policy.
-    let published = with_store(state, "cannot read the settings", |s| s.setting("scan_ttl_seconds")).await;
+    // Only where an engine has ever published to this store (it marks every publish):
+    // otherwise nobody is going to assign a policy.
+    let published =
+        with_store(state, "cannot read the settings", |s| s.setting(crate::pipeline::PUBLISHED_SETTING)).await;
     if !matches!(published, Ok(Ok(Some(_)))) {
         return;
     }

@@ -353,8 +353,7 @@ impl Site {
         let saved = self
             .handle
             .read(|s| {
-                let defaults = crate::pipeline::default_settings(&s.desired);
-                store.set_setting("scan_ttl_seconds", &defaults.scan_ttl.as_secs().to_string())?;
+                crate::pipeline::save_publish_settings(store, &s.desired, now)?;
                 let inputs = Published {
                     desired: &s.desired,
                     catalog: &s.catalog,
