@@ -2,7 +2,7 @@
 //! sequence numbers apply (each once, replays are duplicates), which scans are older
 //! than the stored one, and which update ids are unknown (the whole batch fails).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
@@ -29,8 +29,8 @@ pub type ScanState = (u8, u8);
 pub trait BatchWriter {
     /// The client's row, locked against other batches of the same client.
     fn client(&mut self, name: &str) -> Result<Option<BatchClient>>;
-    /// The stable keys of those ids the catalog knows.
-    fn update_keys(&mut self, ids: &[&str]) -> Result<HashMap<String, i64>>;
+    /// The stable key of each id, in order (None: the catalog does not know it).
+    fn update_keys(&mut self, ids: &[&str]) -> Result<Vec<Option<i64>>>;
     /// Replace every compliance row of the client by `states` (by update key), all at
     /// `time`, and record the scan.
     fn record_scan(&mut self, client: i64, states: &BTreeMap<i64, ScanState>, scan: &ScanRecorded<'_>) -> Result<()>;
@@ -89,8 +89,8 @@ pub fn apply(
                 let ids: Vec<&str> = updates.iter().map(|u| u.id.as_str()).collect();
                 let keys = w.update_keys(&ids)?;
                 let mut states = BTreeMap::new();
-                for u in updates {
-                    let key = *keys.get(&u.id).ok_or_else(|| unknown(&u.id))?;
+                for (u, key) in updates.iter().zip(keys) {
+                    let key = key.ok_or_else(|| unknown(&u.id))?;
                     states.insert(key, (u.result as u8, u.enforcement as u8));
                 }
                 let scan = ScanRecorded {
@@ -110,7 +110,7 @@ pub fn apply(
                 failure_time = Some(t);
             }
             StateMessage::Enforcement { time, update, state } => {
-                let key = *w.update_keys(&[update.as_str()])?.get(update).ok_or_else(|| unknown(update))?;
+                let key = w.update_keys(&[update.as_str()])?[0].ok_or_else(|| unknown(update))?;
                 w.record_enforcement(client.key, key, *state as u8, secs(*time))?;
             }
         }

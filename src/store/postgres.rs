@@ -1045,8 +1045,9 @@ impl BatchWriter for Tx<'_, '_> {
         }))
     }
 
-    fn update_keys(&mut self, ids: &[&str]) -> Result<HashMap<String, i64>> {
-        self.keys_of(ids)
+    fn update_keys(&mut self, ids: &[&str]) -> Result<Vec<Option<i64>>> {
+        let found = self.keys_of(ids)?;
+        Ok(ids.iter().map(|id| found.get(*id).copied()).collect())
     }
 
     fn record_scan(&mut self, client: i64, states: &BTreeMap<i64, ScanState>, scan: &ScanRecorded<'_>) -> Result<()> {

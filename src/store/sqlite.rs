@@ -896,21 +896,17 @@ impl BatchWriter for BatchTx<'_> {
             .map_err(self.tx.fail())
     }
 
-    fn update_keys(&mut self, ids: &[&str]) -> Result<HashMap<String, i64>> {
-        let mut keys = HashMap::with_capacity(ids.len());
-        let mut unknown = Vec::new();
-        for &id in ids {
-            match self.known.get(id) {
-                Some(&key) => {
-                    keys.insert(id.to_string(), key);
-                }
-                None => unknown.push(id),
-            }
-        }
+    fn update_keys(&mut self, ids: &[&str]) -> Result<Vec<Option<i64>>> {
+        let mut keys: Vec<Option<i64>> = ids.iter().map(|id| self.known.get(*id).copied()).collect();
+        let unknown: Vec<&str> = ids.iter().zip(&keys).filter(|(_, key)| key.is_none()).map(|(id, _)| *id).collect();
         if !unknown.is_empty() {
             let found = self.tx.keys_of(&unknown)?;
-            self.known.extend(found.iter().map(|(id, key)| (id.clone(), *key)));
-            keys.extend(found);
+            for (id, key) in ids.iter().zip(keys.iter_mut()) {
+                if key.is_none() {
+                    *key = found.get(*id).copied();
+                }
+            }
+            self.known.extend(found);
         }
         Ok(keys)
     }
