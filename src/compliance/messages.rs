@@ -159,12 +159,15 @@ mod test {
             (format!(r#"{{"type": "scanCompleted", {t}, "updates": []}}"#), "missing field `catalogVersion`"),
             (format!(r#"{{"type": "scanFailed", {t}, "catalogVersion": 1}}"#), "missing field `error`"),
             (format!(r#"{{"type": "enforcement", {t}, "update": "KB1"}}"#), "missing field `state`"),
-            (format!(r#"{{"type": "scanCompleted", "catalogVersion": 1, "updates": []}}"#), "missing field `time`"),
+            (r#"{"type": "scanCompleted", "catalogVersion": 1, "updates": []}"#.to_string(), "missing field `time`"),
             (
                 format!(r#"{{"type": "scanFailed", {t}, "catalogVersion": 1, "error": "x", "updates": []}}"#),
                 "unknown field `updates` in a scanFailed message",
             ),
-            (format!(r#"{{"type": "enforcement", {t}, "update": "KB1", "state": "Installing", "extra": 1}}"#), "unknown field `extra`"),
+            (
+                format!(r#"{{"type": "enforcement", {t}, "update": "KB1", "state": "Installing", "extra": 1}}"#),
+                "unknown field `extra`",
+            ),
             (format!(r#"{{"type": "rebooted", {t}}}"#), "unknown variant `rebooted`"),
         ] {
             let error = parse(&json).unwrap_err();

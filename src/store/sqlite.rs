@@ -86,6 +86,8 @@ impl SqliteStore {
             // database fails here.
             let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+            // Every statement of a state batch stays prepared (rusqlite's default keeps 16).
+            conn.set_prepared_statement_cache_capacity(64);
             conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))?;
             Ok(())
         };
@@ -879,10 +881,11 @@ impl BatchWriter for BatchTx<'_> {
     fn client(&mut self, name: &str) -> Result<Option<BatchClient>> {
         self.tx
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT key, last_sequence, scan_time, failure_time, token_generation FROM clients WHERE name = ?1",
-                [name],
-                |r| {
+            )
+            .and_then(|mut s| {
+                s.query_row([name], |r| {
                     Ok(BatchClient {
                         key: r.get(0)?,
                         last_sequence: r.get(1)?,
@@ -890,8 +893,8 @@ impl BatchWriter for BatchTx<'_> {
                         failure_time: r.get(3)?,
                         token_generation: r.get(4)?,
                     })
-                },
-            )
+                })
+            })
             .optional()
             .map_err(self.tx.fail())
     }
@@ -913,18 +916,22 @@ impl BatchWriter for BatchTx<'_> {
 
     fn record_scan(&mut self, client: i64, states: &BTreeMap<i64, ScanState>, scan: &ScanRecorded<'_>) -> Result<()> {
         let fail = self.tx.fail();
-        self.tx.conn.execute("DELETE FROM compliance WHERE client_key = ?1", [client]).map_err(&fail)?;
+        self.tx
+            .conn
+            .prepare_cached("DELETE FROM compliance WHERE client_key = ?1")
+            .and_then(|mut s| s.execute([client]))
+            .map_err(&fail)?;
         let mut insert = self.tx.conn.prepare_cached(UPSERT_STATE).map_err(&fail)?;
         for (key, (result, enforcement)) in states {
             insert.execute(params![client, key, result, enforcement, scan.time]).map_err(&fail)?;
         }
         self.tx
             .conn
-            .execute(
+            .prepare_cached(
                 "UPDATE clients SET scan_time = ?2, scan_catalog_version = ?3, \
                  agent_version = COALESCE(?4, agent_version) WHERE key = ?1",
-                params![client, scan.time, scan.catalog_version, scan.agent_version],
             )
+            .and_then(|mut s| s.execute(params![client, scan.time, scan.catalog_version, scan.agent_version]))
             .map_err(&fail)?;
         Ok(())
     }
@@ -932,10 +939,10 @@ impl BatchWriter for BatchTx<'_> {
     fn record_failure(&mut self, client: i64, time: i64, catalog_version: i64, error: &str) -> Result<()> {
         self.tx
             .conn
-            .execute(
+            .prepare_cached(
                 "UPDATE clients SET failure_time = ?2, failure_catalog_version = ?3, failure_error = ?4 WHERE key = ?1",
-                params![client, time, catalog_version, error],
             )
+            .and_then(|mut s| s.execute(params![client, time, catalog_version, error]))
             .map_err(self.tx.fail())?;
         Ok(())
     }
@@ -952,10 +959,8 @@ impl BatchWriter for BatchTx<'_> {
     fn finish(&mut self, client: i64, sequence: i64, now: i64) -> Result<()> {
         self.tx
             .conn
-            .execute(
-                "UPDATE clients SET last_sequence = ?2, last_seen = ?3 WHERE key = ?1",
-                params![client, sequence, now],
-            )
+            .prepare_cached("UPDATE clients SET last_sequence = ?2, last_seen = ?3 WHERE key = ?1")
+            .and_then(|mut s| s.execute(params![client, sequence, now]))
             .map_err(self.tx.fail())?;
         self.tx
             .conn
