@@ -704,7 +704,11 @@ impl Store for BrokenStore {
     fn upsert_client(&mut self, _: &ClientInfo, _: Timestamp) -> patchops::Result<()> {
         down()
     }
-    fn apply_batch_checked(&mut self, _: &StateBatch, _: Option<u64>, _: Timestamp) -> patchops::Result<BatchOutcome> {
+    fn apply_batches_checked(
+        &mut self,
+        _: &[(&StateBatch, Option<u64>)],
+        _: Timestamp,
+    ) -> patchops::Result<Vec<patchops::Result<BatchOutcome>>> {
         down()
     }
     fn record_rejected(&mut self, _: &str, _: &str, _: &str, _: Timestamp) -> patchops::Result<()> {

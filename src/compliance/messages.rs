@@ -78,10 +78,11 @@ impl TryFrom<WireMessage> for StateMessage {
     type Error = String;
 
     fn try_from(m: WireMessage) -> Result<StateMessage, String> {
-        let (kind, name) = match m.kind {
-            MessageKind::ScanCompleted => (m.kind, "scanCompleted"),
-            MessageKind::ScanFailed => (m.kind, "scanFailed"),
-            MessageKind::Enforcement => (m.kind, "enforcement"),
+        let kind = m.kind;
+        let name = match kind {
+            MessageKind::ScanCompleted => "scanCompleted",
+            MessageKind::ScanFailed => "scanFailed",
+            MessageKind::Enforcement => "enforcement",
         };
         let missing = |field: &str| format!("missing field `{field}` (a {name} message needs it)");
         let present = [

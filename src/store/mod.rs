@@ -183,26 +183,23 @@ pub trait Store: Send {
         batch: &StateBatch,
         token_generation: Option<u64>,
         now: Timestamp,
-    ) -> Result<BatchOutcome>;
+    ) -> Result<BatchOutcome> {
+        let mut answers = self.apply_batches_checked(&[(batch, token_generation)], now)?;
+        answers.pop().expect("one answer per batch")
+    }
 
     /// Group commit: several batches, each with the token generation it came with, in
     /// one transaction. Each is applied as [`Store::apply_batch_checked`] would, in its
     /// own savepoint, so a batch that fails (an unknown update, say) is rolled back alone
     /// and the others are kept. `Ok` holds one answer per batch, in order, and comes only
     /// after the commit; `Err` means the transaction failed and no batch was applied.
-    /// Batches of one client are applied in the order given. The default gives each
-    /// batch its own transaction (both stores override it).
+    /// Batches of one client are applied in the order given.
     fn apply_batches_checked(
         &mut self,
         batches: &[(&StateBatch, Option<u64>)],
         now: Timestamp,
-    ) -> Result<Vec<Result<BatchOutcome>>> {
-        Ok(batches.iter().map(|&(batch, generation)| self.apply_batch_checked(batch, generation, now)).collect())
-    }
+    ) -> Result<Vec<Result<BatchOutcome>>>;
 
-    /// Keep a state message that could not be processed (T1.U4): it stays visible. Only
-    /// its size and a bounded prefix are kept ([`REJECTED_PREFIX_BYTES`]), and only the
-    /// newest [`REJECTED_PER_CLIENT`] per client and [`REJECTED_TOTAL`] in all.
     fn record_rejected(&mut self, client: &str, raw: &str, error: &str, now: Timestamp) -> Result<()>;
 
     /// Every client with facts and compliance: the reconcile core's input.

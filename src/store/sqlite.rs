@@ -618,16 +618,6 @@ impl Store for SqliteStore {
             .map_err(|message| StoreError::Corrupt(message).at(self.location()))
     }
 
-    fn apply_batch_checked(
-        &mut self,
-        batch: &StateBatch,
-        token_generation: Option<u64>,
-        now: Timestamp,
-    ) -> Result<BatchOutcome> {
-        let mut answers = self.apply_batches_checked(&[(batch, token_generation)], now)?;
-        answers.pop().expect("one answer per batch")
-    }
-
     fn apply_batches_checked(
         &mut self,
         batches: &[(&StateBatch, Option<u64>)],
