@@ -2,9 +2,8 @@
 //! that reach it, its client settings, the collections whose windows it gets), and clients
 //! with the same signature share one policy document, named by its ETag.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-
-use rayon::prelude::*;
 
 use super::policy::{ClientPolicy, DeploymentAssignment};
 use super::status::Rollouts;
@@ -18,24 +17,37 @@ const SETTINGS: u32 = u32::MAX;
 const WINDOWS_OF: u32 = u32::MAX - 1;
 
 impl Engine {
-    /// Every client's policy, from scratch.
+    /// Every client's policy, from scratch. A signature depends only on the client's
+    /// membership row, so it is worked out once per distinct row (clients in the same
+    /// collections share it), and the clients per document are summed per slot.
     pub(super) fn assign_policies(&mut self, inputs: &Inputs<'_>, rollouts: &Rollouts, out: &mut Outcome) {
         let clients = inputs.fleet.clients.len();
-        let signatures: Vec<Vec<(u32, u32)>> =
-            (0..clients).into_par_iter().map(|i| self.signature(i, &rollouts.active)).collect();
         self.slot_of.clear();
+        self.slot_sigs.clear();
         self.slot_users.clear();
         out.assignments = Vec::with_capacity(clients);
-        for sig in &signatures {
-            let slot = self.slot_for(sig, inputs, out, &rollouts.halted);
+        let mut slot_by_row: HashMap<Vec<u64>, u32> = HashMap::new();
+        for i in 0..clients {
+            let row = self.membership.row(i);
+            let slot = match slot_by_row.get(row) {
+                Some(&slot) => slot,
+                None => {
+                    let row = row.to_vec();
+                    let sig = self.signature(&row, &rollouts.active);
+                    let slot = self.slot_for(&sig, inputs, out, &rollouts.halted);
+                    slot_by_row.insert(row, slot);
+                    slot
+                }
+            };
             self.slot_users[slot as usize] += 1;
             out.assignments.push(slot);
         }
         self.etag_users.clear();
-        for &slot in &out.assignments {
-            *self.etag_users.entry(out.policy_etags[slot as usize].clone()).or_default() += 1;
+        for (slot, &users) in self.slot_users.iter().enumerate() {
+            if users > 0 {
+                *self.etag_users.entry(out.policy_etags[slot].clone()).or_default() += users;
+            }
         }
-        self.signatures = signatures;
     }
 
     /// The policies of the clients `changed` after a change to them alone (a client past
@@ -56,20 +68,18 @@ impl Engine {
         out.policy_etags = std::mem::take(&mut self.outcome.policy_etags);
         out.assignments = std::mem::take(&mut self.outcome.assignments);
         for &i in changed {
-            let sig = self.signature(i, &rollouts.active);
+            let sig = self.signature(self.membership.row(i), &rollouts.active);
             let slot = self.slot_for(&sig, inputs, out, &rollouts.halted);
             self.slot_users[slot as usize] += 1;
             if i == out.assignments.len() {
                 *self.etag_users.entry(out.policy_etags[slot as usize].clone()).or_default() += 1;
-                self.signatures.push(sig);
                 out.assignments.push(slot);
                 continue;
             }
             let old_slot = out.assignments[i];
             self.slot_users[old_slot as usize] -= 1;
-            let old_sig = std::mem::replace(&mut self.signatures[i], sig);
             if self.slot_users[old_slot as usize] == 0 && old_slot != slot {
-                self.slot_of.remove(&old_sig);
+                self.slot_of.remove(&self.slot_sigs[old_slot as usize]);
             }
             self.move_etag_user(old_slot, slot, out);
             out.assignments[i] = slot;
@@ -102,10 +112,11 @@ impl Engine {
         }
     }
 
-    /// What decides client `i`'s policy: the first active slot of each deployment that
-    /// targets it, its client settings, and the collections with windows it is in.
-    fn signature(&self, i: usize, active_slots: &[usize]) -> Vec<(u32, u32)> {
-        let (prepared, row) = (&self.prepared, self.membership.row(i));
+    /// What decides the policy of a client with this membership row: the first active slot
+    /// of each deployment that targets it, its client settings, and the collections with
+    /// windows it is in.
+    fn signature(&self, row: &[u64], active_slots: &[usize]) -> Vec<(u32, u32)> {
+        let prepared = &self.prepared;
         let mut sig: Vec<(u32, u32)> = Vec::new();
         for (di, d) in prepared.deployments.iter().enumerate() {
             if let Some(first) = d.slots.iter().position(|&c| member(row, c))
@@ -133,6 +144,7 @@ impl Engine {
         out.policies.insert(etag.clone(), Arc::new(policy));
         out.policy_etags.push(etag);
         self.slot_users.push(0);
+        self.slot_sigs.push(sig.to_vec());
         let slot = (out.policy_etags.len() - 1) as u32;
         self.slot_of.insert(sig.to_vec(), slot);
         slot

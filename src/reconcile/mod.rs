@@ -138,10 +138,9 @@ pub struct Engine {
     layout: Layout,
     membership: Membership,
     acc: Acc,
-    /// Per client: the policy signature it was assigned.
-    signatures: Vec<Vec<(u32, u32)>>,
-    /// Policy slot by signature, and how many clients use each slot.
+    /// Policy slot by signature; per slot, its signature and how many clients use it.
     slot_of: HashMap<Vec<(u32, u32)>, u32>,
+    slot_sigs: Vec<Vec<(u32, u32)>>,
     slot_users: Vec<u32>,
     /// Clients per policy document: two slots may produce the same document (same ETag),
     /// so a document goes only when its last client does.
@@ -163,8 +162,8 @@ impl Engine {
             layout,
             membership,
             acc,
-            signatures: Vec::new(),
             slot_of: HashMap::new(),
+            slot_sigs: Vec::new(),
             slot_users: Vec::new(),
             etag_users: HashMap::new(),
             halted: Vec::new(),
@@ -191,7 +190,7 @@ impl Engine {
     /// not match): run a full reconcile then.
     pub fn update_clients(&mut self, inputs: &Inputs<'_>, changes: &[ClientChange<'_>]) -> Option<Outcome> {
         let joined = changes.iter().filter(|c| matches!(c, ClientChange::Joined { .. })).count();
-        let known = self.signatures.len();
+        let known = self.outcome.assignments.len();
         if self.outcome.valid_until.is_some_and(|t| inputs.now >= t) || inputs.fleet.clients.len() != known + joined {
             return None;
         }

@@ -99,7 +99,13 @@ struct Targets {
     found: Vec<Found>,
     /// Per update group (`Layout::group_of`): its deployments that target the client.
     in_group: Vec<Vec<u32>>,
+    /// The targeting deployments (as in `list`) by membership row: clients in the same
+    /// collections are targeted alike, so the deployments are scanned once per row.
+    by_row: HashMap<Vec<u64>, Vec<(usize, usize)>>,
 }
+
+/// Distinct membership rows remembered per worker before the memo starts over.
+const ROWS_REMEMBERED: usize = 4096;
 
 // Working space carries no count: every two are equal, and a clone starts empty.
 impl PartialEq for Targets {
@@ -361,10 +367,23 @@ impl Layout {
         who.waived = self.count_waivers(catalog, &client.name, &who, acc);
         let mut targets = std::mem::take(&mut acc.scratch);
         targets.clear(self);
-        for (di, d) in prepared.deployments.iter().enumerate() {
-            let Some(first) = d.slots.iter().position(|&col| member(row, col)) else { continue };
-            targets.add(self, di, first, self.bases[di].upd + first * d.updates.len());
+        let mut by_row = std::mem::take(&mut targets.by_row);
+        if !by_row.contains_key(row) {
+            if by_row.len() >= ROWS_REMEMBERED {
+                by_row.clear();
+            }
+            let list = prepared
+                .deployments
+                .iter()
+                .enumerate()
+                .filter_map(|(di, d)| Some((di, d.slots.iter().position(|&col| member(row, col))?)))
+                .collect();
+            by_row.insert(row.to_vec(), list);
         }
+        for &(di, first) in &by_row[row] {
+            targets.add(self, di, first, self.bases[di].upd + first * prepared.deployments[di].updates.len());
+        }
+        targets.by_row = by_row;
         if let Some(v) = scanned {
             self.count_states(catalog, v, &who, &mut targets, acc);
         }
