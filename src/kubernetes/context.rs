@@ -71,46 +71,67 @@ fn values<K: Cached>(cache: &Cache<K>) -> Vec<serde_json::Value> {
     cache.state().iter().map(|o| serde_json::to_value(o.as_ref()).expect("resources serialize")).collect()
 }
 
-/// Hash what the caches hold of one kind, two ways: every object's resource version
-/// (any change, a status patch too) and what the desired state is made of (the spec's
-/// generation — the spec itself where the API server set none —, labels, annotations,
-/// deletion), so a status patch is not taken for a new desired state.
-fn fingerprint<K: Cached>(cache: &Cache<K>, any: &mut impl Hasher, spec: &mut impl Hasher) {
+/// What a fingerprint of the caches covers.
+#[derive(Clone, Copy)]
+pub enum Fingerprint {
+    /// Every object's resource version: any change, a status patch too.
+    Any,
+    /// What the desired state is made of: the spec's generation (the spec itself where
+    /// the API server set none), labels, annotations, deletion; a status patch is not
+    /// taken for a new desired state.
+    Spec,
+}
+
+/// Hash what the caches hold of one kind. Each object is hashed alone and the hashes
+/// are summed, so the caches' order does not matter and nothing is sorted: a reconcile
+/// asks this of every object, and a resync wave reconciles every object.
+fn fingerprint<K: Cached>(cache: &Cache<K>, what: Fingerprint) -> u64 {
     let kind = K::kind(&());
-    let mut objects = cache.state();
-    objects.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
-    for o in objects {
-        let m = o.meta();
-        (kind.as_ref(), &m.name, &m.resource_version).hash(any);
-        if m.resource_version.is_none() {
-            // Objects made without an API server (tests): their content is their version.
-            serde_json::to_string(o.as_ref()).ok().hash(any);
+    cache.state().iter().fold(0u64, |sum, o| {
+        let (m, mut h) = (o.meta(), DefaultHasher::new());
+        match what {
+            Fingerprint::Any => {
+                (kind.as_ref(), &m.name, &m.resource_version).hash(&mut h);
+                if m.resource_version.is_none() {
+                    // Objects made without an API server (tests): their content is their version.
+                    serde_json::to_string(o.as_ref()).ok().hash(&mut h);
+                }
+            }
+            Fingerprint::Spec => {
+                (kind.as_ref(), &m.name, &m.uid, &m.labels, &m.annotations, m.deletion_timestamp.is_some())
+                    .hash(&mut h);
+                match m.generation {
+                    Some(g) => g.hash(&mut h),
+                    None => serde_json::to_value(o.as_ref())
+                        .ok()
+                        .and_then(|v| v.get("spec").map(|s| s.to_string()))
+                        .hash(&mut h),
+                }
+            }
         }
-        (kind.as_ref(), &m.name, &m.uid, &m.labels, &m.annotations, m.deletion_timestamp.is_some()).hash(spec);
-        match m.generation {
-            Some(g) => g.hash(spec),
-            None => serde_json::to_value(o.as_ref()).ok().and_then(|v| v.get("spec").map(|s| s.to_string())).hash(spec),
-        }
-    }
+        sum.wrapping_add(h.finish())
+    })
 }
 
 impl Caches {
-    /// (any change, a change of the desired state) as two hashes.
-    pub fn fingerprints(&self) -> (u64, u64) {
-        let (mut any, mut spec) = (DefaultHasher::new(), DefaultHasher::new());
-        fingerprint(&self.catalogs, &mut any, &mut spec);
-        fingerprint(&self.collections, &mut any, &mut spec);
-        fingerprint(&self.client_settings, &mut any, &mut spec);
-        fingerprint(&self.update_lists, &mut any, &mut spec);
-        fingerprint(&self.templates, &mut any, &mut spec);
-        fingerprint(&self.deployments, &mut any, &mut spec);
-        fingerprint(&self.packages, &mut any, &mut spec);
-        fingerprint(&self.rules, &mut any, &mut spec);
-        fingerprint(&self.waivers, &mut any, &mut spec);
-        fingerprint(&self.compliance_policies, &mut any, &mut spec);
-        fingerprint(&self.notification_providers, &mut any, &mut spec);
-        fingerprint(&self.alerts, &mut any, &mut spec);
-        (any.finish(), spec.finish())
+    /// One hash of every kind's objects (see [`Fingerprint`]).
+    pub fn fingerprint(&self, what: Fingerprint) -> u64 {
+        [
+            fingerprint(&self.catalogs, what),
+            fingerprint(&self.collections, what),
+            fingerprint(&self.client_settings, what),
+            fingerprint(&self.update_lists, what),
+            fingerprint(&self.templates, what),
+            fingerprint(&self.deployments, what),
+            fingerprint(&self.packages, what),
+            fingerprint(&self.rules, what),
+            fingerprint(&self.waivers, what),
+            fingerprint(&self.compliance_policies, what),
+            fingerprint(&self.notification_providers, what),
+            fingerprint(&self.alerts, what),
+        ]
+        .into_iter()
+        .fold(0, u64::wrapping_add)
     }
 
     /// Every object as JSON (apiVersion, kind, metadata, spec, status).
@@ -410,7 +431,7 @@ impl Context {
     /// `kubernetes/<namespace>@<hash of what it is made of>`, so the engine re-derives when
     /// a spec, label or annotation changed and not when a status was patched.
     pub fn desired(&self) -> Arc<Desired> {
-        let (any, spec) = self.caches.fingerprints();
+        let any = self.caches.fingerprint(Fingerprint::Any);
         let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, desired)) = built.as_ref()
             && *at == any
@@ -424,6 +445,7 @@ impl Context {
         };
         let live: Vec<serde_json::Value> =
             all.iter().filter(|o| o.pointer("/metadata/deletionTimestamp").is_none()).cloned().collect();
+        let spec = self.caches.fingerprint(Fingerprint::Spec);
         let revision = format!("kubernetes/{}@{spec:016x}", self.namespace);
         let (state, problems) = DesiredState::from_objects(&revision, &live);
         let seq = built.as_ref().map_or(1, |(_, d)| d.seq + 1);
