@@ -1187,6 +1187,30 @@ fn sqlite_store_is_in_wal_mode_with_the_settings_views_need() {
 // PostgreSQL only.
 
 #[test]
+fn postgres_a_fleet_read_in_parts_side_by_side_equals_the_fleet_read_in_one() {
+    let b = Backend::postgres();
+    let Backend::Postgres { url, schema } = &b else { unreachable!() };
+    let mut s = PostgresStore::open_in_schema(url, schema).unwrap();
+    s.save_catalog(&[update("KB1-a"), update("KB2-a"), update("KB3-a")], at(T0)).unwrap();
+    for (i, name) in ["web-01", "web-02", "db-01"].iter().enumerate() {
+        s.upsert_client(&client(name, "lyon", "web", None), at(T0)).unwrap();
+        let states = [("KB3-a", Missing, E::None), ("KB1-a", Installed, E::None), ("KB2-a", Missing, E::Downloaded)];
+        s.apply_batch(&batch(name, 1, vec![scan(at(T1), 1, &states[..=i])]), at(T1)).unwrap();
+    }
+    // A rescan rewrites web-01's rows, so the heap no longer holds them in key order.
+    let again = [("KB2-a", Installed, E::None), ("KB1-a", Missing, E::None)];
+    s.apply_batch(&batch("web-01", 2, vec![scan(at(T2), 1, &again)]), at(T2)).unwrap();
+    let one = s.load_fleet_in_parts(Some(1)).unwrap();
+    for parts in [2, 3, 7] {
+        let split = s.load_fleet_in_parts(Some(parts)).unwrap();
+        assert_eq!(format!("{:?}", split.clients), format!("{:?}", one.clients), "{parts} parts");
+    }
+    let web = one.clients.iter().find(|c| c.name == "web-01").unwrap();
+    let keys: Vec<u32> = web.compliance.states.iter().map(|st| st.key()).collect();
+    assert!(keys.is_sorted() && keys.len() == 2, "{keys:?}");
+}
+
+#[test]
 fn postgres_location_hides_the_password() {
     let b = Backend::postgres();
     let Backend::Postgres { url, schema } = &b else { unreachable!() };

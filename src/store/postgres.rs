@@ -7,7 +7,7 @@
 //! row, and [`Store::load_fleet`] streams the compliance table with a binary `COPY`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -57,6 +57,8 @@ pub struct PostgresStore {
     /// How to connect again after the server closed the connection (a restart, a
     /// failover, an administrator's `pg_terminate_backend`).
     config: postgres::Config,
+    /// The same, for the async client a cold start streams the compliance table with.
+    stream_config: tokio_postgres::Config,
     schema: Option<String>,
 }
 
@@ -102,9 +104,14 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        let mut stream_config: tokio_postgres::Config =
+            url.parse().map_err(|e| Error::store(location.clone(), format!("invalid PostgreSQL URL: {e}"), e))?;
+        if stream_config.get_connect_timeout().is_none() {
+            stream_config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let client = Self::dial(&config, schema, &location)?;
         let schema = schema.map(str::to_string);
-        let store = PostgresStore { client: Mutex::new(client), location, config, schema };
+        let store = PostgresStore { client: Mutex::new(client), location, config, stream_config, schema };
         store.migrate()?;
         Ok(store)
     }
@@ -176,6 +183,90 @@ impl PostgresStore {
             }
         }
         client
+    }
+
+    /// [`Store::load_fleet`] with the compliance table read in `parts` parts side by side
+    /// (None: one per 128 MiB of it, at most one per core and [`PARTS_MAX`]).
+    pub fn load_fleet_in_parts(&self, parts: Option<usize>) -> Result<Fleet> {
+        let fail = pg(&self.location, "cannot load the fleet");
+        let mut conn = self.conn();
+        let mut tx = snapshot(&mut conn).map_err(&fail)?;
+        let rows = tx
+            .query(
+                "SELECT key, name, facts::text, agent_version, scan_time, scan_catalog_version, failure_time, \
+                 failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients ORDER BY key",
+                &[],
+            )
+            .map_err(&fail)?;
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut clients = Vec::with_capacity(rows.len());
+        for r in rows {
+            keys.push(r.get::<_, i32>(0) as i64);
+            clients.push(client_row(&r).into_client().map_err(|m| self.corrupt(m))?);
+        }
+        // The compliance table in parts read side by side, each on a connection of its own in
+        // this transaction's snapshot: rows come in heap order, not sorted, which the
+        // server sends fastest; `StateRuns` puts them back together per client.
+        let blocks: i64 = tx
+            .query_one("SELECT pg_relation_size('compliance') / current_setting('block_size')::int8", &[])
+            .map_err(&fail)?
+            .get(0);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(PARTS_MAX);
+        let parts = parts.unwrap_or((blocks / BLOCKS_PER_PART).clamp(1, threads as i64) as usize).max(1);
+        let exported: String = tx.query_one("SELECT pg_export_snapshot()", &[]).map_err(&fail)?.get(0);
+        let read = std::thread::scope(|scope| -> Result<Vec<StateRuns<'_>>> {
+            let readers: Vec<_> = (0..parts)
+                .map(|part| {
+                    let sql = format!("{STATES_COPY}{}) TO STDOUT (FORMAT binary)", part_filter(part, parts, blocks));
+                    let (exported, keys) = (exported.as_str(), keys.as_slice());
+                    scope.spawn(move || self.stream_states(exported, &sql, keys))
+                })
+                .collect();
+            readers
+                .into_iter()
+                .map(|r| r.join().map_err(|_| Error::Runtime("a fleet read thread panicked".into()))?)
+                .collect()
+        })?;
+        StateRuns::finish(read, &mut clients);
+        tx.commit().map_err(&fail)?;
+        Ok(Fleet::new(clients))
+    }
+
+    /// One part of the compliance table (`sql`, a [`STATES_COPY`]) on a connection of its
+    /// own, in the exported snapshot `snapshot`: the async client, driven on this thread,
+    /// streams the rows without entering a runtime per row.
+    fn stream_states<'k>(&self, snapshot: &str, sql: &str, keys: &'k [i64]) -> Result<StateRuns<'k>> {
+        use futures::TryStreamExt;
+        let fail =
+            |e: tokio_postgres::Error| Error::store(self.location.clone(), format!("cannot load the fleet: {e}"), e);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Runtime(format!("cannot start a runtime to read the fleet: {e}")))?;
+        rt.block_on(async {
+            let (client, connection) = self.stream_config.connect(NoTls).await.map_err(fail)?;
+            let connection = tokio::spawn(connection);
+            let search_path = self.schema.as_deref().map(|s| format!("SET search_path TO {}; ", quote_ident(s)));
+            client
+                .batch_execute(&format!(
+                    "{}BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'",
+                    search_path.unwrap_or_default()
+                ))
+                .await
+                .map_err(fail)?;
+            let mut runs = StateRuns::new(keys);
+            let mut decoder = CopyDecoder::default();
+            let stream = client.copy_out(sql).await.map_err(fail)?;
+            futures::pin_mut!(stream);
+            while let Some(data) = stream.try_next().await.map_err(fail)? {
+                decoder.feed(&data, &mut runs).map_err(|m| self.corrupt(m))?;
+            }
+            decoder.finish().map_err(|m| self.corrupt(m))?;
+            client.batch_execute("COMMIT").await.map_err(fail)?;
+            drop(client);
+            let _ = connection.await;
+            Ok(runs)
+        })
     }
 
     /// Stored data that cannot be read back.
@@ -266,10 +357,13 @@ impl PostgresStore {
             .map_err(pg(&self.location, "cannot mark the clients scanned"))
     }
 
-    /// Bulk path for imports and benchmarks, as `SqliteStore::bulk_load_states`: rows
-    /// `(client key, state, time)` are streamed with `COPY` into a temporary table and
-    /// upserted into `compliance` in one transaction (existing (client, update) rows are
-    /// replaced; a row given twice fails the load). Returns the number of rows.
+    /// Bulk path for imports and benchmarks, as `SqliteStore::bulk_load_states`, in one
+    /// transaction; returns the number of rows. Into an empty `compliance` table the rows
+    /// are streamed with a binary `COPY` straight into it, with its primary and foreign
+    /// keys dropped for the load and added back after (an index built once and each key
+    /// checked in one pass, as PostgreSQL's manual advises for populating a database);
+    /// otherwise through a temporary table, upserted (existing (client, update) rows are
+    /// replaced). A row given twice, or naming an unknown client or update, fails the load.
     pub fn bulk_load_states<I>(&mut self, rows: I) -> Result<u64>
     where
         I: IntoIterator<Item = (u32, PackedState, Timestamp)>,
@@ -281,39 +375,75 @@ impl PostgresStore {
         };
         let mut client = self.conn();
         let mut tx = client.transaction().map_err(&fail)?;
-        tx.batch_execute(
-            "CREATE TEMPORARY TABLE bulk_states (client_key INTEGER, update_key INTEGER, scan_result SMALLINT, \
-             enforcement SMALLINT, time BIGINT) ON COMMIT DROP",
-        )
-        .map_err(&fail)?;
+        tx.batch_execute("LOCK TABLE compliance IN SHARE ROW EXCLUSIVE MODE").map_err(&fail)?;
+        let empty: bool = tx.query_one("SELECT NOT EXISTS (SELECT 1 FROM compliance)", &[]).map_err(&fail)?.get(0);
+        let keys = if empty {
+            tx.query(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint \
+                 WHERE conrelid = 'compliance'::regclass AND contype IN ('p', 'f') ORDER BY contype DESC, conname",
+                &[],
+            )
+            .map_err(&fail)?
+            .iter()
+            .map(|r| (quote_ident(r.get::<_, &str>(0)), r.get::<_, String>(1)))
+            .collect()
+        } else {
+            Vec::new()
+        };
+        for (name, _) in &keys {
+            tx.batch_execute(&format!("ALTER TABLE compliance DROP CONSTRAINT {name}")).map_err(&fail)?;
+        }
+        let into = if empty {
+            "compliance (client_key, update_key, scan_result, enforcement, time)"
+        } else {
+            tx.batch_execute(
+                "CREATE TEMPORARY TABLE bulk_states (client_key INTEGER, update_key INTEGER, scan_result SMALLINT, \
+                 enforcement SMALLINT, time BIGINT) ON COMMIT DROP",
+            )
+            .map_err(&fail)?;
+            "bulk_states"
+        };
         let mut n = 0u64;
         {
-            let writer = tx.copy_in("COPY bulk_states FROM STDIN").map_err(&fail)?;
+            let writer = tx.copy_in(&format!("COPY {into} FROM STDIN (FORMAT binary)")).map_err(&fail)?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, writer);
+            w.write_all(b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0").map_err(io_fail)?;
+            let mut tuple = [0u8; 42];
+            // Per tuple: 5 fields as (length, value): int4, int4, int2, int2, int8.
+            tuple[..2].copy_from_slice(&5i16.to_be_bytes());
+            for (at, len) in [(2, 4i32), (10, 4), (18, 2), (24, 2), (30, 8)] {
+                tuple[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            }
             for (client_key, state, time) in rows {
-                writeln!(
-                    w,
-                    "{client_key}\t{}\t{}\t{}\t{}",
-                    state.key(),
-                    state.scan() as u8,
-                    state.enforcement() as u8,
-                    secs(time)
-                )
-                .map_err(io_fail)?;
+                tuple[6..10].copy_from_slice(&(client_key as i32).to_be_bytes());
+                tuple[14..18].copy_from_slice(&(state.key() as i32).to_be_bytes());
+                tuple[22..24].copy_from_slice(&(state.scan() as i16).to_be_bytes());
+                tuple[28..30].copy_from_slice(&(state.enforcement() as i16).to_be_bytes());
+                tuple[34..42].copy_from_slice(&secs(time).to_be_bytes());
+                w.write_all(&tuple).map_err(io_fail)?;
                 n += 1;
             }
+            w.write_all(&(-1i16).to_be_bytes()).map_err(io_fail)?;
             let writer = w.into_inner().map_err(|e| io_fail(e.into_error()))?;
             writer.finish().map_err(&fail)?;
         }
-        tx.execute(
-            "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
-             SELECT client_key, update_key, scan_result, enforcement, time FROM bulk_states \
-             ORDER BY client_key, update_key \
-             ON CONFLICT (client_key, update_key) DO UPDATE SET scan_result = EXCLUDED.scan_result, \
-             enforcement = EXCLUDED.enforcement, time = EXCLUDED.time",
-            &[],
-        )
-        .map_err(&fail)?;
+        if empty {
+            tx.batch_execute("SET LOCAL maintenance_work_mem = '512MB'").map_err(&fail)?;
+            for (name, definition) in &keys {
+                tx.batch_execute(&format!("ALTER TABLE compliance ADD CONSTRAINT {name} {definition}"))
+                    .map_err(&fail)?;
+            }
+        } else {
+            tx.execute(
+                "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
+                 SELECT client_key, update_key, scan_result, enforcement, time FROM bulk_states \
+                 ORDER BY client_key, update_key \
+                 ON CONFLICT (client_key, update_key) DO UPDATE SET scan_result = EXCLUDED.scan_result, \
+                 enforcement = EXCLUDED.enforcement, time = EXCLUDED.time",
+                &[],
+            )
+            .map_err(&fail)?;
+        }
         tx.commit().map_err(&fail)?;
         Ok(n)
     }
@@ -380,43 +510,102 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Reads `COPY (client_key int4, update_key int4, scan_result int2, enforcement int2)
-/// TO STDOUT (FORMAT binary)` into the clients' states.
-fn read_binary_states(
-    mut r: impl Read,
-    group: &mut StateGrouper,
-    clients: &mut [Client],
-) -> std::result::Result<(), String> {
-    let bad = |what: &str| format!("unexpected COPY data from the server: {what}");
-    let io = |e: std::io::Error| format!("reading the compliance table: {e}");
-    let mut header = [0u8; 19];
-    r.read_exact(&mut header).map_err(io)?;
-    if &header[..11] != b"PGCOPY\n\xff\r\n\0" {
-        return Err(bad("no binary COPY signature"));
+/// The compliance rows as `COPY` reads them at a cold start: the client key, and the
+/// update key, scan result and enforcement in one int8 (32, 16 and 16 bits; lossless,
+/// so a stored value out of range is still refused by [`pack`]). Two fields instead of
+/// four is a third less for the server to send; followed by a block range, or nothing.
+const STATES_COPY: &str = "COPY (SELECT client_key, (update_key::int8 << 32) | ((scan_result::int8 & 65535) << 16) \
+     | (enforcement::int8 & 65535) FROM compliance";
+
+/// Heap blocks (8 KiB, about 150,000 rows) per part of a cold start's read of the
+/// compliance table, below which it is read in one part.
+const BLOCKS_PER_PART: i64 = 16_384;
+/// The most parts (connections, each one server process) a cold start reads in.
+const PARTS_MAX: usize = 4;
+
+/// Block range `part` of `parts` of a heap of `blocks` blocks, as a `WHERE` on `ctid`
+/// (PostgreSQL 14 and later scan only those blocks); the last part is open-ended, so rows
+/// in blocks added since the size was read are not missed.
+fn part_filter(part: usize, parts: usize, blocks: i64) -> String {
+    let bound = |p: usize| blocks * p as i64 / parts as i64;
+    match (part, parts) {
+        (_, 1) => String::new(),
+        (0, _) => format!(" WHERE ctid < '({},0)'::tid", bound(1)),
+        (p, n) if p + 1 == n => format!(" WHERE ctid >= '({},0)'::tid", bound(p)),
+        (p, _) => format!(" WHERE ctid >= '({},0)'::tid AND ctid < '({},0)'::tid", bound(p), bound(p + 1)),
     }
-    let ext = u32::from_be_bytes(header[15..19].try_into().expect("4 bytes"));
-    std::io::copy(&mut (&mut r).take(ext as u64), &mut std::io::sink()).map_err(io)?;
-    // Per tuple: field count (2), then 4 fields as (length 4, value): 4+4, 4+4, 4+2, 4+2.
-    let mut tuple = [0u8; 28];
-    loop {
-        let mut count = [0u8; 2];
-        r.read_exact(&mut count).map_err(io)?;
-        match i16::from_be_bytes(count) {
-            -1 => return Ok(()),
-            4 => {}
-            n => return Err(bad(&format!("{n} fields in a row"))),
+}
+
+/// Decodes `COPY (client_key int4, packed int8) TO STDOUT (FORMAT binary)`
+/// ([`STATES_COPY`]) into runs, from the data messages as they come (a tuple may span
+/// two of them).
+#[derive(Default)]
+struct CopyDecoder {
+    header_read: bool,
+    ended: bool,
+    carry: Vec<u8>,
+}
+
+impl CopyDecoder {
+    fn feed(&mut self, data: &[u8], runs: &mut StateRuns<'_>) -> std::result::Result<(), String> {
+        if self.carry.is_empty() {
+            let used = self.decode(data, runs)?;
+            self.carry.extend_from_slice(&data[used..]);
+        } else {
+            let mut carry = std::mem::take(&mut self.carry);
+            carry.extend_from_slice(data);
+            let used = self.decode(&carry, runs)?;
+            carry.drain(..used);
+            self.carry = carry;
         }
-        r.read_exact(&mut tuple).map_err(io)?;
-        let len = |at: usize| i32::from_be_bytes(tuple[at..at + 4].try_into().expect("4 bytes"));
-        if len(0) != 4 || len(8) != 4 || len(16) != 2 || len(22) != 2 {
-            return Err(bad("field lengths"));
+        Ok(())
+    }
+
+    /// Decodes the whole tuples at the start of `buf`; the bytes used.
+    fn decode(&mut self, buf: &[u8], runs: &mut StateRuns<'_>) -> std::result::Result<usize, String> {
+        let bad = |what: &str| format!("unexpected COPY data from the server: {what}");
+        let be32 = |b: &[u8]| i32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
+        let mut at = 0;
+        if !self.header_read {
+            if buf.len() < 19 {
+                return Ok(0);
+            }
+            if &buf[..11] != b"PGCOPY\n\xff\r\n\0" {
+                return Err(bad("no binary COPY signature"));
+            }
+            let ext = be32(&buf[15..]) as usize;
+            if buf.len() < 19 + ext {
+                return Ok(0);
+            }
+            self.header_read = true;
+            at = 19 + ext;
         }
-        let client_key = i32::from_be_bytes(tuple[4..8].try_into().expect("4 bytes"));
-        let update_key = i32::from_be_bytes(tuple[12..16].try_into().expect("4 bytes"));
-        let scan = i16::from_be_bytes(tuple[20..22].try_into().expect("2 bytes"));
-        let enforcement = i16::from_be_bytes(tuple[26..28].try_into().expect("2 bytes"));
-        let state = pack(update_key as i64, scan as i64, enforcement as i64)?;
-        group.push(client_key as i64, state, clients);
+        // Per tuple: field count (2), then 2 fields as (length 4, value): 4+4, 4+8.
+        while !self.ended && buf.len() >= at + 2 {
+            match i16::from_be_bytes([buf[at], buf[at + 1]]) {
+                -1 => {
+                    self.ended = true;
+                    return Ok(buf.len());
+                }
+                2 => {}
+                n => return Err(bad(&format!("{n} fields in a row"))),
+            }
+            let Some(tuple) = buf.get(at + 2..at + 22) else { break };
+            if be32(tuple) != 4 || be32(&tuple[8..]) != 8 {
+                return Err(bad("field lengths"));
+            }
+            let client_key = be32(&tuple[4..]);
+            let packed = i64::from_be_bytes(tuple[12..20].try_into().expect("8 bytes"));
+            let (update_key, scan, enforcement) =
+                ((packed >> 32) as i32, (packed >> 16) as u16 as i16, packed as u16 as i16);
+            runs.push(client_key as i64, pack(update_key as i64, scan as i64, enforcement as i64)?);
+            at += 22;
+        }
+        Ok(at)
+    }
+
+    fn finish(&self) -> std::result::Result<(), String> {
+        if self.ended { Ok(()) } else { Err("the compliance table's COPY ended before its last row".into()) }
     }
 }
 
@@ -695,13 +884,14 @@ impl Store for PostgresStore {
             )
             .map_err(&fail)?;
         tx.commit().map_err(&fail)?;
-        let mut group = StateGrouper::new(keys.iter().map(|&k| k as i64).collect());
+        let keys: Vec<i64> = keys.iter().map(|&k| k as i64).collect();
+        let mut runs = StateRuns::new(&keys);
         for r in states {
             let (update, scan, enforcement): (i32, i16, i16) = (r.get(1), r.get(2), r.get(3));
             let state = pack(update as i64, scan as i64, enforcement as i64).map_err(|m| self.corrupt(m))?;
-            group.push(r.get::<_, i32>(0) as i64, state, &mut clients);
+            runs.push(r.get::<_, i32>(0) as i64, state);
         }
-        group.finish(&mut clients);
+        runs.into_clients(&mut clients);
         Ok(clients)
     }
 
@@ -765,36 +955,7 @@ impl Store for PostgresStore {
     }
 
     fn load_fleet(&self) -> Result<Fleet> {
-        let fail = pg(&self.location, "cannot load the fleet");
-        let mut conn = self.conn();
-        let mut tx = snapshot(&mut conn).map_err(&fail)?;
-        let rows = tx
-            .query(
-                "SELECT key, name, facts::text, agent_version, scan_time, scan_catalog_version, failure_time, \
-                 failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients ORDER BY key",
-                &[],
-            )
-            .map_err(&fail)?;
-        let mut keys = Vec::with_capacity(rows.len());
-        let mut clients = Vec::with_capacity(rows.len());
-        for r in rows {
-            keys.push(r.get::<_, i32>(0) as i64);
-            clients.push(client_row(&r).into_client().map_err(|m| self.corrupt(m))?);
-        }
-        let mut group = StateGrouper::new(keys);
-        {
-            let reader = tx
-                .copy_out(
-                    "COPY (SELECT client_key, update_key, scan_result, enforcement FROM compliance \
-                     ORDER BY client_key, update_key) TO STDOUT (FORMAT binary)",
-                )
-                .map_err(&fail)?;
-            let reader = std::io::BufReader::with_capacity(1 << 20, reader);
-            read_binary_states(reader, &mut group, &mut clients).map_err(|m| self.corrupt(m))?;
-        }
-        group.finish(&mut clients);
-        tx.commit().map_err(&fail)?;
-        Ok(Fleet::new(clients))
+        self.load_fleet_in_parts(None)
     }
 
     fn save_reconcile(

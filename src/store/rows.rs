@@ -117,46 +117,143 @@ impl ClientRow {
     }
 }
 
-/// Distributes compliance rows, read in (client key, update key) order, to clients
-/// held in client key order. States of one client are gathered in a scratch vector
-/// and copied once into an exactly sized one: no per-row allocation, ~4 bytes a
-/// state.
-pub struct StateGrouper {
-    keys: Vec<i64>,
-    next: usize,
+/// Distributes compliance rows to clients held in client key order, whatever order the
+/// rows come in (one part of a parallel heap scan, or an ordered read). The rows of one
+/// client that come together are a run: gathered in a scratch vector and copied once
+/// into an exactly sized one, so there is no per-row allocation and a state costs ~4
+/// bytes. A client whose rows came in several runs or parts is joined, and sorted by
+/// update key, in [`StateRuns::finish`].
+pub struct StateRuns<'k> {
+    keys: &'k [i64],
+    states: Vec<Vec<PackedState>>,
     current: Option<usize>,
     current_key: i64,
     scratch: Vec<PackedState>,
 }
 
-impl StateGrouper {
-    pub fn new(keys: Vec<i64>) -> Self {
-        StateGrouper { keys, next: 0, current: None, current_key: i64::MIN, scratch: Vec::with_capacity(1024) }
+impl<'k> StateRuns<'k> {
+    /// Runs for the clients whose store keys are `keys` (ascending).
+    pub fn new(keys: &'k [i64]) -> Self {
+        StateRuns {
+            keys,
+            states: vec![Vec::new(); keys.len()],
+            current: None,
+            current_key: i64::MIN,
+            scratch: Vec::with_capacity(1024),
+        }
     }
 
+    /// One row; a client key not in `keys` (a client the read did not ask for) is skipped.
     #[inline]
-    pub fn push(&mut self, client_key: i64, state: PackedState, clients: &mut [Client]) {
+    pub fn push(&mut self, client_key: i64, state: PackedState) {
         if client_key != self.current_key {
-            self.flush(clients);
+            self.flush();
             self.current_key = client_key;
-            while self.next < self.keys.len() && self.keys[self.next] < client_key {
-                self.next += 1;
-            }
-            self.current = (self.next < self.keys.len() && self.keys[self.next] == client_key).then_some(self.next);
+            self.current = self.keys.binary_search(&client_key).ok();
         }
         if self.current.is_some() {
             self.scratch.push(state);
         }
     }
 
-    fn flush(&mut self, clients: &mut [Client]) {
+    fn flush(&mut self) {
         if let Some(i) = self.current.take() {
-            clients[i].compliance.states = self.scratch.as_slice().to_vec();
+            let held = &mut self.states[i];
+            if held.is_empty() {
+                *held = self.scratch.as_slice().to_vec();
+            } else {
+                held.reserve_exact(self.scratch.len());
+                held.extend_from_slice(&self.scratch);
+            }
         }
+        self.current_key = i64::MIN;
         self.scratch.clear();
     }
 
-    pub fn finish(mut self, clients: &mut [Client]) {
-        self.flush(clients);
+    /// Every part's runs into `clients` (in the same order as the keys), each client's
+    /// states in update key order.
+    pub fn finish(parts: Vec<StateRuns<'_>>, clients: &mut [Client]) {
+        let mut parts: Vec<Vec<Vec<PackedState>>> = parts
+            .into_iter()
+            .map(|mut p| {
+                p.flush();
+                p.states
+            })
+            .collect();
+        for (i, client) in clients.iter_mut().enumerate() {
+            let mut states = Vec::new();
+            for part in &mut parts {
+                let run = std::mem::take(&mut part[i]);
+                if states.is_empty() {
+                    states = run;
+                } else if !run.is_empty() {
+                    states.reserve_exact(run.len());
+                    states.extend_from_slice(&run);
+                }
+            }
+            if !states.is_sorted_by_key(|s| s.key()) {
+                states.sort_unstable_by_key(|s| s.key());
+            }
+            client.compliance.states = states;
+        }
+    }
+
+    /// [`StateRuns::finish`] of this one part.
+    pub fn into_clients(self, clients: &mut [Client]) {
+        StateRuns::finish(vec![self], clients);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compliance::ScanResult;
+
+    fn client(name: &str) -> Client {
+        ClientRow {
+            name: name.into(),
+            facts: "{}".into(),
+            agent_version: None,
+            scan_time: None,
+            scan_catalog_version: None,
+            failure_time: None,
+            failure_catalog_version: None,
+            failure_error: None,
+            pending_messages: 0,
+            rejected_at: None,
+        }
+        .into_client()
+        .expect("a valid row")
+    }
+
+    fn state(key: u32) -> PackedState {
+        PackedState::new(key, ScanResult::Missing, Enforcement::None)
+    }
+
+    fn keys_of(c: &Client) -> Vec<u32> {
+        c.compliance.states.iter().map(|s| s.key()).collect()
+    }
+
+    #[test]
+    fn rows_in_any_order_and_in_several_parts_end_up_with_their_client_in_update_key_order() {
+        let keys = [3i64, 7, 9];
+        let mut clients = vec![client("a"), client("b"), client("c")];
+        let mut first = StateRuns::new(&keys);
+        // Client 7 in two runs of one part, and again in the second part; an unknown client
+        // key (5) between them is skipped; client 3 in order in one run.
+        for (k, u) in [(7, 20), (7, 10), (5, 1), (3, 1), (3, 2), (7, 5)] {
+            first.push(k, state(u));
+        }
+        let mut second = StateRuns::new(&keys);
+        for (k, u) in [(7, 15), (5, 2)] {
+            second.push(k, state(u));
+        }
+        StateRuns::finish(vec![first, second], &mut clients);
+        assert_eq!(keys_of(&clients[0]), vec![1, 2]);
+        assert_eq!(keys_of(&clients[1]), vec![5, 10, 15, 20]);
+        assert!(keys_of(&clients[2]).is_empty(), "client 9 had no rows");
+        // Sized exactly: a run is copied once, a joined client reserves what it adds.
+        assert_eq!(clients[0].compliance.states.capacity(), 2);
+        assert_eq!(clients[1].compliance.states.capacity(), 4);
     }
 }

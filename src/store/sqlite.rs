@@ -318,15 +318,15 @@ impl SqliteStore {
             Some(a) => stmt.query([a])?,
             None => stmt.query([])?,
         };
-        let mut group = StateGrouper::new(keys);
+        let mut runs = StateRuns::new(&keys);
         while let Some(r) = rows.next()? {
             let state = match pack(r.get(1)?, r.get(2)?, r.get(3)?) {
                 Ok(s) => s,
                 Err(e) => return Ok(Err(e)),
             };
-            group.push(r.get(0)?, state, &mut clients);
+            runs.push(r.get(0)?, state);
         }
-        group.finish(&mut clients);
+        runs.into_clients(&mut clients);
         Ok(Ok(clients))
     }
 }
