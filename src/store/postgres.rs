@@ -48,6 +48,10 @@ pub const FEED_CHANNEL: &str = "patchops_feed";
 const FEED_INSERT: &str = "WITH row AS (INSERT INTO feed (client, at) VALUES ($1, $2) RETURNING seq) \
      SELECT pg_notify('patchops_feed', seq::text) FROM row";
 
+/// The clients table's columns [`client_row`] reads, followed by a filter and an order.
+const CLIENT_ROWS: &str = "SELECT key, name, facts::text, agent_version, scan_time, scan_catalog_version, \
+     failure_time, failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients";
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A store in a PostgreSQL database (optionally in one schema of it).
@@ -191,13 +195,7 @@ impl PostgresStore {
         let fail = pg(&self.location, "cannot load the fleet");
         let mut conn = self.conn();
         let mut tx = snapshot(&mut conn).map_err(&fail)?;
-        let rows = tx
-            .query(
-                "SELECT key, name, facts::text, agent_version, scan_time, scan_catalog_version, failure_time, \
-                 failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients ORDER BY key",
-                &[],
-            )
-            .map_err(&fail)?;
+        let rows = tx.query(&format!("{CLIENT_ROWS} ORDER BY key"), &[]).map_err(&fail)?;
         let mut keys = Vec::with_capacity(rows.len());
         let mut clients = Vec::with_capacity(rows.len());
         for r in rows {
@@ -862,14 +860,7 @@ impl Store for PostgresStore {
         let fail = pg(&self.location, "cannot load clients");
         let mut conn = self.conn();
         let mut tx = snapshot(&mut conn).map_err(&fail)?;
-        let rows = tx
-            .query(
-                "SELECT key, name, facts::text, agent_version, scan_time, scan_catalog_version, failure_time, \
-                 failure_catalog_version, failure_error, pending_messages, rejected_at FROM clients \
-                 WHERE name = ANY($1) ORDER BY key",
-                &[&names],
-            )
-            .map_err(&fail)?;
+        let rows = tx.query(&format!("{CLIENT_ROWS} WHERE name = ANY($1) ORDER BY key"), &[&names]).map_err(&fail)?;
         let mut keys = Vec::with_capacity(rows.len());
         let mut clients = Vec::with_capacity(rows.len());
         for r in &rows {
