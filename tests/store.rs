@@ -1211,6 +1211,46 @@ fn postgres_a_fleet_read_in_parts_side_by_side_equals_the_fleet_read_in_one() {
 }
 
 #[test]
+fn postgres_a_bulk_load_leaves_statistics_so_one_clients_rows_are_estimated_as_few() {
+    // A following management point reloads the few clients each feed row names. Without
+    // statistics the planner takes one client's rows for 0.5 % of the table and, at
+    // millions of rows, reads them with parallel workers: tens of milliseconds a client.
+    let b = Backend::postgres();
+    let Backend::Postgres { url, schema } = &b else { unreachable!() };
+    let mut s = PostgresStore::open_in_schema(url, schema).unwrap();
+    let updates: Vec<Update> = (0..4).map(|u| update(&format!("KB{u}-a"))).collect();
+    s.save_catalog(&updates, at(T0)).unwrap();
+    let infos: Vec<ClientInfo> = (0..3000).map(|i| client(&format!("bulk-{i:04}"), "paris", "web", None)).collect();
+    s.upsert_clients(&infos, at(T0)).unwrap();
+    let keys = s.client_keys().unwrap();
+    let catalog = s.load_catalog().unwrap();
+    let rows: Vec<(u32, PackedState, Timestamp)> = keys
+        .values()
+        .flat_map(|&c| catalog.keys.iter().map(move |&k| (c, PackedState::new(k, Missing, E::None), at(T1))))
+        .collect();
+    assert_eq!(s.bulk_load_states(rows).unwrap(), 12_000);
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    admin.batch_execute(&format!("SET search_path TO \"{schema}\"")).unwrap();
+    // The simple protocol answers in text: the plan is JSON.
+    let sql = format!(
+        "EXPLAIN (FORMAT JSON) SELECT client_key, update_key FROM compliance WHERE client_key = ANY('{{{}}}')",
+        keys["bulk-0042"]
+    );
+    let text = admin
+        .simple_query(&sql)
+        .unwrap()
+        .into_iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let estimated = plan[0]["Plan"]["Plan Rows"].as_f64().unwrap();
+    assert!(estimated <= 12.0, "one client holds 4 rows; the planner estimates {estimated}: {plan}");
+}
+
+#[test]
 fn postgres_location_hides_the_password() {
     let b = Backend::postgres();
     let Backend::Postgres { url, schema } = &b else { unreachable!() };

@@ -4,7 +4,8 @@
 //! store — cold start, and freshness (a state batch acknowledged over HTTP → the
 //! deployment's status in the read API and in the store), policy fetches with ETag hits
 //! next to a bare axum handler answering 304 in the same run. With `--postgres URL`, the
-//! cold start from PostgreSQL too.
+//! cold start from PostgreSQL too, and freshness across two management points sharing
+//! it: the engine's, and one following the site as `serve` does.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -65,7 +66,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
     result?;
     if let Some(url) = &args.postgres {
-        postgres_cold_start(url, args, &desired, &catalog, now)?;
+        postgres_site(url, args, &desired, &catalog, now)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -188,25 +189,7 @@ fn live(
     config.read_token_hashes = vec![hex::encode(Sha256::digest(READ_TOKEN.as_bytes()))];
     let server = crate::server::BackgroundServer::start_with("127.0.0.1:0".parse().expect("an address"), &url, config)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let engine = {
-        let (stop, handle) = (stop.clone(), handle.clone());
-        std::thread::spawn(move || -> Result<Site> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| Error::Runtime(format!("cannot start the engine's runtime: {e}")))?;
-            while !stop.load(Ordering::Relaxed) {
-                let now = Timestamp::now();
-                site.follow(now)?;
-                site.publish_if_due(now)?;
-                let until = site.publish_due().map_or(Duration::from_millis(250), |t| {
-                    t.saturating_duration_since(Instant::now()).min(Duration::from_millis(250))
-                });
-                rt.block_on(handle.woken(until));
-            }
-            Ok(site)
-        })
-    };
+    let engine = drive(site, stop.clone());
     let measured = freshness(&server.base, &url, &tokens, args.batches)
         .and_then(|_| etag(&server.base, &tokens))
         .and_then(|_| paging(&server.base, clients.0));
@@ -220,6 +203,29 @@ fn live(
         site.stats.derivations, site.stats.waves, site.stats.clients_applied, site.stats.publishes
     );
     Ok(())
+}
+
+/// The engine's own thread, as `run` drives it: follow the change feed, publish when due,
+/// sleep until woken (a batch through this process's management point, a feed
+/// notification) or the next publish; the site back when `stop` is set.
+fn drive(mut site: Site, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Result<Site>> {
+    std::thread::spawn(move || -> Result<Site> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Runtime(format!("cannot start the engine's runtime: {e}")))?;
+        let handle = site.handle().clone();
+        while !stop.load(Ordering::Relaxed) {
+            let now = Timestamp::now();
+            site.follow(now)?;
+            site.publish_if_due(now)?;
+            let until = site.publish_due().map_or(Duration::from_millis(250), |t| {
+                t.saturating_duration_since(Instant::now()).min(Duration::from_millis(250))
+            });
+            rt.block_on(handle.woken(until));
+        }
+        Ok(site)
+    })
 }
 
 /// Enroll the probe clients (site-0, reporting product 0's updates); their tokens.
@@ -324,38 +330,63 @@ fn percentiles(mut ms: Vec<f64>) -> String {
     format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {}", at(0.5), at(0.99), ms[ms.len() - 1], ms.len())
 }
 
+/// Probe 0 flipping between every product-0 update installed and every one missing: the
+/// watched deployment's compliant machines follow, one up, one down.
+struct Probe {
+    agent: ureq::Agent,
+    token: String,
+    sequence: u64,
+    installed: bool,
+    compliant: u64,
+}
+
+impl Probe {
+    /// Scan once (all missing) through `post`, so probe 0 is counted (Required), and read
+    /// the count from `read` once the status settled.
+    fn start(post: &str, read: &str, token: &str) -> Result<Probe> {
+        let agent = agent();
+        post_batch(&agent, post, token, &probe_batch(1, false))?;
+        std::thread::sleep(Duration::from_millis(1500));
+        let compliant = read_compliant(&agent, read)?;
+        Ok(Probe { agent, token: token.to_string(), sequence: 1, installed: false, compliant })
+    }
+
+    /// The next batch, acknowledged by the management point at `post`.
+    fn flip(&mut self, post: &str) -> Result<()> {
+        self.sequence += 1;
+        self.installed = !self.installed;
+        post_batch(&self.agent, post, &self.token, &probe_batch(self.sequence, self.installed))?;
+        self.compliant = if self.installed { self.compliant + 1 } else { self.compliant - 1 };
+        Ok(())
+    }
+
+    /// Flip through `post`, then the milliseconds until the read API at `read` says so.
+    fn flip_seen_at(&mut self, post: &str, read: &str) -> Result<f64> {
+        self.flip(post)?;
+        self.seen_at(read)
+    }
+
+    fn seen_at(&self, read: &str) -> Result<f64> {
+        Ok(until(self.compliant, || read_compliant(&self.agent, read))?.as_secs_f64() * 1000.0)
+    }
+}
+
 /// A batch acknowledged → the watched deployment's status, in the read API (every batch)
 /// and in the store (back to back, and spaced past the publish debounce).
 fn freshness(base: &str, url: &str, tokens: &[String], batches: usize) -> Result<()> {
-    let agent = agent();
     let store = crate::store::open(url)?;
-    let mut sequence = 1;
-    // Probe 0 scans once (all missing), so it is counted: Required.
-    post_batch(&agent, base, &tokens[0], &probe_batch(sequence, false))?;
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut compliant = read_compliant(&agent, base)?;
-    let mut api = Vec::with_capacity(batches);
-    for k in 0..batches {
-        let installed = k.is_multiple_of(2);
-        sequence += 1;
-        let body = probe_batch(sequence, installed);
-        post_batch(&agent, base, &tokens[0], &body)?;
-        compliant = if installed { compliant + 1 } else { compliant - 1 };
-        api.push(until(compliant, || read_compliant(&agent, base))?.as_secs_f64() * 1000.0);
-    }
+    let mut probe = Probe::start(base, base, &tokens[0])?;
+    let api = (0..batches).map(|_| probe.flip_seen_at(base, base)).collect::<Result<Vec<f64>>>()?;
     println!("  freshness, batch acknowledged → read API status: {}", percentiles(api));
     for (label, spaced) in [("back to back", false), ("spaced 1.2 s apart", true)] {
         let mut stored = Vec::new();
-        until(compliant, || stored_compliant(store.as_ref()))?;
-        for k in 0..30 {
+        until(probe.compliant, || stored_compliant(store.as_ref()))?;
+        for _ in 0..30 {
             if spaced {
                 std::thread::sleep(Duration::from_millis(1200));
             }
-            let installed = (batches + k).is_multiple_of(2);
-            sequence += 1;
-            post_batch(&agent, base, &tokens[0], &probe_batch(sequence, installed))?;
-            compliant = if installed { compliant + 1 } else { compliant - 1 };
-            stored.push(until(compliant, || stored_compliant(store.as_ref()))?.as_secs_f64() * 1000.0);
+            probe.flip(base)?;
+            stored.push(until(probe.compliant, || stored_compliant(store.as_ref()))?.as_secs_f64() * 1000.0);
         }
         println!("  freshness, batch acknowledged → store status ({label}): {}", percentiles(stored));
     }
@@ -479,30 +510,30 @@ fn etag(base: &str, tokens: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The same fleet in PostgreSQL: the cold start of the engine from it.
-fn postgres_cold_start(
-    url: &str,
-    args: &BenchArgs,
-    desired: &DesiredState,
-    catalog: &Catalog,
-    now: Timestamp,
-) -> Result<()> {
+/// The same fleet in PostgreSQL: the cold start of the engine from it, then two
+/// management points sharing the database, the engine's and one following the site as
+/// `serve` does; a batch acknowledged by one → the deployment's status in the other's
+/// read API.
+fn postgres_site(url: &str, args: &BenchArgs, desired: &DesiredState, catalog: &Catalog, now: Timestamp) -> Result<()> {
     let schema = format!("bench_site_{}", std::process::id());
     let (_, _, fleet) = synthetic(args, now);
     let t = Instant::now();
-    {
+    let tokens = {
         let mut store = crate::store::postgres::PostgresStore::open_in_schema(url, &schema)?;
         super::load_bulk(&mut store, catalog, &fleet, now)?;
-    }
+        enroll_probes(&mut store, now)?
+    };
     drop(fleet);
     println!("  setup: wrote the PostgreSQL store (schema {schema}) in {:.1} s", t.elapsed().as_secs_f64());
+    let join = if url.contains('?') { '&' } else { '?' };
+    let store_url = format!("{url}{join}options=-csearch_path%3D{schema}");
     let measured = (|| -> Result<()> {
         let store = crate::store::postgres::PostgresStore::open_in_schema(url, &schema)?;
         let t = Instant::now();
         let loaded = Loaded::read(&store)?;
         let read = t.elapsed().as_secs_f64();
         let stored = store.load_catalog()?;
-        let site = Site::from_loaded(
+        let mut site = Site::from_loaded(
             SiteHandle::default(),
             Box::new(store),
             loaded,
@@ -517,11 +548,74 @@ fn postgres_cold_start(
             "  cold start from PostgreSQL: {n} states read in {read:.2} s, derived at {:.2} s",
             t.elapsed().as_secs_f64()
         );
-        Ok(())
+        // The first publish saves the desired state a following management point starts from.
+        site.publish(Timestamp::now())?;
+        two_points(&store_url, site, &tokens, args.batches / 2)
     })();
     let mut c = postgres::Client::connect(url, postgres::NoTls)
         .map_err(|e| Error::store(url.to_string(), "cannot connect to drop the bench schema", e))?;
     let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+    measured
+}
+
+/// The engine's management point and a following one (`serve`) on the PostgreSQL store at
+/// `url`; freshness across them, `batches` each way.
+fn two_points(url: &str, site: Site, tokens: &[String], batches: usize) -> Result<()> {
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("an address");
+    let config = |handle: &SiteHandle| {
+        let mut config = crate::server::ServerConfig::new("bench");
+        config.site = Some(handle.clone());
+        config.read_token_hashes = vec![hex::encode(Sha256::digest(READ_TOKEN.as_bytes()))];
+        config
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let owner = site.handle().clone();
+    let owner_point = crate::server::BackgroundServer::start_with(any, url, config(&owner))?;
+    let engine = drive(site, stop.clone());
+    let listener = crate::site::feed::listen_postgres(url.to_string(), owner.clone(), stop.clone());
+    let following = SiteHandle::default();
+    let t = Instant::now();
+    let follower = crate::site::follower::spawn(url.to_string(), following.clone(), stop.clone());
+    let follower_point = crate::server::BackgroundServer::start_with(any, url, config(&following));
+    let measured = follower_point.and_then(|follower_point| {
+        let measured = (|| -> Result<()> {
+            while !following.started() {
+                if t.elapsed() > Duration::from_secs(300) {
+                    return Err(Error::Runtime("the following management point did not start within 300 s".into()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            println!(
+                "  following management point (`serve`): cold start from PostgreSQL in {:.2} s",
+                t.elapsed().as_secs_f64()
+            );
+            let (a, b) = (owner_point.base.as_str(), follower_point.base.as_str());
+            let mut probe = Probe::start(a, a, &tokens[0])?;
+            probe.seen_at(b)?;
+            let to_follower = (0..batches).map(|_| probe.flip_seen_at(a, b)).collect::<Result<Vec<f64>>>()?;
+            let to_owner = (0..batches).map(|_| probe.flip_seen_at(b, a)).collect::<Result<Vec<f64>>>()?;
+            println!(
+                "  freshness across two management points on PostgreSQL, batch acknowledged by the engine's → the \
+                 following one's read API: {}",
+                percentiles(to_follower)
+            );
+            println!(
+                "  freshness across two management points on PostgreSQL, batch acknowledged by the following one → \
+                 the engine's read API: {}",
+                percentiles(to_owner)
+            );
+            Ok(())
+        })();
+        follower_point.stop().and(measured)
+    });
+    stop.store(true, Ordering::Relaxed);
+    owner.wake();
+    following.wake();
+    let site = engine.join().map_err(|_| Error::Runtime("the engine thread panicked".into()));
+    let _ = listener.join();
+    let _ = follower.join();
+    owner_point.stop()?;
+    site??;
     measured
 }
 
