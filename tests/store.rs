@@ -580,9 +580,23 @@ fn scan_replaces_previous_states(b: &Backend) {
     assert_eq!(fleet.clients[0].compliance.last_scan.as_ref().unwrap().time, at(T2));
     assert_eq!(one(&*s, "SELECT last_sequence FROM clients WHERE name = 'web-01'"), "3");
 
+    // A rescan keeping some updates (one changed), dropping one and adding others: the
+    // client holds exactly what it reports, each with the new scan's time.
+    let both = scan(at("2026-11-24T08:30:00Z"), 1, &[("KB1-a", Missing, E::None), ("KB3-a", Installed, E::None)]);
+    s.apply_batch(&batch("web-01", 4, vec![both]), at(T2)).unwrap();
+    let mixed = scan(at("2026-11-24T08:40:00Z"), 1, &[("KB2-a", Missing, E::None), ("KB3-a", Missing, E::None)]);
+    s.apply_batch(&batch("web-01", 5, vec![mixed]), at(T2)).unwrap();
+    assert_eq!(states(&*s, "web-01"), [st("KB2-a", Missing, E::None), st("KB3-a", Missing, E::None)]);
+    let at_840 = at("2026-11-24T08:40:00Z").as_second().to_string();
+    let rescanned = format!(
+        "SELECT COUNT(*) FROM compliance co JOIN clients c ON c.key = co.client_key \
+         WHERE c.name = 'web-01' AND co.time = {at_840}"
+    );
+    assert_eq!(one(&*s, &rescanned), "2", "both rows carry the rescan's time");
+
     // An empty scan clears every state (nothing applicable).
     let empty = scan(at("2026-11-24T09:00:00Z"), 1, &[]);
-    s.apply_batch(&batch("web-01", 4, vec![empty]), at(T2)).unwrap();
+    s.apply_batch(&batch("web-01", 6, vec![empty]), at(T2)).unwrap();
     assert!(states(&*s, "web-01").is_empty());
 }
 

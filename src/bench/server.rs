@@ -1,7 +1,9 @@
 //! `patchops bench server`: the management point over real HTTP on loopback with a
 //! SQLite store — policy fetches with ETag hits (rate and latency) and state-message
-//! ingestion in batches of 500 from 1,000 clients, next to the naive way the seed's
-//! database works (one INSERT per state message, summarised by a GROUP BY).
+//! ingestion in batches of 500 from 1,000 clients (rescans of the same updates, then a
+//! different set each scan), each next to the same rows bulk-inserted straight into a
+//! store, and to the naive way the seed's database works (one INSERT per state message,
+//! summarised by a GROUP BY).
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
@@ -35,8 +37,9 @@ pub fn run() -> Result<ExitCode> {
     let updates = super::catalog::synthetic_updates(2_000, 0);
     let _ = &updates;
     store.save_catalog(&updates, now)?;
+    // Clients 0..CLIENTS rescan the same updates; the next CLIENTS a different set each time.
     let mut tokens = Vec::new();
-    for c in 0..CLIENTS {
+    for c in 0..2 * CLIENTS {
         let token = format!("token-{c:05}");
         let info =
             ClientInfo { name: format!("host-{c:05}"), facts: BTreeMap::new(), agent_version: Some("2.1.0".into()) };
@@ -110,40 +113,22 @@ pub fn run() -> Result<ExitCode> {
     );
 
     // Ingestion: 1,000 clients at once, each on its own connection (its own thread),
-    // each sending 4 batches of 500 state messages, one after the other, as an agent does.
-    let batches: Vec<Vec<String>> = (0..CLIENTS)
-        .map(|c| {
-            (0..4)
-                .map(|round| {
-                    let reports = (0..BATCH)
-                        .map(|u| UpdateReport {
-                            id: updates[(c * 7 + u * 3 + round) % updates.len()].id.clone(),
-                            result: if u % 5 == 0 { ScanResult::Missing } else { ScanResult::Installed },
-                            enforcement: Enforcement::None,
-                        })
-                        .collect(); // u * 3 < 2,000: distinct updates
-                    let batch = StateBatch {
-                        client: format!("host-{c:05}"),
-                        sequence: round as u64 + 1,
-                        messages: vec![StateMessage::ScanCompleted {
-                            time: now + jiff::SignedDuration::from_secs(round as i64),
-                            catalog_version: 1,
-                            agent_version: None,
-                            updates: reports,
-                        }],
-                    };
-                    serde_json::to_string(&batch).expect("batches serialize")
-                })
-                .collect()
-        })
-        .collect();
-    let batch_count: usize = batches.iter().map(Vec::len).sum();
-    let messages: usize = batch_count * BATCH;
-    let (ingest, failed, resent) = ingest(std::slice::from_ref(&base), &tokens, &batches);
-    let ingest_rate = messages as f64 / ingest;
-    println!(
-        "  state ingestion through HTTP into SQLite: {messages} messages in {batch_count} batches of {BATCH} from {CLIENTS} concurrent clients (one connection each): {ingest:.2} s = {ingest_rate:.0} messages/s ({failed} failed, {resent} resent after a connection reset)"
-    );
+    // each sending 4 batches of 500 state messages, one after the other, as an agent does:
+    // first rescans of the same updates (results changing), then every scan a different
+    // set of updates (each batch replaces all the client's rows).
+    let mut rates = Vec::new();
+    for (label, same) in [("rescans of the same updates", true), ("a different set of updates each scan", false)] {
+        let first = if same { 0 } else { CLIENTS };
+        let batches = workload(&updates, first, same, now);
+        let batch_count: usize = batches.iter().map(Vec::len).sum();
+        let messages: usize = batch_count * BATCH;
+        let (ingest, failed, resent) = ingest(std::slice::from_ref(&base), &tokens[first..], &batches);
+        let ingest_rate = messages as f64 / ingest;
+        println!(
+            "  state ingestion through HTTP into SQLite, {label}: {messages} messages in {batch_count} batches of {BATCH} from {CLIENTS} concurrent clients (one connection each): {ingest:.2} s = {ingest_rate:.0} messages/s ({failed} failed, {resent} resent after a connection reset)"
+        );
+        rates.push((label, batches, ingest_rate));
+    }
     let _ = stop_tx.send(());
     let _ = rt.block_on(server);
     drop(rt);
@@ -183,11 +168,46 @@ pub fn run() -> Result<ExitCode> {
     println!(
         "  naive (one INSERT per state message, autocommit): {naive_insert:.0} messages/s over {sample}; GROUP BY summary of them: {group_ms:.1} ms ({groups} groups)"
     );
-    println!("  batched ingestion is {:.0}× the naive rate", ingest_rate / naive_insert);
-    raw_reference(&dir, &updates, &batches, ingest_rate, now)?;
-    postgres_two_points(&updates, &tokens, &batches, now)?;
+    println!("  batched ingestion is {:.0}× the naive rate", rates[0].2 / naive_insert);
+    for (n, (label, batches, ingest_rate)) in rates.iter().enumerate() {
+        raw_reference(&dir.join(format!("raw-{n}.db")), label, &updates, batches, *ingest_rate, now)?;
+    }
+    postgres_two_points(&updates, &tokens[..CLIENTS], &rates[0].1, now)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Four batches of 500 state messages for each of `CLIENTS` clients from `first` on.
+/// With `same`, every scan reports the same updates, a fifth of them Missing, which fifth
+/// moving with each scan; otherwise each scan reports a different set.
+fn workload(updates: &[crate::catalog::Update], first: usize, same: bool, now: Timestamp) -> Vec<Vec<String>> {
+    (first..first + CLIENTS)
+        .map(|c| {
+            (0..4)
+                .map(|round| {
+                    let reports = (0..BATCH)
+                        .map(|u| UpdateReport {
+                            // u * 3 < 2,000: distinct updates
+                            id: updates[(c * 7 + u * 3 + if same { 0 } else { round }) % updates.len()].id.clone(),
+                            result: if (u + round) % 5 == 0 { ScanResult::Missing } else { ScanResult::Installed },
+                            enforcement: Enforcement::None,
+                        })
+                        .collect();
+                    let batch = StateBatch {
+                        client: format!("host-{c:05}"),
+                        sequence: round as u64 + 1,
+                        messages: vec![StateMessage::ScanCompleted {
+                            time: now + jiff::SignedDuration::from_secs(round as i64),
+                            catalog_version: 1,
+                            agent_version: None,
+                            updates: reports,
+                        }],
+                    };
+                    serde_json::to_string(&batch).expect("batches serialize")
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Send every client's batches (client `c` to `bases[c % len]`, each on its own
@@ -257,25 +277,28 @@ fn ingest(bases: &[String], tokens: &[String], batches: &[Vec<String>]) -> (f64,
 /// table, one transaction per batch of 500 (the store's own WAL and `synchronous`), no
 /// HTTP, JSON or checks.
 fn raw_reference(
-    dir: &std::path::Path,
+    path: &std::path::Path,
+    label: &str,
     updates: &[crate::catalog::Update],
     batches: &[Vec<String>],
     ingest_rate: f64,
     now: Timestamp,
 ) -> Result<()> {
-    let mut store = crate::store::sqlite::SqliteStore::open(&dir.join("raw.db"))?;
+    let mut store = crate::store::sqlite::SqliteStore::open(path)?;
     store.save_catalog(updates, now)?;
     let catalog = store.load_catalog()?;
-    let infos: Vec<ClientInfo> = (0..CLIENTS)
-        .map(|c| ClientInfo { name: format!("host-{c:05}"), facts: BTreeMap::new(), agent_version: None })
+    let parsed: Vec<StateBatch> =
+        batches.iter().flatten().map(|body| serde_json::from_str(body).expect("our own batches parse")).collect();
+    let mut infos: Vec<ClientInfo> = parsed
+        .iter()
+        .map(|b| ClientInfo { name: b.client.clone(), facts: BTreeMap::new(), agent_version: None })
         .collect();
+    infos.dedup_by(|a, b| a.name == b.name);
     store.upsert_clients(&infos, now)?;
     let keys = store.client_keys()?;
-    let parsed: Vec<Vec<(u32, crate::compliance::PackedState, Timestamp)>> = batches
+    let parsed: Vec<Vec<(u32, crate::compliance::PackedState, Timestamp)>> = parsed
         .iter()
-        .flatten()
-        .map(|body| {
-            let batch: StateBatch = serde_json::from_str(body).expect("our own batches parse");
+        .map(|batch| {
             let client = keys[&batch.client];
             let StateMessage::ScanCompleted { updates, .. } = &batch.messages[0] else { unreachable!("scans only") };
             updates
@@ -294,8 +317,8 @@ fn raw_reference(
     }
     let raw_rate = rows as f64 / started.elapsed().as_secs_f64();
     println!(
-        "  reference, the same {rows} rows bulk-inserted into SQLite, one transaction per 500: {raw_rate:.0} rows/s; \
-         HTTP ingestion is {:.2}× that",
+        "  reference, {label}: the same {rows} rows bulk-inserted into SQLite, one transaction per 500: \
+         {raw_rate:.0} rows/s; HTTP ingestion is {:.2}× that",
         ingest_rate / raw_rate
     );
     Ok(())

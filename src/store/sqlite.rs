@@ -88,6 +88,8 @@ impl SqliteStore {
             conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
             // Every statement of a state batch stays prepared (rusqlite's default keeps 16).
             conn.set_prepared_statement_cache_capacity(64);
+            // `rarray(?)`: a scan's states written by one statement, not one per row.
+            rusqlite::vtab::array::load_module(conn)?;
             conn.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get::<_, i64>(0))?;
             Ok(())
         };
@@ -345,6 +347,13 @@ const FEED_INSERT: &str = "INSERT INTO feed (client, at) VALUES (?1, ?2)";
 
 const UPSERT_STATE: &str = "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
      VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT (client_key, update_key) DO UPDATE SET scan_result = excluded.scan_result, \
+     enforcement = excluded.enforcement, time = excluded.time";
+
+/// One client's states at one time, each packed as update_key << 16 | scan_result << 8 |
+/// enforcement in the `rarray` of ?2 (the `WHERE` keeps `ON CONFLICT` from reading as a join).
+const UPSERT_PACKED_STATES: &str = "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
+     SELECT ?1, value >> 16, (value >> 8) & 255, value & 255, ?3 FROM rarray(?2) WHERE true \
      ON CONFLICT (client_key, update_key) DO UPDATE SET scan_result = excluded.scan_result, \
      enforcement = excluded.enforcement, time = excluded.time";
 
@@ -906,15 +915,37 @@ impl BatchWriter for BatchTx<'_> {
 
     fn record_scan(&mut self, client: i64, states: &BTreeMap<i64, ScanState>, scan: &ScanRecorded<'_>) -> Result<()> {
         let fail = self.tx.fail();
-        self.tx
+        // A rescan mostly reports the updates the last one did: their rows are rewritten
+        // in place, rows of updates it no longer reports deleted, new ones inserted (half
+        // the b-tree work of deleting every row and inserting them again).
+        let stored: Vec<i64> = self
+            .tx
             .conn
-            .prepare_cached("DELETE FROM compliance WHERE client_key = ?1")
-            .and_then(|mut s| s.execute([client]))
+            .prepare_cached("SELECT update_key FROM compliance WHERE client_key = ?1 ORDER BY update_key")
+            .and_then(|mut s| s.query_map([client], |r| r.get(0))?.collect())
             .map_err(&fail)?;
-        let mut insert = self.tx.conn.prepare_cached(UPSERT_STATE).map_err(&fail)?;
-        for (key, (result, enforcement)) in states {
-            insert.execute(params![client, key, result, enforcement, scan.time]).map_err(&fail)?;
+        let conn = self.tx.conn;
+        let mut delete =
+            conn.prepare_cached("DELETE FROM compliance WHERE client_key = ?1 AND update_key = ?2").map_err(&fail)?;
+        let mut old = stored.iter().copied().peekable();
+        for &key in states.keys() {
+            while let Some(gone) = old.next_if(|&k| k < key) {
+                delete.execute(params![client, gone]).map_err(&fail)?;
+            }
+            old.next_if_eq(&key);
         }
+        for gone in old {
+            delete.execute(params![client, gone]).map_err(&fail)?;
+        }
+        let packed: Vec<rusqlite::types::Value> = states
+            .iter()
+            .map(|(&key, &(result, enforcement))| {
+                rusqlite::types::Value::Integer(key << 16 | (result as i64) << 8 | enforcement as i64)
+            })
+            .collect();
+        conn.prepare_cached(UPSERT_PACKED_STATES)
+            .and_then(|mut s| s.execute(params![client, std::rc::Rc::new(packed), scan.time]))
+            .map_err(&fail)?;
         self.tx
             .conn
             .prepare_cached(
