@@ -925,17 +925,19 @@ impl BatchWriter for BatchTx<'_> {
             .and_then(|mut s| s.query_map([client], |r| r.get(0))?.collect())
             .map_err(&fail)?;
         let conn = self.tx.conn;
-        let mut delete =
-            conn.prepare_cached("DELETE FROM compliance WHERE client_key = ?1 AND update_key = ?2").map_err(&fail)?;
-        let mut old = stored.iter().copied().peekable();
-        for &key in states.keys() {
-            while let Some(gone) = old.next_if(|&k| k < key) {
-                delete.execute(params![client, gone]).map_err(&fail)?;
+        let gone: Vec<i64> = stored.iter().copied().filter(|k| !states.contains_key(k)).collect();
+        if !gone.is_empty() && gone.len() == stored.len() {
+            // Nothing kept: one range delete of the client's rows.
+            conn.prepare_cached("DELETE FROM compliance WHERE client_key = ?1")
+                .and_then(|mut s| s.execute([client]))
+                .map_err(&fail)?;
+        } else if !gone.is_empty() {
+            let mut delete = conn
+                .prepare_cached("DELETE FROM compliance WHERE client_key = ?1 AND update_key = ?2")
+                .map_err(&fail)?;
+            for key in gone {
+                delete.execute(params![client, key]).map_err(&fail)?;
             }
-            old.next_if_eq(&key);
-        }
-        for gone in old {
-            delete.execute(params![client, gone]).map_err(&fail)?;
         }
         let packed: Vec<rusqlite::types::Value> = states
             .iter()
