@@ -486,7 +486,7 @@ fn etag(base: &str, tokens: &[String]) -> Result<()> {
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
     let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .block_on(crate::server::bind(([127, 0, 0, 1], 0).into()))
         .map_err(|e| Error::Usage(format!("cannot bind 127.0.0.1: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Error::Runtime(format!("no address: {e}")))?;
     let bare =

@@ -106,7 +106,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             std::sync::Arc::new(std::sync::Mutex::new(crate::store::open(&args.store)?));
         let mut config = args.server.config()?;
         config.site = Some(site.clone());
-        let listener = rt.block_on(tokio::net::TcpListener::bind(args.server.listen)).map_err(|e| {
+        let listener = rt.block_on(crate::server::bind(args.server.listen)).map_err(|e| {
             Error::Usage(format!(
                 "cannot listen on {}: {e}; choose another --listen address or pass --no-serve",
                 args.server.listen

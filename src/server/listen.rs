@@ -18,6 +18,22 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt;
 
+/// Connections the kernel holds for `accept` (Linux caps it at `net.core.somaxconn`).
+/// Tokio's `bind` asks for 1,024: when a fleet reconnects at once (a restart, 1,000 bench
+/// clients) the queue overflows, the kernel drops handshakes (retried after a second) and
+/// answers some with SYN cookies.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Bind `addr` for serving, with a listen queue of [`LISTEN_BACKLOG`].
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As `TcpListener::bind` does: a restarted server can bind while old connections
+    // linger in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// How often a repeated condition (connection limit reached, accept failing) is logged.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 

@@ -15,7 +15,7 @@ mod metrics;
 mod read;
 mod ui;
 
-pub use listen::raise_open_file_limit;
+pub use listen::{bind, raise_open_file_limit};
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -240,7 +240,7 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    let listener = listen::bind(addr).await.map_err(|e| {
         crate::Error::Usage(format!("cannot listen on {addr}: {e}; choose another address or stop what uses it"))
     })?;
     serve_listener(listener, store, config, shutdown).await
@@ -262,7 +262,7 @@ pub async fn serve_listener(
     });
     let ui_listen = config.ui_listen;
     let console_listener = match ui_listen {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Some(addr) => Some(listen::bind(addr).await.map_err(|e| {
             crate::Error::Usage(format!(
                 "cannot listen on {addr} (--ui-listen): {e}; choose another address or stop what uses it"
             ))
@@ -812,8 +812,6 @@ async fn catalog(
     }
 }
 
-/// `POST /v1/states`: apply a batch of the caller's state messages (S6); answered only
-/// after the store committed it.
 /// `GET /v1/content/{sha256}`: one content file of the library, by the sha256 the catalog
 /// names (D5: clients fetch single files, never a whole package). Range requests resume
 /// an interrupted download; the ETag is the sha256, so a client can check what it got.
@@ -854,6 +852,8 @@ async fn content_file(
     Ok(response)
 }
 
+/// `POST /v1/states`: apply a batch of the caller's state messages (S6); answered only
+/// after the store committed it.
 async fn states(State(state): State<Shared>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
     // Refused before the body is read (an unknown client may not make the server read
     // 8 MiB): such answers close the connection.
