@@ -594,9 +594,19 @@ fn scan_replaces_previous_states(b: &Backend) {
     );
     assert_eq!(one(&*s, &rescanned), "2", "both rows carry the rescan's time");
 
+    // An update reported twice in one scan (a scanner listing it from two sources) is
+    // stored once, as its last report says.
+    let twice = scan(
+        at("2026-11-24T08:50:00Z"),
+        1,
+        &[("KB3-a", Missing, E::None), ("KB1-a", Installed, E::None), ("KB3-a", Installed, E::PendingReboot)],
+    );
+    s.apply_batch(&batch("web-01", 6, vec![twice]), at(T2)).unwrap();
+    assert_eq!(states(&*s, "web-01"), [st("KB1-a", Installed, E::None), st("KB3-a", Installed, E::PendingReboot)]);
+
     // An empty scan clears every state (nothing applicable).
     let empty = scan(at("2026-11-24T09:00:00Z"), 1, &[]);
-    s.apply_batch(&batch("web-01", 6, vec![empty]), at(T2)).unwrap();
+    s.apply_batch(&batch("web-01", 7, vec![empty]), at(T2)).unwrap();
     assert!(states(&*s, "web-01").is_empty());
 }
 
@@ -1194,6 +1204,7 @@ fn sqlite_store_is_in_wal_mode_with_the_settings_views_need() {
     assert_eq!(one(&*s, "PRAGMA journal_mode"), "wal");
     assert_eq!(one(&*s, "PRAGMA foreign_keys"), "1");
     assert_eq!(one(&*s, "PRAGMA synchronous"), "1", "NORMAL");
+    assert_eq!(one(&*s, "PRAGMA cache_size"), "-65536", "64 MiB of pages, not SQLite's 2 MiB");
     assert_eq!(one(&*s, "SELECT value FROM settings WHERE key = 'scan_ttl_seconds'"), "86400");
 }
 

@@ -2,8 +2,6 @@
 //! sequence numbers apply (each once, replays are duplicates), which scans are older
 //! than the stored one, and which update ids are unknown (the whole batch fails).
 
-use std::collections::BTreeMap;
-
 use jiff::Timestamp;
 
 use super::rows::{secs, without_nul};
@@ -24,6 +22,9 @@ pub struct BatchClient {
 /// One update's state from a scan: (scan result, enforcement) as stored.
 pub type ScanState = (u8, u8);
 
+/// A scan's states by update key: sorted by key, each key once.
+pub type ScanStates = [(i64, ScanState)];
+
 /// The reads and writes of one batch, inside one transaction the backend opens and
 /// commits only when [`apply`] answers [`BatchOutcome::Applied`].
 pub trait BatchWriter {
@@ -33,7 +34,7 @@ pub trait BatchWriter {
     fn update_keys(&mut self, ids: &[&str]) -> Result<Vec<Option<i64>>>;
     /// Replace every compliance row of the client by `states` (by update key), all at
     /// `time`, and record the scan.
-    fn record_scan(&mut self, client: i64, states: &BTreeMap<i64, ScanState>, scan: &ScanRecorded<'_>) -> Result<()>;
+    fn record_scan(&mut self, client: i64, states: &ScanStates, scan: &ScanRecorded<'_>) -> Result<()>;
     /// Record a failed scan.
     fn record_failure(&mut self, client: i64, time: i64, catalog_version: i64, error: &str) -> Result<()>;
     /// One update's enforcement state, unless the stored row is newer.
@@ -88,11 +89,15 @@ pub fn apply(
                 }
                 let ids: Vec<&str> = updates.iter().map(|u| u.id.as_str()).collect();
                 let keys = w.update_keys(&ids)?;
-                let mut states = BTreeMap::new();
-                for (u, key) in updates.iter().zip(keys) {
+                // Reversed, so that after a stable sort the last report of an update
+                // repeated in the scan comes first in its run and is the one kept.
+                let mut states = Vec::with_capacity(updates.len());
+                for (u, key) in updates.iter().zip(keys).rev() {
                     let key = key.ok_or_else(|| unknown(&u.id))?;
-                    states.insert(key, (u.result as u8, u.enforcement as u8));
+                    states.push((key, (u.result as u8, u.enforcement as u8)));
                 }
+                states.sort_by_key(|&(key, _)| key);
+                states.dedup_by_key(|&mut (key, _)| key);
                 let scan = ScanRecorded {
                     time: t,
                     catalog_version: *catalog_version as i64,

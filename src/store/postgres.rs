@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use postgres::config::Host;
 use postgres::{Client as PgClient, IsolationLevel, NoTls, SimpleQueryMessage};
 
-use super::batch::{self, BatchClient, BatchWriter, ScanRecorded, ScanState};
+use super::batch::{self, BatchClient, BatchWriter, ScanRecorded, ScanStates};
 use super::catalog::{
     self, CatalogRow, CatalogWriter, CurrentRow, LoadedCatalog, NewVersion, check_delta, check_version, parse_update,
 };
@@ -1197,12 +1197,12 @@ impl BatchWriter for Tx<'_, '_> {
         Ok(ids.iter().map(|id| found.get(*id).copied()).collect())
     }
 
-    fn record_scan(&mut self, client: i64, states: &BTreeMap<i64, ScanState>, scan: &ScanRecorded<'_>) -> Result<()> {
+    fn record_scan(&mut self, client: i64, states: &ScanStates, scan: &ScanRecorded<'_>) -> Result<()> {
         let fail = pg(self.location, self.what);
         let client = client as i32;
-        let update_keys: Vec<i32> = states.keys().map(|k| *k as i32).collect();
-        let results: Vec<i16> = states.values().map(|v| v.0 as i16).collect();
-        let enforcements: Vec<i16> = states.values().map(|v| v.1 as i16).collect();
+        let update_keys: Vec<i32> = states.iter().map(|&(k, _)| k as i32).collect();
+        let results: Vec<i16> = states.iter().map(|&(_, v)| v.0 as i16).collect();
+        let enforcements: Vec<i16> = states.iter().map(|&(_, v)| v.1 as i16).collect();
         self.tx.execute("DELETE FROM compliance WHERE client_key = $1", &[&client]).map_err(&fail)?;
         self.tx
             .execute(
