@@ -21,6 +21,8 @@ use crate::{Error, Result};
 
 const CLIENTS: usize = 1_000;
 const BATCH: usize = 500;
+/// Rounds of each ingestion workload, each next to its reference.
+const ROUNDS: usize = 3;
 
 pub fn run() -> Result<ExitCode> {
     println!(
@@ -59,7 +61,7 @@ pub fn run() -> Result<ExitCode> {
         .build()
         .map_err(|e| Error::Runtime(format!("cannot start the runtime: {e}")))?;
     let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .block_on(crate::server::bind(([127, 0, 0, 1], 0).into()))
         .map_err(|e| Error::Usage(format!("cannot bind 127.0.0.1: {e}")))?;
     let addr = listener.local_addr().map_err(|e| Error::Runtime(format!("the listener has no address: {e}")))?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -115,20 +117,37 @@ pub fn run() -> Result<ExitCode> {
     // Ingestion: 1,000 clients at once, each on its own connection (its own thread),
     // each sending 4 batches of 500 state messages, one after the other, as an agent does:
     // first rescans of the same updates (results changing), then every scan a different
-    // set of updates (each batch replaces all the client's rows).
-    let mut rates = Vec::new();
+    // set of updates (each batch replaces all the client's rows). Each round is followed by
+    // its reference, the same rows bulk-inserted straight into a store of their own, so
+    // both see the machine as it is then; the ratio is the median of the rounds.
+    let mut rescans = Vec::new();
     for (label, same) in [("rescans of the same updates", true), ("a different set of updates each scan", false)] {
         let first = if same { 0 } else { CLIENTS };
-        let batches = workload(&updates, first, same, now);
-        let batch_count: usize = batches.iter().map(Vec::len).sum();
-        let messages: usize = batch_count * BATCH;
-        let (ingest, failed, resent) = ingest(std::slice::from_ref(&base), &tokens[first..], &batches);
-        let ingest_rate = messages as f64 / ingest;
+        let mut reference = RawReference::open(&dir.join(format!("raw-{first}.db")), &updates, now)?;
+        let mut ratios = Vec::new();
         println!(
-            "  state ingestion through HTTP into SQLite, {label}: {messages} messages in {batch_count} batches of {BATCH} from {CLIENTS} concurrent clients (one connection each): {ingest:.2} s = {ingest_rate:.0} messages/s ({failed} failed, {resent} resent after a connection reset)"
+            "  state ingestion through HTTP into SQLite, {label} ({CLIENTS} concurrent clients, one connection each, batches of {BATCH}), each round next to the same rows bulk-inserted into SQLite, one transaction per {BATCH}:"
         );
-        rates.push((label, batches, ingest_rate));
+        for round in 0..ROUNDS {
+            let batches = workload(&updates, first, same, round, now);
+            let messages: usize = batches.iter().map(Vec::len).sum::<usize>() * BATCH;
+            let (secs, failed, resent) = ingest(std::slice::from_ref(&base), &tokens[first..], &batches);
+            let rate = messages as f64 / secs;
+            let raw = reference.rate(&batches)?;
+            println!(
+                "    round {}: {messages} messages in {secs:.2} s = {rate:.0} messages/s ({failed} failed, {resent} resent after a connection reset); reference {raw:.0} rows/s; {:.2}×",
+                round + 1,
+                rate / raw
+            );
+            ratios.push(rate / raw);
+            if same {
+                rescans.push(rate);
+            }
+        }
+        ratios.sort_by(f64::total_cmp);
+        println!("    HTTP ingestion is {:.2}× the raw insert (median of {ROUNDS} rounds)", ratios[ROUNDS / 2]);
     }
+    rescans.sort_by(f64::total_cmp);
     let _ = stop_tx.send(());
     let _ = rt.block_on(server);
     drop(rt);
@@ -168,36 +187,40 @@ pub fn run() -> Result<ExitCode> {
     println!(
         "  naive (one INSERT per state message, autocommit): {naive_insert:.0} messages/s over {sample}; GROUP BY summary of them: {group_ms:.1} ms ({groups} groups)"
     );
-    println!("  batched ingestion is {:.0}× the naive rate", rates[0].2 / naive_insert);
-    for (n, (label, batches, ingest_rate)) in rates.iter().enumerate() {
-        raw_reference(&dir.join(format!("raw-{n}.db")), label, &updates, batches, *ingest_rate, now)?;
-    }
-    postgres_two_points(&updates, &tokens[..CLIENTS], &rates[0].1, now)?;
+    println!("  batched ingestion is {:.0}× the naive rate", rescans[ROUNDS / 2] / naive_insert);
+    postgres_two_points(&updates, &tokens[..CLIENTS], &workload(&updates, 0, true, 0, now), now)?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
 }
 
-/// Four batches of 500 state messages for each of `CLIENTS` clients from `first` on.
+/// Four batches of 500 state messages for each of `CLIENTS` clients from `first` on, the
+/// `round`th four of the client's scans (sequences and times go on from the round before).
 /// With `same`, every scan reports the same updates, a fifth of them Missing, which fifth
 /// moving with each scan; otherwise each scan reports a different set.
-fn workload(updates: &[crate::catalog::Update], first: usize, same: bool, now: Timestamp) -> Vec<Vec<String>> {
+fn workload(
+    updates: &[crate::catalog::Update],
+    first: usize,
+    same: bool,
+    round: usize,
+    now: Timestamp,
+) -> Vec<Vec<String>> {
     (first..first + CLIENTS)
         .map(|c| {
-            (0..4)
-                .map(|round| {
+            (4 * round..4 * round + 4)
+                .map(|scan| {
                     let reports = (0..BATCH)
                         .map(|u| UpdateReport {
                             // u * 3 < 2,000: distinct updates
-                            id: updates[(c * 7 + u * 3 + if same { 0 } else { round }) % updates.len()].id.clone(),
-                            result: if (u + round) % 5 == 0 { ScanResult::Missing } else { ScanResult::Installed },
+                            id: updates[(c * 7 + u * 3 + if same { 0 } else { scan }) % updates.len()].id.clone(),
+                            result: if (u + scan) % 5 == 0 { ScanResult::Missing } else { ScanResult::Installed },
                             enforcement: Enforcement::None,
                         })
                         .collect();
                     let batch = StateBatch {
                         client: format!("host-{c:05}"),
-                        sequence: round as u64 + 1,
+                        sequence: scan as u64 + 1,
                         messages: vec![StateMessage::ScanCompleted {
-                            time: now + jiff::SignedDuration::from_secs(round as i64),
+                            time: now + jiff::SignedDuration::from_secs(scan as i64),
                             catalog_version: 1,
                             agent_version: None,
                             updates: reports,
@@ -251,8 +274,10 @@ fn ingest(bases: &[String], tokens: &[String], batches: &[Vec<String>]) -> (f64,
                                 .send(body.as_str());
                             match answer {
                                 Ok(r) if r.status().as_u16() == 200 => break,
-                                Err(ureq::Error::Io(_)) if attempts < 5 => {
-                                    retries.fetch_add(1, Ordering::Relaxed);
+                                Err(ureq::Error::Io(e)) if attempts < 5 => {
+                                    if retries.fetch_add(1, Ordering::Relaxed) == 0 {
+                                        eprintln!("  a batch is resent: {e} ({:?})", e.kind());
+                                    }
                                     std::thread::sleep(Duration::from_millis(20));
                                 }
                                 other => {
@@ -276,52 +301,54 @@ fn ingest(bases: &[String], tokens: &[String], batches: &[Vec<String>]) -> (f64,
 /// The reference for ingestion: the same rows written straight into a store's compliance
 /// table, one transaction per batch of 500 (the store's own WAL and `synchronous`), no
 /// HTTP, JSON or checks.
-fn raw_reference(
-    path: &std::path::Path,
-    label: &str,
-    updates: &[crate::catalog::Update],
-    batches: &[Vec<String>],
-    ingest_rate: f64,
-    now: Timestamp,
-) -> Result<()> {
-    let mut store = crate::store::sqlite::SqliteStore::open(path)?;
-    store.save_catalog(updates, now)?;
-    let catalog = store.load_catalog()?;
-    let parsed: Vec<StateBatch> =
-        batches.iter().flatten().map(|body| serde_json::from_str(body).expect("our own batches parse")).collect();
-    let mut infos: Vec<ClientInfo> = parsed
-        .iter()
-        .map(|b| ClientInfo { name: b.client.clone(), facts: BTreeMap::new(), agent_version: None })
-        .collect();
-    infos.dedup_by(|a, b| a.name == b.name);
-    store.upsert_clients(&infos, now)?;
-    let keys = store.client_keys()?;
-    let parsed: Vec<Vec<(u32, crate::compliance::PackedState, Timestamp)>> = parsed
-        .iter()
-        .map(|batch| {
-            let client = keys[&batch.client];
-            let StateMessage::ScanCompleted { updates, .. } = &batch.messages[0] else { unreachable!("scans only") };
-            updates
-                .iter()
-                .map(|u| {
-                    let key = catalog.keys[catalog.index_of(&u.id).expect("a catalog update") as usize];
-                    (client, crate::compliance::PackedState::new(key, u.result, u.enforcement), now)
-                })
-                .collect()
-        })
-        .collect();
-    let rows: usize = parsed.iter().map(Vec::len).sum();
-    let started = Instant::now();
-    for batch in parsed {
-        store.bulk_load_states(batch)?;
+struct RawReference {
+    store: crate::store::sqlite::SqliteStore,
+    catalog: crate::catalog::Catalog,
+    keys: HashMap<String, u32>,
+}
+
+impl RawReference {
+    /// A store at `path` with the catalog and the bench's clients.
+    fn open(path: &std::path::Path, updates: &[crate::catalog::Update], now: Timestamp) -> Result<RawReference> {
+        let mut store = crate::store::sqlite::SqliteStore::open(path)?;
+        store.save_catalog(updates, now)?;
+        let infos: Vec<ClientInfo> = (0..2 * CLIENTS)
+            .map(|c| ClientInfo { name: format!("host-{c:05}"), facts: BTreeMap::new(), agent_version: None })
+            .collect();
+        store.upsert_clients(&infos, now)?;
+        let (catalog, keys) = (store.load_catalog()?, store.client_keys()?);
+        Ok(RawReference { store, catalog, keys })
     }
-    let raw_rate = rows as f64 / started.elapsed().as_secs_f64();
-    println!(
-        "  reference, {label}: the same {rows} rows bulk-inserted into SQLite, one transaction per 500: \
-         {raw_rate:.0} rows/s; HTTP ingestion is {:.2}× that",
-        ingest_rate / raw_rate
-    );
-    Ok(())
+
+    /// Rows per second writing the rows of `batches` (parsed and keyed before the clock).
+    fn rate(&mut self, batches: &[Vec<String>]) -> Result<f64> {
+        let parsed: Vec<Vec<(u32, crate::compliance::PackedState, Timestamp)>> = batches
+            .iter()
+            .flatten()
+            .map(|body| {
+                let batch: StateBatch = serde_json::from_str(body).expect("our own batches parse");
+                let client = self.keys[&batch.client];
+                let StateMessage::ScanCompleted { time, updates, .. } = &batch.messages[0] else {
+                    unreachable!("scans only")
+                };
+                updates
+                    .iter()
+                    .map(|u| {
+                        let index = self.catalog.index_of(&u.id).expect("a catalog update") as usize;
+                        let state =
+                            crate::compliance::PackedState::new(self.catalog.keys[index], u.result, u.enforcement);
+                        (client, state, *time)
+                    })
+                    .collect()
+            })
+            .collect();
+        let rows: usize = parsed.iter().map(Vec::len).sum();
+        let started = Instant::now();
+        for batch in parsed {
+            self.store.bulk_load_states(batch)?;
+        }
+        Ok(rows as f64 / started.elapsed().as_secs_f64())
+    }
 }
 
 /// Ingestion into one PostgreSQL schema through two management points sharing it (the
@@ -362,7 +389,7 @@ fn postgres_two_points(
             let shared: crate::server::SharedStore = Arc::new(Mutex::new(Box::new(open()?)));
             keep.push(shared.clone());
             let listener = rt
-                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .block_on(crate::server::bind(([127, 0, 0, 1], 0).into()))
                 .map_err(|e| Error::Usage(format!("cannot bind 127.0.0.1: {e}")))?;
             let addr = listener.local_addr().map_err(|e| Error::Runtime(format!("no address: {e}")))?;
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
