@@ -1203,11 +1203,21 @@ impl BatchWriter for Tx<'_, '_> {
         let update_keys: Vec<i32> = states.iter().map(|&(k, _)| k as i32).collect();
         let results: Vec<i16> = states.iter().map(|&(_, v)| v.0 as i16).collect();
         let enforcements: Vec<i16> = states.iter().map(|&(_, v)| v.1 as i16).collect();
-        self.tx.execute("DELETE FROM compliance WHERE client_key = $1", &[&client]).map_err(&fail)?;
+        // As on SQLite: rows of updates the scan no longer reports deleted, the others
+        // rewritten in place (no indexed column changes, so PostgreSQL can keep the new
+        // row version on its page without touching the primary key index).
+        self.tx
+            .execute(
+                "DELETE FROM compliance WHERE client_key = $1 AND update_key <> ALL($2::int[])",
+                &[&client, &update_keys],
+            )
+            .map_err(&fail)?;
         self.tx
             .execute(
                 "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
-                 SELECT $1::int, u, s, e, $5::bigint FROM unnest($2::int[], $3::smallint[], $4::smallint[]) AS t (u, s, e)",
+                 SELECT $1::int, u, s, e, $5::bigint FROM unnest($2::int[], $3::smallint[], $4::smallint[]) AS t (u, s, e) \
+                 ON CONFLICT (client_key, update_key) DO UPDATE SET scan_result = EXCLUDED.scan_result, \
+                 enforcement = EXCLUDED.enforcement, time = EXCLUDED.time",
                 &[&client, &update_keys, &results, &enforcements, &scan.time],
             )
             .map_err(&fail)?;
