@@ -63,7 +63,8 @@ type UpdateKeys = HashMap<String, i64, foldhash::fast::RandomState>;
 
 impl SqliteStore {
     /// Open (creating the file and its parent directory when missing) and create or
-    /// migrate the schema. WAL journal, `synchronous=NORMAL`, foreign keys on.
+    /// migrate the schema. WAL journal, `synchronous=NORMAL`, foreign keys on, a 64 MiB
+    /// page cache.
     pub fn open(path: &Path) -> Result<Self> {
         let location = path.display().to_string();
         let cannot_open = |reason: String| {
@@ -89,9 +90,9 @@ impl SqliteStore {
             // Reading the journal mode reads the file header: a file that is not a
             // database fails here.
             let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-            // A page cache of 64 MiB (SQLite's default is 2 MiB): with the default, a
-            // management point's store of 1,000 clients' rows read the pages of every
-            // batch's client back from the file, at a third of the write rate.
+            // A page cache of 64 MiB (SQLite's default is 2 MiB): with the default,
+            // rewriting the stored rows of 1,000 clients, client after client, read each
+            // batch's pages back from the file and ran at a third of the rate.
             conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536;")?;
             // Every statement of a state batch stays prepared (rusqlite's default keeps 16).
             conn.set_prepared_statement_cache_capacity(64);
