@@ -37,7 +37,6 @@ pub fn run() -> Result<ExitCode> {
     // A catalog of 2,000 updates, 1,000 enrolled clients, one shared policy.
     let mut store = crate::store::sqlite::SqliteStore::open(&db)?;
     let updates = super::catalog::synthetic_updates(2_000, 0);
-    let _ = &updates;
     store.save_catalog(&updates, now)?;
     // Clients 0..CLIENTS rescan the same updates; the next CLIENTS a different set each time.
     let mut tokens = Vec::new();

@@ -353,17 +353,26 @@ const UPSERT_CLIENT: &str = "INSERT INTO clients (name, facts, agent_version, re
 /// One change-feed row: the client named changed in this transaction.
 const FEED_INSERT: &str = "INSERT INTO feed (client, at) VALUES (?1, ?2)";
 
-const UPSERT_STATE: &str = "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
-     VALUES (?1, ?2, ?3, ?4, ?5) \
-     ON CONFLICT (client_key, update_key) DO UPDATE SET scan_result = excluded.scan_result, \
-     enforcement = excluded.enforcement, time = excluded.time";
+/// Writes compliance rows from the rows `$source` gives as (client_key, update_key,
+/// scan_result, enforcement, time), replacing the stored row of the same (client, update).
+macro_rules! upsert_states {
+    ($source:literal) => {
+        concat!(
+            "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) ",
+            $source,
+            " ON CONFLICT (client_key, update_key) DO UPDATE SET scan_result = excluded.scan_result, \
+             enforcement = excluded.enforcement, time = excluded.time"
+        )
+    };
+}
+
+/// One row from its five parameters.
+const UPSERT_STATE: &str = upsert_states!("VALUES (?1, ?2, ?3, ?4, ?5)");
 
 /// One client's states at one time, each packed as update_key << 16 | scan_result << 8 |
 /// enforcement in the `rarray` of ?2 (the `WHERE` keeps `ON CONFLICT` from reading as a join).
-const UPSERT_PACKED_STATES: &str = "INSERT INTO compliance (client_key, update_key, scan_result, enforcement, time) \
-     SELECT ?1, value >> 16, (value >> 8) & 255, value & 255, ?3 FROM rarray(?2) WHERE true \
-     ON CONFLICT (client_key, update_key) DO UPDATE SET scan_result = excluded.scan_result, \
-     enforcement = excluded.enforcement, time = excluded.time";
+const UPSERT_PACKED_STATES: &str =
+    upsert_states!("SELECT ?1, value >> 16, (value >> 8) & 255, value & 255, ?3 FROM rarray(?2) WHERE true");
 
 /// A `clients` row read by `SELECT key, name, facts, agent_version, scan_time, …, rejected_at`.
 fn client_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRow> {
